@@ -1,0 +1,1 @@
+"""Physical substrates: instrument transports, SCPI and serial-board drivers, wiring maps."""

@@ -1,0 +1,1 @@
+"""Training protocols: sequences of substrate manipulations (see ARCHITECTURE.md)."""

@@ -1,0 +1,75 @@
+"""Pieces shared by the protocols: the free phase, learning rates per tensor, updates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from aeqprop.errors import ConfigurationError
+from aeqprop.substrate import StepReport, Substrate
+
+
+@runtime_checkable
+class TrainingProtocol(Protocol):
+    """A training protocol. Example: ``EqProp(beta=0.5, lr=0.05, variant="centered")``."""
+
+    name: str
+    requires: frozenset[str]
+
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
+        """One training step; the substrate's parameters are updated when it returns."""
+
+
+def check_beta(beta: float) -> float:
+    beta = float(beta)
+    if not np.isfinite(beta) or beta <= 0:
+        raise ConfigurationError(f"beta={beta}: the nudging strength must be a finite number > 0")
+    return beta
+
+
+def check_variant(variant: str, valid: Mapping[str, object], who: str) -> str:
+    if variant not in valid:
+        raise ConfigurationError(f"unknown {who} variant {variant!r}; valid: {', '.join(valid)}")
+    return variant
+
+
+def rates(lr: float | Mapping[str, float], names) -> dict[str, float]:
+    """One learning rate per tensor from a float or a dict keyed by tensor name or kind ("W", "b")."""
+    out = {}
+    for n in names:
+        if isinstance(lr, Mapping):
+            v = lr.get(n, lr.get(n.rstrip("0123456789")))
+            if v is None:
+                raise ConfigurationError(f"lr gives no value for tensor {n!r} (keys: {sorted(lr)})")
+        else:
+            v = lr
+        v = float(v)
+        if not np.isfinite(v) or v < 0:
+            raise ConfigurationError(f"lr[{n}] = {v}: must be a finite number >= 0")
+        out[n] = v
+    return out
+
+
+def free_phase(substrate: Substrate, x: np.ndarray, y: np.ndarray, report: StepReport | None = None):
+    """Clamp x, remove nudging, settle; return (loss, outputs) of the free equilibrium."""
+    substrate.clamp(x)
+    substrate.nudge(0.0)
+    rep = substrate.relax()
+    if report is not None:
+        report.record("free", rep)
+    o = substrate.outputs()
+    loss = float(0.5 * np.sum((o - y) ** 2) / o.shape[0])
+    return loss, o, rep
+
+
+def difference(after: Mapping[str, np.ndarray], before: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {n: after[n] - before[n] for n in before}
+
+
+def sgd_update(substrate, gradients: Mapping[str, np.ndarray], lr: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """theta <- theta - lr * g, programmed through set_parameters (clipped to bounds). Returns the change."""
+    theta = substrate.parameters()
+    substrate.set_parameters({n: theta[n] - lr[n] * gradients[n] for n in gradients})
+    return difference(substrate.parameters(), theta)

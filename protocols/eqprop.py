@@ -1,0 +1,77 @@
+"""Equilibrium propagation: the controller measures dE/dtheta at two equilibria and programs theta.
+
+    g_hat = (dE/dtheta(s_beta2) - dE/dtheta(s_beta1)) / (beta2 - beta1)
+
+| variant     | beta1 | beta2           | bias of g_hat |
+|-------------|-------|-----------------|---------------|
+| positive    | 0     | +b              | O(b)          |
+| negative    | -b    | 0               | O(b)          |
+| centered    | -b    | +b              | O(b^2)        |
+| random-sign | 0     | +/-b per batch  | O(b), cancels on average |
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from aeqprop.substrate import StepReport, Substrate, require
+from protocols.base import check_beta, check_variant, free_phase, rates, sgd_update
+
+VARIANTS = {"centered": (-1.0, 1.0), "positive": (0.0, 1.0), "negative": (-1.0, 0.0), "random-sign": None}
+
+
+class EqProp:
+    """EqProp with a variant of nudging.
+
+    Example: ``EqProp(beta=0.5, lr={"W": 0.05, "b": 0.02}, variant="centered")``.
+    """
+
+    name = "eqprop"
+    description = "Equilibrium propagation: measure dE/dtheta at two nudged equilibria, program theta"
+    requires = frozenset({"eqprop"})
+
+    def __init__(self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.05, variant: str = "centered", seed: int = 0):
+        self.beta = check_beta(beta)
+        self.lr = lr
+        self.variant = check_variant(variant, VARIANTS, "eqprop")
+        self.rng = np.random.default_rng(seed)
+
+    def betas(self) -> tuple[float, float]:
+        """The two nudging strengths of the next step."""
+        if self.variant == "random-sign":
+            sign = 1.0 if self.rng.random() < 0.5 else -1.0
+            return (0.0, sign * self.beta) if sign > 0 else (sign * self.beta, 0.0)
+        lo, hi = VARIANTS[self.variant]
+        return lo * self.beta, hi * self.beta
+
+    def estimate(self, substrate: Substrate, x, y, report: StepReport | None = None):
+        """Return (g_hat, loss, outputs), leaving the parameters untouched."""
+        beta1, beta2 = self.betas()
+        loss, o, rep = free_phase(substrate, x, y, report)
+        grads = {}
+        for phase, beta in (("beta1", beta1), ("beta2", beta2)):
+            if beta == 0.0:
+                substrate.nudge(0.0)
+                if phase == "beta2":  # back to the free equilibrium
+                    rep = substrate.relax()
+            else:
+                substrate.nudge(beta, y)
+                rep = substrate.relax()
+            if report is not None and not (beta == 0.0 and phase == "beta1"):
+                report.record(phase, rep)
+            grads[phase] = substrate.energy_gradients()
+        g_hat = {n: (grads["beta2"][n] - grads["beta1"][n]) / (beta2 - beta1) for n in grads["beta1"]}
+        substrate.nudge(0.0)
+        return g_hat, loss, o
+
+    def step(self, substrate: Substrate, x, y) -> StepReport:
+        require(substrate, self.requires, "eqprop")
+        report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
+        g_hat, report.loss, report.outputs = self.estimate(substrate, x, y, report)
+        t0 = time.perf_counter()
+        report.delta = sgd_update(substrate, g_hat, rates(self.lr, g_hat))
+        report.seconds["update"] = time.perf_counter() - t0
+        return report

@@ -1,0 +1,1 @@
+"""Simulated substrates, each satisfying :class:`aeqprop.substrate.Substrate`."""

@@ -1,0 +1,401 @@
+"""Layered Hopfield network (ALGORITHMS.md section 4) as a simulated substrate.
+
+Energy, per sample, with s_0 = x clamped and s_L = o the outputs::
+
+    E = sum_l 1/2 ||s_l||^2 - sum_l s_(l-1)^T W_l s_l - sum_l b_l^T s_l
+
+Box constraints act as the activation (hidden units in [0, 1], outputs in
+[-1, 2]). Layers of equal parity do not interact, so the exact minimiser of a
+layer given its neighbours is a clipped closed form; alternating odd and even
+layers is exact block coordinate descent and never raises F = E + beta C.
+
+Floating parameters (Aeqprop) are tied to knobs u by a compliance eps per
+tensor. E is linear in theta, so the exact parameter block given the state is
+``theta = u - eps dE/dtheta(s)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from aeqprop.errors import ConfigurationError, RelaxationError, StiffnessError
+from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
+
+HIDDEN_BOX = (0.0, 1.0)
+OUTPUT_BOX = (-1.0, 2.0)
+
+
+def per_tensor(name: str, value: float | Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    """Expand a float, or a dict keyed by tensor name or by kind ("W", "b"), to one value per tensor."""
+    if isinstance(value, Mapping):
+        out = {}
+        for n in names:
+            v = value.get(n, value.get(n.rstrip("0123456789")))
+            if v is None:
+                raise ConfigurationError(f"{name} gives no value for tensor {n!r} (keys: {sorted(value)})")
+            out[n] = float(v)
+    else:
+        out = {n: float(value) for n in names}
+    for n, v in out.items():
+        if not np.isfinite(v) or v <= 0:
+            raise ConfigurationError(f"{name}[{n}] = {v}: must be a finite number > 0")
+    return out
+
+
+class HopfieldSubstrate:
+    """A batched, float64 layered Hopfield network.
+
+    Parameters
+    ----------
+    layers:
+        Sizes ``(n_inputs, hidden..., n_outputs)``; any number of hidden layers.
+    eps:
+        Compliance of the coupling between each parameter and its knob
+        (a float, or per tensor / per kind: ``{"W": 0.1, "b": 0.02}``).
+    bound:
+        Parameters are held within [-bound, bound].
+    tol, max_sweeps:
+        A relaxation stops when no unit moves by more than ``tol`` in a sweep,
+        or after ``max_sweeps`` sweeps.
+    seed, init_gain:
+        Seed the initial parameters: Glorot-uniform weights times ``init_gain``
+        (below about 0.7 the energy stays convex in the state at the start,
+        so the first equilibria are not saturated), zero biases.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (64, 256, 10),
+        eps: float | Mapping[str, float] = 0.1,
+        bound: float = 1.0,
+        tol: float = 1e-4,
+        max_sweeps: int = 100,
+        seed: int = 0,
+        max_batch: int | None = 4096,
+        init_gain: float = 0.5,
+        joint_rtol: float = 1e-6,
+        max_joint_updates: int = 500,
+    ):
+        layers = tuple(int(n) for n in layers)
+        if len(layers) < 2 or min(layers) < 1:
+            raise ConfigurationError(f"layers={layers}: need at least an input and an output size, all >= 1")
+        if not (bound > 0 and tol > 0 and max_sweeps >= 1):
+            raise ConfigurationError("bound and tol must be > 0 and max_sweeps >= 1")
+        self.layers = layers
+        self.L = len(layers) - 1
+        self.tol = float(tol)
+        self.max_sweeps = int(max_sweeps)
+        self.joint_rtol = float(joint_rtol)
+        self.max_joint_updates = int(max_joint_updates)
+        names = [f"{k}{l}" for l in range(1, self.L + 1) for k in ("W", "b")]
+        shapes = {}
+        for l in range(1, self.L + 1):
+            shapes[f"W{l}"] = (layers[l - 1], layers[l])
+            shapes[f"b{l}"] = (layers[l],)
+        self.info = SubstrateInfo(
+            n_inputs=layers[0],
+            n_outputs=layers[-1],
+            parameter_shapes=shapes,
+            parameter_bounds={n: (-float(bound), float(bound)) for n in names},
+            max_batch=max_batch,
+            capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            description=f"layered Hopfield network {'-'.join(map(str, layers))}",
+        )
+        self.eps = per_tensor("eps", eps, names)
+        rng = np.random.default_rng(seed)
+        self.W = [None] + [
+            rng.uniform(-1, 1, (layers[l - 1], layers[l])) * init_gain * np.sqrt(6.0 / (layers[l - 1] + layers[l]))
+            for l in range(1, self.L + 1)
+        ]
+        self.b = [None] + [np.zeros(layers[l]) for l in range(1, self.L + 1)]
+        self._u = self.parameters()
+        self._x = np.zeros((1, layers[0]))
+        self._s: list[np.ndarray] = []
+        self._reset_state(1)
+        self._beta = 0.0
+        self._y: np.ndarray | None = None
+        self._stale = True
+        self.total_sweeps = 0
+
+    # -- state ----------------------------------------------------------------
+    def _reset_state(self, batch: int) -> None:
+        self._s = [self._x] + [np.zeros((batch, n)) for n in self.layers[1:]]
+
+    def _box(self, l: int) -> tuple[float, float]:
+        return OUTPUT_BOX if l == self.L else HIDDEN_BOX
+
+    def clamp(self, x: np.ndarray) -> None:
+        """Set the inputs, shape (batch, n_inputs); the state restarts from zero."""
+        x = check_array("x", x, (None, self.info.n_inputs))
+        self.info.check_batch(x.shape[0])
+        self._x = x
+        self._reset_state(x.shape[0])
+        if self._y is not None and self._y.shape[0] != x.shape[0]:
+            self._beta, self._y = 0.0, None
+        self._stale = True
+
+    def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
+        """Squared-cost nudging toward y with strength beta (0 removes it); beta <= -1 is refused."""
+        beta = float(beta)
+        if not np.isfinite(beta) or beta <= -1.0:
+            raise ConfigurationError(
+                f"beta={beta}: with the squared cost and unit output self-energy, beta <= -1 "
+                "destroys the minimum of F; use beta > -1"
+            )
+        if beta != 0.0:
+            if y is None:
+                raise ConfigurationError("nudge with beta != 0 needs a target y")
+            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        elif y is not None:
+            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        self._beta, self._y = beta, y
+        self._stale = True
+
+    def relax(self) -> RelaxReport:
+        """Settle the state by exact block coordinate descent (odd layers, then even)."""
+        t0 = time.perf_counter()
+        report = self._relax(self.tol, self.max_sweeps)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
+        s, W, b, L = self._s, self.W, self.b, self.L
+        beta, y = self._beta, self._y
+        drive1 = self._x @ W[1] + b[1]
+        change = np.inf
+        sweeps = 0
+        order = list(range(1, L + 1, 2)) + list(range(2, L + 1, 2))
+        while sweeps < max_sweeps:
+            sweeps += 1
+            change = 0.0
+            for l in order:
+                pre = drive1 if l == 1 else s[l - 1] @ W[l] + b[l]
+                if l < L:
+                    pre = pre + s[l + 1] @ W[l + 1].T
+                elif beta != 0.0:
+                    pre = (pre + beta * y) / (1.0 + beta)
+                lo, hi = self._box(l)
+                new = np.clip(pre, lo, hi)
+                change = max(change, float(np.max(np.abs(new - s[l]))))
+                s[l] = new
+            if not np.isfinite(change):
+                raise RelaxationError("the state became non-finite during relaxation; check the parameters")
+            if change <= tol:
+                break
+        self.total_sweeps += sweeps
+        self._stale = False
+        return RelaxReport(sweeps=sweeps, residual=change, converged=change <= tol)
+
+    def _settle(self) -> None:
+        if self._stale:
+            self._relax(self.tol, self.max_sweeps)
+
+    def outputs(self) -> np.ndarray:
+        self._settle()
+        return self._s[self.L].copy()
+
+    def state(self) -> list[np.ndarray]:
+        """The settled layers ``[x, s_1, ..., s_L]`` (copies); for checks and plots."""
+        self._settle()
+        return [a.copy() for a in self._s]
+
+    def energy(self) -> float:
+        """F = E + beta C at the current state, batch mean."""
+        s, W, b = self._s, self.W, self.b
+        e = 0.0
+        for l in range(1, self.L + 1):
+            e += 0.5 * np.sum(s[l] ** 2) - np.sum((s[l - 1] @ W[l]) * s[l]) - np.sum(s[l] @ b[l])
+        if self._beta != 0.0:
+            e += self._beta * 0.5 * np.sum((s[self.L] - self._y) ** 2)
+        return float(e / s[0].shape[0])
+
+    # -- parameters (capability "eqprop") -------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        out = {}
+        for l in range(1, self.L + 1):
+            out[f"W{l}"] = self.W[l].copy()
+            out[f"b{l}"] = self.b[l].copy()
+        return out
+
+    def _assign(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        clipped = {}
+        for name, value in theta.items():
+            if name not in self.info.parameter_shapes:
+                raise ConfigurationError(f"unknown parameter {name!r}; valid: {sorted(self.info.parameter_shapes)}")
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != self.info.parameter_shapes[name]:
+                raise ConfigurationError(f"{name} has shape {value.shape}, expected {self.info.parameter_shapes[name]}")
+            if not np.all(np.isfinite(value)):
+                raise RelaxationError(f"refusing non-finite values for parameter {name}")
+            lo, hi = self.info.parameter_bounds[name]
+            kept = np.clip(value, lo, hi)
+            clipped[name] = int(np.count_nonzero(kept != value))
+            target = self.W if name[0] == "W" else self.b
+            target[int(name[1:])] = kept
+        self._stale = True
+        return clipped
+
+    def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Program theta; values past the bounds are clipped. Returns entries clipped per tensor."""
+        return self._assign(theta)
+
+    def energy_gradients(self) -> dict[str, np.ndarray]:
+        """dE/dW_l = -mean(s_(l-1) s_l^T), dE/db_l = -mean(s_l) at the current equilibrium."""
+        self._settle()
+        s, B = self._s, self._s[0].shape[0]
+        out = {}
+        for l in range(1, self.L + 1):
+            out[f"W{l}"] = -(s[l - 1].T @ s[l]) / B
+            out[f"b{l}"] = -s[l].mean(axis=0)
+        return out
+
+    # -- floating parameters (capability "aeqprop") ---------------------------
+    def knobs(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._u.items()}
+
+    def set_knobs(self, u: Mapping[str, np.ndarray]) -> None:
+        for name, value in u.items():
+            if name not in self._u:
+                raise ConfigurationError(f"unknown knob {name!r}; valid: {sorted(self._u)}")
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != self._u[name].shape or not np.all(np.isfinite(value)):
+                raise ConfigurationError(f"knob {name} must be finite with shape {self._u[name].shape}")
+            self._u[name] = value.copy()
+
+    def _parameter_block(self) -> dict[str, np.ndarray]:
+        """The exact minimiser of G over theta given the state: u - eps dE/dtheta(s)."""
+        g = self.energy_gradients()
+        return {n: self._u[n] - self.eps[n] * g[n] for n in g}
+
+    def homeostasis(self) -> None:
+        """Native homeostasis: set u = theta + eps dE/dtheta(s), so theta feels no net force."""
+        g = self.energy_gradients()
+        theta = self.parameters()
+        self._u = {n: theta[n] + self.eps[n] * g[n] for n in g}
+
+    def release(self, duration: float | None = None) -> RelaxReport:
+        """Let theta float against the knobs, then hold it.
+
+        ``duration`` counts parameter updates, each taken after the state has
+        settled under the current theta; a fraction moves theta that part of
+        the way (a short release). None settles state and parameters jointly
+        and raises StiffnessError if that runs away.
+        """
+        t0 = time.perf_counter()
+        if duration is None:
+            report = self._release_joint()
+        else:
+            if not (duration >= 0 and np.isfinite(duration)):
+                raise ConfigurationError(f"release duration {duration}: must be a finite number >= 0")
+            report = RelaxReport(sweeps=0, residual=0.0, converged=True)
+            remaining = float(duration)
+            while remaining > 1e-12:
+                frac = min(1.0, remaining)
+                if self._stale:
+                    report = report + self._relax(self.tol, self.max_sweeps)
+                target = self._parameter_block()
+                theta = self.parameters()
+                self._assign({n: theta[n] + frac * (target[n] - theta[n]) for n in target})
+                remaining -= frac
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _release_joint(self) -> RelaxReport:
+        theta0 = self.parameters()
+        report = RelaxReport(sweeps=0, residual=0.0, converged=True)
+        first = prev = None
+        growth = 0
+        ratio = 0.0
+        for _ in range(self.max_joint_updates):
+            report = report + self._relax(self.tol, self.max_sweeps)
+            theta = self.parameters()
+            target = self._parameter_block()
+            move = float(np.sqrt(sum(np.sum((target[n] - theta[n]) ** 2) for n in target)))
+            if not np.isfinite(move):
+                self._assign(theta0)
+                raise self._stiffness(np.inf)
+            self._assign(target)
+            if first is None:
+                first = move
+            if prev is not None and prev > 0:
+                ratio = move / prev
+                growth = growth + 1 if ratio > 1.0 else 0
+                if growth >= 2:
+                    self._assign(theta0)
+                    raise self._stiffness(ratio)
+            if move <= self.joint_rtol * max(first, 1e-300):
+                report.residual = move
+                return report
+            prev = move
+        self._assign(theta0)
+        if ratio >= 0.999:
+            raise self._stiffness(ratio)
+        raise RelaxationError(
+            f"state and parameters did not settle jointly in {self.max_joint_updates} updates "
+            f"(last contraction {ratio:.3f}); raise max_joint_updates or use a short release"
+        )
+
+    def _stiffness(self, ratio: float) -> StiffnessError:
+        eps_show = {n: v for n, v in self.eps.items()}
+        largest = max(self.eps.values())
+        eps_max = largest / ratio if np.isfinite(ratio) and ratio > 0 else None
+        hint = f"largest stable eps ~ {eps_max:.3g}" if eps_max is not None else "no estimate of the largest stable eps"
+        return StiffnessError(
+            f"the nudged phase ran away at eps={eps_show} (parameter moves grew x{ratio:.3g} per update): "
+            f"the coupling is softer than the stiffness limit; {hint}. Lower eps or use a short release. "
+            "Parameters were restored to their last good values.",
+            eps=eps_show,
+            eps_max=eps_max,
+        )
+
+    # -- oracle (simulation only) ---------------------------------------------
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """L = mean_batch 1/2 ||o(s_0) - y||^2 at a tightly settled free equilibrium."""
+        self.clamp(x)
+        self.nudge(0.0)
+        self._relax(1e-13, 100_000)
+        y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        return float(0.5 * np.sum((self._s[self.L] - y) ** 2) / y.shape[0])
+
+    def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """dL/dtheta by implicit differentiation at the free equilibrium.
+
+        Solve ``H lambda = dC/ds`` on the units not held at a box bound
+        (H = d2E/ds2 there; bound units have lambda = 0), then
+        ``grad L = -(d2E/dtheta ds) lambda``. Leaves the substrate clamped to x.
+        """
+        self.loss(x, y)
+        s, L = self._s, self.L
+        B = s[0].shape[0]
+        sizes = self.layers[1:]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        N = int(offsets[-1])
+        H = np.eye(N)
+        for l in range(2, L + 1):
+            i0, i1, j0, j1 = offsets[l - 2], offsets[l - 1], offsets[l - 1], offsets[l]
+            H[i0:i1, j0:j1] = -self.W[l]
+            H[j0:j1, i0:i1] = -self.W[l].T
+        free = np.concatenate(
+            [(s[l] > self._box(l)[0]) & (s[l] < self._box(l)[1]) for l in range(1, L + 1)], axis=1
+        ).astype(np.float64)
+        Hb = H[None, :, :] * free[:, :, None] * free[:, None, :]
+        Hb[:, np.arange(N), np.arange(N)] += 1.0 - free
+        rhs = np.zeros((B, N))
+        rhs[:, offsets[L - 1]:] = s[L] - y
+        lam = np.linalg.solve(Hb, (rhs * free)[:, :, None])[:, :, 0]
+        lams = [np.zeros_like(s[0])] + [lam[:, offsets[l - 1]:offsets[l]] for l in range(1, L + 1)]
+        grads = {}
+        for l in range(1, L + 1):
+            gw = s[l - 1].T @ lams[l]
+            if l > 1:
+                gw = gw + lams[l - 1].T @ s[l]
+            grads[f"W{l}"] = gw / B
+            grads[f"b{l}"] = lams[l].mean(axis=0)
+        return grads
+
+    def close(self) -> None:
+        """Nothing to switch off in simulation; removes nudging."""
+        self._beta, self._y = 0.0, None
