@@ -29,6 +29,17 @@ def check_beta(beta: float) -> float:
     return beta
 
 
+def check_nudging(betas: tuple[float, float], who: str) -> None:
+    """Refuse a nudging strength <= -1: with the squared cost and unit output
+    self-energy it destroys the minimum of F (the outputs run away)."""
+    low = min(betas)
+    if low <= -1.0:
+        raise ConfigurationError(
+            f"{who} nudges with beta={low:g}: beta <= -1 destroys the minimum of F with the squared cost; "
+            "use a smaller --beta"
+        )
+
+
 def check_variant(variant: str, valid: Mapping[str, object], who: str) -> str:
     if variant not in valid:
         raise ConfigurationError(f"unknown {who} variant {variant!r}; valid: {', '.join(valid)}")

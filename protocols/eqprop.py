@@ -18,7 +18,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from aeqprop.substrate import StepReport, Substrate, require
-from protocols.base import check_beta, check_variant, free_phase, rates, sgd_update
+from protocols.averaging import averaged, check_averages
+from protocols.base import check_beta, check_nudging, check_variant, free_phase, rates, sgd_update
 
 VARIANTS = {"centered": (-1.0, 1.0), "positive": (0.0, 1.0), "negative": (-1.0, 0.0), "random-sign": None}
 
@@ -26,17 +27,21 @@ VARIANTS = {"centered": (-1.0, 1.0), "positive": (0.0, 1.0), "negative": (-1.0, 
 class EqProp:
     """EqProp with a variant of nudging.
 
-    Example: ``EqProp(beta=0.5, lr={"W": 0.05, "b": 0.02}, variant="centered")``.
+    Example: ``EqProp(beta=0.5, lr={"W": 0.1, "b": 0.05}, variant="centered")``.
+    ``averages`` repeats each measurement (dE/dtheta per phase, theta before
+    programming) that many times and averages, against read noise.
     """
 
     name = "eqprop"
     description = "Equilibrium propagation: measure dE/dtheta at two nudged equilibria, program theta"
     requires = frozenset({"eqprop"})
 
-    def __init__(self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.05, variant: str = "centered", seed: int = 0):
+    def __init__(self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.1, variant: str = "centered", seed: int = 0, averages: int = 1):
         self.beta = check_beta(beta)
+        self.averages = check_averages(averages)
         self.lr = lr
         self.variant = check_variant(variant, VARIANTS, "eqprop")
+        check_nudging((-self.beta, self.beta) if variant == "random-sign" else self.betas(), f"eqprop {variant}")
         self.rng = np.random.default_rng(seed)
 
     def betas(self) -> tuple[float, float]:
@@ -47,22 +52,26 @@ class EqProp:
         lo, hi = VARIANTS[self.variant]
         return lo * self.beta, hi * self.beta
 
+    def expected_rates(self, substrate) -> dict[str, float]:
+        """Learning rate per tensor: the update is ``-lr * g_hat``."""
+        return rates(self.lr, substrate.info.parameter_shapes)
+
     def estimate(self, substrate: Substrate, x, y, report: StepReport | None = None):
         """Return (g_hat, loss, outputs), leaving the parameters untouched."""
         beta1, beta2 = self.betas()
-        loss, o, rep = free_phase(substrate, x, y, report)
+        loss, o, _ = free_phase(substrate, x, y, report)
         grads = {}
+        if 0.0 in (beta1, beta2):  # measured at the free equilibrium, before any nudging
+            free = averaged(substrate.energy_gradients, self.averages)
         for phase, beta in (("beta1", beta1), ("beta2", beta2)):
             if beta == 0.0:
-                substrate.nudge(0.0)
-                if phase == "beta2":  # back to the free equilibrium
-                    rep = substrate.relax()
-            else:
-                substrate.nudge(beta, y)
-                rep = substrate.relax()
-            if report is not None and not (beta == 0.0 and phase == "beta1"):
+                grads[phase] = free
+                continue
+            substrate.nudge(beta, y)
+            rep = substrate.relax()
+            if report is not None:
                 report.record(phase, rep)
-            grads[phase] = substrate.energy_gradients()
+            grads[phase] = averaged(substrate.energy_gradients, self.averages)
         g_hat = {n: (grads["beta2"][n] - grads["beta1"][n]) / (beta2 - beta1) for n in grads["beta1"]}
         substrate.nudge(0.0)
         return g_hat, loss, o
@@ -72,6 +81,16 @@ class EqProp:
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         g_hat, report.loss, report.outputs = self.estimate(substrate, x, y, report)
         t0 = time.perf_counter()
-        report.delta = sgd_update(substrate, g_hat, rates(self.lr, g_hat))
+        if self.averages == 1:
+            report.delta = sgd_update(substrate, g_hat, rates(self.lr, g_hat))
+        else:
+            report.delta = self._averaged_update(substrate, g_hat, rates(self.lr, g_hat))
         report.seconds["update"] = time.perf_counter() - t0
         return report
+
+    def _averaged_update(self, substrate, g_hat, lr) -> dict[str, np.ndarray]:
+        """sgd_update with theta read ``averages`` times before and after programming."""
+        theta = averaged(substrate.parameters, self.averages)
+        substrate.set_parameters({n: theta[n] - lr[n] * g_hat[n] for n in g_hat})
+        after = averaged(substrate.parameters, self.averages)
+        return {n: after[n] - theta[n] for n in theta}

@@ -14,7 +14,7 @@ from protocols.base import rates, sgd_update
 class OracleSGD:
     """theta <- theta - lr * dL/dtheta, the true gradient by implicit differentiation.
 
-    Example: ``OracleSGD(lr=0.05)``. Simulation only: it reads the model, which
+    Example: ``OracleSGD(lr=0.1)``. Simulation only: it reads the model, which
     no agnostic protocol may do. It is the yardstick for the others.
     """
 
@@ -22,8 +22,11 @@ class OracleSGD:
     description = "SGD on the true gradient (implicit differentiation); simulation baseline"
     requires = frozenset({"eqprop", "oracle"})
 
-    def __init__(self, lr: float | Mapping[str, float] = 0.05, beta: float | None = None, variant: str | None = None, seed: int = 0):
+    def __init__(self, lr: float | Mapping[str, float] = 0.1, beta: float | None = None, variant: str | None = None, seed: int = 0):
         self.lr = lr
+
+    def expected_rates(self, substrate) -> dict[str, float]:
+        return rates(self.lr, substrate.info.parameter_shapes)
 
     def step(self, substrate: Substrate, x, y) -> StepReport:
         require(substrate, self.requires, self.name)

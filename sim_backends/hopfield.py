@@ -21,31 +21,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aeqprop.errors import ConfigurationError, RelaxationError, StiffnessError
+from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
+from sim_backends.floating import FloatingParameters, per_tensor  # noqa: F401  (per_tensor re-exported)
 
 HIDDEN_BOX = (0.0, 1.0)
 OUTPUT_BOX = (-1.0, 2.0)
 
 
-def per_tensor(name: str, value: float | Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
-    """Expand a float, or a dict keyed by tensor name or by kind ("W", "b"), to one value per tensor."""
-    if isinstance(value, Mapping):
-        out = {}
-        for n in names:
-            v = value.get(n, value.get(n.rstrip("0123456789")))
-            if v is None:
-                raise ConfigurationError(f"{name} gives no value for tensor {n!r} (keys: {sorted(value)})")
-            out[n] = float(v)
-    else:
-        out = {n: float(value) for n in names}
-    for n, v in out.items():
-        if not np.isfinite(v) or v <= 0:
-            raise ConfigurationError(f"{name}[{n}] = {v}: must be a finite number > 0")
-    return out
-
-
-class HopfieldSubstrate:
+class HopfieldSubstrate(FloatingParameters):
     """A batched, float64 layered Hopfield network.
 
     Parameters
@@ -111,6 +95,7 @@ class HopfieldSubstrate:
             for l in range(1, self.L + 1)
         ]
         self.b = [None] + [np.zeros(layers[l]) for l in range(1, self.L + 1)]
+        self.W = [None] + [np.clip(w, -bound, bound) for w in self.W[1:]]
         self._u = self.parameters()
         self._x = np.zeros((1, layers[0]))
         self._s: list[np.ndarray] = []
@@ -252,104 +237,7 @@ class HopfieldSubstrate:
             out[f"b{l}"] = -s[l].mean(axis=0)
         return out
 
-    # -- floating parameters (capability "aeqprop") ---------------------------
-    def knobs(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self._u.items()}
-
-    def set_knobs(self, u: Mapping[str, np.ndarray]) -> None:
-        for name, value in u.items():
-            if name not in self._u:
-                raise ConfigurationError(f"unknown knob {name!r}; valid: {sorted(self._u)}")
-            value = np.asarray(value, dtype=np.float64)
-            if value.shape != self._u[name].shape or not np.all(np.isfinite(value)):
-                raise ConfigurationError(f"knob {name} must be finite with shape {self._u[name].shape}")
-            self._u[name] = value.copy()
-
-    def _parameter_block(self) -> dict[str, np.ndarray]:
-        """The exact minimiser of G over theta given the state: u - eps dE/dtheta(s)."""
-        g = self.energy_gradients()
-        return {n: self._u[n] - self.eps[n] * g[n] for n in g}
-
-    def homeostasis(self) -> None:
-        """Native homeostasis: set u = theta + eps dE/dtheta(s), so theta feels no net force."""
-        g = self.energy_gradients()
-        theta = self.parameters()
-        self._u = {n: theta[n] + self.eps[n] * g[n] for n in g}
-
-    def release(self, duration: float | None = None) -> RelaxReport:
-        """Let theta float against the knobs, then hold it.
-
-        ``duration`` counts parameter updates, each taken after the state has
-        settled under the current theta; a fraction moves theta that part of
-        the way (a short release). None settles state and parameters jointly
-        and raises StiffnessError if that runs away.
-        """
-        t0 = time.perf_counter()
-        if duration is None:
-            report = self._release_joint()
-        else:
-            if not (duration >= 0 and np.isfinite(duration)):
-                raise ConfigurationError(f"release duration {duration}: must be a finite number >= 0")
-            report = RelaxReport(sweeps=0, residual=0.0, converged=True)
-            remaining = float(duration)
-            while remaining > 1e-12:
-                frac = min(1.0, remaining)
-                if self._stale:
-                    report = report + self._relax(self.tol, self.max_sweeps)
-                target = self._parameter_block()
-                theta = self.parameters()
-                self._assign({n: theta[n] + frac * (target[n] - theta[n]) for n in target})
-                remaining -= frac
-        report.seconds = time.perf_counter() - t0
-        return report
-
-    def _release_joint(self) -> RelaxReport:
-        theta0 = self.parameters()
-        report = RelaxReport(sweeps=0, residual=0.0, converged=True)
-        first = prev = None
-        growth = 0
-        ratio = 0.0
-        for _ in range(self.max_joint_updates):
-            report = report + self._relax(self.tol, self.max_sweeps)
-            theta = self.parameters()
-            target = self._parameter_block()
-            move = float(np.sqrt(sum(np.sum((target[n] - theta[n]) ** 2) for n in target)))
-            if not np.isfinite(move):
-                self._assign(theta0)
-                raise self._stiffness(np.inf)
-            self._assign(target)
-            if first is None:
-                first = move
-            if prev is not None and prev > 0:
-                ratio = move / prev
-                growth = growth + 1 if ratio > 1.0 else 0
-                if growth >= 2:
-                    self._assign(theta0)
-                    raise self._stiffness(ratio)
-            if move <= self.joint_rtol * max(first, 1e-300):
-                report.residual = move
-                return report
-            prev = move
-        self._assign(theta0)
-        if ratio >= 0.999:
-            raise self._stiffness(ratio)
-        raise RelaxationError(
-            f"state and parameters did not settle jointly in {self.max_joint_updates} updates "
-            f"(last contraction {ratio:.3f}); raise max_joint_updates or use a short release"
-        )
-
-    def _stiffness(self, ratio: float) -> StiffnessError:
-        eps_show = {n: v for n, v in self.eps.items()}
-        largest = max(self.eps.values())
-        eps_max = largest / ratio if np.isfinite(ratio) and ratio > 0 else None
-        hint = f"largest stable eps ~ {eps_max:.3g}" if eps_max is not None else "no estimate of the largest stable eps"
-        return StiffnessError(
-            f"the nudged phase ran away at eps={eps_show} (parameter moves grew x{ratio:.3g} per update): "
-            f"the coupling is softer than the stiffness limit; {hint}. Lower eps or use a short release. "
-            "Parameters were restored to their last good values.",
-            eps=eps_show,
-            eps_max=eps_max,
-        )
+    # -- floating parameters (capability "aeqprop"): see sim_backends.floating --
 
     # -- oracle (simulation only) ---------------------------------------------
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from aeqprop.data import load_dataset
+from aeqprop.errors import ConfigurationError
+from aeqprop.trainer import Trainer, evaluate
+from protocols.aeqprop import Aeqprop
+from protocols.eqprop import EqProp
+from sim_backends.hopfield import HopfieldSubstrate
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return load_dataset("iris", seed=0)
+
+
+def test_aeqprop_training_beats_chance_by_far_and_is_reproducible():
+    wine = load_dataset("wine", seed=0)
+
+    def run():
+        sub = HopfieldSubstrate((13, 16, 3), eps=0.1, seed=0, tol=1e-3)
+        before = evaluate(sub, wine.x_test, wine.labels_test)[1]
+        result = Trainer(sub, Aeqprop(beta=1.0), wine, epochs=15, batch_size=8, seed=0).run()
+        return before, result, sub.parameters()
+
+    before, result, theta = run()
+    assert before < 0.5
+    assert result.final.test_accuracy >= 0.94
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    _, again, theta2 = run()
+    assert again.final.test_accuracy == result.final.test_accuracy
+    assert all(np.array_equal(theta[n], theta2[n]) for n in theta)
+
+
+def test_trainer_checks_before_the_first_step(iris):
+    sub = HopfieldSubstrate((4, 8, 3), max_batch=4)
+    with pytest.raises(ConfigurationError, match="wider than the substrate takes"):
+        Trainer(sub, EqProp(), iris, epochs=1, batch_size=8)
+    with pytest.raises(ConfigurationError, match="3 outputs"):
+        Trainer(HopfieldSubstrate((4, 8, 3)), EqProp(), load_dataset("wine"), epochs=1, batch_size=4)
+    with pytest.raises(ConfigurationError, match="epochs=0"):
+        Trainer(HopfieldSubstrate((4, 8, 3)), EqProp(), iris, epochs=0, batch_size=4)
+
+
+class OnlyRelaxes:
+    """A substrate without the "eqprop" capability."""
+
+    def __init__(self):
+        self.info = HopfieldSubstrate((4, 8, 3)).info.__class__(
+            n_inputs=4, n_outputs=3, parameter_shapes={}, parameter_bounds={}, capabilities=frozenset()
+        )
+
+
+def test_protocol_needing_a_missing_capability_is_refused(iris):
+    with pytest.raises(ConfigurationError, match=r"needs capabilities \['eqprop'\]"):
+        Trainer(OnlyRelaxes(), EqProp(), iris, epochs=1, batch_size=4)

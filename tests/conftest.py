@@ -1,0 +1,55 @@
+"""Shared fixtures. Hardware tests are opt-in (see the --instrument option)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim_backends.hopfield import HopfieldSubstrate
+
+
+def make_interior_net(layers=(20, 30, 5), eps=1e-3, batch=8, seed=0, **options):
+    """A small Hopfield net whose units mostly sit inside their boxes, settled to 1e-14.
+
+    Returns (substrate, x, y). Weights are scaled down and hidden biases raised
+    so that few units touch a bound and none sits within 1e-3 of switching,
+    where the gradient of the loss is smooth.
+    """
+    options.setdefault("tol", 1e-14)
+    options.setdefault("max_sweeps", 100_000)
+    sub = HopfieldSubstrate(layers, eps=eps, seed=seed + 1, **options)
+    rng = np.random.default_rng(seed)
+    sub.W[1] *= 0.5
+    for l in range(2, sub.L + 1):
+        sub.W[l] *= 0.4
+    for l in range(1, sub.L):
+        sub.b[l][:] = 0.3 + rng.normal(0, 0.1, layers[l])
+    sub.b[sub.L][:] = rng.normal(0, 0.1, layers[-1])
+    sub.set_knobs(sub.parameters())
+    x = rng.uniform(0, 1, (batch, layers[0]))
+    y = np.eye(layers[-1])[rng.integers(0, layers[-1], batch)]
+    return sub, x, y
+
+
+@pytest.fixture
+def interior_net():
+    """Factory fixture: ``interior_net(layers=..., eps=..., batch=..., seed=...)``."""
+    return make_interior_net
+
+
+def flat(d) -> np.ndarray:
+    return np.concatenate([np.ravel(d[n]) for n in sorted(d)])
+
+
+@pytest.fixture
+def flatten():
+    return flat
+
+
+def rel_error(a, b) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture
+def rel():
+    return rel_error

@@ -1,0 +1,73 @@
+"""The command line, run as a user runs it: a subprocess, checking output and exit status."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def aeqprop(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_unknown_dataset():
+    assert_one_line_error(aeqprop("train", "--dataset", "nope"), "unknown dataset 'nope'", "digits, iris, wine, breast_cancer")
+
+
+def test_unknown_protocol():
+    assert_one_line_error(aeqprop("train", "--protocol", "backprop"), "unknown protocol 'backprop'", "aeqprop, eqprop, sgd-oracle")
+
+
+def test_beta_that_destroys_the_minimum():
+    assert_one_line_error(aeqprop("train", "--protocol", "eqprop", "--beta", "1.5"), "beta <= -1")
+
+
+def test_nan_in_a_data_file(tmp_path):
+    table = np.ones((12, 3))
+    table[:, -1] = np.arange(12) % 3
+    table[7, 0] = np.nan
+    path = tmp_path / "nan.csv"
+    np.savetxt(path, table, delimiter=",")
+    assert_one_line_error(aeqprop("train", "--dataset", str(path)), "NaN", "row 7, column 0")
+
+
+def test_batch_wider_than_the_substrate():
+    assert_one_line_error(aeqprop("train", "--batch-size", "5000"), "wider than the substrate takes")
+
+
+def test_short_training_run_prints_the_accuracy():
+    result = aeqprop("train", "--dataset", "wine", "--hidden", "16", "--epochs", "15", "--batch-size", "8", "--quiet")
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy >= 94.0
+
+
+def test_gradcheck_prints_small_errors():
+    result = aeqprop("gradcheck", "--protocol", "eqprop", "--beta", "1e-3", "--layers", "6,8,3", "--entries", "5")
+    assert result.returncode == 0, result.stderr
+    row = next(l for l in result.stdout.splitlines() if " all " in l)
+    cosine, update_err, fd_err = [float(v) for v in row.replace("│", " ").split()[1:4]]
+    assert cosine > 0.999 and update_err < 1e-2 and fd_err < 1e-5
+
+
+@pytest.mark.slow
+def test_default_training_run_reaches_97_percent_on_digits():
+    result = aeqprop("train", "--quiet", timeout=600)
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy >= 97.0, result.stdout
