@@ -257,24 +257,26 @@ class HopfieldSubstrate(FloatingParameters):
         """
         self.loss(x, y)
         s, L = self._s, self.L
-        B = s[0].shape[0]
-        sizes = self.layers[1:]
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        N = int(offsets[-1])
-        H = np.eye(N)
+        # Block-tridiagonal solve (block Thomas), layer 1 upward: H has identity
+        # diagonal blocks and couplings -W_l between layers l-1 and l; units at a
+        # bound are removed by masking their rows and columns. D_1 = I, so the
+        # dense solves are only of the sizes of layers 2..L.
+        masks = [None] + [((s[l] > self._box(l)[0]) & (s[l] < self._box(l)[1])).astype(np.float64) for l in range(1, L + 1)]
+        rhs = [None] + [np.zeros_like(s[l]) for l in range(1, L + 1)]
+        rhs[L] = (s[L] - y) * masks[L]
+        D: list = [None, None]  # D_1 = I on the free units (identity on the bound ones too)
+        red = [None, rhs[1]]
         for l in range(2, L + 1):
-            i0, i1, j0, j1 = offsets[l - 2], offsets[l - 1], offsets[l - 1], offsets[l]
-            H[i0:i1, j0:j1] = -self.W[l]
-            H[j0:j1, i0:i1] = -self.W[l].T
-        free = np.concatenate(
-            [(s[l] > self._box(l)[0]) & (s[l] < self._box(l)[1]) for l in range(1, L + 1)], axis=1
-        ).astype(np.float64)
-        Hb = H[None, :, :] * free[:, :, None] * free[:, None, :]
-        Hb[:, np.arange(N), np.arange(N)] += 1.0 - free
-        rhs = np.zeros((B, N))
-        rhs[:, offsets[L - 1]:] = s[L] - y
-        lam = np.linalg.solve(Hb, (rhs * free)[:, :, None])[:, :, 0]
-        lams = [np.zeros_like(s[0])] + [lam[:, offsets[l - 1]:offsets[l]] for l in range(1, L + 1)]
+            A = masks[l - 1][:, :, None] * self.W[l][None] * masks[l][:, None, :]  # (B, n_(l-1), n_l)
+            DinvA = A if D[l - 1] is None else np.linalg.solve(D[l - 1], A)
+            Dinv_r = red[l - 1] if D[l - 1] is None else np.linalg.solve(D[l - 1], red[l - 1][:, :, None])[:, :, 0]
+            D.append(np.eye(self.layers[l])[None] - np.einsum("bij,bik->bjk", A, DinvA))
+            red.append(rhs[l] + np.einsum("bij,bi->bj", A, Dinv_r))
+        lams = [np.zeros_like(s[0])] + [None] * L
+        for l in range(L, 0, -1):
+            r = red[l] if l == L else red[l] + np.einsum("bij,bj->bi", masks[l][:, :, None] * self.W[l + 1][None] * masks[l + 1][:, None, :], lams[l + 1])
+            lams[l] = r if D[l] is None else np.linalg.solve(D[l], r[:, :, None])[:, :, 0]
+        B = s[0].shape[0]
         grads = {}
         for l in range(1, L + 1):
             gw = s[l - 1].T @ lams[l]
