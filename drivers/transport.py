@@ -1,0 +1,406 @@
+"""One connection to one instrument: pyvisa (any VISA resource) or pyserial (a port or URL).
+
+A :class:`Transport` owns a lock, read and write timeouts in s, a minimum
+interval between commands in s, a log of every message with its timestamp, and
+bounded retries: after a timeout or a malformed reply it flushes the input,
+closes and reopens the connection explicitly, and sends the same message again.
+After the last retry it raises :class:`InstrumentError` naming the resource.
+Ctrl+C during an exchange lets the exchange finish, then re-raises.
+
+Faults and retries are reported to ``on_event(kind, message)``, a plain
+callable (the run store subscribes to it). Kinds: ``"timeout"``, ``"garbled"``,
+``"disconnect"``, ``"retry"``, ``"reopen"``, ``"failed"``.
+
+The seam for tests and new buses is the four private hooks ``_open_raw``,
+``_close_raw``, ``_send_raw`` and ``_receive_raw`` (plus ``_flush_raw``).
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aeqprop.errors import ConfigurationError, InstrumentError
+
+EventHook = Callable[[str, str], None]
+
+
+class ReplyTimeout(Exception):
+    """No complete reply arrived within the read timeout."""
+
+
+class Disconnected(Exception):
+    """The connection was closed by the other end."""
+
+
+class GarbledReply(ValueError):
+    """A reply arrived but cannot be right (bad characters, checksum, count); retried."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One message: wall-clock time in s (``time.time()``), ``">"`` sent or ``"<"`` received, text."""
+
+    t: float
+    direction: str
+    text: str
+
+
+class _DeferInterrupt:
+    """Hold SIGINT until the exchange in flight is finished (main thread only)."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._previous: Any = None
+        self._active = False
+
+    def __enter__(self) -> "_DeferInterrupt":
+        self.pending = False
+        self._active = threading.current_thread() is threading.main_thread()
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        self.pending = True
+
+    def __exit__(self, *exc) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+            if self.pending:
+                raise KeyboardInterrupt
+
+
+class Transport:
+    """Base class: locking, pacing, logging, retries. Subclasses implement the raw hooks.
+
+    Example: ``open_transport("TCPIP0::127.0.0.1::5025::SOCKET", timeout=1.0).query("*IDN?")``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 2.0,
+        write_timeout: float | None = None,
+        min_interval: float = 0.0,
+        retries: int = 2,
+        termination: str = "\n",
+        on_event: EventHook | None = None,
+        log_size: int = 100_000,
+    ):
+        if not (timeout > 0 and min_interval >= 0 and retries >= 0):
+            raise ConfigurationError(f"{address}: need timeout > 0, min_interval >= 0 and retries >= 0")
+        self.address = address
+        self.timeout = float(timeout)
+        self.write_timeout = float(write_timeout if write_timeout is not None else timeout)
+        self.min_interval = float(min_interval)
+        self.retries = int(retries)
+        self.termination = termination
+        self.on_event = on_event
+        self.log: collections.deque[LogEntry] = collections.deque(maxlen=log_size)
+        self.lock = threading.RLock()
+        self.round_trips = 0
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.io_seconds = 0.0  # time spent blocked in the raw hooks
+        self.faults = 0
+        self._last_send = 0.0
+        self._open = False
+        self._interrupt = _DeferInterrupt()
+
+    # -- raw hooks (subclasses) ------------------------------------------------
+    def _open_raw(self) -> None:
+        raise NotImplementedError
+
+    def _close_raw(self) -> None:
+        raise NotImplementedError
+
+    def _send_raw(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _receive_raw(self) -> bytes:
+        """One reply up to and without the termination; ReplyTimeout or Disconnected on failure."""
+        raise NotImplementedError
+
+    def _flush_raw(self) -> None:
+        """Discard any input already received."""
+
+    # -- public ------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def open(self) -> "Transport":
+        with self.lock:
+            if not self._open:
+                try:
+                    self._open_raw()
+                except Exception as exc:
+                    raise InstrumentError(f"cannot open {self.address}: {exc}; check the address and cabling") from exc
+                self._open = True
+        return self
+
+    def close(self) -> None:
+        with self.lock:
+            if self._open:
+                self._open = False
+                try:
+                    self._close_raw()
+                except Exception:  # closing a broken link must not mask the reason it broke
+                    pass
+
+    def __enter__(self) -> "Transport":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def reopen(self) -> None:
+        """Close and open again explicitly (after a fault)."""
+        with self.lock:
+            self.close()
+            self._event("reopen", f"{self.address}: connection closed and reopened")
+            self.open()
+
+    def write(self, message: str) -> None:
+        """Send one message that has no reply (no retry: nothing confirms it arrived)."""
+        with self.lock, self._interrupt:
+            self.open()
+            self._send(message)
+
+    def query(self, message: str, parse: Callable[[str], Any] | None = None) -> Any:
+        """Send ``message``, read one reply and return ``parse(reply)`` (the text if no parser).
+
+        A timeout, disconnect or a parser raising ValueError counts as a fault:
+        the input is flushed, the link closed and reopened, and the same message
+        sent again, up to ``retries`` times. InstrumentError from the parser
+        (an error the instrument reported) is not retried.
+        """
+        with self.lock, self._interrupt:
+            self.open()
+            for attempt in range(self.retries + 1):
+                try:
+                    self._send(message)
+                    reply = self._receive()
+                    self.round_trips += 1
+                    return parse(reply) if parse is not None else reply
+                except (ReplyTimeout, Disconnected, ValueError, OSError) as exc:
+                    kind = {ReplyTimeout: "timeout", Disconnected: "disconnect"}.get(type(exc), "garbled")
+                    if isinstance(exc, OSError):
+                        kind = "disconnect"
+                    self.faults += 1
+                    self._event(kind, f"{self.address}: {kind} on {message[:60]!r}: {exc}")
+                    if attempt == self.retries:
+                        self._event("failed", f"{self.address}: gave up after {self.retries + 1} attempts")
+                        raise InstrumentError(
+                            f"{self.address} did not answer {message[:60]!r} correctly after "
+                            f"{self.retries + 1} attempts (last: {kind}: {exc}); check that it is on, "
+                            "connected and not in an error state, then resume the run"
+                        ) from exc
+                    self._recover()
+                    self._event("retry", f"{self.address}: retry {attempt + 1}/{self.retries} of {message[:60]!r}")
+            raise AssertionError("unreachable")
+
+    # -- internals -------------------------------------------------------------------
+    def _event(self, kind: str, message: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, message)
+
+    def _send(self, message: str) -> None:
+        wait = self._last_send + self.min_interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        data = (message + self.termination).encode("ascii")
+        t0 = time.perf_counter()
+        try:
+            self._send_raw(data)
+        finally:
+            self.io_seconds += time.perf_counter() - t0
+        self._last_send = time.monotonic()
+        self.bytes_out += len(data)
+        self.log.append(LogEntry(time.time(), ">", message))
+
+    def _receive(self) -> str:
+        t0 = time.perf_counter()
+        try:
+            raw = self._receive_raw()
+        finally:
+            self.io_seconds += time.perf_counter() - t0
+        self.bytes_in += len(raw) + len(self.termination)
+        text = raw.decode("ascii", errors="replace")
+        self.log.append(LogEntry(time.time(), "<", text))
+        if "\ufffd" in text:
+            raise GarbledReply(f"non-ASCII bytes in reply {text[:60]!r}")
+        return text.rstrip("\r")
+
+    def _recover(self) -> None:
+        try:
+            self._flush_raw()
+        except Exception:
+            pass
+        try:
+            self.reopen()
+        except InstrumentError as exc:
+            self._event("disconnect", str(exc))
+
+
+class VisaTransport(Transport):
+    """A VISA resource through pyvisa; ``backend`` "@py" (pyvisa-py) by default, "file.yaml@sim" for pyvisa-sim."""
+
+    def __init__(self, address: str, backend: str = "@py", **options):
+        super().__init__(address, **options)
+        self.backend = backend
+        self._rm = None
+        self._res = None
+
+    def _open_raw(self) -> None:
+        import pyvisa
+
+        if self._rm is None:
+            self._rm = pyvisa.ResourceManager(self.backend)
+        self._res = self._rm.open_resource(
+            self.address, read_termination=self.termination, write_termination="",
+            timeout=int(self.timeout * 1000),
+        )
+
+    def _close_raw(self) -> None:
+        res, self._res = self._res, None
+        if res is not None:
+            res.close()
+
+    def close(self) -> None:
+        super().close()
+        if self._rm is not None and not self._open:
+            try:
+                self._rm.close()
+            except Exception:
+                pass
+            self._rm = None
+
+    def reopen(self) -> None:
+        with self.lock:
+            self._open = False
+            try:
+                self._close_raw()
+            except Exception:
+                pass
+            self._event("reopen", f"{self.address}: connection closed and reopened")
+            self.open()
+
+    def _send_raw(self, data: bytes) -> None:
+        import pyvisa
+
+        try:
+            self._res.write_raw(data)
+        except pyvisa.errors.VisaIOError as exc:
+            raise Disconnected(str(exc)) from exc
+
+    def _receive_raw(self) -> bytes:
+        import pyvisa
+
+        try:
+            raw = self._res.read_raw()
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise ReplyTimeout(f"no reply within {self.timeout} s") from exc
+            raise Disconnected(str(exc)) from exc
+        term = self.termination.encode()
+        if not raw.endswith(term):
+            raise Disconnected("reply ended without its termination")
+        return raw[: -len(term)]
+
+    def _flush_raw(self) -> None:
+        if self._res is None:
+            return
+        import pyvisa
+
+        old = self._res.timeout
+        self._res.timeout = 10
+        try:
+            for _ in range(64):
+                self._res.read_raw()
+        except pyvisa.errors.VisaIOError:
+            pass
+        finally:
+            self._res.timeout = old
+
+
+class SerialTransport(Transport):
+    """A serial port or pyserial URL (``/dev/ttyUSB0``, ``COM3``, ``socket://host:port``, ``loop://``)."""
+
+    def __init__(self, address: str, baudrate: int = 115200, **options):
+        super().__init__(address, **options)
+        self.baudrate = int(baudrate)
+        self._port = None
+        self._buffer = bytearray()
+
+    def _open_raw(self) -> None:
+        import serial
+
+        self._port = serial.serial_for_url(
+            self.address, baudrate=self.baudrate, timeout=self.timeout, write_timeout=self.write_timeout
+        )
+        self._buffer.clear()
+
+    def _close_raw(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            port.close()
+
+    def _send_raw(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self._port.write(data)
+        except serial.SerialException as exc:
+            raise Disconnected(str(exc)) from exc
+
+    def _receive_raw(self) -> bytes:
+        import serial
+
+        term = self.termination.encode()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            i = self._buffer.find(term)
+            if i >= 0:
+                line = bytes(self._buffer[:i])
+                del self._buffer[: i + len(term)]
+                return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReplyTimeout(f"no complete reply within {self.timeout} s")
+            self._port.timeout = left
+            try:
+                chunk = self._port.read(max(1, self._port.in_waiting))
+            except serial.SerialException as exc:
+                raise Disconnected(str(exc)) from exc
+            self._buffer += chunk
+
+    def _flush_raw(self) -> None:
+        self._buffer.clear()
+        if self._port is not None:
+            self._port.reset_input_buffer()
+
+
+def open_transport(address: str, *, kind: str | None = None, **options) -> Transport:
+    """A transport for ``address``: VISA if it looks like a VISA resource ("...::..."), else serial.
+
+    ``kind`` forces "visa" or "serial". Options: timeout, write_timeout,
+    min_interval, retries, termination, on_event; ``backend`` (visa) or
+    ``baudrate`` (serial). The transport is opened before it is returned.
+    """
+    kind = kind or ("visa" if "::" in address else "serial")
+    if kind == "visa":
+        transport: Transport = VisaTransport(address, **options)
+    elif kind == "serial":
+        options.pop("backend", None)
+        transport = SerialTransport(address, **options)
+    else:
+        raise ConfigurationError(f"unknown transport kind {kind!r}; valid: visa, serial")
+    return transport.open()

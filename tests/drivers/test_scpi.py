@@ -1,0 +1,102 @@
+"""Expected-exchange tests: the exact messages each profile sends (PyMeasure style)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aeqprop.errors import ConfigurationError, InstrumentError
+from drivers.scpi import ScpiInstrument, channel_list, split_reply
+from drivers.transport import VisaTransport
+from fakes import ScriptedTransport
+
+SIM = Path(__file__).resolve().parents[2] / "examples" / "sim-instruments.yaml"
+OK_2450 = '0,"No error;0;0 0"'
+
+
+def inst(profile, script):
+    return ScpiInstrument(ScriptedTransport(script).open(), profile)
+
+
+def test_channel_lists_compress_runs_and_replies_split_outside_quotes():
+    assert channel_list([1, 2, 3, 7, 9, 10]) == "1:3,7,9,10"
+    assert split_reply('1;0.5,0.25;0,"No error;0;0 0"') == ["1", "0.5,0.25", '0,"No error;0;0 0"']
+
+
+def test_keithley2450_messages():
+    k = inst("keithley2450", [
+        ("SOUR:VOLT 0.5;:SYST:ERR?", OK_2450),
+        ("SOUR:VOLT:ILIM 0.001;:SYST:ERR?", OK_2450),
+        ("OUTP ON;:SYST:ERR?", OK_2450),
+        ("MEAS:VOLT?", "1.25E-01"),
+        ("MEAS:CURR?", "-3E-06"),
+    ])
+    k.set_voltage(1, 0.5)
+    k.set_compliance(1, 1e-3)
+    k.output([1], True)
+    assert k.measure([1])[0] == 0.125
+    assert k.measure([1], "current")[0] == -3e-6
+    with pytest.raises(ConfigurationError, match="no channel 2"):
+        k.set_voltage(2, 0.1)
+
+
+def test_keysight_b2900_chains_two_channels_and_the_measurement_in_one_message():
+    b = inst("keysight-b2900", [
+        ("SOUR1:VOLT 0.1;:SOUR2:VOLT -0.2;:MEAS:VOLT? (@1,2);:SYST:ERR?", '+0.1,-0.2;+0,"No error"'),
+        ("OUTP1 OFF;:OUTP2 OFF;:SYST:ERR?", '+0,"No error"'),
+        ("SENS2:CURR:PROT 0.01;:SYST:ERR?", '+0,"No error"'),
+    ])
+    assert b.exchange(sets=[(1, 0.1), (2, -0.2)], reads=[1, 2]).tolist() == [0.1, -0.2]
+    b.output([1, 2], False)
+    b.set_compliance(2, 0.01)
+
+
+def test_multichannel_keeps_full_float_precision_and_triggers_before_reading():
+    v = 0.1 + 0.2  # 0.30000000000000004 must cross the wire unchanged
+    m = inst("multichannel", [
+        (f"SOUR:VOLT {v!r},(@1001);:SOUR:VOLT 1e-17,(@1002);:INIT;:*OPC?;:MEAS:VOLT? (@2001:2003);:SYST:ERR?",
+         f'1;{v!r},-1.0,2.5e-09;0,"No error"'),
+        ("SOUR:PULS 0.5,(@9000);:SYST:ERR?", '0,"No error"'),
+    ])
+    got = m.exchange(sets=[(1001, v), (1002, 1e-17)], trigger=True, reads=[2001, 2002, 2003])
+    assert got.tolist() == [v, -1.0, 2.5e-9]
+    m.pulse(9000, 0.5)
+
+
+def test_an_error_in_the_queue_after_a_set_raises_with_the_instruments_words():
+    m = inst("multichannel", [
+        ("SOUR:VOLT 5.0,(@1001);:SYST:ERR?", '-9001,"Compliance tripped on channel 1001"'),
+        ("SYST:ERR?", '-222,"Data out of range"'),
+        ("SYST:ERR?", '0,"No error"'),
+    ])
+    with pytest.raises(InstrumentError, match=r"error -9001 \(Compliance tripped on channel 1001\).*then error -222"):
+        m.set_voltage(1001, 5.0)
+
+
+def test_a_reply_with_the_wrong_count_of_numbers_is_retried():
+    m = ScpiInstrument(ScriptedTransport([("MEAS:VOLT? (@1:3)", "0.1,0.2"), ("MEAS:VOLT? (@1:3)", "0.1,0.2,0.3")],
+                                         retries=1).open(), "multichannel")
+    assert m.measure([1, 2, 3]).tolist() == [0.1, 0.2, 0.3]
+    assert m.transport.faults == 1
+
+
+@pytest.mark.parametrize("address,profile,identity", [
+    ("USB0::0x05E6::0x2450::SIM0001::INSTR", "keithley2450", "KEITHLEY INSTRUMENTS,MODEL 2450"),
+    ("TCPIP0::192.0.2.10::inst0::INSTR", "keysight-b2900", "Keysight Technologies,B2902B"),
+])
+def test_static_dialogues_through_pyvisa_sim(address, profile, identity):
+    t = VisaTransport(address, backend=f"{SIM}@sim", timeout=0.5, retries=0)
+    with t:
+        smu = ScpiInstrument(t, profile)
+        assert smu.identify().startswith(identity)
+        assert smu.errors() == []
+        if profile == "keithley2450":
+            smu.set_voltage(1, 0.5)
+            smu.set_compliance(1, 1e-3)
+            assert smu.measure([1]).tolist() == [0.125]
+            assert smu.source_levels([1]).tolist() == [0.0]
+            with pytest.raises(InstrumentError, match="error -222"):
+                smu.set_voltage(1, 30.0)
+        else:
+            got = smu.exchange(sets=[(1, 0.1), (2, -0.2)], reads=[1, 2])
+            assert np.array_equal(got, [0.1, -0.2])
