@@ -1,0 +1,189 @@
+"""The serial board protocol (docs/board-protocol.md): framed text lines with a CRC-8.
+
+Request:  ``<seq> <CMD> [args][; <CMD> [args]...]*<crc>\\n``
+Reply:    ``<seq> OK [payload][;payload...]*<crc>\\n``  or  ``<seq> ERR <code> <text>*<crc>\\n``
+
+``seq`` is a decimal 0..65535 chosen by the controller, ``crc`` two upper-case
+hex digits: CRC-8 (polynomial 0x07, initial value 0x00, no reflection, no final
+XOR) of every byte before the ``*``. A retry repeats the same line with the
+same ``seq``; the board answers it from its last reply without acting twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from aeqprop.errors import ConfigurationError, InstrumentError
+from drivers.scpi import NUMBER, fmt
+from drivers.transport import GarbledReply, Transport
+
+ERROR_CODES = {
+    1: "bad CRC",
+    2: "bad syntax",
+    3: "unknown command",
+    4: "no such channel",
+    5: "value out of range",
+    6: "compliance tripped",
+    7: "busy",
+}
+REPLY = re.compile(r"^(\d{1,5}) (OK|ERR)(?: (.*))?\*([0-9A-F]{2})$")
+
+
+def _table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _table()
+
+
+def crc8(data: bytes) -> int:
+    """CRC-8/SMBUS: polynomial 0x07, init 0x00. ``crc8(b"123456789") == 0xF4``."""
+    crc = 0
+    for b in data:
+        crc = _CRC_TABLE[crc ^ b]
+    return crc
+
+
+def frame(seq: int, body: str) -> str:
+    """``"<seq> <body>*<crc>"`` (without the line end)."""
+    text = f"{seq} {body}"
+    return f"{text}*{crc8(text.encode('ascii')):02X}"
+
+
+def unframe(line: str) -> tuple[int, str]:
+    """(seq, body) of a framed line; ValueError on a bad frame or CRC."""
+    head, star, crc = line.rpartition("*")
+    if not star or len(crc) != 2 or int(crc, 16) != crc8(head.encode("ascii", errors="replace")):
+        raise ValueError(f"bad frame or CRC in {line[:60]!r}")
+    seq, _, body = head.partition(" ")
+    if not seq.isdigit():
+        raise ValueError(f"bad sequence number in {line[:60]!r}")
+    return int(seq), body
+
+
+class BoardInstrument:
+    """A board speaking the framed protocol over a transport (usually serial).
+
+    Offers the same channel operations as :class:`drivers.scpi.ScpiInstrument`.
+    Example: ``BoardInstrument(open_transport("/dev/ttyACM0", baudrate=115200))``.
+    """
+
+    profile_name = "board"
+
+    def __init__(self, transport: Transport):
+        self.transport = transport
+        self.seq = 0
+
+    @property
+    def address(self) -> str:
+        return self.transport.address
+
+    def command(self, *commands: str) -> list[str]:
+        """Send commands chained in one framed line; return each command's payload."""
+        self.seq = (self.seq + 1) % 65536
+        seq = self.seq
+        line = frame(seq, "; ".join(commands))
+
+        def parse(reply: str) -> list[str]:
+            m = REPLY.match(reply)
+            if not m:
+                raise GarbledReply(f"malformed board reply {reply[:60]!r}")
+            got, _ = unframe(reply)
+            if got != seq:
+                raise GarbledReply(f"reply to sequence {got}, expected {seq}")
+            if m.group(2) == "ERR":
+                code, _, text = (m.group(3) or "").partition(" ")
+                if code == "1":  # the board saw a corrupted request: resend it
+                    raise GarbledReply("the board reports a bad CRC on our request")
+                meaning = ERROR_CODES.get(int(code) if code.isdigit() else -1, "unknown error")
+                raise InstrumentError(
+                    f"board {self.address} refused {line[:60]!r}: ERR {code} ({meaning}: {text}); "
+                    "check the wiring map against the board's channels and limits"
+                )
+            payloads = (m.group(3) or "").split(";")
+            if len(payloads) != len(commands):
+                raise GarbledReply(f"expected {len(commands)} payloads, got {reply[:60]!r}")
+            return [p.strip() for p in payloads]
+
+        return self.transport.query(line, parse=parse)
+
+    # -- the operations hardware.py uses ----------------------------------------------
+    def identify(self) -> str:
+        return self.command("ID")[0]
+
+    def errors(self) -> list[str]:
+        """The board reports errors inline, so its queue is always empty."""
+        return []
+
+    def exchange(
+        self,
+        sets: Sequence[tuple[int, float]] = (),
+        *,
+        kind: str = "voltage",
+        trigger: bool = False,
+        pulse: tuple[int, float] | None = None,
+        reads: Sequence[int] = (),
+        read_kind: str = "voltage",
+    ) -> np.ndarray | None:
+        """SET, PULSE, SETTLE and GET in one framed line; returns the GET readings or None."""
+        if kind != "voltage" or read_kind != "voltage":
+            raise ConfigurationError("the board sources and measures voltages only (DAC/ADC)")
+        commands = []
+        if sets:
+            commands.append("SET " + ",".join(f"{int(ch)}={fmt(v)}" for ch, v in sets))
+        if pulse is not None:
+            commands.append(f"PULSE {int(pulse[0])} {fmt(pulse[1])}")
+        if trigger:
+            commands.append("SETTLE")
+        if len(reads):
+            commands.append("GET " + self._channels(reads))
+        if not commands:
+            return None
+        payloads = self.command(*commands)
+        if len(reads):
+            return self._numbers(payloads[-1], len(reads))
+        return None
+
+    def measure(self, channels: Sequence[int], kind: str = "voltage") -> np.ndarray:
+        return self.exchange(reads=channels, read_kind=kind)
+
+    def source_levels(self, channels: Sequence[int], kind: str = "voltage") -> np.ndarray:
+        return self._numbers(self.command("SRC " + self._channels(channels))[0], len(channels))
+
+    def set_voltage(self, ch: int, value: float) -> None:
+        self.exchange(sets=[(ch, value)])
+
+    def output(self, channels: Sequence[int], on: bool) -> None:
+        self.command(f"OUT {'ON' if on else 'OFF'} {self._channels(channels)}")
+
+    def set_compliance(self, ch: int, value: float) -> None:
+        self.command(f"LIM {int(ch)} {fmt(value)}")
+
+    def pulse(self, ch: int, seconds: float) -> None:
+        self.exchange(pulse=(ch, seconds))
+
+    def safe(self) -> None:
+        """Every DAC to 0 V and every output off, in the board's own order."""
+        self.command("SAFE")
+
+    @staticmethod
+    def _channels(channels: Sequence[int]) -> str:
+        from drivers.scpi import channel_list
+
+        return channel_list(channels).replace(":", "-")
+
+    @staticmethod
+    def _numbers(text: str, count: int) -> np.ndarray:
+        tokens = text.split(",")
+        if len(tokens) != count or not all(NUMBER.match(t) for t in tokens):
+            raise GarbledReply(f"expected {count} numbers, got {text[:60]!r}")
+        return np.array([float(t) for t in tokens])

@@ -1,0 +1,405 @@
+"""InstrumentSubstrate: the Substrate contract over instruments, assembled from a wiring map.
+
+Writes are checked against their channel limits when the contract call is made
+(SafetyLimitError, nothing queued, nothing sent), queued, and sent with the
+next exchange that needs a reply, so a phase (clamp, nudge, settle, read
+outputs) costs one round trip per instrument. Batch size 1.
+
+close() ramps every source to zero and switches outputs off; it runs on every
+exit path (context manager, and a finaliser if the object is dropped).
+Programmed parameters are non-volatile writes and are left as they are; the
+hold line goes to 0, which holds the parameters.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from aeqprop.errors import ConfigurationError, InstrumentError, RelaxationError, SafetyLimitError
+from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
+from drivers.wiring import Group, WiringMap
+
+EventHook = Callable[[str, str], None]
+
+
+def open_instrument(spec, on_event: EventHook | None = None):
+    """A driver (ScpiInstrument or BoardInstrument) for one wiring-map instrument, opened."""
+    from drivers.board import BoardInstrument
+    from drivers.scpi import ScpiInstrument
+    from drivers.transport import open_transport
+
+    options = dict(timeout=spec.timeout, write_timeout=spec.write_timeout, min_interval=spec.min_interval,
+                   retries=spec.retries, on_event=on_event)
+    if "::" in spec.address:
+        options["backend"] = spec.backend
+    else:
+        options["baudrate"] = spec.baudrate
+    transport = open_transport(spec.address, **options)
+    return BoardInstrument(transport) if spec.profile == "board" else ScpiInstrument(transport, spec.profile)
+
+
+class _Role:
+    """A resolved group: instrument name, channels, scale, limits, last commanded channel values."""
+
+    def __init__(self, name: str, group: Group, count: int):
+        self.name, self.group = name, group
+        self.inst = group.instrument
+        self.channels = group.resolve(count, name)
+        self.scale = float(group.scale)
+        self.limits = group.limits
+        self.level = np.full(count, np.nan)  # last commanded, channel units
+
+    def check(self, values: np.ndarray) -> np.ndarray:
+        """Channel values for substrate values, refused (SafetyLimitError) past the range."""
+        v = np.asarray(values, dtype=np.float64).ravel() * self.scale
+        lo, hi = self.limits.range
+        bad = np.flatnonzero(~np.isfinite(v) | (v < lo) | (v > hi))
+        if bad.size:
+            i = int(bad[0])
+            raise SafetyLimitError(
+                f"{self.name}[{i}] = {v[i]!r} on {self.inst} channel {self.channels[i]} is outside its range "
+                f"[{lo}, {hi}]; nothing was sent. Widen the limit in the wiring map only if the device allows it"
+            )
+        return v
+
+
+class InstrumentSubstrate:
+    """A Substrate over instruments. Example: ``InstrumentSubstrate(load_wiring("bench.toml"))``.
+
+    ``instruments`` maps instrument names to opened drivers (tests pass their
+    own); otherwise each is opened from its address. ``on_event(kind, msg)``
+    receives transport faults and retries and the substrate's own events.
+    """
+
+    def __init__(self, wiring: WiringMap, instruments: Mapping | None = None, on_event: EventHook | None = None):
+        self.wiring = w = wiring
+        self.on_event = on_event
+        shapes = {n: tuple(p.shape) for n, p in w.parameters.items()}
+        self.info = SubstrateInfo(
+            n_inputs=w.n_inputs, n_outputs=w.n_outputs, parameter_shapes=shapes,
+            parameter_bounds={n: tuple(p.bounds) for n, p in w.parameters.items()},
+            max_batch=1, capabilities=w.capabilities(), description=w.description or "instrument substrate",
+        )
+        self.roles: dict[str, _Role] = {name: _Role(name, g, n) for name, g, n in w.groups()}
+        self._pending: list[tuple[_Role, np.ndarray]] = []
+        self._outputs: np.ndarray | None = None
+        self._knobs: dict[str, np.ndarray] | None = None
+        self._programmed: dict[str, np.ndarray] = {}
+        self._closed = False
+        self.instruments = dict(instruments or {})
+        try:
+            for name, spec in w.instruments.items():
+                if name not in self.instruments:
+                    self.instruments[name] = open_instrument(spec, on_event)
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        self._settle = max([w.relax.settle] + [r.limits.settle for r in self._sources()])
+        self._finalizer = weakref.finalize(self, InstrumentSubstrate._safe_all, self.instruments, self.roles)
+
+    # -- start and stop -------------------------------------------------------------
+    def _start(self) -> None:
+        for inst in self.instruments.values():
+            inst.errors()
+        for role in self._sources():
+            for ch in role.channels if role.limits.compliance else ():
+                self.instruments[role.inst].set_compliance(ch, role.limits.compliance)
+            role.level = np.asarray(self.instruments[role.inst].source_levels(role.channels, role.group.kind), float)
+        for inst_name, chs in self._source_channels().items():
+            self.instruments[inst_name].output(chs, True)
+
+    def _sources(self) -> list[_Role]:
+        return [r for name, r in self.roles.items() if name in self.wiring.source_roles()]
+
+    def _source_channels(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for role in self._sources():
+            out.setdefault(role.inst, []).extend(role.channels)
+        return out
+
+    @staticmethod
+    def _safe_all(instruments, roles) -> list[str]:
+        """Ramp volatile sources to zero (hold line first), outputs off; returns the failures, never raises."""
+        failures = []
+        for inst_name, inst in instruments.items():
+            mine = [r for n, r in roles.items() if r.inst == inst_name and r.limits is not None
+                    and not n.endswith(".program")]
+            mine.sort(key=lambda r: r.name != "hold")  # hold the parameters before the knobs move
+            steps = [inst.errors] + [lambda r=r: InstrumentSubstrate._ramp(inst, r, np.zeros(len(r.channels)))
+                                     for r in mine]
+            chs = [c for r in roles.values() if r.inst == inst_name and r.limits is not None for c in r.channels]
+            if chs:
+                steps.append(lambda: inst.output(chs, False))
+            if hasattr(inst, "safe"):
+                steps.append(inst.safe)
+            for step in steps:
+                try:
+                    step()
+                except Exception as exc:
+                    failures.append(f"{inst_name} ({inst.address}): {exc}")
+            try:
+                inst.transport.close()
+            except Exception:
+                pass
+        return failures
+
+    @staticmethod
+    def _ramp(inst, role: _Role, target: np.ndarray) -> None:
+        """Move a role's channels to ``target`` (channel units) in steps of at most max_step."""
+        lim = role.limits
+        start = np.where(np.isfinite(role.level), role.level, 0.0)
+        n = 1
+        if lim.max_step:
+            n = max(1, int(np.ceil(np.max(np.abs(target - start)) / lim.max_step - 1e-12)))
+        for k in range(1, n + 1):
+            v = start + (target - start) * (k / n)
+            inst.exchange(sets=list(zip(role.channels, v)), kind=role.group.kind)
+            if k < n and lim.ramp_rate:
+                time.sleep(lim.max_step / lim.ramp_rate)
+        role.level = target.copy()
+
+    def close(self) -> None:
+        """Safe state on every instrument (sources to zero, outputs off); InstrumentError if one failed."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        if hasattr(self, "_finalizer"):
+            self._finalizer.detach()
+        failures = self._safe_all(self.instruments, self.roles)
+        if failures:
+            if self.on_event:
+                self.on_event("failed", "safe state not confirmed: " + "; ".join(failures))
+            raise InstrumentError("could not confirm the safe state of " + "; ".join(failures)
+                                  + ". Switch the listed instruments' outputs off by hand")
+
+    def __enter__(self) -> "InstrumentSubstrate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing and reading ----------------------------------------------------------
+    def _queue(self, role: _Role, values: np.ndarray) -> None:
+        if self._closed:
+            raise InstrumentError("the substrate is closed; build a new one to continue")
+        v = role.check(values)
+        lim = role.limits
+        start = np.where(np.isfinite(role.level), role.level, 0.0)
+        if lim.max_step and np.max(np.abs(v - start)) > lim.max_step:
+            self._flush()
+            self._ramp(self.instruments[role.inst], role, v)
+        else:
+            self._pending.append((role, v))
+            role.level = v
+        self._outputs = None
+
+    def _flush(self, trigger: bool = False, pulse: tuple[_Role, float] | None = None,
+               reads: list[_Role] = ()) -> dict[str, np.ndarray]:
+        """Send pending writes (+ pulse, trigger, reads), one exchange per instrument; readings per role."""
+        pending, self._pending = self._pending, []
+        names = [n for n in self.instruments
+                 if trigger or any(r.inst == n for r, _ in pending) or any(r.inst == n for r in reads)
+                 or (pulse and pulse[0].inst == n)]
+        out = {}
+        for n in names:
+            sets = [(ch, x) for r, v in pending if r.inst == n for ch, x in zip(r.channels, v)]
+            kinds = {r.group.kind for r, _ in pending if r.inst == n}
+            mine = [r for r in reads if r.inst == n]
+            chs = [c for r in mine for c in r.channels]
+            p = (pulse[0].channels[0], pulse[1]) if pulse and pulse[0].inst == n else None
+            kind = kinds.pop() if len(kinds) == 1 else "voltage"
+            values = self.instruments[n].exchange(sets=sets, kind=kind, trigger=trigger, pulse=p, reads=chs)
+            i = 0
+            for r in mine:
+                out[r.name] = np.asarray(values[i:i + len(r.channels)]) / r.scale
+                i += len(r.channels)
+        return out
+
+    # -- the contract -------------------------------------------------------------------
+    def clamp(self, x: np.ndarray) -> None:
+        """Set the input sources to x (shape (1, n_inputs)), times the inputs' scale."""
+        x = check_array("x", x, (None, self.info.n_inputs))
+        self.info.check_batch(x.shape[0])
+        self._queue(self.roles["inputs"], x[0])
+
+    def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
+        """Nudging conductance beta (S) toward target sources at y; beta = 0 removes it."""
+        beta = float(beta)
+        if beta != 0.0:
+            if y is None:
+                raise ConfigurationError("nudge with beta != 0 needs a target y")
+            y = check_array("y", y, (1, self.info.n_outputs))
+            strength = self.roles["nudge.strength"].check([beta])  # check both before queueing either
+            self.roles["nudge.targets"].check(y[0])
+            self._queue(self.roles["nudge.targets"], y[0])
+            self._queue(self.roles["nudge.strength"], strength / self.roles["nudge.strength"].scale)
+        else:
+            self._queue(self.roles["nudge.strength"], [0.0])
+
+    def relax(self) -> RelaxReport:
+        """Send the writes, trigger settling, wait ``relax.settle`` s, read the outputs (polling if set)."""
+        t0 = time.perf_counter()
+        cfg, out = self.wiring.relax, self.roles["outputs"]
+        settle = self._settle
+        if settle == 0 and not cfg.poll:
+            o = self._flush(trigger=True, reads=[out])["outputs"]
+            report = RelaxReport(sweeps=1, residual=0.0, converged=True)
+        else:
+            self._flush(trigger=True)
+            time.sleep(settle)
+            o = self._flush(reads=[out])["outputs"]
+            report = RelaxReport(sweeps=1, residual=0.0, converged=True)
+            if cfg.poll:
+                for report.sweeps in range(2, cfg.max_polls + 1):
+                    time.sleep(cfg.poll_interval)
+                    new = self._flush(reads=[out])["outputs"]
+                    report.residual, o = float(np.max(np.abs(new - o))), new
+                    if report.residual <= cfg.poll_tol:
+                        break
+                report.converged = report.residual <= cfg.poll_tol
+        self._outputs = o
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def outputs(self) -> np.ndarray:
+        if self._outputs is None or self._pending:
+            self._outputs = self._flush(reads=[self.roles["outputs"]])["outputs"]
+        return self._outputs[None, :].copy()
+
+    def _read_tensors(self, role: str) -> dict[str, np.ndarray]:
+        roles = [self.roles[f"parameters.{n}.{role}"] for n in self.info.parameter_shapes]
+        got = self._flush(reads=roles)
+        return {n: got[f"parameters.{n}.{role}"].reshape(s) for n, s in self.info.parameter_shapes.items()}
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """theta from the readout channels (or the last programmed values if none are wired)."""
+        if all(f"parameters.{n}.readout" in self.roles for n in self.info.parameter_shapes):
+            return self._read_tensors("readout")
+        if len(self._programmed) == len(self.info.parameter_shapes):
+            return {n: v.copy() for n, v in self._programmed.items()}
+        raise ConfigurationError("no parameter readout is wired and nothing was programmed yet")
+
+    def energy_gradients(self) -> dict[str, np.ndarray]:
+        """dE/dtheta measured on the gradient channels (capability eqprop)."""
+        self._need("eqprop")
+        return self._read_tensors("gradient")
+
+    def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Program theta, clipped to the bounds; every value checked before any is queued."""
+        self._need("eqprop")
+        clipped, values = {}, []
+        for name, value in theta.items():
+            if name not in self.info.parameter_shapes:
+                raise ConfigurationError(f"unknown parameter {name!r}; valid: {sorted(self.info.parameter_shapes)}")
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != self.info.parameter_shapes[name] or not np.all(np.isfinite(value)):
+                raise RelaxationError(f"parameter {name} must be finite with shape {self.info.parameter_shapes[name]}")
+            lo, hi = self.info.parameter_bounds[name]
+            kept = np.clip(value, lo, hi)
+            clipped[name] = int(np.count_nonzero(kept != value))
+            role = self.roles[f"parameters.{name}.program"]
+            role.check(kept)
+            values.append((name, role, kept))
+        for name, role, kept in values:
+            self._queue(role, kept.ravel())
+            self._programmed[name] = kept.copy()
+        return clipped
+
+    def knobs(self) -> dict[str, np.ndarray]:
+        self._need("aeqprop")
+        if self._knobs is None:
+            self._flush()
+            self._knobs = {}
+            for n, s in self.info.parameter_shapes.items():
+                role = self.roles[f"parameters.{n}.knob"]
+                self._knobs[n] = self.instruments[role.inst].source_levels(role.channels, role.group.kind).reshape(s) / role.scale
+        return {n: v.copy() for n, v in self._knobs.items()}
+
+    def set_knobs(self, u: Mapping[str, np.ndarray]) -> None:
+        self._need("aeqprop")
+        checked = []
+        for name, value in u.items():
+            if name not in self.info.parameter_shapes:
+                raise ConfigurationError(f"unknown knob {name!r}; valid: {sorted(self.info.parameter_shapes)}")
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != self.info.parameter_shapes[name]:
+                raise ConfigurationError(f"knob {name} must have shape {self.info.parameter_shapes[name]}")
+            role = self.roles[f"parameters.{name}.knob"]
+            role.check(value)
+            checked.append((name, role, value))
+        knobs = self.knobs() if len(checked) < len(self.info.parameter_shapes) else {}
+        for name, role, value in checked:
+            self._queue(role, value.ravel())
+            knobs[name] = value.copy()
+        self._knobs = knobs
+
+    def release(self, duration: float | None = None) -> RelaxReport:
+        """Release the parameters for ``duration`` release units (x hold.time_scale s), or until they settle."""
+        self._need("aeqprop")
+        t0 = time.perf_counter()
+        hold = self.wiring.hold
+        role = self.roles["hold"]
+        report = RelaxReport(sweeps=1)
+        if duration is not None and hold.release == "pulse":
+            role.check([hold.release_level])
+            self._flush(pulse=(role, float(duration) * hold.time_scale))
+        else:
+            self._queue(role, [hold.release_level])
+            if duration is not None:
+                self._flush()
+                time.sleep(float(duration) * hold.time_scale)
+            else:
+                report = self._poll_parameters(hold.joint_timeout)
+            self._queue(role, [0.0])
+            self._flush()
+        self._outputs = None
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _poll_parameters(self, timeout: float) -> RelaxReport:
+        flat = lambda d: np.concatenate([np.ravel(d[n]) for n in sorted(d)])  # noqa: E731
+        prev, deadline = flat(self.parameters()), time.monotonic() + timeout
+        polls = 1
+        while time.monotonic() < deadline:
+            polls += 1
+            now = flat(self.parameters())
+            residual = float(np.max(np.abs(now - prev))) if now.size else 0.0
+            if residual <= self.wiring.relax.poll_tol:
+                return RelaxReport(sweeps=polls, residual=residual, converged=True)
+            prev = now
+            time.sleep(self.wiring.relax.poll_interval)
+        return RelaxReport(sweeps=polls, residual=float("nan"), converged=False)
+
+    def homeostasis(self) -> None:
+        """Native homeostasis through the wired trigger line (a pulse 1 then 0)."""
+        if "homeostasis" not in self.roles:
+            raise ConfigurationError("no homeostasis line is wired; use Aeqprop(homeostasis='feedback')")
+        role = self.roles["homeostasis"]
+        self._queue(role, [1.0])
+        self._queue(role, [0.0])
+        self._knobs = None
+
+    @property
+    def round_trips(self) -> int:
+        return sum(i.transport.round_trips for i in self.instruments.values())
+
+    @property
+    def io_seconds(self) -> float:
+        return sum(i.transport.io_seconds for i in self.instruments.values())
+
+    @property
+    def bytes(self) -> tuple[int, int]:
+        """(bytes sent, bytes received) over every instrument."""
+        ts = [i.transport for i in self.instruments.values()]
+        return sum(t.bytes_out for t in ts), sum(t.bytes_in for t in ts)
+
+    def _need(self, capability: str) -> None:
+        if capability not in self.info.capabilities:
+            raise ConfigurationError(f"the wiring map does not wire what capability {capability!r} needs "
+                                     "(eqprop: program and gradient; aeqprop: knob, readout and hold)")
