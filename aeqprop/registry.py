@@ -18,11 +18,15 @@ KINDS = {"backends": "aeqprop.backends", "protocols": "aeqprop.protocols", "driv
 BUILTIN: dict[str, dict[str, str]] = {
     "backends": {
         "hopfield": "sim_backends.hopfield:HopfieldSubstrate",
+        "untied": "sim_backends.untied:UntiedSubstrate",
     },
     "protocols": {
         "aeqprop": "protocols.aeqprop:Aeqprop",
+        "continual": "protocols.continual:ContinualEqProp",
+        "coupled": "protocols.coupled:CoupledLearning",
         "eqprop": "protocols.eqprop:EqProp",
         "sgd-oracle": "protocols.oracle_sgd:OracleSGD",
+        "vector-field": "protocols.vector_field:VectorFieldEqProp",
     },
     "drivers": {},
 }
