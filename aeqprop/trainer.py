@@ -1,8 +1,14 @@
-"""The training loop: epochs, shuffled minibatches, evaluation, progress.
+"""The training loop: epochs, shuffled minibatches, evaluation, checkpoints, progress.
 
 The trainer knows nothing of the substrate beyond the contract and nothing of
 the protocol beyond ``step``. It checks what it can before the first step:
 capabilities, batch width, data shapes.
+
+Its whole state between two steps is a :class:`Position` (epoch, next step,
+the epoch's permutation, running sums) plus the substrate's parameters and
+knobs and the random generators of the trainer, protocol and substrate
+(:func:`random_states`). Restoring all of them and calling ``run(start=...)``
+continues bitwise as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +39,7 @@ class EpochRecord:
 @dataclass
 class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
+    stopped: bool = False  # True when should_stop() ended the run early (after a checkpoint)
 
     @property
     def final(self) -> EpochRecord:
@@ -40,6 +48,56 @@ class TrainResult:
     @property
     def best_test_accuracy(self) -> float:
         return max(r.test_accuracy for r in self.history)
+
+
+@dataclass
+class Position:
+    """Where a run is in its data order: the next step is ``step`` of ``epoch`` (1-based epochs).
+
+    ``order`` is the epoch's permutation of the training split; ``sums`` the
+    running (loss, correct, sweeps) of the epoch so far; ``global_step`` the
+    steps done since the start of the run.
+    """
+
+    epoch: int
+    step: int
+    global_step: int
+    order: np.ndarray
+    sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def _generators(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, np.random.Generator]:
+    """Every numpy Generator held by ``obj``: attributes, dict values, and wrapped objects (``inner``)."""
+    found: dict[str, np.random.Generator] = {}
+    if depth > 3 or not hasattr(obj, "__dict__"):
+        return found
+    for name, value in vars(obj).items():
+        if isinstance(value, np.random.Generator):
+            found[prefix + name] = value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, np.random.Generator):
+                    found[f"{prefix}{name}[{key}]"] = item
+        elif name in ("inner", "substrate", "feedback") and value is not obj:
+            found.update(_generators(value, f"{prefix}{name}.", depth + 1))
+    return found
+
+
+def random_states(obj: Any) -> dict[str, dict]:
+    """The bit-generator states of every numpy Generator that ``obj`` holds, by attribute path."""
+    return {k: g.bit_generator.state for k, g in _generators(obj).items()}
+
+
+def set_random_states(obj: Any, states: dict[str, dict]) -> None:
+    """Restore states saved by :func:`random_states`; a generator missing on either side is an error."""
+    gens = _generators(obj)
+    if set(gens) != set(states):
+        raise ConfigurationError(
+            f"the checkpoint holds random generators {sorted(states)}, the run {sorted(gens)}; "
+            "was the configuration changed?"
+        )
+    for k, g in gens.items():
+        g.bit_generator.state = states[k]
 
 
 def evaluate(substrate: Substrate, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -65,14 +123,34 @@ class Trainer:
     """Runs ``protocol.step`` over shuffled minibatches for a number of epochs.
 
     Example: ``Trainer(substrate, Aeqprop(beta=1.0), data, epochs=12, batch_size=16, seed=0).run()``.
-    ``on_step(epoch, step, report)`` and ``on_epoch(record)`` are called as training goes.
+
+    ``before_step(epoch, step_in_epoch, global_step, total_steps)`` is called at
+    the start of each step (schedules of beta, lr, eps recompute from it).
+    Every ``eval_every`` steps (0: only at the end of each epoch) the held-out
+    split is evaluated and ``on_eval(epoch, global_step, loss, accuracy)``
+    called; every ``checkpoint_every`` steps (0: at the end of each epoch),
+    and when ``should_stop()`` turns true after a step,
+    ``on_checkpoint(position)`` is called with the trainer's state at that point.
     """
 
-    def __init__(self, substrate: Substrate, protocol, data: Dataset, epochs: int, batch_size: int, seed: int = 0):
+    def __init__(
+        self,
+        substrate: Substrate,
+        protocol,
+        data: Dataset,
+        epochs: int,
+        batch_size: int,
+        seed: int = 0,
+        before_step: Callable | None = None,
+        eval_every: int = 0,
+        checkpoint_every: int = 0,
+    ):
         if epochs < 1:
             raise ConfigurationError(f"epochs={epochs}: must be >= 1")
         if batch_size < 1:
             raise ConfigurationError(f"batch_size={batch_size}: must be >= 1")
+        if eval_every < 0 or checkpoint_every < 0:
+            raise ConfigurationError("eval_every and checkpoint_every must be >= 0 (0: at the end of each epoch)")
         require(substrate, protocol.requires, f"protocol {protocol.name!r}")
         substrate.info.check_batch(batch_size)
         if data.n_features != substrate.info.n_inputs or data.n_classes != substrate.info.n_outputs:
@@ -83,66 +161,124 @@ class Trainer:
         self.substrate, self.protocol, self.data = substrate, protocol, data
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.rng = np.random.default_rng(seed)
+        self.before_step = before_step
+        self.eval_every, self.checkpoint_every = int(eval_every), int(checkpoint_every)
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.x_train) // self.batch_size)
 
-    def run_epoch(self, epoch: int, on_step: Callable | None = None) -> EpochRecord:
-        data, sub = self.data, self.substrate
-        order = self.rng.permutation(len(data.x_train))
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch()
+
+    def random_states(self) -> dict[str, dict]:
+        """Generator states of the trainer, protocol and substrate (for a checkpoint)."""
+        return {
+            "trainer": random_states(self),
+            "protocol": random_states(self.protocol),
+            "substrate": random_states(self.substrate),
+        }
+
+    def set_random_states(self, states: dict[str, dict]) -> None:
+        set_random_states(self, states["trainer"])
+        set_random_states(self.protocol, states["protocol"])
+        set_random_states(self.substrate, states["substrate"])
+
+    def run_epoch(self, epoch: int, on_step: Callable | None = None, start: Position | None = None,
+                  hooks: dict | None = None) -> EpochRecord | None:
+        """One epoch (from ``start`` if given); None if ``should_stop`` ended it early."""
+        data, sub, hooks = self.data, self.substrate, hooks or {}
+        if start is None:
+            start = Position(epoch, 0, (epoch - 1) * self.steps_per_epoch(), self.rng.permutation(len(data.x_train)))
+        order, k0 = start.order, start.step
         y_all = data.y_train
         t0 = time.perf_counter()
-        loss = correct = sweeps = 0.0
-        for k, i in enumerate(range(0, len(order), self.batch_size)):
-            idx = order[i:i + self.batch_size]
+        loss, correct, sweeps = start.sums
+        g = start.global_step
+        n_steps, total = self.steps_per_epoch(), self.total_steps()
+        should_stop = hooks.get("should_stop")
+        for k in range(k0, n_steps):
+            if self.before_step is not None:
+                self.before_step(epoch, k, g, total)
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
             report: StepReport = self.protocol.step(sub, data.x_train[idx], y_all[idx])
             if not np.isfinite(report.loss):
                 raise ConfigurationError("the training loss became non-finite; lower the learning rate or eps")
             loss += report.loss * len(idx)
             correct += float(np.sum(np.argmax(report.outputs, axis=1) == data.labels_train[idx]))
             sweeps += sum(report.sweeps.values())
+            g += 1
             if on_step is not None:
                 on_step(epoch, k, report)
+            if self.eval_every and g % self.eval_every == 0 and k + 1 < n_steps and "on_eval" in hooks:
+                hooks["on_eval"](epoch, g, *evaluate(sub, data.x_test, data.labels_test))
+            stop = should_stop is not None and should_stop()
+            due = self.checkpoint_every and g % self.checkpoint_every == 0
+            if (stop or due or k + 1 == n_steps) and "on_checkpoint" in hooks:
+                hooks["on_checkpoint"](Position(epoch, k + 1, g, order, (loss, correct, sweeps)))
+            if stop:
+                return None
         seconds = time.perf_counter() - t0
         test_loss, test_acc = evaluate(sub, data.x_test, data.labels_test)
         n = len(order)
-        return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / self.steps_per_epoch())
+        if "on_eval" in hooks:
+            hooks["on_eval"](epoch, g, test_loss, test_acc)
+        return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps)
 
-    def run(self, progress: bool = False, on_step: Callable | None = None, on_epoch: Callable | None = None) -> TrainResult:
+    def run(self, progress: bool = False, on_step: Callable | None = None, on_epoch: Callable | None = None,
+            on_eval: Callable | None = None, on_checkpoint: Callable | None = None,
+            should_stop: Callable | None = None, start: Position | None = None) -> TrainResult:
+        """Train from the start, or from ``start`` (a Position restored with the run's state)."""
+        hooks = {k: v for k, v in (("on_checkpoint", on_checkpoint), ("should_stop", should_stop)) if v is not None}
         result = TrainResult()
-        if not progress:
-            for epoch in range(1, self.epochs + 1):
-                result.history.append(self.run_epoch(epoch, on_step))
-                if on_epoch is not None:
-                    on_epoch(result.history[-1])
-            return result
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        first = 1 if start is None else start.epoch
+        done = 0 if start is None else start.global_step
+        bar = task = None
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        columns = (
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  train {task.fields[train]:.1%}  test {task.fields[test]}"),
-            TimeRemainingColumn(),
-        )
-        total = self.epochs * self.steps_per_epoch()
-        with Progress(*columns, transient=False) as bar:
-            task = bar.add_task("train", total=total, epoch=1, epochs=self.epochs, loss=float("nan"), train=0.0, test="-")
-            running = {"loss": 0.0, "n": 0, "correct": 0.0}
+            columns = (
+                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}  train {task.fields[train]:.1%}  test {task.fields[test]}"),
+                TimeRemainingColumn(),
+            )
+            bar = Progress(*columns, transient=False)
+            task = bar.add_task("train", total=self.total_steps(), completed=done, epoch=first, epochs=self.epochs,
+                                loss=float("nan"), train=0.0, test="-")
+        running = {"loss": 0.0, "n": 0}
 
-            def step_hook(epoch, k, report):
+        def step_hook(epoch, k, report):
+            if bar is not None:
                 b = len(report.outputs)
                 running["loss"] += report.loss * b
                 running["n"] += b
                 bar.update(task, advance=1, epoch=epoch, loss=running["loss"] / running["n"])
-                if on_step is not None:
-                    on_step(epoch, k, report)
+            if on_step is not None:
+                on_step(epoch, k, report)
 
-            for epoch in range(1, self.epochs + 1):
+        def eval_hook(epoch, g, loss, acc):
+            if bar is not None:
+                bar.update(task, test=f"{acc:.1%}")
+            if on_eval is not None:
+                on_eval(epoch, g, loss, acc)
+
+        hooks["on_eval"] = eval_hook
+        try:
+            if bar is not None:
+                bar.start()
+            for epoch in range(first, self.epochs + 1):
                 running.update(loss=0.0, n=0)
-                record = self.run_epoch(epoch, step_hook)
+                record = self.run_epoch(epoch, step_hook, start if epoch == first else None, hooks)
+                if record is None:
+                    result.stopped = True
+                    return result
                 result.history.append(record)
-                bar.update(task, train=record.train_accuracy, test=f"{record.test_accuracy:.1%}")
+                if bar is not None:
+                    bar.update(task, train=record.train_accuracy)
                 if on_epoch is not None:
                     on_epoch(record)
+        finally:
+            if bar is not None:
+                bar.stop()
         return result

@@ -1,0 +1,192 @@
+"""A run as a TOML file, validated by pydantic before anything is opened or written.
+
+Example (``examples/hopfield_aeqprop.toml`` has the commented version)::
+
+    seed = 0
+    runs = "runs"
+    [dataset]
+    name = "digits"
+    [substrate]
+    backend = "hopfield"
+    options = { hidden = [512], eps = 0.1, tol = 1e-3 }
+    [protocol]
+    name = "aeqprop"
+    options = { variant = "centered", beta = 1.0 }
+    [schedule]
+    epochs = 30
+    batch_size = 16
+
+A malformed file raises one ConfigurationError naming the field with its
+dotted location, e.g. ``schedule.epochs: must be >= 1``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aeqprop.errors import ConfigurationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    """A bundled dataset by name or a .csv / .npz path; ``seed`` defaults to the run's."""
+
+    name: str = "digits"
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int | None = None
+    target_column: int = -1
+
+
+class SubstrateConfig(_Strict):
+    """A simulated backend with options, or an instrument wiring map (``wiring``: a path).
+
+    ``options.hidden`` (a list of sizes) becomes ``layers = (features, *hidden, classes)``
+    unless ``options.layers`` is given.
+    """
+
+    backend: str | None = None
+    wiring: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SubstrateConfig":
+        if self.backend is None and self.wiring is None:
+            self.backend = "hopfield"
+        return self
+
+
+class ProtocolConfig(_Strict):
+    name: str = "aeqprop"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduleConfig(_Strict):
+    """Epochs, batch size, and optional schedules of beta, lr and eps (see aeqprop.schedules)."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    beta: dict[str, Any] | None = None
+    lr: dict[str, Any] | None = None
+    eps: dict[str, Any] | None = None
+
+
+class EveryConfig(_Strict):
+    """An interval in training steps; 0 means only at the end of each epoch."""
+
+    every: int = Field(50, ge=0)
+
+
+class RunConfig(_Strict):
+    seed: int = 0
+    runs: str = "runs"
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    substrate: SubstrateConfig = Field(default_factory=SubstrateConfig)
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    evaluation: EveryConfig = Field(default_factory=EveryConfig)
+    checkpoint: EveryConfig = Field(default_factory=EveryConfig)
+    nonideal: dict[str, Any] | None = None
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.dataset.seed is None else self.dataset.seed
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+#: The built-in run of ``aeqprop train`` with no file: centered Aeqprop, Hopfield 64-512-10 on digits.
+DEFAULT: dict[str, Any] = {
+    "substrate": {"backend": "hopfield", "options": {"hidden": [512], "eps": 0.1, "tol": 1e-3, "max_sweeps": 100}},
+    "protocol": {"name": "aeqprop", "options": {"variant": "centered", "homeostasis": "native", "release": 1.0}},
+}
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "missing": "is required",
+    "extra_forbidden": "unknown field",
+}
+
+
+def _one_line(exc: ValidationError) -> ConfigurationError:
+    """The first pydantic error as ``dotted.location: problem``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    template = _MESSAGES.get(err["type"])
+    if template is not None:
+        message = template.format(**(err.get("ctx") or {}))
+    else:
+        message = err["msg"][0].lower() + err["msg"][1:]
+    if err["type"] == "extra_forbidden":
+        model = RunConfig
+        for part in err["loc"][:-1]:
+            field = model.model_fields.get(str(part))
+            model = field.annotation if field is not None and isinstance(field.annotation, type) else None
+            if model is None or not issubclass(model, BaseModel):
+                break
+        if model is not None and isinstance(model, type) and issubclass(model, BaseModel):
+            message += f"; valid: {', '.join(model.model_fields)}"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return ConfigurationError(f"{loc}: {message}{more}")
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``5``, ``0.1``, ``[128, 64]``, ``true``, ``"x"``), or the bare text as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply ``dotted.key=value`` to a raw config dict, creating tables as needed."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigurationError(f"--set {assignment!r}: write it as section.field=value, e.g. schedule.epochs=5")
+    *path, last = key.split(".")
+    node = raw
+    for part in path:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigurationError(f"--set {assignment!r}: {part} is not a table")
+        node = child
+    node[last] = parse_value(value.strip())
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"config file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML ({exc})") from None
+
+
+def validate(raw: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _one_line(exc) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML file (or the built-in default), apply ``key=value`` overrides, validate."""
+    import copy
+
+    raw = read_toml(path) if path is not None else copy.deepcopy(DEFAULT)
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    return validate(raw)
