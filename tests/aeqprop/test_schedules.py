@@ -1,0 +1,81 @@
+"""Schedules: factor values at given steps, and the trainer hook setting beta, lr and release."""
+
+import math
+
+import numpy as np
+import pytest
+
+from aeqprop.data import Dataset
+from aeqprop.errors import ConfigurationError
+from aeqprop.schedules import Schedule, ScheduleHook
+from aeqprop.trainer import Trainer
+from protocols.aeqprop import Aeqprop
+from protocols.eqprop import EqProp
+from sim_backends.hopfield import HopfieldSubstrate
+
+
+@pytest.mark.parametrize(
+    "spec, step, expected",
+    [
+        ("constant", 70, 1.0),
+        ("step", 49, 1.0),
+        ("step", 50, 0.1),
+        ("step", 75, 0.01),
+        ("step:0.2,0.4:0.5", 40, 0.25),
+        ("cosine", 50, 0.5),
+        ("cosine:0.2", 50, 0.6),
+        ("cosine", 25, 0.5 * (1 + math.cos(math.pi / 4))),
+        ("exponential", 50, 0.1),
+        ("exponential:0.25", 50, 0.5),
+    ],
+)
+def test_factor_at_step(spec, step, expected):
+    assert Schedule.parse(spec).factor(step, 100) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [("linear", "kind"), ("step:0.8,0.2", "increasing"), ("exponential:0", "> 0"), ("cosine:a", "float"), ("step:0.5:-1", "gamma")],
+)
+def test_bad_schedules_are_one_line_configuration_errors(spec, fragment):
+    with pytest.raises(ConfigurationError, match=fragment) as info:
+        Schedule.parse(spec, "lr schedule")
+    assert "\n" not in str(info.value) and "lr schedule" in str(info.value)
+
+
+def test_hook_scales_lr_per_tensor_and_beta():
+    protocol = EqProp(beta=0.5, lr={"W": 0.2, "b": 0.1})
+    hook = ScheduleHook(protocol, lr="cosine", beta="step:0.5:0.5")
+    hook(1, 0, 50, 100)
+    assert protocol.lr == pytest.approx({"W": 0.1, "b": 0.05})
+    assert protocol.beta == pytest.approx(0.25)
+    hook(1, 0, 0, 100)
+    assert protocol.beta == pytest.approx(0.5) and protocol.lr["W"] == pytest.approx(0.2)
+
+
+def test_aeqprop_learning_rate_scales_through_the_release():
+    protocol = Aeqprop(beta=1.0, release=0.8)
+    ScheduleHook(protocol, lr="exponential:0.25")(1, 0, 50, 100)
+    assert protocol.release == pytest.approx(0.4)
+    with pytest.raises(ConfigurationError, match="joint equilibrium"):
+        ScheduleHook(Aeqprop(release="equilibrium"), lr="cosine")
+    with pytest.raises(ConfigurationError, match="stay > 0"):
+        ScheduleHook(Aeqprop(), beta="cosine")
+
+
+def test_trainer_applies_the_schedule_at_every_step():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (40, 6))
+    labels = rng.integers(0, 3, 40)
+    data = Dataset("random", x[:30], labels[:30], x[30:], labels[30:], n_classes=3)
+    protocol = EqProp(beta=0.5, lr=0.1)
+    hook = ScheduleHook(protocol, lr="step:0.5:0.1")
+    seen = []
+
+    def before_step(*position):
+        hook(*position)
+        seen.append(protocol.lr)
+
+    sub = HopfieldSubstrate((6, 8, 3), tol=1e-3)
+    Trainer(sub, protocol, data, epochs=2, batch_size=10, before_step=before_step).run()
+    assert seen == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01, 0.01])
