@@ -61,7 +61,7 @@ class _Role:
         if bad.size:
             i = int(bad[0])
             raise SafetyLimitError(
-                f"{self.name}[{i}] = {v[i]!r} on {self.inst} channel {self.channels[i]} is outside its range "
+                f"{self.name}[{i}] = {float(v[i])!r} on {self.inst} channel {self.channels[i]} is outside its range "
                 f"[{lo}, {hi}]; nothing was sent. Widen the limit in the wiring map only if the device allows it"
             )
         return v

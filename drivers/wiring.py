@@ -148,12 +148,12 @@ class WiringMap(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "WiringMap":
-        used: dict[tuple[str, int], str] = {}
+        used: dict[tuple[str, int, bool], str] = {}  # a source-measure channel may both source and measure
         for role, group, count in self.groups():
             if group.instrument not in self.instruments:
                 raise ValueError(f"{role} names instrument {group.instrument!r}, not among {sorted(self.instruments)}")
             for ch in group.resolve(count, role):
-                key = (group.instrument, ch)
+                key = (group.instrument, ch, role in self.source_roles())
                 if key in used:
                     raise ValueError(f"channel {ch} of {group.instrument} is wired twice ({used[key]} and {role})")
                 used[key] = role

@@ -53,3 +53,22 @@ def rel_error(a, b) -> float:
 @pytest.fixture
 def rel():
     return rel_error
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--instrument",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="run the hardware tests against this instrument (VISA resource or serial port); repeatable",
+    )
+
+
+@pytest.fixture
+def instrument_address(request):
+    """The first --instrument ADDRESS; the test is skipped when none was given."""
+    addresses = request.config.getoption("--instrument")
+    if not addresses:
+        pytest.skip("hardware test: give --instrument ADDRESS to run it")
+    return addresses[0]
