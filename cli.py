@@ -89,52 +89,120 @@ def _build(kind: str, name: str, options: dict):
 @app.command()
 @one_line_errors
 def train(
-    dataset: str = typer.Option("digits", help="Bundled dataset (digits, iris, wine, breast_cancer) or a .csv/.npz path."),
-    backend: str = typer.Option("hopfield", help="Simulated substrate by name."),
-    hidden: str = typer.Option("512", help="Hidden layer sizes, comma-separated."),
-    protocol: str = typer.Option("aeqprop", help="Training protocol by name."),
-    variant: str = typer.Option("centered", help="Nudging variant of the protocol."),
+    config: Optional[str] = typer.Argument(None, help="Run config (TOML); without it the built-in default run."),
+    set_: list[str] = typer.Option([], "--set", help="Override one config field, e.g. --set schedule.epochs=5 (repeatable)."),
+    runs: Optional[str] = typer.Option(None, help="Runs folder holding the run store [default: the config's, runs]."),
+    dataset: Optional[str] = typer.Option(None, help="Bundled dataset (digits, iris, wine, breast_cancer) or a .csv/.npz path [default: digits]."),
+    backend: Optional[str] = typer.Option(None, help="Simulated substrate by name [default: hopfield]."),
+    hidden: Optional[str] = typer.Option(None, help="Hidden layer sizes, comma-separated [default: 512]."),
+    protocol: Optional[str] = typer.Option(None, help="Training protocol by name [default: aeqprop]."),
+    variant: Optional[str] = typer.Option(None, help="Nudging variant of the protocol [default: centered]."),
     beta: Optional[float] = typer.Option(None, help="Nudging strength b [default: the protocol's, 1.0 for aeqprop, 0.5 for eqprop]."),
-    eps: float = typer.Option(0.1, help="Aeqprop coupling compliance eps (the substrate's)."),
+    eps: Optional[float] = typer.Option(None, help="Aeqprop coupling compliance eps (the substrate's) [default: 0.1]."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of EqProp and oracle SGD [default: 0.1]."),
-    homeostasis: str = typer.Option("native", help="Aeqprop homeostasis: native or feedback."),
-    release: str = typer.Option("1.0", help="Aeqprop release: a duration (1.0 = one parameter update) or 'equilibrium'."),
-    epochs: int = typer.Option(30, help="Passes over the training split."),
-    batch_size: int = typer.Option(16, help="Samples per step."),
-    seed: int = typer.Option(0, help="Seed of the split, the initial parameters and the data order."),
-    test_fraction: float = typer.Option(0.2, help="Held-out fraction for the test accuracy."),
-    tol: float = typer.Option(1e-3, help="Relaxation tolerance: largest unit change in a sweep."),
-    max_sweeps: int = typer.Option(100, help="Relaxation sweep cap per phase."),
+    homeostasis: Optional[str] = typer.Option(None, help="Aeqprop homeostasis: native or feedback [default: native]."),
+    release: Optional[str] = typer.Option(None, help="Aeqprop release: a duration (1.0 = one parameter update) or 'equilibrium' [default: 1.0]."),
+    epochs: Optional[int] = typer.Option(None, help="Passes over the training split [default: 30]."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step [default: 16]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the split, the initial parameters and the data order [default: 0]."),
+    test_fraction: Optional[float] = typer.Option(None, help="Held-out fraction for the test accuracy [default: 0.2]."),
+    tol: Optional[float] = typer.Option(None, help="Relaxation tolerance: largest unit change in a sweep [default: 1e-3]."),
+    max_sweeps: Optional[int] = typer.Option(None, help="Relaxation sweep cap per phase [default: 100]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    """Train a substrate; by default centered Aeqprop on a 64-512-10 Hopfield network on digits."""
-    import time
+    """Train a substrate and record the run; by default centered Aeqprop on a 64-512-10 Hopfield network on digits."""
+    from aeqprop import session
+    from aeqprop.config import load_config
 
-    from aeqprop.data import load_dataset
-    from aeqprop.trainer import Trainer
+    flags = {
+        "runs": runs, "dataset.name": dataset, "substrate.backend": backend, "protocol.name": protocol,
+        "protocol.options.variant": variant, "protocol.options.beta": beta, "substrate.options.eps": eps,
+        "protocol.options.lr": lr, "protocol.options.homeostasis": homeostasis,
+        "protocol.options.release": None if release is None else parse_release(release),
+        "schedule.epochs": epochs, "schedule.batch_size": batch_size, "seed": seed,
+        "dataset.test_fraction": test_fraction, "substrate.options.tol": tol, "substrate.options.max_sweeps": max_sweeps,
+        "substrate.options.hidden": None if hidden is None else list(parse_hidden(hidden)),
+    }
+    cfg = load_config(config, overrides=set_, fields={k: v for k, v in flags.items() if v is not None})
+    outcome = session.start(cfg, progress=not quiet, on_created=lambda rid: typer.echo(f"run {rid} in {cfg.runs}"))
+    report_outcome(outcome, cfg.schedule.epochs)
 
-    sizes = parse_hidden(hidden)
-    prot = build_protocol(
-        protocol, beta=beta, lr=lr, variant=variant, homeostasis=homeostasis, release=parse_release(release), seed=seed
+
+def report_outcome(outcome, epochs: int) -> None:
+    """One line for the end of a run; an interrupted run exits with status 1."""
+    result = outcome.result
+    if outcome.status == "interrupted":
+        typer.echo(f"run {outcome.run_id} interrupted; continue it with `aeqprop resume {outcome.run_id}`")
+        raise typer.Exit(1)
+    final = result.final
+    typer.echo(
+        f"test accuracy {final.test_accuracy:.2%} after {epochs} epochs "
+        f"(train {final.train_accuracy:.2%}, best test {result.best_test_accuracy:.2%}, "
+        f"{outcome.step_seconds + outcome.store_seconds:.1f} s, run {outcome.run_id})"
     )
-    data = load_dataset(dataset, test_fraction=test_fraction, seed=seed)
-    substrate = _build(
-        "backends",
-        backend,
-        dict(layers=(data.n_features, *sizes, data.n_classes), eps=eps, seed=seed, tol=tol, max_sweeps=max_sweeps),
-    )
-    try:
-        trainer = Trainer(substrate, prot, data, epochs=epochs, batch_size=batch_size, seed=seed)
-        t0 = time.perf_counter()
-        result = trainer.run(progress=not quiet)
-        final = result.final
-        typer.echo(
-            f"test accuracy {final.test_accuracy:.2%} after {epochs} epochs "
-            f"(train {final.train_accuracy:.2%}, best test {result.best_test_accuracy:.2%}, "
-            f"{time.perf_counter() - t0:.1f} s)"
-        )
-    finally:
-        substrate.close()
+
+
+@app.command()
+@one_line_errors
+def resume(
+    run: str = typer.Argument(..., help="Run id (see `aeqprop runs list`)."),
+    runs: str = typer.Option("runs", help="Runs folder holding the run store."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Continue a run from its last checkpoint; it ends as if it had never stopped."""
+    from aeqprop import session
+
+    outcome = session.resume(runs, run, progress=not quiet)
+    report_outcome(outcome, outcome.result.history[-1].epoch if outcome.result.history else 0)
+
+
+runs_app = typer.Typer(no_args_is_help=True, help="Look at the runs recorded in a runs folder.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+@one_line_errors
+def runs_list(runs: str = typer.Option("runs", help="Runs folder holding the run store.")):
+    """A table of runs: id, status, dataset, backend, protocol, best accuracy, duration."""
+    from aeqprop import views
+
+    views.print_runs(runs)
+
+
+@runs_app.command("show")
+@one_line_errors
+def runs_show(run: str = typer.Argument(..., help="Run id."), runs: str = typer.Option("runs", help="Runs folder.")):
+    """A run's config, metrics summary and events."""
+    from aeqprop import views
+
+    views.print_run(runs, run)
+
+
+@app.command()
+@one_line_errors
+def plot(
+    run: str = typer.Argument(..., help="Run id."),
+    runs: str = typer.Option("runs", help="Runs folder."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path [default: <runs>/run-<id>.png]."),
+):
+    """PNG of a run: loss and accuracy per epoch, relaxation sweeps per phase, parameter norms, gradient fidelity."""
+    from aeqprop import views
+
+    typer.echo(views.plot_run(runs, run, output))
+
+
+@app.command()
+@one_line_errors
+def export(
+    run: str = typer.Argument(..., help="Run id."),
+    runs: str = typer.Option("runs", help="Runs folder."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the files [default: <runs>/run-<id>]."),
+):
+    """A run as CSV files (steps, epochs, evaluations, events) and one JSON file (config and everything)."""
+    from aeqprop import views
+
+    for path in views.export_run(runs, run, output):
+        typer.echo(path)
 
 
 @app.command()

@@ -148,20 +148,25 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply ``dotted.key=value`` to a raw config dict, creating tables as needed."""
-    key, sep, value = assignment.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not p for p in key.split(".")):
-        raise ConfigurationError(f"--set {assignment!r}: write it as section.field=value, e.g. schedule.epochs=5")
+def set_field(raw: dict, key: str, value: Any) -> None:
+    """Set ``dotted.key`` in a raw config dict, creating tables as needed."""
     *path, last = key.split(".")
     node = raw
     for part in path:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigurationError(f"--set {assignment!r}: {part} is not a table")
+            raise ConfigurationError(f"{key}: {part} is not a table")
         node = child
-    node[last] = parse_value(value.strip())
+    node[last] = value
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply ``dotted.key=value`` (the value in TOML syntax) to a raw config dict."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigurationError(f"--set {assignment!r}: write it as section.field=value, e.g. schedule.epochs=5")
+    set_field(raw, key, parse_value(value.strip()))
 
 
 def read_toml(path: str | Path) -> dict:
@@ -182,11 +187,15 @@ def validate(raw: dict) -> RunConfig:
         raise _one_line(exc) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a TOML file (or the built-in default), apply ``key=value`` overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                fields: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML file (or the built-in default), apply ``key=value`` overrides and
+    ``fields`` (dotted key -> value, e.g. from command-line flags), validate."""
     import copy
 
     raw = read_toml(path) if path is not None else copy.deepcopy(DEFAULT)
+    for key, value in (fields or {}).items():
+        set_field(raw, key, value)
     for assignment in overrides or []:
         apply_override(raw, assignment)
     return validate(raw)

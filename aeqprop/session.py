@@ -47,6 +47,7 @@ class Built:
     substrate: Any
     hook: Any = None
     names: dict = field(default_factory=dict)
+    trainer: Any = None
 
 
 def build(config: RunConfig) -> Built:
@@ -78,6 +79,9 @@ def build(config: RunConfig) -> Built:
     built = Built(config, data, protocol, substrate, names=names)
     try:
         built.hook = schedule_hook(config, protocol, substrate)
+        built.trainer = Trainer(substrate, protocol, data, config.schedule.epochs, config.schedule.batch_size,
+                                seed=config.seed, before_step=built.hook, eval_every=config.evaluation.every,
+                                checkpoint_every=config.checkpoint.every)
     except BaseException:
         substrate.close()
         raise
@@ -144,15 +148,13 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
     """Train a built run, recording into ``store`` (None: no store, for the overhead benchmark)."""
     import time
 
-    cfg, sub = built.config, built.substrate
+    sub = built.substrate
     outcome = Outcome(run_id or 0, "failed", TrainResult())
     status, error = "failed", None
     knobbed = "aeqprop" in sub.info.capabilities
     clock = {"store": 0.0, "last": None, "steps": 0.0}
     try:
-        trainer = Trainer(sub, built.protocol, built.data, cfg.schedule.epochs, cfg.schedule.batch_size,
-                          seed=cfg.seed, before_step=built.hook, eval_every=cfg.evaluation.every,
-                          checkpoint_every=cfg.checkpoint.every)
+        trainer = built.trainer
         start = None
         if checkpoint is not None:
             sub.set_parameters(checkpoint["parameters"])

@@ -1,0 +1,166 @@
+"""Looking at recorded runs: tables, a summary, a PNG of the curves, CSV and JSON exports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aeqprop.store import RunStore, StoreError
+
+
+def _duration(row: dict) -> str:
+    if row.get("started") is None:
+        return "-"
+    end = row.get("ended") or (time.time() if row.get("status") == "running" else row["started"])
+    seconds = max(0.0, end - row["started"])
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
+
+
+def print_runs(runs: str) -> list[dict]:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = RunStore(runs, create=False).runs()
+    table = Table(title=f"runs in {runs}")
+    for col in ("id", "status", "dataset", "backend", "protocol", "best accuracy", "duration"):
+        table.add_column(col, justify="right" if col in ("id", "best accuracy", "duration") else "left")
+    for r in rows:
+        best = "-" if r["best_accuracy"] is None else f"{r['best_accuracy']:.2%}"
+        table.add_row(str(r["id"]), r["status"], r["dataset"], r["backend"], r["protocol"], best, _duration(r))
+    Console(width=120).print(table)
+    return rows
+
+
+def print_run(runs: str, run_id: str) -> dict:
+    from rich.console import Console
+
+    store = RunStore(runs, create=False)
+    row = store.run(run_id)
+    rid = row["id"]
+    epochs = store.metrics(rid, "epoch_metrics")
+    events = store.metrics(rid, "events")
+    steps = store.metrics(rid, "step_metrics")
+    console = Console(width=120)
+    console.print(f"[bold]run {rid}[/bold]  {row['status']}  {row['dataset']} / {row['backend']} / {row['protocol']}"
+                  f"  seed {row['seed']}  host {row['host']}  duration {_duration(row)}")
+    if row["error"]:
+        console.print(f"error: {row['error']}", markup=False)
+    console.print("versions: " + ", ".join(f"{k} {v}" for k, v in row["versions"].items()), markup=False)
+    console.print("config: " + json.dumps(row["config"], sort_keys=True), markup=False)
+    if epochs:
+        best = max(epochs, key=lambda e: e["test_accuracy"])
+        last = epochs[-1]
+        console.print(f"{len(epochs)} epochs, {len(steps)} steps recorded; last epoch {last['epoch']}: "
+                      f"train loss {last['train_loss']:.4f}, train {last['train_accuracy']:.2%}, "
+                      f"test {last['test_accuracy']:.2%}; best test {best['test_accuracy']:.2%} (epoch {best['epoch']})")
+    else:
+        console.print(f"no epoch finished; {len(steps)} steps recorded")
+    for e in events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+        step = "" if e["step"] is None else f" step {e['step']}"
+        console.print(f"  {when}{step} {e['kind']}: {e['message']}", markup=False)
+    return row
+
+
+def _collect(store: RunStore, rid: int) -> dict:
+    return {t: store.metrics(rid, t) for t in ("step_metrics", "epoch_metrics", "evaluations", "events")}
+
+
+def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
+    """Write a PNG of the run's curves; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    store = RunStore(runs, create=False)
+    row = store.run(run_id)
+    rid = row["id"]
+    m = _collect(store, rid)
+    epochs, steps, evals = m["epoch_metrics"], m["step_metrics"], m["evaluations"]
+    if not epochs and not steps:
+        raise StoreError(f"run {rid} has no metrics yet; nothing to plot")
+    fidelity = {}
+    for s in steps:
+        for k, v in json.loads(s["extra"] or "{}").items():
+            if "cosine" in k or "fidelity" in k:
+                fidelity.setdefault(k, []).append((s["step"], v))
+    n = 5 if fidelity else 4
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), dpi=100)
+    e = np.array([r["epoch"] for r in epochs])
+    ax = axes[0]
+    if epochs:
+        ax.plot(e, [r["train_loss"] for r in epochs], "o-", label="train")
+        ax.plot(e, [r["test_loss"] for r in epochs], "s-", label="test")
+    ax.set(title="loss per epoch", xlabel="epoch", ylabel="squared cost")
+    ax.legend()
+    ax = axes[1]
+    if epochs:
+        ax.plot(e, [r["train_accuracy"] for r in epochs], "o-", label="train")
+        ax.plot(e, [r["test_accuracy"] for r in epochs], "s-", label="test")
+    if evals and steps:
+        per_epoch = max(s["step"] for s in steps) / max(s["epoch"] for s in steps)
+        ax.plot([v["step"] / per_epoch for v in evals], [v["test_accuracy"] for v in evals], ".", alpha=0.5,
+                label="test (every N steps)")
+    ax.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
+    ax.legend()
+    ax = axes[2]
+    phases: dict[str, list] = {}
+    for s in steps:
+        for phase, count in json.loads(s["sweeps"] or "{}").items():
+            phases.setdefault(phase, []).append((s["step"], count))
+    for phase, pts in phases.items():
+        a = np.array(pts, dtype=float)
+        ax.plot(a[:, 0], a[:, 1], lw=0.8, label=phase)
+    ax.set(title="relaxation sweeps per phase", xlabel="step", ylabel="sweeps")
+    if phases:
+        ax.legend()
+    ax = axes[3]
+    if epochs:
+        ax.plot(e, [r["parameter_norm"] for r in epochs], "o-", label="||theta||")
+    ax.set(title="parameter norm", xlabel="epoch")
+    if fidelity:
+        ax = axes[4]
+        for k, pts in fidelity.items():
+            a = np.array(pts, dtype=float)
+            ax.plot(a[:, 0], a[:, 1], lw=0.8, label=k)
+        ax.set(title="gradient fidelity", xlabel="step")
+        ax.legend()
+    fig.suptitle(f"run {rid}: {row['protocol']} on {row['backend']}, {row['dataset']} ({row['status']})")
+    fig.tight_layout()
+    path = Path(output) if output else Path(runs) / f"run-{rid}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def export_run(runs: str, run_id: str, output: str | None = None) -> list[Path]:
+    """Write ``steps.csv``, ``epochs.csv``, ``evaluations.csv``, ``events.csv`` and ``run.json``."""
+    store = RunStore(runs, create=False)
+    row = store.run(run_id)
+    rid = row["id"]
+    folder = Path(output) if output else Path(runs) / f"run-{rid}"
+    folder.mkdir(parents=True, exist_ok=True)
+    m = _collect(store, rid)
+    paths = []
+    for table, name in (("step_metrics", "steps"), ("epoch_metrics", "epochs"), ("evaluations", "evaluations"),
+                        ("events", "events")):
+        path = folder / f"{name}.csv"
+        rows = m[table]
+        columns = list(rows[0]) if rows else [d[1] for d in store.db.execute(f"PRAGMA table_info({table})")]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        paths.append(path)
+    path = folder / "run.json"
+    path.write_text(json.dumps({"run": row, **{k: v for k, v in m.items()}}, indent=1, default=str))
+    paths.append(path)
+    return paths
