@@ -87,6 +87,8 @@ class InstrumentSubstrate:
         self.roles: dict[str, _Role] = {name: _Role(name, g, n) for name, g, n in w.groups()}
         self._pending: list[tuple[_Role, np.ndarray]] = []
         self._outputs: np.ndarray | None = None
+        self._gradients: dict[str, np.ndarray] | None = None
+        self._prefetch = False
         self._knobs: dict[str, np.ndarray] | None = None
         self._programmed: dict[str, np.ndarray] = {}
         self._closed = False
@@ -198,6 +200,7 @@ class InstrumentSubstrate:
             self._pending.append((role, v))
             role.level = v
         self._outputs = None
+        self._gradients = None
 
     def _flush(self, trigger: bool = False, pulse: tuple[_Role, float] | None = None,
                reads: list[_Role] = ()) -> dict[str, np.ndarray]:
@@ -247,8 +250,12 @@ class InstrumentSubstrate:
         t0 = time.perf_counter()
         cfg, out = self.wiring.relax, self.roles["outputs"]
         settle = self._settle
+        grads = [self.roles[f"parameters.{n}.gradient"] for n in self.info.parameter_shapes] if self._prefetch else []
         if settle == 0 and not cfg.poll:
-            o = self._flush(trigger=True, reads=[out])["outputs"]
+            got = self._flush(trigger=True, reads=[out] + grads)
+            o = got["outputs"]
+            self._gradients = {n: got[r.name].reshape(r_shape) for (n, r_shape), r in
+                               zip(self.info.parameter_shapes.items(), grads)} if grads else None
             report = RelaxReport(sweeps=1, residual=0.0, converged=True)
         else:
             self._flush(trigger=True)
@@ -286,8 +293,15 @@ class InstrumentSubstrate:
         raise ConfigurationError("no parameter readout is wired and nothing was programmed yet")
 
     def energy_gradients(self) -> dict[str, np.ndarray]:
-        """dE/dtheta measured on the gradient channels (capability eqprop)."""
+        """dE/dtheta measured on the gradient channels (capability eqprop).
+
+        Once a protocol has asked for them, relax() reads them in the same
+        exchange as the outputs, and they are served from there until the next write.
+        """
         self._need("eqprop")
+        self._prefetch = True
+        if self._gradients is not None and not self._pending:
+            return {n: v.copy() for n, v in self._gradients.items()}
         return self._read_tensors("gradient")
 
     def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -358,7 +372,7 @@ class InstrumentSubstrate:
                 report = self._poll_parameters(hold.joint_timeout)
             self._queue(role, [0.0])
             self._flush()
-        self._outputs = None
+        self._outputs = self._gradients = None
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -383,7 +397,7 @@ class InstrumentSubstrate:
         role = self.roles["homeostasis"]
         self._queue(role, [1.0])
         self._queue(role, [0.0])
-        self._knobs = None
+        self._knobs = self._gradients = None
 
     @property
     def round_trips(self) -> int:
