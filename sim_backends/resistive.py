@@ -1,0 +1,388 @@
+"""Deep resistive network with ideal diodes (ALGORITHMS.md section 5) as a simulated substrate.
+
+Layers of nodes ``V_0 = (a x, -a x)`` (voltage sources, input gain ``a`` in V),
+``V_1 ... V_(L-1)`` hidden, ``V_L = o`` the linear outputs. Conductances (S)
+``W_l`` join every node of layer l-1 to every node of layer l; ``b_l[0]`` and
+``b_l[1]`` join each node of layer l to the rails at ``+v_bias`` and ``-v_bias``.
+The energy is the co-content, half the dissipated power, batch mean::
+
+    E = sum_edges 1/2 g (V_i - V_j)^2        F = E + beta/2 ||o - y||^2
+
+Nudging is a conductance beta from each output to a source at y. In each
+hidden layer the first half of the nodes sits behind an ideal diode that holds
+``V >= 0``, the second half ``V <= 0``. Layers of equal parity do not touch, so
+the exact minimiser of a layer given its neighbours is Kirchhoff's current law
+``V_j = sum_i g_ij V_i / sum_i g_ij`` (plus ``beta y`` / ``beta`` at an output)
+then the diode clip; alternating odd and even layers is exact block coordinate
+descent (Scellier 2024). E is linear in the conductances, so the Aeqprop
+parameter block is exact too (sim_backends.floating).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from aeqprop.errors import ConfigurationError, RelaxationError
+from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
+from sim_backends.floating import FloatingParameters, per_tensor
+
+
+class ResistiveSubstrate(FloatingParameters):
+    """A batched, float64 layered resistor-diode network.
+
+    Parameters
+    ----------
+    layers:
+        Sizes ``(n_inputs, hidden..., n_outputs)``; each input drives two source nodes.
+    eps:
+        Compliance of each floating conductance's coupling to its knob, in S^2/W
+        per unit energy (a float, or per tensor / kind: ``{"W": 0.1, "b": 0.05}``).
+    gain, v_bias:
+        Input gain ``a`` in V (sources at ``+a x`` and ``-a x``) and rail voltage in V.
+    g_max, init_g:
+        Conductances stay within [0, g_max] S; they start uniform in [0, init_g] S.
+    tol, max_sweeps:
+        A relaxation stops when no node moves by more than ``tol`` V in a sweep,
+        or after ``max_sweeps`` sweeps.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (64, 256, 10),
+        eps: float | Mapping[str, float] = 0.1,
+        gain: float = 1.0,
+        v_bias: float = 1.0,
+        g_max: float = 1.0,
+        init_g: float = 0.1,
+        tol: float = 1e-6,
+        max_sweeps: int = 200,
+        seed: int = 0,
+        max_batch: int | None = 4096,
+        joint_rtol: float = 1e-6,
+        max_joint_updates: int = 500,
+    ):
+        layers = tuple(int(n) for n in layers)
+        if len(layers) < 2 or min(layers) < 1:
+            raise ConfigurationError(f"layers={layers}: need at least an input and an output size, all >= 1")
+        if not (gain > 0 and v_bias > 0 and g_max > 0 and 0 < init_g <= g_max):
+            raise ConfigurationError("gain, v_bias and g_max must be > 0, and init_g within (0, g_max]")
+        if not (tol > 0 and max_sweeps >= 1):
+            raise ConfigurationError("tol must be > 0 and max_sweeps >= 1")
+        self.layers, self.L = layers, len(layers) - 1
+        self.gain, self.v_bias, self.g_max = float(gain), float(v_bias), float(g_max)
+        self.tol, self.max_sweeps = float(tol), int(max_sweeps)
+        self.joint_rtol, self.max_joint_updates = float(joint_rtol), int(max_joint_updates)
+        self.sizes = (2 * layers[0],) + layers[1:]
+        shapes = {}
+        for l in range(1, self.L + 1):
+            shapes[f"W{l}"] = (self.sizes[l - 1], self.sizes[l])
+            shapes[f"b{l}"] = (2, self.sizes[l])
+        self.info = SubstrateInfo(
+            n_inputs=layers[0],
+            n_outputs=layers[-1],
+            parameter_shapes=shapes,
+            parameter_bounds={n: (0.0, self.g_max) for n in shapes},
+            max_batch=max_batch,
+            capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            description=f"deep resistive network {'-'.join(map(str, layers))} with ideal diodes",
+        )
+        self.eps = per_tensor("eps", eps, list(shapes))
+        rng = np.random.default_rng(seed)
+        self.theta = {n: rng.uniform(0.0, init_g, s) for n, s in shapes.items()}
+        # diode bounds per hidden layer: first half V >= 0, second half V <= 0; outputs linear
+        self.lo, self.hi = [None], [None]
+        for l in range(1, self.L + 1):
+            n, half = self.sizes[l], (self.sizes[l] + 1) // 2
+            lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+            if l < self.L:
+                lo[:half], hi[half:] = 0.0, 0.0
+            self.lo.append(lo)
+            self.hi.append(hi)
+        self._u = self.parameters()
+        self._beta, self._y = 0.0, None
+        self.clamp(np.zeros((1, layers[0])))
+        self.total_sweeps = 0
+
+    # -- state ----------------------------------------------------------------
+    def clamp(self, x: np.ndarray) -> None:
+        """Set the inputs, shape (batch, n_inputs), as sources +a x and -a x; the state restarts from 0 V."""
+        x = check_array("x", x, (None, self.info.n_inputs))
+        self.info.check_batch(x.shape[0])
+        self._x = x
+        v0 = self.gain * np.concatenate([x, -x], axis=1)
+        self._s = [v0] + [np.zeros((x.shape[0], n)) for n in self.sizes[1:]]
+        if self._y is not None and self._y.shape[0] != x.shape[0]:
+            self._beta, self._y = 0.0, None
+        self._stale = True
+
+    def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
+        """A conductance beta (S) from each output to a source at y (V); beta = 0 removes it."""
+        beta = float(beta)
+        if not np.isfinite(beta):
+            raise ConfigurationError(f"beta={beta}: must be finite")
+        if beta != 0.0 and y is None:
+            raise ConfigurationError("nudge with beta != 0 needs a target y")
+        if y is not None:
+            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        self._beta, self._y = beta, y
+        self._stale = True
+
+    def _conductance_sums(self) -> list[np.ndarray]:
+        """Total conductance at each node of layers 1..L (nudging included), per layer."""
+        th, out = self.theta, [None]
+        for l in range(1, self.L + 1):
+            d = th[f"W{l}"].sum(axis=0) + th[f"b{l}"].sum(axis=0)
+            if l < self.L:
+                d = d + th[f"W{l + 1}"].sum(axis=1)
+            else:
+                d = d + self._beta
+            out.append(d)
+        return out
+
+    def _drives(self, den: list[np.ndarray]) -> tuple[list, list]:
+        """Per layer: the rail current (A) and 1/den (0 at an isolated node); checks beta against the outputs."""
+        if np.min(den[self.L]) <= 0.0:
+            raise RelaxationError(
+                f"nudging beta={self._beta:g} cancels an output's conductance "
+                f"(min {np.min(den[self.L] - self._beta):.3g} S); use |beta| below it"
+            )
+        rail, inv = [None], [None]
+        for l in range(1, self.L + 1):
+            b = self.theta[f"b{l}"]
+            rail.append(self.v_bias * (b[0] - b[1]))
+            inv.append(np.divide(1.0, den[l], out=np.zeros_like(den[l]), where=den[l] > 0))
+        return rail, inv
+
+    def relax(self) -> RelaxReport:
+        """Settle the node voltages by exact block coordinate descent (odd layers, then even)."""
+        t0 = time.perf_counter()
+        report = self._relax(self.tol, self.max_sweeps)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
+        s, th, L = self._s, self.theta, self.L
+        rail, inv = self._drives(self._conductance_sums())
+        drive1 = s[0] @ th["W1"] + rail[1]
+        order = list(range(1, L + 1, 2)) + list(range(2, L + 1, 2))
+        change, sweeps = np.inf, 0
+        while sweeps < max_sweeps:
+            sweeps += 1
+            change = 0.0
+            for l in order:
+                num = drive1 if l == 1 else s[l - 1] @ th[f"W{l}"] + rail[l]
+                if l < L:
+                    num = num + s[l + 1] @ th[f"W{l + 1}"].T
+                elif self._beta != 0.0:
+                    num = num + self._beta * self._y
+                new = num * inv[l]
+                if l < L:
+                    new = np.clip(new, self.lo[l], self.hi[l])
+                change = max(change, float(np.max(np.abs(new - s[l]))))
+                s[l] = new
+            if not np.isfinite(change):
+                raise RelaxationError("the node voltages became non-finite; check the conductances and beta")
+            if change <= tol:
+                break
+        self.total_sweeps += sweeps
+        self._stale = False
+        return RelaxReport(sweeps=sweeps, residual=change, converged=change <= tol)
+
+    def _settle(self) -> None:
+        if self._stale:
+            self._relax(self.tol, self.max_sweeps)
+
+    def outputs(self) -> np.ndarray:
+        """Output node voltages in V, shape (batch, n_outputs)."""
+        self._settle()
+        return self._s[self.L].copy()
+
+    def state(self) -> list[np.ndarray]:
+        """The settled node voltages ``[V_0, V_1, ..., V_L]`` in V (copies); V_0 = (a x, -a x)."""
+        self._settle()
+        return [a.copy() for a in self._s]
+
+    def currents(self) -> tuple[np.ndarray, float]:
+        """(KKT residual per free node in A, largest branch current in A) at the current state.
+
+        The residual is the net resistor current into a node, except that a
+        node held at 0 V by its diode may draw current through the diode in the
+        diode's forward direction only; a reverse current counts as residual.
+        """
+        s, th, L = self._s, self.theta, self.L
+        den = self._conductance_sums()
+        rail = [None] + [self.v_bias * (th[f"b{l}"][0] - th[f"b{l}"][1]) for l in range(1, L + 1)]
+        res, big = [], 0.0
+        for l in range(1, L + 1):
+            num = s[l - 1] @ th[f"W{l}"] + rail[l]
+            num = num + (s[l + 1] @ th[f"W{l + 1}"].T if l < L else self._beta * (self._y if self._beta else 0.0))
+            inflow = num - den[l] * s[l]
+            if l < L:  # a V >= 0 node at 0 V may take inflow < 0 from its diode, a V <= 0 node inflow > 0
+                at_lo, at_hi = s[l] <= self.lo[l], s[l] >= self.hi[l]
+                inflow = np.where(at_lo, np.maximum(inflow, 0.0), np.where(at_hi, np.minimum(inflow, 0.0), inflow))
+            res.append(inflow)
+            for b in range(s[l].shape[0]):
+                big = max(big, float(np.max(np.abs(s[l - 1][b][:, None] - s[l][b][None, :]) * th[f"W{l}"])))
+            for r, v in ((0, self.v_bias), (1, -self.v_bias)):
+                big = max(big, float(np.max(np.abs(s[l] - v) * th[f"b{l}"][r])))
+        return np.concatenate(res, axis=1), big
+
+    def energy(self) -> float:
+        """F = E + beta C at the current state, in W, batch mean."""
+        g = self.energy_gradients()
+        e = sum(float(np.sum(g[n] * self.theta[n])) for n in g)
+        if self._beta != 0.0:
+            e += self._beta * 0.5 * float(np.sum((self._s[self.L] - self._y) ** 2)) / self._s[0].shape[0]
+        return e
+
+    # -- parameters (capability "eqprop") -------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The conductances in S (copies)."""
+        return {n: v.copy() for n, v in self.theta.items()}
+
+    def _assign(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        clipped = {}
+        for name, value in theta.items():
+            if name not in self.info.parameter_shapes:
+                raise ConfigurationError(f"unknown parameter {name!r}; valid: {sorted(self.info.parameter_shapes)}")
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != self.info.parameter_shapes[name]:
+                raise ConfigurationError(f"{name} has shape {value.shape}, expected {self.info.parameter_shapes[name]}")
+            if not np.all(np.isfinite(value)):
+                raise RelaxationError(f"refusing non-finite values for parameter {name}")
+            kept = np.clip(value, 0.0, self.g_max)
+            clipped[name] = int(np.count_nonzero(kept != value))
+            self.theta[name] = kept
+        self._stale = True
+        return clipped
+
+    def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Program conductances in S; values outside [0, g_max] are clipped. Returns entries clipped per tensor."""
+        return self._assign(theta)
+
+    def energy_gradients(self) -> dict[str, np.ndarray]:
+        """dE/dg = 1/2 (V_i - V_j)^2 per conductance, in V^2, batch mean, at the current equilibrium."""
+        self._settle()
+        s, B, vb = self._s, self._s[0].shape[0], self.v_bias
+        out = {}
+        for l in range(1, self.L + 1):
+            a, c = s[l - 1], s[l]
+            sq_a, sq_c = np.mean(a * a, axis=0), np.mean(c * c, axis=0)
+            out[f"W{l}"] = 0.5 * (sq_a[:, None] + sq_c[None, :]) - (a.T @ c) / B
+            out[f"b{l}"] = 0.5 * np.stack([np.mean((c - vb) ** 2, axis=0), np.mean((c + vb) ** 2, axis=0)])
+        return out
+
+    # -- oracle (simulation only) ---------------------------------------------
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """L = mean_batch 1/2 ||o - y||^2 at the exact free equilibrium (settled, then solved on its active set)."""
+        self.clamp(x)
+        self.nudge(0.0)
+        self._relax(1e-9, 100_000)
+        for _ in range(20):
+            if self._polish():
+                break
+            self._relax(1e-9, 100_000)
+        else:
+            self._relax(1e-15, 100_000)
+        y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        return float(0.5 * np.sum((self._s[self.L] - y) ** 2) / y.shape[0])
+
+    def _free(self) -> list[np.ndarray]:
+        """Per layer 1..L, 1.0 where a node is not held by its diode (and not isolated), else 0.0."""
+        den = self._conductance_sums()
+        return [None] + [
+            ((self._s[l] > self.lo[l]) & (self._s[l] < self.hi[l]) & (den[l] > 0)).astype(np.float64)
+            for l in range(1, self.L + 1)
+        ]
+
+    def _solve(self, r: list[np.ndarray], free: list[np.ndarray]) -> list[np.ndarray]:
+        """Solve d2F/dV2 v = r on the free nodes (v = 0 on held ones), per sample.
+
+        Layers of equal parity do not touch, so the odd layers (diagonal blocks)
+        are eliminated exactly and only the even layers are solved densely.
+        """
+        L, th = self.L, self.theta
+        den = self._conductance_sums()
+        d = [None] + [np.divide(free[l], den[l], out=np.zeros_like(free[l]), where=den[l] > 0) for l in range(1, L + 1)]
+
+        def K(p: int, q: int) -> np.ndarray:  # row q of KCL holds -v_p @ K(p, q)
+            return th[f"W{q}"] if p == q - 1 else th[f"W{p}"].T
+
+        even = list(range(2, L + 1, 2))
+        sizes = [self.sizes[m] for m in even]
+        off = dict(zip(even, np.concatenate([[0], np.cumsum(sizes)]).astype(int)))
+        B, Ne = r[1].shape[0], int(sum(sizes))
+        M, t = np.zeros((B, Ne, Ne)), np.zeros((B, Ne))
+        for m in even:
+            bm = slice(off[m], off[m] + self.sizes[m])
+            M[:, bm, bm] += np.diag(den[m])
+            t[:, bm] += r[m]
+            for l in (m - 1, m + 1):
+                if l > L:
+                    continue
+                t[:, bm] += (d[l] * r[l]) @ K(l, m)
+                for k in (l - 1, l + 1):
+                    if k in off:
+                        bk = slice(off[k], off[k] + self.sizes[k])
+                        M[:, bk, bm] -= np.einsum("ij,bj,jk->bik", K(k, l), d[l], K(l, m))
+        if Ne:
+            fe = np.concatenate([free[m] for m in even], axis=1)
+            M = M * fe[:, :, None] * fe[:, None, :]
+            M[:, np.arange(Ne), np.arange(Ne)] += 1.0 - fe
+            ve = np.linalg.solve(M, (t * fe)[:, :, None])[:, :, 0]
+        v = [None] * (L + 1)
+        for m in even:
+            v[m] = ve[:, off[m]:off[m] + self.sizes[m]]
+        for l in range(1, L + 1, 2):
+            acc = r[l].copy()
+            for k in (l - 1, l + 1):
+                if k in off:
+                    acc += v[k] @ K(k, l)
+            v[l] = d[l] * acc
+        return v
+
+    def _polish(self) -> bool:
+        """Solve KCL exactly with the diodes in their current states; keep it if every diode agrees."""
+        s, L, B = self._s, self.L, self._s[0].shape[0]
+        rail, _ = self._drives(self._conductance_sums())
+        r = [None] + [np.broadcast_to(rail[l], (B, self.sizes[l])).copy() for l in range(1, L + 1)]
+        r[1] += s[0] @ self.theta["W1"]
+        if self._beta != 0.0:
+            r[L] += self._beta * self._y
+        v = self._solve(r, self._free())
+        old = [a.copy() for a in s]
+        s[1:] = v[1:]
+        res, big = self.currents()
+        inside = all(np.all((s[l] >= self.lo[l]) & (s[l] <= self.hi[l])) for l in range(1, L))
+        if inside and np.max(np.abs(res)) <= 1e-12 * max(big, 1e-300):
+            return True
+        self._s[:] = old
+        return False
+
+    def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """dL/dg by implicit differentiation at the free equilibrium.
+
+        Solve ``H lambda = dC/dV`` on the nodes not held by a diode (H is the
+        conductance Laplacian there; held nodes have lambda = 0), then
+        ``dL/dg_ij = -(V_i - V_j)(lambda_i - lambda_j)``. Leaves the substrate clamped to x.
+        """
+        self.loss(x, y)
+        s, L, vb = self._s, self.L, self.v_bias
+        B = s[0].shape[0]
+        r = [None] + [np.zeros_like(s[l]) for l in range(1, L + 1)]
+        r[L] = s[L] - y
+        lams = [np.zeros_like(s[0])] + self._solve(r, self._free())[1:]
+        grads = {}
+        for l in range(1, L + 1):
+            a, c, la, lc = s[l - 1], s[l], lams[l - 1], lams[l]
+            cross = (a.T @ lc + la.T @ c) / B
+            grads[f"W{l}"] = -(np.mean(a * la, axis=0)[:, None] + np.mean(c * lc, axis=0)[None, :] - cross)
+            grads[f"b{l}"] = -np.stack([np.mean((c - vb) * lc, axis=0), np.mean((c + vb) * lc, axis=0)])
+        return grads
+
+    def close(self) -> None:
+        """Nothing to switch off in simulation; removes nudging."""
+        self._beta, self._y = 0.0, None
