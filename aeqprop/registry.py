@@ -28,7 +28,9 @@ BUILTIN: dict[str, dict[str, str]] = {
         "sgd-oracle": "protocols.oracle_sgd:OracleSGD",
         "vector-field": "protocols.vector_field:VectorFieldEqProp",
     },
-    "drivers": {},
+    "drivers": {
+        "instruments": "drivers.cli_support:build_substrate",
+    },
 }
 
 
