@@ -1,0 +1,185 @@
+"""Resume: a run stopped anywhere (SIGKILL, Ctrl+C, a stop request) ends bitwise where an uninterrupted run ends."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aeqprop import session
+from aeqprop.config import validate
+from aeqprop.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SMALL = {
+    "seed": 3,
+    "dataset": {"name": "wine"},
+    "substrate": {"backend": "hopfield", "options": {"hidden": [16], "eps": 0.1, "tol": 1e-3}},
+    "protocol": {"name": "aeqprop"},
+    "schedule": {"epochs": 5, "batch_size": 4},
+    "evaluation": {"every": 7},
+    "checkpoint": {"every": 1},
+}
+
+
+def config(runs, **changes):
+    raw = {**SMALL, "runs": str(runs)}
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        raw[section] = {**raw[section], field: value} if field else value
+    return validate(raw)
+
+
+def final_parameters(runs, run_id):
+    store = RunStore(runs, create=False)
+    cp = store.load_checkpoint(run_id)
+    epochs = store.metrics(run_id, "epoch_metrics")
+    store.close()
+    return cp, epochs
+
+
+def assert_same(a, b):
+    assert sorted(a) == sorted(b)
+    for n in a:
+        assert a[n].tobytes() == b[n].tobytes(), n
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("reference")
+    outcome = session.start(config(runs))
+    assert outcome.status == "completed"
+    return final_parameters(runs, outcome.run_id)
+
+
+def cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def write_config(path, runs, **changes):
+    import json
+
+    cfg = config(runs, **changes).to_dict()
+    lines = [f"seed = {cfg['seed']}", f"runs = {json.dumps(cfg['runs'])}"]
+    for section in ("dataset", "substrate", "protocol", "schedule", "evaluation", "checkpoint"):
+        lines.append(f"[{section}]")
+        for k, v in cfg[section].items():
+            if v is None:
+                continue
+            if isinstance(v, dict):
+                v = "{ " + ", ".join(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()) + " }"
+            else:
+                v = json.dumps(v)
+            lines.append(f"{k} = {v}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wait_for(runs, sql, predicate, proc, timeout=60):
+    """Poll the store until ``predicate(rows)``; fail if the process ends first."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        db_path = Path(runs) / "aeqprop.db"
+        if db_path.exists():
+            try:
+                with sqlite3.connect(db_path, timeout=5) as db:
+                    if predicate(db.execute(sql).fetchall()):
+                        return
+            except sqlite3.OperationalError:
+                pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.005)
+    pytest.fail("timed out waiting for the run")
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path, reference):
+    runs = tmp_path / "runs"
+    path = write_config(tmp_path / "run.toml", runs)
+    target = int(np.random.default_rng().integers(3, 60))
+    proc = cli("train", str(path), "--quiet")
+    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    store = RunStore(runs, create=False)
+    assert store.run(1)["status"] == "running"  # killed: nobody recorded an end
+    killed_at = store.load_checkpoint(1)["global_step"]
+    assert target <= killed_at < 5 * 36, killed_at
+    store.close()
+    done = subprocess.run([sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cp, epochs = final_parameters(runs, 1)
+    ref_cp, ref_epochs = reference
+    assert cp["global_step"] == ref_cp["global_step"] == 5 * 36
+    assert_same(cp["parameters"], ref_cp["parameters"])
+    assert_same(cp["knobs"], ref_cp["knobs"])
+    assert [e["test_accuracy"] for e in epochs] == [e["test_accuracy"] for e in ref_epochs]
+    assert [e["train_loss"] for e in epochs] == [e["train_loss"] for e in ref_epochs]
+    assert RunStore(runs).run(1)["status"] == "completed"
+
+
+def test_sigint_stops_at_a_step_checkpoints_closes_and_resumes(tmp_path, reference):
+    runs = tmp_path / "runs"
+    path = write_config(tmp_path / "run.toml", runs, checkpoint__every=0, evaluation__every=5)
+    proc = cli("train", str(path), "--quiet")
+    wait_for(runs, "SELECT COUNT(*) FROM evaluations", lambda rows: rows[0][0] >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "interrupted" in out and "aeqprop resume 1" in out
+    store = RunStore(runs, create=False)
+    row = store.run(1)
+    assert row["status"] == "interrupted" and row["ended"] is not None
+    kinds = [e["kind"] for e in store.metrics(1, "events")]
+    assert kinds[-1] == "closed"
+    cp = store.load_checkpoint(1)
+    # checkpoint.every = 0 checkpoints only at epoch ends: this one is the stop's own
+    assert cp["global_step"] >= 10 and 0 < cp["step"] < 36, (cp["epoch"], cp["step"])
+    store.close()
+    outcome = session.resume(str(runs), 1)
+    assert outcome.status == "completed"
+    final, epochs = final_parameters(runs, 1)
+    assert_same(final["parameters"], reference[0]["parameters"])
+    assert [e["test_accuracy"] for e in epochs] == [e["test_accuracy"] for e in reference[1]]
+    kinds = [e["kind"] for e in RunStore(runs).metrics(1, "events")]
+    assert kinds.count("closed") == 2 and "resumed" in kinds
+
+
+@pytest.mark.parametrize("protocol", [{"name": "eqprop", "options": {"variant": "random-sign", "lr": 0.05}}])
+def test_stop_request_and_resume_restore_the_protocol_random_state(tmp_path, monkeypatch, protocol):
+    """Random-sign EqProp draws a sign per step from its own generator: resume must restore it."""
+    changes = dict(protocol=protocol, schedule__epochs=2, checkpoint__every=0)
+    ref = session.start(config(tmp_path / "a", **changes))
+    calls = {"n": 0}
+
+    def stop_after_23():
+        calls["n"] += 1
+        return calls["n"] == 23
+
+    original = session.StopFlag.__call__
+    monkeypatch.setattr(session.StopFlag, "__call__", lambda self: stop_after_23())
+    stopped = session.start(config(tmp_path / "b", **changes))
+    monkeypatch.setattr(session.StopFlag, "__call__", original)
+    assert stopped.status == "interrupted"
+    resumed = session.resume(str(tmp_path / "b"), stopped.run_id)
+    assert resumed.status == "completed"
+    a, _ = final_parameters(tmp_path / "a", ref.run_id)
+    b, _ = final_parameters(tmp_path / "b", stopped.run_id)
+    assert a["random"]["protocol"] and a["random"]["protocol"] == b["random"]["protocol"]
+    assert_same(a["parameters"], b["parameters"])
+
+
+def test_resume_of_a_completed_run_is_refused(tmp_path):
+    outcome = session.start(config(tmp_path, schedule__epochs=1))
+    result = subprocess.run([sys.executable, "-m", "cli", "resume", str(outcome.run_id), "--runs", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: run {outcome.run_id} already completed; nothing to resume"
