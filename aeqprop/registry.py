@@ -18,6 +18,8 @@ KINDS = {"backends": "aeqprop.backends", "protocols": "aeqprop.protocols", "driv
 BUILTIN: dict[str, dict[str, str]] = {
     "backends": {
         "hopfield": "sim_backends.hopfield:HopfieldSubstrate",
+        "netlist": "sim_backends.netlist:NetlistSubstrate",
+        "resistive": "sim_backends.resistive:ResistiveSubstrate",
         "untied": "sim_backends.untied:UntiedSubstrate",
     },
     "protocols": {

@@ -1,0 +1,346 @@
+"""Any resistor-diode circuit read from a netlist (sim_backends.netlist_parse), as a substrate.
+
+Voltage sources tie nodes into groups whose potentials differ by the source
+values; each group not tied to ground has one free potential ``z``. The DC
+operating point minimises the co-content over ``z``::
+
+    F = sum_R 1/2 g (V_a - V_b)^2 + sum_exp-diodes IS (N VT e^(V_d / N VT) - V_d) + beta/2 ||o - y||^2
+
+subject to ``V_anode <= V_cathode`` at every ideal diode. It is solved per
+sample by a primal active-set method on the sparse KKT system (the working set
+is the diodes that conduct), inside damped Newton steps when exponential diodes
+make F non-quadratic. The parameter tensor ``g`` is the conductances (S) of the
+resistors marked ``train``, in file order; dE/dg = 1/2 (V_a - V_b)^2.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from aeqprop.errors import ConfigurationError, RelaxationError
+from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
+from sim_backends.floating import FloatingParameters, per_tensor
+from sim_backends.netlist_parse import Circuit, parse
+
+U_MAX = 40.0  # exponential diodes: beyond V_d = U_MAX N VT the exponential continues as a parabola
+
+
+def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
+    """Sparse (branches, nodes) matrix with +1 at each branch's first node and -1 at its second."""
+    m = len(nodes)
+    rows = np.r_[np.arange(m), np.arange(m)]
+    return sp.csr_matrix((np.r_[np.ones(m), -np.ones(m)], (rows, np.r_[nodes[:, 0], nodes[:, 1]])), shape=(m, n))
+
+
+class NetlistSubstrate(FloatingParameters):
+    """A batched resistor-diode circuit from a netlist file (``netlist=PATH``) or text (``text=...``).
+
+    ``layers`` from the CLI is checked against the circuit's inputs and outputs
+    when given. Conductances stay within [0, g_max] S; ``tol`` is the Newton
+    stopping step in V; ``max_sweeps`` bounds active-set and Newton iterations.
+    """
+
+    def __init__(
+        self,
+        netlist: str | Path | None = None,
+        text: str | None = None,
+        layers: Sequence[int] | None = None,
+        eps: float | Mapping[str, float] = 0.1,
+        g_max: float = 1.0,
+        tol: float = 1e-12,
+        max_sweeps: int = 200,
+        seed: int = 0,
+        max_batch: int | None = 1024,
+        joint_rtol: float = 1e-6,
+        max_joint_updates: int = 500,
+    ):
+        if (netlist is None) == (text is None):
+            raise ConfigurationError("give the circuit as netlist=PATH or as text=..., exactly one")
+        if netlist is not None:
+            path = Path(netlist)
+            if not path.is_file():
+                raise ConfigurationError(f"netlist file {path} does not exist; pass --netlist PATH")
+            text, source = path.read_text(), path.name
+        else:
+            source = "<netlist>"
+        c: Circuit = parse(text, source)
+        self.circuit = c
+        trainable = [e for e in c.of("R") if e.trainable]
+        if not trainable:
+            raise ConfigurationError(f"{source}: no resistor is marked 'train'; mark the trainable ones")
+        if layers is not None and (int(layers[0]), int(layers[-1])) != (c.n_inputs, len(c.outputs)):
+            raise ConfigurationError(
+                f"layers {tuple(layers)} do not match {source}: {c.n_inputs} inputs and {len(c.outputs)} outputs"
+            )
+        if max(e.value for e in trainable) > g_max:
+            raise ConfigurationError(f"{source}: a trainable conductance exceeds g_max={g_max} S; raise g_max")
+        self.g_max, self.tol, self.max_sweeps = float(g_max), float(tol), int(max_sweeps)
+        self.joint_rtol, self.max_joint_updates = float(joint_rtol), int(max_joint_updates)
+        self.info = SubstrateInfo(
+            n_inputs=c.n_inputs, n_outputs=len(c.outputs),
+            parameter_shapes={"g": (len(trainable),)}, parameter_bounds={"g": (0.0, self.g_max)},
+            max_batch=max_batch, capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            description=f"resistor-diode circuit {source}: {len(c.nodes)} nodes, {len(trainable)} trainable resistors",
+        )
+        self.eps = per_tensor("eps", eps, ["g"])
+        self._build(c)
+        self.theta = {"g": np.array([e.value for e in trainable])}
+        self._u = self.parameters()
+        self._beta, self._y = 0.0, None
+        self.clamp(np.zeros((1, c.n_inputs)))
+
+    # -- structure --------------------------------------------------------------
+    def _build(self, c: Circuit) -> None:
+        idx = {n: i for i, n in enumerate(c.nodes)}
+        n = len(c.nodes)
+        adj: dict[int, list] = {i: [] for i in range(n)}
+        for e in c.of("V"):
+            a, b = idx[e.nodes[0]], idx[e.nodes[1]]
+            adj[a].append((b, e, -1.0))
+            adj[b].append((a, e, 1.0))
+        group = -np.ones(n, dtype=int)
+        self.const, self.gain = np.zeros(n), np.zeros((n, c.n_inputs))  # V = z[group] + const + gain @ x
+        n_free = 0
+        for root in range(n):
+            if group[root] != -1:
+                continue
+            gid = -2 if root == 0 else n_free  # -2: tied to ground
+            n_free += root != 0
+            stack, group[root] = [root], gid
+            while stack:
+                i = stack.pop()
+                for j, e, sign in adj[i]:  # V_j = V_i + sign * (V+ - V-) of the source
+                    if group[j] == -1:
+                        group[j] = gid
+                        self.const[j] = self.const[i] + sign * e.value
+                        self.gain[j] = self.gain[i]
+                        if e.input is not None:
+                            self.gain[j, e.input] += sign * e.gain
+                        stack.append(j)
+        self.nz, self.group = n_free, group
+        P = np.zeros((n, n_free))
+        P[np.flatnonzero(group >= 0), group[group >= 0]] = 1.0
+        self.P = sp.csr_matrix(P)
+        res = c.of("R")
+        self.r_nodes = np.array([[idx[e.nodes[0]], idx[e.nodes[1]]] for e in res], dtype=int).reshape(-1, 2)
+        self.r_fixed = np.array([e.value for e in res])
+        self.r_train = np.array([i for i, e in enumerate(res) if e.trainable], dtype=int)
+        ideal = [e for e in c.of("D") if not e.diode]
+        expd = [e for e in c.of("D") if e.diode]
+        self.d_names = [e.name for e in ideal]
+        self.d_nodes = np.array([[idx[e.nodes[0]], idx[e.nodes[1]]] for e in ideal], dtype=int).reshape(-1, 2)
+        self.x_nodes = np.array([[idx[e.nodes[0]], idx[e.nodes[1]]] for e in expd], dtype=int).reshape(-1, 2)
+        self.x_par = np.array([[e.diode["IS"], e.diode["N"] * e.diode["VT"]] for e in expd]).reshape(-1, 2)
+        self.out = np.array([idx[o] for o in c.outputs], dtype=int)
+        if np.any(group[self.out] < 0):
+            raise ConfigurationError(f"{c.source}: an output node is held by sources tied to ground; read another node")
+        inc = lambda nodes: incidence(nodes, n) @ self.P  # noqa: E731  rows (e_a - e_b)^T P, in z
+        self.Ar, self.Ad, self.Ax = inc(self.r_nodes), inc(self.d_nodes), inc(self.x_nodes)
+        self.Ao = self.P[self.out]
+
+    def _conductances(self) -> np.ndarray:
+        g = self.r_fixed.copy()
+        g[self.r_train] = self.theta["g"]
+        return g
+
+    # -- state ------------------------------------------------------------------
+    def clamp(self, x: np.ndarray) -> None:
+        """Set the input sources, shape (batch, n_inputs); the state restarts from 0 V free potentials."""
+        x = check_array("x", x, (None, self.info.n_inputs))
+        self.info.check_batch(x.shape[0])
+        self._x = x
+        self._off = self.const[None, :] + x @ self.gain.T  # (B, nodes): V = P z + off
+        self._z = np.zeros((x.shape[0], self.nz))
+        self._work = [None] * x.shape[0]
+        if self._y is not None and self._y.shape[0] != x.shape[0]:
+            self._beta, self._y = 0.0, None
+        self._stale = True
+
+    def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
+        """A conductance beta (S) from each output node to a source at y (V); beta = 0 removes it."""
+        beta = float(beta)
+        if not np.isfinite(beta) or (beta != 0.0 and y is None):
+            raise ConfigurationError(f"beta={beta}: must be finite, and beta != 0 needs a target y")
+        if y is not None:
+            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        self._beta, self._y = beta, y
+        self._stale = True
+
+    def node_voltages(self) -> dict[str, np.ndarray]:
+        """Every node's potential in V, shape (batch,) each."""
+        self._settle()
+        V = self._V()
+        return {name: V[:, i] for i, name in enumerate(self.circuit.nodes)}
+
+    def _V(self, z: np.ndarray | None = None) -> np.ndarray:
+        return (self.P @ (self._z if z is None else z).T).T + self._off
+
+    def _exp(self, vd: np.ndarray, order: int) -> np.ndarray:
+        """Co-content (0), current (1) or conductance (2) of the exponential diodes at drops vd."""
+        i_s, nvt = self.x_par[:, 0], self.x_par[:, 1]
+        u = vd / nvt
+        t = np.maximum(u - U_MAX, 0.0)
+        e = np.exp(np.minimum(u, U_MAX))
+        if order == 0:
+            return i_s * (nvt * e * (1 + t + t * t / 2) - vd)
+        if order == 1:
+            return i_s * (e * (1 + t) - 1)
+        return i_s * e / nvt
+
+    def _F(self, b: int, z: np.ndarray, g: np.ndarray) -> float:
+        V = self.P @ z + self._off[b]
+        dv = V[self.r_nodes[:, 0]] - V[self.r_nodes[:, 1]]
+        f = 0.5 * float(g @ dv**2)
+        if len(self.x_nodes):
+            f += float(np.sum(self._exp(V[self.x_nodes[:, 0]] - V[self.x_nodes[:, 1]], 0)))
+        if self._beta:
+            f += 0.5 * self._beta * float(np.sum((V[self.out] - self._y[b]) ** 2))
+        return f
+
+    def _model(self, b: int, z: np.ndarray, g: np.ndarray, beta: float):
+        """Hessian (sparse) and gradient of F in z at z."""
+        V = self.P @ z + self._off[b]
+        H = self.Ar.T @ sp.diags(g) @ self.Ar + beta * (self.Ao.T @ self.Ao)
+        grad = self.Ar.T @ (g * (self.Ar @ z + (self._off[b][self.r_nodes[:, 0]] - self._off[b][self.r_nodes[:, 1]])))
+        if beta:
+            grad = grad + beta * (self.Ao.T @ (V[self.out] - self._y[b]))
+        if len(self.x_nodes):
+            vd = V[self.x_nodes[:, 0]] - V[self.x_nodes[:, 1]]
+            H = H + self.Ax.T @ sp.diags(self._exp(vd, 2)) @ self.Ax
+            grad = grad + self.Ax.T @ self._exp(vd, 1)
+        return sp.csc_matrix(H), np.asarray(grad).ravel()
+
+    def relax(self) -> RelaxReport:
+        """Solve the DC operating point of every sample (active set for ideal diodes, Newton for exponential)."""
+        t0 = time.perf_counter()
+        rep = self._relax(self.tol, self.max_sweeps)
+        rep.seconds = time.perf_counter() - t0
+        return rep
+
+    def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
+        from sim_backends.netlist_solve import solve_sample
+
+        g = self._conductances()
+        its, step = 0, 0.0
+        for b in range(self._x.shape[0]):
+            self._z[b], self._work[b], n, s = solve_sample(self, b, g, tol, max_sweeps)
+            its, step = max(its, n), max(step, s)
+        if not np.all(np.isfinite(self._z)):
+            raise RelaxationError("the node voltages became non-finite; check the conductances and beta")
+        self._stale = False
+        return RelaxReport(sweeps=its, residual=step, converged=step <= tol)
+
+    def _settle(self) -> None:
+        if self._stale:
+            self._relax(self.tol, self.max_sweeps)
+
+    def outputs(self) -> np.ndarray:
+        """Output node potentials in V, shape (batch, n_outputs)."""
+        self._settle()
+        return self._V()[:, self.out]
+
+    def currents(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(KCL imbalance per free group in A, ideal-diode currents anode->cathode in A,
+        ideal-diode drops V_a - V_c in V, largest branch current in A), per sample."""
+        self._settle()
+        from sim_backends.netlist_solve import diode_currents
+
+        return diode_currents(self, self._conductances())
+
+    # -- parameters -------------------------------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Conductances of the trainable resistors in S (copies), tensor ``g`` in file order."""
+        return {"g": self.theta["g"].copy()}
+
+    def _assign(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        if set(theta) - {"g"}:
+            raise ConfigurationError(f"unknown parameter(s) {sorted(set(theta) - {'g'})}; valid: ['g']")
+        if "g" not in theta:
+            return {}
+        value = np.asarray(theta["g"], dtype=np.float64)
+        if value.shape != self.info.parameter_shapes["g"]:
+            raise ConfigurationError(f"g has shape {value.shape}, expected {self.info.parameter_shapes['g']}")
+        if not np.all(np.isfinite(value)):
+            raise RelaxationError("refusing non-finite values for parameter g")
+        kept = np.clip(value, 0.0, self.g_max)
+        self.theta["g"] = kept
+        self._stale = True
+        return {"g": int(np.count_nonzero(kept != value))}
+
+    def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Program the trainable conductances in S; values outside [0, g_max] are clipped."""
+        return self._assign(theta)
+
+    def energy_gradients(self) -> dict[str, np.ndarray]:
+        """dE/dg = 1/2 (V_a - V_b)^2 per trainable resistor, in V^2, batch mean."""
+        self._settle()
+        V = self._V()
+        nodes = self.r_nodes[self.r_train]
+        return {"g": 0.5 * np.mean((V[:, nodes[:, 0]] - V[:, nodes[:, 1]]) ** 2, axis=0)}
+
+    # -- oracle -------------------------------------------------------------------
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """L = mean_batch 1/2 ||o - y||^2 at the free operating point."""
+        self.clamp(x)
+        self.nudge(0.0)
+        self._relax(min(self.tol, 1e-13), max(self.max_sweeps, 1000))
+        y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        return float(0.5 * np.sum((self.outputs() - y) ** 2) / y.shape[0])
+
+    def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """dL/dg by implicit differentiation: solve the KKT system of the conducting diodes for
+        ``lambda`` with right-hand side dC/dz, then ``dL/dg_r = -(V_a - V_b)(lambda_a - lambda_b)``."""
+        from sim_backends.netlist_solve import kkt_solve
+
+        self.loss(x, y)
+        g, V = self._conductances(), self._V()
+        B, grad = self._x.shape[0], np.zeros(len(self.r_train))
+        At = self.Ar[self.r_train]
+        for b in range(B):
+            H, _ = self._model(b, self._z[b], g, 0.0)
+            rhs = self.Ao.T @ (V[b, self.out] - y[b])
+            lam = kkt_solve(H, self.Ad[self._work[b]], np.asarray(rhs).ravel())
+            nodes = self.r_nodes[self.r_train]
+            grad -= (V[b, nodes[:, 0]] - V[b, nodes[:, 1]]) * (At @ lam)
+        return {"g": grad / B}
+
+    def close(self) -> None:
+        """Nothing to switch off in simulation; removes nudging."""
+        self._beta, self._y = 0.0, None
+
+
+def layered_netlist(sub) -> str:
+    """The netlist of a :class:`sim_backends.resistive.ResistiveSubstrate`, every conductance trainable.
+
+    Nodes: ``ip<k>``/``in<k>`` the input sources, ``h<l>_<j>`` hidden, ``o<j>`` outputs,
+    ``rp``/``rn`` the bias rails. A conductance at 0 S is left out.
+    """
+    th, L = sub.parameters(), sub.L
+    lines = [f"* layered resistive network {'-'.join(map(str, sub.layers))}"]
+    n_in = sub.layers[0]
+    lines += [f"Vp{k} ip{k} 0 {sub.gain!r}*x{k}" for k in range(n_in)]
+    lines += [f"Vn{k} in{k} 0 {-sub.gain!r}*x{k}" for k in range(n_in)]
+    lines += [f"Vrp rp 0 {sub.v_bias!r}", f"Vrn rn 0 {-sub.v_bias!r}"]
+
+    def name(l: int, j: int) -> str:
+        if l == 0:
+            return f"ip{j}" if j < n_in else f"in{j - n_in}"
+        return f"o{j}" if l == L else f"h{l}_{j}"
+
+    for l in range(1, L + 1):
+        W, b = th[f"W{l}"], th[f"b{l}"]
+        for i, j in zip(*np.nonzero(W)):
+            lines.append(f"R{l}_{i}_{j} {name(l - 1, i)} {name(l, j)} {float(1.0 / W[i, j])!r} train")
+        for r, rail in enumerate(("rp", "rn")):
+            for j in np.flatnonzero(b[r]):
+                lines.append(f"Rb{l}_{r}_{j} {rail} {name(l, j)} {float(1.0 / b[r, j])!r} train")
+        if l < L:
+            half = (sub.sizes[l] + 1) // 2
+            lines += [f"D{l}_{j} 0 {name(l, j)}" if j < half else f"D{l}_{j} {name(l, j)} 0" for j in range(sub.sizes[l])]
+    lines.append(".output " + " ".join(name(L, j) for j in range(sub.sizes[L])))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,176 @@
+"""The netlist substrate: parsing refusals, Kirchhoff's law, diodes, gradients, the layered equivalence."""
+
+import numpy as np
+import pytest
+
+from aeqprop.errors import ConfigurationError
+from protocols.aeqprop import Aeqprop
+from protocols.eqprop import EqProp
+from sim_backends.netlist import NetlistSubstrate, layered_netlist
+from sim_backends.resistive import ResistiveSubstrate
+
+
+def random_circuit(seed, n_nodes=9, n_inputs=2, exp_diode=True):
+    """A random connected non-layered circuit: input sources, a rail, resistors, ideal and exponential diodes."""
+    rng = np.random.default_rng(seed)
+    lines = [f"V{k}p s{k}p 0 {1.5 + k}*x{k}" for k in range(n_inputs)]
+    lines += [f"V{k}n s{k}n 0 -{1.5 + k}*x{k}" for k in range(n_inputs)]
+    lines += ["Vr rail 0 1", "Vf f1 f2 0.3"]  # f1-f2: a floating source (a supernode)
+    fixed = [f"s{k}{s}" for k in range(n_inputs) for s in "pn"] + ["rail"]
+    nodes = [f"n{i}" for i in range(n_nodes)] + ["f1", "f2"]
+    r = 0
+    for i, n in enumerate(nodes):  # a chain keeps every node connected, then random extra resistors
+        other = fixed[i % len(fixed)] if i == 0 else nodes[i - 1]
+        lines.append(f"R{r} {other} {n} {rng.uniform(0.5, 2.0)!r} train")
+        r += 1
+    for _ in range(2 * n_nodes):
+        a, b = rng.choice(nodes + fixed, 2, replace=False)
+        if a in fixed and b in fixed:
+            continue
+        lines.append(f"R{r} {a} {b} {rng.uniform(0.5, 3.0)!r} {'train' if rng.random() < 0.8 else ''}")
+        r += 1
+    lines += ["D1 0 n1", "D2 n2 0", "D3 n3 n4", "D4 n5 rail", "D5 f2 n6"]
+    if exp_diode:
+        lines.append("D6 n7 0 exp IS=1e-6 N=2")
+    lines.append(".output n7 n8")
+    return "\n".join(lines) + "\n"
+
+
+def kcl_check(sub, beta=0.0, y=None):
+    """Explicit KCL at every node not held by a source; diode constraints and directions."""
+    V, (res, cur, drops, big) = sub.node_voltages(), sub.currents()
+    c = sub.circuit
+    held = {n for e in c.of("V") for n in e.nodes} | {"0"}
+    inflow = {n: np.zeros(sub._x.shape[0]) for n in c.nodes}
+    g = sub._conductances()
+    for k, e in enumerate(c.of("R")):
+        i = g[k] * (V[e.nodes[0]] - V[e.nodes[1]])
+        inflow[e.nodes[0]] -= i
+        inflow[e.nodes[1]] += i
+    ideal = [e for e in c.of("D") if not e.diode]
+    for k, e in enumerate(ideal):
+        inflow[e.nodes[0]] -= cur[:, k]
+        inflow[e.nodes[1]] += cur[:, k]
+    for e in c.of("D"):
+        if e.diode:
+            vd = V[e.nodes[0]] - V[e.nodes[1]]
+            i = e.diode["IS"] * np.expm1(vd / (e.diode["N"] * e.diode["VT"]))
+            inflow[e.nodes[0]] -= i
+            inflow[e.nodes[1]] += i
+    for j, o in enumerate(c.outputs):
+        if beta:
+            inflow[o] += beta * (y[:, j] - V[o])
+    worst = max(float(np.max(np.abs(inflow[n]))) for n in c.nodes if n not in held)
+    assert worst <= 1e-9 * big
+    scale = 1e-12 * (1 + max(float(np.max(np.abs(v))) for v in V.values()))
+    assert np.all(drops <= scale)  # an ideal diode never forward-biased
+    assert np.all(cur >= -1e-9 * big)  # and conducts only forward
+    assert np.all((np.abs(drops) <= scale) | (np.abs(cur) <= 1e-12 * big))  # complementarity
+    return cur
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kirchhoff_and_diodes_hold_on_random_circuits(seed):
+    sub = NetlistSubstrate(text=random_circuit(seed), g_max=2.0)
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0, 1, (5, 2)), rng.uniform(-0.5, 0.5, (5, 2))
+    sub.clamp(x)
+    sub.relax()
+    cur = kcl_check(sub)
+    sub.nudge(0.5, y)
+    sub.relax()
+    kcl_check(sub, 0.5, y)
+    assert np.any(cur > 0)  # some ideal diode conducts
+
+
+def test_layered_network_through_the_netlist_matches_the_layered_solver():
+    res = ResistiveSubstrate(layers=(4, 6, 5, 3), seed=1, init_g=1.0, gain=2.0, tol=1e-14, max_sweeps=100_000)
+    net = NetlistSubstrate(text=layered_netlist(res), g_max=1.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, (4, 4)), rng.uniform(-0.3, 0.3, (4, 3))
+    for beta in (0.0, 0.7):
+        res.loss(x, y)
+        res.nudge(beta, y)
+        res.relax()
+        net.clamp(x)
+        net.nudge(beta, y)
+        V, nv = res.state(), net.node_voltages()
+        for l in range(1, res.L + 1):
+            for j in range(res.sizes[l]):
+                name = f"o{j}" if l == res.L else f"h{l}_{j}"
+                assert np.max(np.abs(nv[name] - V[l][:, j])) <= 1e-9
+    g_res, g_net = res.true_gradient(x, y), net.true_gradient(x, y)["g"]
+    assert np.allclose(g_net[:48], g_res["W1"].ravel(), rtol=1e-7, atol=1e-12)
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_centered_eqprop_and_finite_differences_match_the_oracle():
+    sub = NetlistSubstrate(text=random_circuit(7), g_max=2.0)
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(0, 1, (4, 2)), rng.uniform(-0.5, 0.5, (4, 2))
+    g = sub.true_gradient(x, y)["g"]
+    work = [list(w) for w in sub._work]
+    beta = 1e-3
+    for b in (-beta, beta):  # the same diodes conduct in both nudged phases: none is near switching
+        sub.nudge(b, y)
+        sub.relax()
+        assert [sorted(w) for w in sub._work] == [sorted(w) for w in work]
+    g_hat = EqProp(beta=beta, variant="centered").estimate(sub, x, y)[0]["g"]
+    assert rel(g_hat, g) <= 1e-3
+    theta, h = sub.parameters()["g"], 1e-6
+    assert np.all((theta > h) & (theta < 2.0 - h))
+    fd = []
+    for k in range(len(theta)):
+        for sign in (1, -1):
+            t = theta.copy()
+            t[k] += sign * h
+            sub.set_parameters({"g": t})
+            fd.append(sub.loss(x, y))
+    sub.set_parameters({"g": theta})
+    fd = (np.array(fd[0::2]) - np.array(fd[1::2])) / (2 * h)
+    assert rel(fd, g) <= 1e-6
+
+
+def test_aeqprop_short_release_on_a_netlist_is_an_sgd_step():
+    eps, b = 0.05, 2e-3
+    sub = NetlistSubstrate(text=random_circuit(7), g_max=2.0, eps=eps)
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(0, 1, (4, 2)), rng.uniform(-0.5, 0.5, (4, 2))
+    g = sub.true_gradient(x, y)["g"]
+    report = Aeqprop(beta=b, variant="centered", release=1.0).step(sub, x, y)
+    assert rel(report.delta["g"], -eps * b * g) <= 2e-3
+
+
+GOOD = "V1 a 0 x0\nR1 a b 1 train\nR2 b 0 2\n.output b\n"
+
+
+@pytest.mark.parametrize(
+    "text,line,reason",
+    [
+        (GOOD + "C1 b 0 1u\n", 5, "unknown element 'C1'"),
+        (GOOD + ".tran 1n 1u\n", 5, "unknown element '.tran'"),
+        ("V1 a 0 x0\nR1 a b -5 train\nR2 b 0 2\n.output b\n", 2, "negative conductance"),
+        (GOOD + "V2 c 0 1\nV3 c a 2\n", 6, "loop of voltage sources"),
+        (GOOD + "R3 c d 1k\n", 5, "node 'c' is floating"),
+        (GOOD + "D1 b 0 zener\n", 5, "unknown diode model"),
+        (GOOD + "R4 b 0 1k tune\n", 5, "unknown resistor option"),
+    ],
+)
+def test_bad_netlists_are_refused_with_line_and_reason(text, line, reason):
+    with pytest.raises(ConfigurationError) as err:
+        NetlistSubstrate(text=text)
+    message = str(err.value)
+    assert f"line {line}:" in message and reason in message and "\n" not in message
+
+
+def test_cli_style_factory_and_example(tmp_path):
+    sub = NetlistSubstrate(netlist="examples/netlist_small.cir", layers=(2, 3, 2), eps=0.1, seed=0, tol=1e-12,
+                           max_sweeps=100, g_max=1.0)
+    assert sub.info.n_inputs == 2 and sub.info.parameter_shapes == {"g": (8,)}
+    with pytest.raises(ConfigurationError, match="do not match"):
+        NetlistSubstrate(netlist="examples/netlist_small.cir", layers=(3, 2))
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        NetlistSubstrate(netlist=tmp_path / "missing.cir")
