@@ -95,7 +95,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, help="Bundled dataset (digits, iris, wine, breast_cancer) or a .csv/.npz path [default: digits]."),
     backend: Optional[str] = typer.Option(None, help="Simulated substrate by name [default: hopfield]."),
     hidden: Optional[str] = typer.Option(None, help="Hidden layer sizes, comma-separated [default: 512]."),
-    protocol: Optional[str] = typer.Option(None, help="Training protocol by name [default: aeqprop]."),
+    protocol: Optional[str] = typer.Option(None, help="Training protocol by name, or a file: path/to/file.py:ClassName [default: aeqprop]."),
     variant: Optional[str] = typer.Option(None, help="Nudging variant of the protocol [default: centered]."),
     beta: Optional[float] = typer.Option(None, help="Nudging strength b [default: the protocol's, 1.0 for aeqprop, 0.5 for eqprop]."),
     eps: Optional[float] = typer.Option(None, help="Aeqprop coupling compliance eps (the substrate's) [default: 0.1]."),
@@ -108,6 +108,8 @@ def train(
     test_fraction: Optional[float] = typer.Option(None, help="Held-out fraction for the test accuracy [default: 0.2]."),
     tol: Optional[float] = typer.Option(None, help="Relaxation tolerance: largest unit change in a sweep [default: 1e-3]."),
     max_sweeps: Optional[int] = typer.Option(None, help="Relaxation sweep cap per phase [default: 100]."),
+    lr_schedule: Optional[str] = typer.Option(None, help="Learning-rate schedule: constant, step[:0.5,0.75[:0.1]], cosine[:END], exponential[:END]."),
+    beta_schedule: Optional[str] = typer.Option(None, help="Beta schedule, written as --lr-schedule (must stay > 0)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a substrate and record the run; by default centered Aeqprop on a 64-512-10 Hopfield network on digits."""
@@ -122,6 +124,8 @@ def train(
         "schedule.epochs": epochs, "schedule.batch_size": batch_size, "seed": seed,
         "dataset.test_fraction": test_fraction, "substrate.options.tol": tol, "substrate.options.max_sweeps": max_sweeps,
         "substrate.options.hidden": None if hidden is None else list(parse_hidden(hidden)),
+        "schedule.lr": parse_schedule(lr_schedule, "--lr-schedule"),
+        "schedule.beta": parse_schedule(beta_schedule, "--beta-schedule"),
     }
     cfg = load_config(config, overrides=set_, fields={k: v for k, v in flags.items() if v is not None})
     outcome = session.start(cfg, progress=not quiet, on_created=lambda rid: typer.echo(f"run {rid} in {cfg.runs}"))
@@ -154,6 +158,45 @@ def resume(
 
     outcome = session.resume(runs, run, progress=not quiet)
     report_outcome(outcome, outcome.result.history[-1].epoch if outcome.result.history else 0)
+
+
+def parse_schedule(text: Optional[str], what: str) -> Optional[dict]:
+    """A schedule option as the run config's table (see aeqprop.schedules), or None."""
+    if text is None:
+        return None
+    from aeqprop.schedules import Schedule
+
+    return Schedule.parse(text, what).model_dump(exclude_none=True)
+
+
+def list_registered(kind: str) -> None:
+    """One line per registered name: the name and its description."""
+    from aeqprop import registry
+
+    rows = registry.describe(kind)
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, _target, text in rows:
+        typer.echo(f"{name:<{width}}  {text}")
+
+
+protocols_app = typer.Typer(no_args_is_help=True, help="Training protocols: built in, and added by installed packages.")
+app.add_typer(protocols_app, name="protocols")
+backends_app = typer.Typer(no_args_is_help=True, help="Simulated substrates: built in, and added by installed packages.")
+app.add_typer(backends_app, name="backends")
+
+
+@protocols_app.command("list")
+@one_line_errors
+def protocols_list():
+    """The protocols available by name (a file runs with --protocol path/to/file.py:ClassName)."""
+    list_registered("protocols")
+
+
+@backends_app.command("list")
+@one_line_errors
+def backends_list():
+    """The simulated substrates available by name."""
+    list_registered("backends")
 
 
 runs_app = typer.Typer(no_args_is_help=True, help="Look at the runs recorded in a runs folder.")

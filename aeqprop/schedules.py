@@ -23,6 +23,9 @@ times the beta factor, and scales the learning rate:
   fraction f of the way, so the learning rate scales exactly by the factor
   when the initial release is <= 1. A release to joint equilibrium
   ("equilibrium") cannot be shortened and is refused with an lr schedule.
+
+An ``eps`` schedule (simulation) scales the substrate's compliance ``eps``
+per tensor instead: the Aeqprop learning rate without touching the release.
 """
 
 from __future__ import annotations
@@ -132,8 +135,14 @@ class ScheduleHook:
     The protocol's values at construction are the initial ones (factor 1).
     """
 
-    def __init__(self, protocol, lr: "str | Mapping | Schedule | None" = None, beta: "str | Mapping | Schedule | None" = None):
-        self.protocol = protocol
+    def __init__(self, protocol, lr: "str | Mapping | Schedule | None" = None, beta: "str | Mapping | Schedule | None" = None,
+                 substrate=None, eps: "str | Mapping | Schedule | None" = None):
+        self.protocol, self.substrate = protocol, substrate
+        self.eps = None if eps is None else Schedule.parse(eps, "eps schedule")
+        if self.eps is not None:
+            if not isinstance(getattr(substrate, "eps", None), Mapping):
+                raise ConfigurationError("an eps schedule needs a simulated substrate with a compliance eps per tensor")
+            self.eps0 = {n: float(v) for n, v in substrate.eps.items()}
         name = getattr(protocol, "name", type(protocol).__name__)
         self.beta = None if beta is None else Schedule.parse(beta, "beta schedule")
         self.lr = None if lr is None else Schedule.parse(lr, "lr schedule")
@@ -175,3 +184,11 @@ class ScheduleHook:
     def __call__(self, epoch: int, step_in_epoch: int, global_step: int, total_steps: int) -> None:
         for attr, value in self.values(global_step, total_steps).items():
             setattr(self.protocol, attr, value)
+        if self.eps is not None:
+            f = self.eps.factor(global_step, total_steps)
+            self.substrate.eps.update({n: v * f for n, v in self.eps0.items()})
+
+
+def hook(protocol, substrate=None, beta=None, lr=None, eps=None) -> ScheduleHook:
+    """The trainer's ``before_step`` for schedules given as tables (run config) or strings."""
+    return ScheduleHook(protocol, lr=lr, beta=beta, substrate=substrate, eps=eps)

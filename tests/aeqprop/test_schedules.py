@@ -79,3 +79,12 @@ def test_trainer_applies_the_schedule_at_every_step():
     sub = HopfieldSubstrate((6, 8, 3), tol=1e-3)
     Trainer(sub, protocol, data, epochs=2, batch_size=10, before_step=before_step).run()
     assert seen == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01, 0.01])
+
+
+def test_eps_schedule_scales_the_substrate_compliance():
+    sub = HopfieldSubstrate((6, 8, 3), eps={"W": 0.2, "b": 0.1})
+    hook = ScheduleHook(Aeqprop(), substrate=sub, eps={"kind": "cosine"})
+    hook(1, 3, 50, 100)
+    assert sub.eps == pytest.approx({"W1": 0.1, "b1": 0.05, "W2": 0.1, "b2": 0.05})
+    with pytest.raises(ConfigurationError, match="compliance eps"):
+        ScheduleHook(Aeqprop(), substrate=object(), eps="cosine")
