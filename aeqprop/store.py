@@ -30,6 +30,7 @@ import numpy as np
 from aeqprop.errors import AeqpropError
 
 DB_NAME = "aeqprop.db"
+SCHEMA_VERSION = 1
 KEEP_CHECKPOINTS = 2
 STATUSES = ("running", "completed", "failed", "interrupted")
 
@@ -39,8 +40,8 @@ CREATE TABLE IF NOT EXISTS runs (
     dataset TEXT, backend TEXT, protocol TEXT, versions TEXT, host TEXT,
     started REAL, ended REAL, error TEXT, best_accuracy REAL);
 CREATE TABLE IF NOT EXISTS step_metrics (
-    run_id INTEGER, step INTEGER, epoch INTEGER, loss REAL, accuracy REAL, update_norm REAL,
-    sweeps TEXT, seconds TEXT, extra TEXT, PRIMARY KEY (run_id, step));
+    run_id INTEGER, step INTEGER, epoch INTEGER, loss REAL, sweeps TEXT, seconds TEXT, extra TEXT,
+    PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS epoch_metrics (
     run_id INTEGER, epoch INTEGER, train_loss REAL, train_accuracy REAL, test_loss REAL,
     test_accuracy REAL, seconds REAL, sweeps_per_step REAL, parameter_norm REAL,
@@ -99,9 +100,17 @@ class RunStore:
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             with self._transaction():
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                tables = self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+                if tables and version != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has store schema {version}, this version reads {SCHEMA_VERSION}; "
+                        "use another runs folder or export the runs with the version that wrote them"
+                    )
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{self.path} is not a readable run store ({exc}); move it aside or use another runs folder"
@@ -174,15 +183,16 @@ class RunStore:
         )
 
     # -- metrics and events -------------------------------------------------------
-    def log_step(self, run_id: int, step: int, epoch: int, loss: float, accuracy: float, update_norm: float,
-                 sweeps: dict, seconds: dict, extra: dict) -> None:
-        """Buffer one step's metrics; they are written with the next checkpoint or flush."""
-        self._steps.append((run_id, step, epoch, loss, accuracy, update_norm,
-                            json.dumps(sweeps), json.dumps(seconds), json.dumps(extra) if extra else None))
+    def log_step(self, run_id: int, step: int, epoch: int, loss: float, sweeps: dict, seconds: dict,
+                 extra: dict) -> None:
+        """Buffer one step's metrics (loss, relaxation sweeps and seconds per phase, the protocol's
+        extra figures); they are written with the next checkpoint or flush."""
+        self._steps.append((run_id, step, epoch, loss, json.dumps(sweeps), json.dumps(seconds),
+                            json.dumps(extra) if extra else None))
 
     def _write_steps(self, db) -> None:
         if self._steps:
-            db.executemany("INSERT OR REPLACE INTO step_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._steps)
+            db.executemany("INSERT OR REPLACE INTO step_metrics VALUES (?, ?, ?, ?, ?, ?, ?)", self._steps)
             self._steps = []
 
     def flush(self) -> None:

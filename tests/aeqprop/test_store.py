@@ -41,12 +41,12 @@ def test_step_metrics_are_buffered_until_a_checkpoint_and_replaced_when_redone(t
     store = RunStore(tmp_path)
     rid = store.create_run({}, 0, "iris", "hopfield", "eqprop")
     for step in (1, 2, 3):
-        store.log_step(rid, step, 1, 0.5 * step, None, 0.1, {"free": 4}, {"free": 0.01}, {})
+        store.log_step(rid, step, 1, 0.5 * step, {"free": 4}, {"free": 0.01}, {})
     other = RunStore(tmp_path, create=False)
     assert other.metrics(rid, "step_metrics") == []  # nothing written per step
     _checkpoint(store, rid, 3)
     assert [r["loss"] for r in other.metrics(rid, "step_metrics")] == [0.5, 1.0, 1.5]
-    store.log_step(rid, 3, 1, 9.0, None, 0.1, {"free": 4}, {}, {})  # step 3 redone after a resume
+    store.log_step(rid, 3, 1, 9.0, {"free": 4}, {}, {})  # step 3 redone after a resume
     store.flush()
     assert [r["loss"] for r in other.metrics(rid, "step_metrics")] == [0.5, 1.0, 9.0]
     store.log_epoch(rid, EpochRecord(1, 0.4, 0.5, 0.3, 0.75, 1.0, 12.0), 2.0)
@@ -103,7 +103,7 @@ def test_concurrent_writers_all_land(tmp_path):
             store = RunStore(tmp_path)
             rid = store.create_run({"i": i}, i, "iris", "hopfield", "aeqprop")
             for g in range(1, 21):
-                store.log_step(rid, g, 1, float(g), None, 0.0, {}, {}, {})
+                store.log_step(rid, g, 1, float(g), {}, {}, {})
                 _checkpoint(store, rid, g)
             store.set_status(rid, "completed")
             store.close()
