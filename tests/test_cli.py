@@ -30,7 +30,7 @@ def test_unknown_dataset():
 
 
 def test_unknown_protocol():
-    assert_one_line_error(aeqprop("train", "--protocol", "backprop"), "unknown protocol 'backprop'", "aeqprop, eqprop, sgd-oracle")
+    assert_one_line_error(aeqprop("train", "--protocol", "backprop"), "unknown protocol 'backprop'", "aeqprop, continual, coupled, eqprop, sgd-oracle, vector-field")
 
 
 def test_beta_that_destroys_the_minimum():
