@@ -153,10 +153,15 @@ def test_sigint_stops_at_a_step_checkpoints_closes_and_resumes(tmp_path, referen
     assert kinds.count("closed") == 2 and "resumed" in kinds
 
 
-@pytest.mark.parametrize("protocol", [{"name": "eqprop", "options": {"variant": "random-sign", "lr": 0.05}}])
-def test_stop_request_and_resume_restore_the_protocol_random_state(tmp_path, monkeypatch, protocol):
-    """Random-sign EqProp draws a sign per step from its own generator: resume must restore it."""
-    changes = dict(protocol=protocol, schedule__epochs=2, checkpoint__every=0)
+@pytest.mark.parametrize("protocol, schedules", [
+    ({"name": "eqprop", "options": {"variant": "random-sign", "lr": 0.05}}, {}),
+    ({"name": "aeqprop", "options": {}}, {"lr": {"kind": "cosine", "end": 0.1}, "eps": {"kind": "exponential"}}),
+], ids=["random-sign", "schedules"])
+def test_stop_request_and_resume_restore_the_protocol_random_state(tmp_path, monkeypatch, protocol, schedules):
+    """Random-sign EqProp draws a sign per step from its own generator: resume must restore it;
+    schedules recompute beta, lr and eps from the step index, so a resumed run follows them exactly."""
+    changes = dict(protocol=protocol, schedule__epochs=2, checkpoint__every=0,
+                   **{f"schedule__{k}": v for k, v in schedules.items()})
     ref = session.start(config(tmp_path / "a", **changes))
     calls = {"n": 0}
 
@@ -173,7 +178,8 @@ def test_stop_request_and_resume_restore_the_protocol_random_state(tmp_path, mon
     assert resumed.status == "completed"
     a, _ = final_parameters(tmp_path / "a", ref.run_id)
     b, _ = final_parameters(tmp_path / "b", stopped.run_id)
-    assert a["random"]["protocol"] and a["random"]["protocol"] == b["random"]["protocol"]
+    assert a["random"]["protocol"] == b["random"]["protocol"]
+    assert bool(a["random"]["protocol"]) == (protocol["name"] == "eqprop")
     assert_same(a["parameters"], b["parameters"])
 
 
