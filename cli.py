@@ -94,6 +94,8 @@ def train(
     runs: Optional[str] = typer.Option(None, help="Runs folder holding the run store [default: the config's, runs]."),
     dataset: Optional[str] = typer.Option(None, help="Bundled dataset (digits, iris, wine, breast_cancer) or a .csv/.npz path [default: digits]."),
     backend: Optional[str] = typer.Option(None, help="Simulated substrate by name [default: hopfield]."),
+    wiring: Optional[str] = typer.Option(None, help="Train instruments wired as in this map (TOML; see docs/hardware.md)."),
+    netlist: Optional[str] = typer.Option(None, help="Netlist file of the circuit for --backend netlist."),
     hidden: Optional[str] = typer.Option(None, help="Hidden layer sizes, comma-separated [default: 512]."),
     protocol: Optional[str] = typer.Option(None, help="Training protocol by name, or a file: path/to/file.py:ClassName [default: aeqprop]."),
     variant: Optional[str] = typer.Option(None, help="Nudging variant of the protocol [default: centered]."),
@@ -116,8 +118,12 @@ def train(
     from aeqprop import session
     from aeqprop.config import load_config
 
+    if wiring is not None:
+        backend = backend or "instrument"
+        batch_size = batch_size or 1  # instruments settle one sample at a time
     flags = {
         "runs": runs, "dataset.name": dataset, "substrate.backend": backend, "protocol.name": protocol,
+        "substrate.wiring": wiring, "substrate.options.netlist": netlist,
         "protocol.options.variant": variant, "protocol.options.beta": beta, "substrate.options.eps": eps,
         "protocol.options.lr": lr, "protocol.options.homeostasis": homeostasis,
         "protocol.options.release": None if release is None else parse_release(release),
@@ -295,6 +301,90 @@ def gradcheck(
         table.add_row(name, f"{update[name].cosine:.6f}", f"{update[name].rel_error:.2e}", f"{oracle.fidelity(a, b).rel_error:.2e}")
     Console().print(table)
     substrate.close()
+
+
+instruments_app = typer.Typer(no_args_is_help=True, help="Find, probe and check instruments (nothing here changes an output).")
+app.add_typer(instruments_app, name="instruments")
+
+
+@instruments_app.command("list")
+@one_line_errors
+def instruments_list(visa_backend: str = typer.Option("@py", help="VISA backend: @py (pyvisa-py), @ivi, or FILE.yaml@sim.")):
+    """VISA resources and serial ports this machine sees."""
+    from drivers.cli_support import list_instruments
+
+    found = list_instruments(visa_backend)
+    for kind in ("visa", "serial"):
+        typer.echo(f"{kind}:")
+        for line in found[kind] or ["(none)"]:
+            typer.echo(f"  {line}")
+
+
+@instruments_app.command("probe")
+@one_line_errors
+def instruments_probe(
+    address: str = typer.Argument(..., help="VISA resource (TCPIP::127.0.0.1::5025::SOCKET) or serial port."),
+    profile: Optional[str] = typer.Option(None, help="keithley2450, keysight-b2900, multichannel or board [default: from the identity]."),
+    channel: Optional[int] = typer.Option(None, help="Channel whose programmed source level is read back."),
+    visa_backend: str = typer.Option("@py", help="VISA backend."),
+    timeout: float = typer.Option(2.0, help="Read timeout in s."),
+):
+    """Identity, error queue and one safe read of an instrument."""
+    from drivers.cli_support import probe
+
+    info = probe(address, profile=profile, channel=channel, backend=visa_backend, timeout=timeout)
+    channel_read, level = info["safe_read"]
+    typer.echo(f"{info['address']}: {info['identity']}")
+    typer.echo(f"  profile {info['profile']}; errors: {', '.join(info['errors']) or 'none'}")
+    typer.echo(f"  channel {channel_read} source level {level:g}; {info['round_trips']} round trips")
+
+
+@instruments_app.command("check")
+@one_line_errors
+def instruments_check(
+    wiring: str = typer.Argument(..., help="Wiring map (TOML)."),
+    config: Optional[str] = typer.Option(None, help="Run config whose data and nudging are checked against the limits."),
+):
+    """Validate a wiring map, and the values a run would send, without opening any instrument."""
+    from aeqprop.config import load_config
+    from aeqprop.data import load_dataset
+    from drivers.cli_support import check_wiring, protocol_betas
+
+    x, betas, needs = None, (), ()
+    if config is not None:
+        cfg = load_config(config)
+        ds = cfg.dataset
+        x = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column).x_train
+        betas = protocol_betas(cfg.protocol.name, cfg.protocol.options)
+        from aeqprop import registry
+
+        needs = tuple(getattr(registry.load("protocols", cfg.protocol.name), "requires", ()))
+    for line in check_wiring(wiring, betas=betas, x=x, capabilities=needs):
+        typer.echo(line)
+
+
+@app.command("serve-sim")
+@one_line_errors
+def serve_sim(
+    backend: str = typer.Option("hopfield", help="Simulated substrate behind the instruments."),
+    layers: str = typer.Option("4,5,3", help="Layer sizes of the simulated substrate, inputs first."),
+    port: int = typer.Option(5025, help="TCP port of the SCPI server on 127.0.0.1 (0: any free port)."),
+    serial: bool = typer.Option(True, help="Also serve the board protocol on a pseudo-terminal."),
+    delay: float = typer.Option(0.0, help="Fault: reply delay in s."),
+    drop: float = typer.Option(0.0, help="Fault: probability of a dropped reply."),
+    garble: float = typer.Option(0.0, help="Fault: probability of a garbled reply."),
+    disconnect: float = typer.Option(0.0, help="Fault: probability of a disconnect per exchange."),
+    compliance_trip: float = typer.Option(0.0, help="Fault: probability of a compliance trip."),
+    settle: float = typer.Option(0.0, help="Fault: extra settling time in s."),
+    seed: int = typer.Option(0, help="Seed of the substrate and of the faults."),
+    wiring_out: Optional[str] = typer.Option(None, help="Write a wiring map for the served instruments here."),
+):
+    """Serve a simulated substrate as instruments: SCPI over TCP (loopback) and a serial board, until Ctrl+C."""
+    from drivers.cli_support import serve_sim as serve
+
+    options = {"layers": list(parse_hidden(layers)), "max_batch": 1, "seed": seed}
+    serve(backend, options, port=port, serial=serial, delay=delay, drop=drop, garble=garble, disconnect=disconnect,
+          compliance_trip=compliance_trip, settle=settle, seed=seed, wiring_out=wiring_out, echo=typer.echo)
 
 
 def main() -> None:

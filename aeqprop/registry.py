@@ -18,6 +18,7 @@ KINDS = {"backends": "aeqprop.backends", "protocols": "aeqprop.protocols", "driv
 BUILTIN: dict[str, dict[str, str]] = {
     "backends": {
         "hopfield": "sim_backends.hopfield:HopfieldSubstrate",
+        "instrument": "drivers.cli_support:build_substrate",
         "netlist": "sim_backends.netlist:NetlistSubstrate",
         "resistive": "sim_backends.resistive:ResistiveSubstrate",
         "untied": "sim_backends.untied:UntiedSubstrate",

@@ -39,6 +39,28 @@ def call_with_accepted(factory, options: dict):
     return factory(**options)
 
 
+class EventSink:
+    """The ``on_event(kind, message)`` callback handed to a substrate (instrument faults, retries,
+    reconnects). Events raised before the run exists are kept and written once it is recorded."""
+
+    def __init__(self):
+        self.pending: list[tuple[str, str]] = []
+        self.store: RunStore | None = None
+        self.run_id: int | None = None
+
+    def __call__(self, kind: str, message: str) -> None:
+        if self.store is None:
+            self.pending.append((kind, message))
+        else:
+            self.store.event(self.run_id, kind, message)
+
+    def attach(self, store: RunStore, run_id: int) -> None:
+        self.store, self.run_id = store, run_id
+        for kind, message in self.pending:
+            store.event(run_id, kind, message)
+        self.pending.clear()
+
+
 @dataclass
 class Built:
     config: RunConfig
@@ -48,6 +70,7 @@ class Built:
     hook: Any = None
     names: dict = field(default_factory=dict)
     trainer: Any = None
+    events: EventSink = field(default_factory=EventSink)
 
 
 def build(config: RunConfig) -> Built:
@@ -68,6 +91,8 @@ def build(config: RunConfig) -> Built:
         options["layers"] = (data.n_features, *hidden, data.n_classes)
     if config.substrate.wiring is not None:
         options["wiring"] = config.substrate.wiring
+    events = EventSink()
+    options["on_event"] = events
     substrate = call_with_accepted(make_substrate, options)
     if config.nonideal is not None:
         try:
@@ -76,7 +101,7 @@ def build(config: RunConfig) -> Built:
             substrate.close()
             raise
     names = {"dataset": ds.name, "backend": backend, "protocol": config.protocol.name}
-    built = Built(config, data, protocol, substrate, names=names)
+    built = Built(config, data, protocol, substrate, names=names, events=events)
     try:
         built.hook = schedule_hook(config, protocol, substrate)
         built.trainer = Trainer(substrate, protocol, data, config.schedule.epochs, config.schedule.batch_size,
@@ -240,6 +265,7 @@ def start(config: RunConfig, progress: bool = False, on_created=None) -> Outcome
     try:
         store = RunStore(config.runs)
         run_id = store.create_run(config.to_dict(), config.seed, **built.names)
+        built.events.attach(store, run_id)
     except BaseException:
         built.substrate.close()
         raise
@@ -261,6 +287,7 @@ def resume(runs: str, run_id: int | str, progress: bool = False) -> Outcome:
     try:
         store.set_status(row["id"], "running")
         store.event(row["id"], "resumed", f"resumed after step {done}", step=done)
+        built.events.attach(store, row["id"])
     except BaseException:
         built.substrate.close()
         raise

@@ -18,13 +18,17 @@ from drivers.wiring import WiringMap, load_wiring
 
 def list_instruments(backend: str = "@py") -> dict[str, list[str]]:
     """VISA resources seen by ``backend`` and serial ports (``"port - description"``)."""
+    import warnings
+
     out: dict[str, list[str]] = {"visa": [], "serial": []}
     try:
         import pyvisa
 
         rm = pyvisa.ResourceManager(backend)
         try:
-            out["visa"] = list(rm.list_resources())
+            with warnings.catch_warnings():  # pyvisa-py's notes on optional discovery packages
+                warnings.simplefilter("ignore")
+                out["visa"] = list(rm.list_resources())
         finally:
             rm.close()
     except Exception as exc:  # a missing backend must not hide the serial ports
