@@ -176,7 +176,7 @@ def main(argv=None) -> None:
     tasks = [
         {"protocol": p, "effect": e, "level": lv, "label": lab, "config": cfg, "seed": s, "layers": layers,
          "epochs": args.epochs, "homeostasis_iterations": args.homeostasis_iterations}
-        for p in PROTOCOLS for (e, lv, lab, cfg) in conds for s in range(args.seeds)
+        for p in reversed(PROTOCOLS) for (e, lv, lab, cfg) in conds for s in range(args.seeds)
     ]  # Aeqprop (slow) first, so the two workers finish together
     t0 = time.perf_counter()
     results = []
