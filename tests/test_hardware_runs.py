@@ -1,0 +1,39 @@
+"""A recorded run on instruments: the virtual lab over pyvisa-py with faults, through the run store."""
+
+import numpy as np
+
+from aeqprop import session
+from aeqprop.config import load_config
+from aeqprop.store import RunStore
+from drivers.wiring import lab_wiring_toml
+from sim_backends.hopfield import HopfieldSubstrate
+from sim_backends.virtual_lab import Faults, ScpiServer
+
+SIM = dict(layers=(4, 5, 3), eps=0.1, seed=0, tol=1e-3, max_sweeps=100, max_batch=1)
+
+
+def run(tmp_path, **fields):
+    base = {"dataset.name": "iris", "protocol.name": "eqprop", "schedule.epochs": 1, "schedule.batch_size": 1,
+            "runs": str(tmp_path / "runs"), "checkpoint.every": 1000, "evaluation.every": 1000}
+    outcome = session.start(load_config(None, fields={**base, **fields}))
+    store = RunStore(str(tmp_path / "runs"), create=False)
+    return outcome, store.load_checkpoint(outcome.run_id)["parameters"], store.metrics(outcome.run_id, "events")
+
+
+def test_faults_on_the_wire_are_events_and_do_not_change_the_result(tmp_path):
+    direct, theta_direct, _ = run(tmp_path, **{"substrate.backend": "hopfield", "substrate.options": {**SIM, "hidden": [5]}})
+    assert direct.status == "completed"
+
+    faults = Faults(drop=0.01, garble=0.01, seed=2)
+    with ScpiServer(HopfieldSubstrate(**SIM), faults=faults) as lab:
+        wiring = tmp_path / "lab.toml"
+        wiring.write_text(lab_wiring_toml(HopfieldSubstrate(**SIM).info, lab.address, timeout=0.3))
+        outcome, theta, events = run(tmp_path, **{"substrate.backend": "instrument", "substrate.wiring": str(wiring)})
+        outputs_on = set(lab.model.outputs_on)
+
+    assert outcome.status == "completed"
+    assert max(float(np.max(np.abs(theta[n] - theta_direct[n]))) for n in theta) <= 1e-9
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("retry") >= 2, kinds  # every fault is retried, and each retry recorded
+    assert kinds[-1] == "closed"
+    assert outputs_on == set()  # close() turned every output off
