@@ -7,8 +7,10 @@
    relative KKT residual of 1e-6 (largest KCL imbalance at a free node, or
    reverse diode current, over the largest branch current): exact block
    coordinate descent against scipy's L-BFGS-B on the same energy (diodes as
-   bounds), in the same run. Each solver is timed without the residual checks,
-   with the sweep count / tolerance found to reach the target.
+   bounds), in the same run, at two operating points. A warm-up run finds the
+   first sweep / iteration whose residual (sub.currents(), the same for both)
+   reaches the target; the timed runs (median of --repeats) do exactly that
+   many, without residual checks, input drive included for both.
 
 Run: python benchmarks/resistive.py [--epochs 30] [--hidden 256] [--skip-train] [--skip-relax]
 """
@@ -58,71 +60,113 @@ def train_table(epochs: int, hidden: int, lr: float, beta: float, gain: float, s
     return "\n".join(out)
 
 
-def relax_table(batch: int, hidden: int, target: float, seed: int) -> str:
-    from scipy.optimize import minimize
+OPERATING_POINTS = {
+    # every conductance uniform in [0, 0.1] S: a hidden node hears its 1568 inputs ~150x louder than its
+    # 10 outputs, so the layers barely interact and a few sweeps settle them
+    "uniform init (all g in [0, 0.1] S)": 0.1,
+    # W2 ~157x W1 (1568 / 10): each hidden node's conductance to the outputs equals that to the inputs,
+    # the strongly coupled regime in which the hidden and output layers must agree with each other
+    "balanced init (W1 in [0, 0.0064] S, W2 in [0, 1] S)": {"W1": 0.0064, "b1": 0.1, "W2": 1.0, "b2": 0.1},
+}
 
-    sub = ResistiveSubstrate(layers=(784, hidden, 10), gain=1.0, seed=seed, init_g=0.1, max_batch=None)
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (batch, 784))
 
-    def residual() -> float:
-        res, big = sub.currents()
-        return float(np.max(np.abs(res)) / big)
+def relative_residual(sub: ResistiveSubstrate, target: float | None = None) -> float:
+    """Largest KKT residual over the largest branch current (sub.currents()).
 
-    # block coordinate descent: sweeps needed, then a clean timed run of that many sweeps
+    With a target, returns inf without computing the largest current when the
+    residual exceeds the target even against an upper bound of that current.
+    """
+    res = float(np.max(np.abs(sub.kkt_residual())))
+    if target is not None:
+        s, th = sub._s, sub.theta  # the state as it stands, not re-settled
+        bound = max(max((np.max(np.abs(s[l - 1])) + np.max(np.abs(s[l]))) * np.max(th[f"W{l}"]),
+                        (np.max(np.abs(s[l])) + sub.v_bias) * np.max(th[f"b{l}"])) for l in range(1, sub.L + 1))
+        if res > target * bound:
+            return np.inf
+    return res / sub.largest_current()
+
+
+def time_median(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def relax_row(name: str, init_g, batch: int, hidden: int, target: float, seed: int, repeats: int) -> list[str]:
+    """BCD and L-BFGS-B on one network: both stop at the first iterate whose residual is <= target."""
+    from scipy.optimize import Bounds, minimize
+
+    sub = ResistiveSubstrate(layers=(784, hidden, 10), gain=1.0, seed=seed, init_g=init_g, max_batch=None)
+    x = np.random.default_rng(seed).uniform(0, 1, (batch, 784))
+    sizes = sub.sizes[1:]
+    cuts = np.cumsum([batch * n for n in sizes])[:-1]
+
+    def split(flat):
+        return [a.reshape(batch, n) for a, n in zip(np.split(flat, cuts), sizes)]
+
+    def f(flat):  # the substrate's own energy and gradient; the diodes are bounds
+        e, g = sub.free_energy(split(flat), constant=False)
+        return e, np.concatenate([a.ravel() for a in g])
+
+    bounds = Bounds(np.concatenate([np.broadcast_to(sub.lo[l], (batch, n)).ravel() for l, n in enumerate(sizes, 1)]),
+                    np.concatenate([np.broadcast_to(sub.hi[l], (batch, n)).ravel() for l, n in enumerate(sizes, 1)]))
+    x0 = np.zeros(sum(batch * n for n in sizes))
+
+    # warm-up and search: the first sweep / iteration at which the residual reaches the target
     sub.clamp(x)
     sweeps = 0
-    while True:
+    while sweeps < 100_000:
         sub._relax(0.0, 1)
         sweeps += 1
-        if residual() <= target or sweeps >= 10_000:
+        if relative_residual(sub, target) <= target:
             break
-    t_bcd = []
-    for _ in range(3):
+    found = []
+
+    def check(xk):
+        if not found:
+            sub._s[1:] = split(xk)
+            if relative_residual(sub, target) <= target:
+                found.append(check.k)
+        check.k += 1
+
+    check.k = 1
+    opts = {"maxiter": 100_000, "maxfun": 1_000_000, "ftol": 0.0, "gtol": 0.0, "maxcor": 20}
+    sub.clamp(x)
+    minimize(f, x0, jac=True, method="L-BFGS-B", bounds=bounds, callback=check, options=opts)
+    iters = found[0] if found else opts["maxiter"]
+
+    # timed: clamp (input drive included) and exactly that many sweeps / iterations, median of repeats
+    def bcd():
         sub.clamp(x)
-        t0 = time.perf_counter()
         sub._relax(0.0, sweeps)
-        t_bcd.append(time.perf_counter() - t0)
-    r_bcd = residual()
 
-    # L-BFGS-B on the same energy, diodes as bounds
-    th = sub.parameters()
-    W1, W2, b1, b2 = th["W1"], th["W2"], th["b1"], th["b2"]
-    v0, vb = sub.state()[0], sub.v_bias
-    drive = v0 @ W1 + vb * (b1[0] - b1[1])
-    den1 = W1.sum(0) + W2.sum(1) + b1.sum(0)
-    den2 = W2.sum(0) + b2.sum(0)
-    n1 = hidden
+    t_bcd = time_median(bcd, repeats)
+    r_bcd = relative_residual(sub)
+    opts["maxiter"] = iters
+    out = {}
 
-    def energy(flat):  # E up to a constant independent of V: 1/2 sum den V^2 - V . drive - V1 W2 V2
-        V1, V2 = flat[:batch * n1].reshape(batch, n1), flat[batch * n1:].reshape(batch, 10)
-        c = V1 @ W2
-        e = 0.5 * np.sum(den1 * V1 * V1) - np.sum(V1 * drive) + 0.5 * np.sum(den2 * V2 * V2)
-        e -= np.sum(V2 * vb * (b2[0] - b2[1])) + np.sum(c * V2)
-        g1 = den1 * V1 - drive - V2 @ W2.T
-        g2 = den2 * V2 - vb * (b2[0] - b2[1]) - c
-        return e, np.concatenate([g1.ravel(), g2.ravel()])
-
-    half = (n1 + 1) // 2
-    lo = np.tile(np.r_[np.zeros(half), np.full(n1 - half, -np.inf)], batch)
-    hi = np.tile(np.r_[np.full(half, np.inf), np.zeros(n1 - half)], batch)
-    bounds = list(zip(np.r_[lo, np.full(batch * 10, -np.inf)], np.r_[hi, np.full(batch * 10, np.inf)]))
-    pgtol, r_lb = 1e-6, np.inf
-    while r_lb > target and pgtol > 1e-16:
-        t0 = time.perf_counter()
-        opt = minimize(energy, np.zeros(batch * (n1 + 10)), jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"maxiter": 100_000, "maxfun": 200_000, "ftol": 0.0, "gtol": pgtol, "maxcor": 20})
-        t_lb = time.perf_counter() - t0
+    def lbfgsb():
         sub.clamp(x)
-        sub._s[1], sub._s[2] = opt.x[:batch * n1].reshape(batch, n1), opt.x[batch * n1:].reshape(batch, 10)
-        sub._stale = False
-        r_lb = residual()
-        pgtol /= 10
-    tb = min(t_bcd)
-    out = [f"784x2-{hidden}-10 resistive network, batch {batch} random inputs, target relative residual {target:g}",
-           "", "| solver | iterations | reached residual | seconds | ratio |", "|---|---|---|---|---|",
-           f"| exact block coordinate descent | {sweeps} sweeps | {r_bcd:.1e} | {tb:.3f} | 1 |",
-           f"| scipy L-BFGS-B (gtol {pgtol * 10:g}) | {opt.nit} iterations | {r_lb:.1e} | {t_lb:.3f} | {t_lb / tb:.1f}x slower |"]
+        out["opt"] = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+
+    t_lb = time_median(lbfgsb, repeats)
+    sub._s[1:] = split(out["opt"].x)
+    r_lb = relative_residual(sub)
+    return [f"| {name} | exact block coordinate descent | {sweeps} sweeps | {r_bcd:.1e} | {t_bcd:.4f} | 1 |",
+            f"| {name} | scipy L-BFGS-B (box bounds for the diodes) | {out['opt'].nit} iterations, "
+        f"{out['opt'].nfev} evaluations | {r_lb:.1e} | {t_lb:.4f} | {t_lb / t_bcd:.1f}x slower |"]
+
+
+def relax_table(batch: int, hidden: int, target: float, seed: int, repeats: int) -> str:
+    out = [f"784x2-{hidden}-10 resistive network, batch {batch} random inputs in [0, 1], gain 1 V, "
+           f"target relative residual {target:g}; median of {repeats} timed runs after a warm-up",
+           "", "| operating point | solver | iterations | reached residual | seconds | ratio |",
+           "|---|---|---|---|---|---|"]
+    for name, init_g in OPERATING_POINTS.items():
+        out += relax_row(name, init_g, batch, hidden, target, seed, repeats)
     return "\n".join(out)
 
 
@@ -130,10 +174,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=0.3)
     p.add_argument("--beta", type=float, default=0.5)
-    p.add_argument("--gain", type=float, default=6.0)
+    p.add_argument("--gain", type=float, default=48.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per solver (median reported)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-relax", action="store_true")
     a = p.parse_args(argv)
@@ -143,7 +188,7 @@ def main(argv=None) -> None:
         print(train_table(a.epochs, a.hidden, a.lr, a.beta, a.gain, a.seed), "\n", flush=True)
     if not a.skip_relax:
         print(f"`{command.strip()}`\n")
-        print(relax_table(32, 1024, 1e-6, a.seed), flush=True)
+        print(relax_table(32, 1024, 1e-6, a.seed, a.repeats), flush=True)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ class ResistiveSubstrate(FloatingParameters):
     gain, v_bias:
         Input gain ``a`` in V (sources at ``+a x`` and ``-a x``) and rail voltage in V.
     g_max, init_g:
-        Conductances stay within [0, g_max] S; they start uniform in [0, init_g] S.
+        Conductances stay within [0, g_max] S; they start uniform in [0, init_g] S
+        (a float, or per tensor / kind like eps).
     tol, max_sweeps:
         A relaxation stops when no node moves by more than ``tol`` V in a sweep,
         or after ``max_sweeps`` sweeps.
@@ -56,7 +57,7 @@ class ResistiveSubstrate(FloatingParameters):
         gain: float = 1.0,
         v_bias: float = 1.0,
         g_max: float = 1.0,
-        init_g: float = 0.1,
+        init_g: float | Mapping[str, float] = 0.1,
         tol: float = 1e-6,
         max_sweeps: int = 200,
         seed: int = 0,
@@ -67,8 +68,8 @@ class ResistiveSubstrate(FloatingParameters):
         layers = tuple(int(n) for n in layers)
         if len(layers) < 2 or min(layers) < 1:
             raise ConfigurationError(f"layers={layers}: need at least an input and an output size, all >= 1")
-        if not (gain > 0 and v_bias > 0 and g_max > 0 and 0 < init_g <= g_max):
-            raise ConfigurationError("gain, v_bias and g_max must be > 0, and init_g within (0, g_max]")
+        if not (gain > 0 and v_bias > 0 and g_max > 0):
+            raise ConfigurationError("gain, v_bias and g_max must be > 0")
         if not (tol > 0 and max_sweeps >= 1):
             raise ConfigurationError("tol must be > 0 and max_sweeps >= 1")
         self.layers, self.L = layers, len(layers) - 1
@@ -91,7 +92,10 @@ class ResistiveSubstrate(FloatingParameters):
         )
         self.eps = per_tensor("eps", eps, list(shapes))
         rng = np.random.default_rng(seed)
-        self.theta = {n: rng.uniform(0.0, init_g, s) for n, s in shapes.items()}
+        init = per_tensor("init_g", init_g, list(shapes))
+        if max(init.values()) > g_max:
+            raise ConfigurationError(f"init_g={init_g} exceeds g_max={g_max}: keep every init_g within (0, g_max]")
+        self.theta = {n: rng.uniform(0.0, init[n], s) for n, s in shapes.items()}
         # diode bounds per hidden layer: first half V >= 0, second half V <= 0; outputs linear
         self.lo, self.hi = [None], [None]
         for l in range(1, self.L + 1):
@@ -114,6 +118,7 @@ class ResistiveSubstrate(FloatingParameters):
         self._x = x
         v0 = self.gain * np.concatenate([x, -x], axis=1)
         self._s = [v0] + [np.zeros((x.shape[0], n)) for n in self.sizes[1:]]
+        self._inputs = None
         if self._y is not None and self._y.shape[0] != x.shape[0]:
             self._beta, self._y = 0.0, None
         self._stale = True
@@ -166,7 +171,7 @@ class ResistiveSubstrate(FloatingParameters):
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
         s, th, L = self._s, self.theta, self.L
         rail, inv = self._drives(self._conductance_sums())
-        drive1 = s[0] @ th["W1"] + rail[1]
+        drive1 = self._input_terms()[0] + rail[1]
         order = list(range(1, L + 1, 2)) + list(range(2, L + 1, 2))
         change, sweeps = np.inf, 0
         while sweeps < max_sweeps:
@@ -205,38 +210,88 @@ class ResistiveSubstrate(FloatingParameters):
         self._settle()
         return [a.copy() for a in self._s]
 
-    def currents(self) -> tuple[np.ndarray, float]:
-        """(KKT residual per free node in A, largest branch current in A) at the current state.
+    def _input_terms(self) -> tuple[np.ndarray, float]:
+        """(current V_0 @ W1 into layer 1 in A, the energy terms that depend on V_0 and rails only, in W).
 
-        The residual is the net resistor current into a node, except that a
-        node held at 0 V by its diode may draw current through the diode in the
+        Computed once per clamp and per parameter change, so that every phase,
+        sweep and energy evaluation reuses the product with the input layer.
+        """
+        if self._inputs is None:
+            th, v0, vb = self.theta, self._s[0], self.v_bias
+            const = 0.5 * float(np.mean(v0 * v0, axis=0) @ th["W1"].sum(axis=1))
+            const += 0.5 * vb * vb * sum(float(np.sum(th[f"b{l}"])) for l in range(1, self.L + 1))
+            self._inputs = (v0 @ th["W1"], const)
+        return self._inputs
+
+    def free_energy(self, v: Sequence[np.ndarray], constant: bool = True) -> tuple[float, list[np.ndarray]]:
+        """F = E + beta C in W (batch mean) at node voltages ``v = [V_1, ..., V_L]``, and dF/dV_l per layer.
+
+        Inputs, conductances and nudging are the substrate's own; the diodes are
+        not part of F (they are the bounds ``lo``/``hi`` of the minimisation).
+        dF/dV_l is (net current out of each node) / batch, in A, so Kirchhoff's
+        law at a free node is dF/dV = 0. An external optimiser minimises this
+        same function; ``constant=False`` leaves out the terms that do not
+        depend on v (the minimiser is unchanged, and an optimiser that compares
+        values of F loses no digits to them).
+        """
+        th, L, B = self.theta, self.L, v[0].shape[0]
+        den = self._conductance_sums()
+        drive1, const = self._input_terms()
+        e, grads = (const if constant else 0.0), []
+        for l in range(1, L + 1):
+            V = v[l - 1]
+            b = th[f"b{l}"]
+            num = (drive1 if l == 1 else v[l - 2] @ th[f"W{l}"]) + self.v_bias * (b[0] - b[1])
+            own = num if l == 1 else self.v_bias * (b[0] - b[1])  # the V_(l-1) coupling is counted once, in layer l
+            if l < L:
+                num = num + v[l] @ th[f"W{l + 1}"].T
+            elif self._beta != 0.0:
+                num = num + self._beta * self._y
+                own = own + self._beta * self._y
+                e += 0.5 * self._beta * float(np.sum(self._y * self._y)) / B if constant else 0.0
+            if l > 1:
+                own = own + v[l - 2] @ th[f"W{l}"]
+            e += float(np.sum(0.5 * den[l] * V * V - own * V)) / B
+            grads.append((den[l] * V - num) / B)
+        return e, grads
+
+    def kkt_residual(self) -> np.ndarray:
+        """KKT residual per free node in A, shape (batch, nodes of layers 1..L), at the current state.
+
+        The net resistor current into a node (-batch dF/dV), except that a node
+        held at its diode's bound may draw current through the diode in the
         diode's forward direction only; a reverse current counts as residual.
         """
-        s, th, L = self._s, self.theta, self.L
-        den = self._conductance_sums()
-        rail = [None] + [self.v_bias * (th[f"b{l}"][0] - th[f"b{l}"][1]) for l in range(1, L + 1)]
-        res, big = [], 0.0
+        s, L = self._s, self.L
+        B = s[0].shape[0]
+        _, grads = self.free_energy(s[1:])
+        res = []
         for l in range(1, L + 1):
-            num = s[l - 1] @ th[f"W{l}"] + rail[l]
-            num = num + (s[l + 1] @ th[f"W{l + 1}"].T if l < L else self._beta * (self._y if self._beta else 0.0))
-            inflow = num - den[l] * s[l]
+            inflow = -B * grads[l - 1]
             if l < L:  # a V >= 0 node at 0 V may take inflow < 0 from its diode, a V <= 0 node inflow > 0
                 at_lo, at_hi = s[l] <= self.lo[l], s[l] >= self.hi[l]
                 inflow = np.where(at_lo, np.maximum(inflow, 0.0), np.where(at_hi, np.minimum(inflow, 0.0), inflow))
             res.append(inflow)
-            for b in range(s[l].shape[0]):
+        return np.concatenate(res, axis=1)
+
+    def largest_current(self) -> float:
+        """The largest current through any one conductance, in A, over the batch, at the current state."""
+        s, th, big = self._s, self.theta, 0.0
+        for l in range(1, self.L + 1):
+            for b in range(s[0].shape[0]):
                 big = max(big, float(np.max(np.abs(s[l - 1][b][:, None] - s[l][b][None, :]) * th[f"W{l}"])))
             for r, v in ((0, self.v_bias), (1, -self.v_bias)):
                 big = max(big, float(np.max(np.abs(s[l] - v) * th[f"b{l}"][r])))
-        return np.concatenate(res, axis=1), big
+        return big
+
+    def currents(self) -> tuple[np.ndarray, float]:
+        """(KKT residual per free node in A, largest branch current in A) at the current state."""
+        return self.kkt_residual(), self.largest_current()
 
     def energy(self) -> float:
-        """F = E + beta C at the current state, in W, batch mean."""
-        g = self.energy_gradients()
-        e = sum(float(np.sum(g[n] * self.theta[n])) for n in g)
-        if self._beta != 0.0:
-            e += self._beta * 0.5 * float(np.sum((self._s[self.L] - self._y) ** 2)) / self._s[0].shape[0]
-        return e
+        """F = E + beta C at the settled state, in W, batch mean."""
+        self._settle()
+        return self.free_energy(self._s[1:])[0]
 
     # -- parameters (capability "eqprop") -------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
@@ -256,7 +311,7 @@ class ResistiveSubstrate(FloatingParameters):
             kept = np.clip(value, 0.0, self.g_max)
             clipped[name] = int(np.count_nonzero(kept != value))
             self.theta[name] = kept
-        self._stale = True
+        self._stale, self._inputs = True, None
         return clipped
 
     def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -349,7 +404,7 @@ class ResistiveSubstrate(FloatingParameters):
         s, L, B = self._s, self.L, self._s[0].shape[0]
         rail, _ = self._drives(self._conductance_sums())
         r = [None] + [np.broadcast_to(rail[l], (B, self.sizes[l])).copy() for l in range(1, L + 1)]
-        r[1] += s[0] @ self.theta["W1"]
+        r[1] += self._input_terms()[0]
         if self._beta != 0.0:
             r[L] += self._beta * self._y
         v = self._solve(r, self._free())

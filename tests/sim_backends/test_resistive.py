@@ -146,6 +146,36 @@ def test_energy_gradients_are_half_squared_drops():
     assert sub.energy() == pytest.approx(sum(np.sum(g[n] * th[n]) for n in g))
 
 
+def test_free_energy_is_the_co_content_and_its_gradient_is_kirchhoff():
+    sub = net((4, 6, 5, 3), seed=8, gain=2.0)
+    x, y = batch(sub, n=3, seed=8)
+    sub.clamp(x)
+    sub.nudge(0.4, y)
+    rng = np.random.default_rng(1)
+    v = [rng.normal(0, 1, (3, n)) for n in sub.sizes[1:]]
+    e, g = sub.free_energy(v)
+    # brute force: half of g (V_i - V_j)^2 over every branch, plus the nudging conductance to y
+    V, th, vb = [sub.gain * np.concatenate([x, -x], 1)] + v, sub.parameters(), sub.v_bias
+    want = 0.0
+    for l in range(1, sub.L + 1):
+        want += 0.5 * np.sum(th[f"W{l}"] * (V[l - 1][:, :, None] - V[l][:, None, :]) ** 2)
+        want += 0.5 * np.sum(th[f"b{l}"][0] * (V[l] - vb) ** 2 + th[f"b{l}"][1] * (V[l] + vb) ** 2)
+    want = (want + 0.2 * np.sum((V[-1] - y) ** 2)) / 3
+    assert e == pytest.approx(want, rel=1e-12)
+    h = 1e-6
+    for l, idx in ((0, (1, 2)), (1, (2, 4)), (2, (0, 1))):
+        plus, minus = [a.copy() for a in v], [a.copy() for a in v]
+        plus[l][idx] += h
+        minus[l][idx] -= h
+        fd = (sub.free_energy(plus)[0] - sub.free_energy(minus)[0]) / (2 * h)
+        assert fd == pytest.approx(g[l][idx], rel=1e-6, abs=1e-12)
+    # at the settled state the gradient is the KCL imbalance: zero at free nodes
+    sub.relax()
+    _, g = sub.free_energy(sub.state()[1:])
+    assert np.max(np.abs(g[-1])) <= 1e-12
+    assert sub.energy() == pytest.approx(sub.free_energy(sub.state()[1:])[0])
+
+
 def test_set_parameters_clips_to_conductance_range():
     sub = net((3, 4, 2), g_max=0.5, init_g=0.2)
     theta = sub.parameters()
