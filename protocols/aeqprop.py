@@ -30,109 +30,10 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages
 from protocols.base import check_beta, check_nudging, check_variant, difference, free_phase
+from protocols.homeostasis import FeedbackHomeostasis
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}
 HOMEOSTASIS = ("native", "feedback")
-ON_CAP = ("raise", "hold")
-NOISE_MARGIN = 1.5  # tolerance over the spread of two reads of a held theta (atol="auto")
-
-
-def _max_abs(d: dict[str, np.ndarray]) -> float:
-    return max(float(np.max(np.abs(v))) if v.size else 0.0 for v in d.values())
-
-
-class FeedbackHomeostasis:
-    """Find the knobs that hold theta still, reading only theta.
-
-    Each probe releases the parameters for ``probe`` (in the substrate's
-    release units: the fraction of the way to their floating equilibrium that
-    a release of that length moves them; one parameter update in simulation is
-    1.0). The drift of a probe gives the holding knob at the start of the probe
-    (``u - drift / probe``); the next knob adds a pull back to the starting
-    theta. The error shrinks by ``sqrt(probe * eps * |lambda|)`` per probe
-    (lambda: curvature of Phi in theta), so a probe that overshoots is halved.
-    Stops when a probe moves no entry by more than ``rtol`` times the first
-    drift (plus ``atol``) and theta is that close to where it started.
-
-    Against read noise: each read of theta is the mean of ``averages`` reads;
-    ``atol="auto"`` reads theta twice at the start and sets the absolute
-    tolerance to ``NOISE_MARGIN`` times the largest difference (the noise
-    floor; drift below it is not seen, and it does not halve the probe);
-    ``on_cap="hold"`` keeps the best holding knob found when ``max_iter``
-    probes do not reach the tolerance, instead of raising.
-    """
-
-    def __init__(
-        self,
-        rtol: float = 1e-3,
-        max_iter: int = 50,
-        probe: float = 1.0,
-        atol: float | str = 1e-15,
-        averages: int = 1,
-        on_cap: str = "raise",
-    ):
-        if atol != "auto" and not (isinstance(atol, (int, float)) and atol >= 0):
-            raise ConfigurationError(f"homeostasis atol={atol!r}: must be a number >= 0 or 'auto'")
-        if not (rtol > 0 and max_iter >= 1 and 0 < probe <= 1):
-            raise ConfigurationError("homeostasis needs rtol > 0, max_iter >= 1 and 0 < probe <= 1")
-        if on_cap not in ON_CAP:
-            raise ConfigurationError(f"homeostasis on_cap={on_cap!r}; valid: {', '.join(ON_CAP)}")
-        self.rtol, self.max_iter, self.probe = float(rtol), int(max_iter), float(probe)
-        self.atol = atol if atol == "auto" else float(atol)
-        self.averages, self.on_cap = check_averages(averages), on_cap
-        self.last_iterations = 0
-        self.last_residual = 0.0
-        self.last_tolerance = 0.0
-        self.last_capped = False
-
-    def __call__(self, substrate) -> int:
-        theta_ref = averaged(substrate.parameters, self.averages)
-        floor, atol = 0.0, self.atol
-        if atol == "auto":
-            again = averaged(substrate.parameters, self.averages)
-            floor = atol = NOISE_MARGIN * _max_abs(difference(again, theta_ref))
-            theta_ref = {n: 0.5 * (theta_ref[n] + again[n]) for n in theta_ref}
-        best = (np.inf, None)
-        self.last_capped = False
-        u = substrate.knobs()
-        u = {n: theta_ref[n].copy() for n in u}  # first guess: the force-free knob when dE/dtheta = 0
-        theta_a, probe = theta_ref, self.probe
-        tol = previous = None
-        for it in range(1, self.max_iter + 1):
-            substrate.set_knobs(u)
-            substrate.release(probe)
-            theta_b = averaged(substrate.parameters, self.averages)
-            move = difference(theta_b, theta_a)
-            off = difference(theta_b, theta_ref)
-            residual = max(_max_abs(move), _max_abs(off))
-            if tol is None:
-                tol = self.last_tolerance = self.rtol * residual + atol
-            # holding knob at theta_a, carried to theta_b (the holding knob moves with theta)
-            u_hold = {n: u[n] - move[n] / probe + move[n] for n in u}
-            self.last_residual = residual
-            if residual <= tol:
-                substrate.set_knobs(u_hold)
-                self.last_iterations = it
-                return it
-            if residual < best[0]:
-                best = (residual, u_hold)
-            if previous is not None and residual > previous + floor and probe > 1e-3:
-                probe *= 0.5
-            previous = residual
-            u = {n: u_hold[n] - off[n] / probe for n in u}
-            theta_a = theta_b
-        self.last_iterations = self.max_iter
-        if self.on_cap == "hold":
-            self.last_capped = True
-            substrate.set_knobs(best[1])
-            return self.max_iter
-        raise RelaxationError(
-            f"feedback homeostasis did not hold the parameters within rtol={self.rtol:g} in "
-            f"{self.max_iter} iterations (last drift {self.last_residual:.3g}); raise "
-            "homeostasis_iterations or homeostasis_rtol"
-        )
-
-
 class Aeqprop:
     """Aeqprop with a variant of nudging, a homeostasis and a release length.
 
@@ -212,6 +113,7 @@ class Aeqprop:
             report.extra["homeostasis_tolerance"] = self.feedback.last_tolerance
             report.extra["homeostasis_max_iter"] = self.feedback.max_iter
             report.extra["homeostasis_capped"] = float(self.feedback.last_capped)
+            report.extra["homeostasis_stalled"] = float(self.feedback.last_stalled)
         report.seconds["homeostasis"] = time.perf_counter() - t0
 
         substrate.nudge(beta2, y)

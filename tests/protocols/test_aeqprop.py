@@ -85,3 +85,15 @@ def test_bad_options_are_refused():
         Aeqprop(release=-1.0)
     with pytest.raises(ConfigurationError, match="beta <= -1"):
         Aeqprop(beta=2.0, variant="centered")
+
+
+def test_feedback_homeostasis_shortens_its_probe_when_the_coupling_is_soft(interior_net, flatten, rel):
+    # eps = 0.2 is past 1 / |lambda_min| of this net: a full-length probe overshoots and the loop
+    # runs away; the loop must see it, shorten the probe and still reach the native knobs.
+    steps = {}
+    for mode in ("native", "feedback"):
+        sub, x, y = interior_net(eps=0.2)
+        protocol = Aeqprop(beta=0.01, homeostasis=mode, homeostasis_rtol=1e-9, homeostasis_iterations=300)
+        report = protocol.step(sub, x, y)
+        steps[mode] = flatten(report.delta)
+    assert rel(steps["feedback"], steps["native"]) <= 1e-5

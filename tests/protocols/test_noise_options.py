@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from aeqprop.errors import ConfigurationError, RelaxationError
-from protocols.aeqprop import NOISE_MARGIN, Aeqprop, FeedbackHomeostasis
+from protocols.aeqprop import Aeqprop
+from protocols.homeostasis import NOISE_MARGIN, FeedbackHomeostasis
 from protocols.averaging import averaged
 from protocols.eqprop import EqProp
 from sim_backends.hopfield import HopfieldSubstrate
@@ -91,3 +92,18 @@ def test_noise_options_are_validated():
             Aeqprop(**bad)
     with pytest.raises(ConfigurationError):
         EqProp(averages=0)
+
+
+def test_feedback_homeostasis_under_programming_noise_errs_by_a_few_sigma(interior_net, flatten):
+    # Every probe is a write with noise sigma = 1e-4. The loop must stop at the noise floor, not
+    # shorten its probe (which would divide the noise by the probe length) and not run to its cap.
+    from sim_backends.nonideal import NonidealConfig, NonidealSubstrate
+
+    sub, x, y = interior_net(eps=0.05, tol=1e-10)
+    ideal = flatten(Aeqprop(beta=0.1).step(sub, x, y).delta)
+    for seed in range(3):
+        sub, x, y = interior_net(eps=0.05, tol=1e-10)
+        noisy = NonidealSubstrate(sub, NonidealConfig(seed=seed, program_noise=1e-4))
+        report = Aeqprop(beta=0.1, homeostasis="feedback", homeostasis_on_cap="hold").step(noisy, x, y)
+        assert report.extra["homeostasis_stalled"] == 1.0 and report.extra["homeostasis_capped"] == 0.0
+        assert np.max(np.abs(flatten(report.delta) - ideal)) <= 8e-4  # the step itself is ~2e-3

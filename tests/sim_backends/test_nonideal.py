@@ -27,6 +27,16 @@ def simulated_substrates():
 SUBSTRATES = simulated_substrates()
 
 
+def make(cls, layers=(8, 6, 3), seed=1):
+    """A small instance of a simulated substrate class; a netlist one holds a layered resistive circuit."""
+    if cls.__name__ == "NetlistSubstrate":
+        from sim_backends.netlist import layered_netlist
+        from sim_backends.resistive import ResistiveSubstrate
+
+        return cls(text=layered_netlist(ResistiveSubstrate(layers, seed=seed)), layers=layers)
+    return cls(layers, seed=seed)
+
+
 def batch(sub, n=8, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (n, sub.info.n_inputs))
@@ -54,11 +64,11 @@ PROTOCOLS = {  # nudging small enough for every substrate (a resistive output ha
 @pytest.mark.parametrize("cls", SUBSTRATES, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 def test_zero_magnitude_is_bitwise_the_bare_substrate(cls, protocol):
-    if not PROTOCOLS[protocol]().requires <= cls((8, 6, 3), seed=1).info.capabilities:
+    if not PROTOCOLS[protocol]().requires <= make(cls).info.capabilities:
         pytest.skip(f"{cls.__name__} cannot run {protocol}")
     runs = []
     for wrap in (False, True):
-        sub = cls((8, 6, 3), seed=1)
+        sub = make(cls)
         if wrap:
             sub = NonidealSubstrate(sub, NonidealConfig(seed=123, stuck_at="initial"))
         proto = PROTOCOLS[protocol]()
@@ -69,13 +79,13 @@ def test_zero_magnitude_is_bitwise_the_bare_substrate(cls, protocol):
     assert all(np.array_equal(p0[n], p1[n]) for n in p0)
     assert all(np.array_equal(u0[n], u1[n]) for n in u0)
     assert np.array_equal(o0, o1)
-    assert any(not np.array_equal(p0[n], cls((8, 6, 3), seed=1).parameters()[n]) for n in p0)  # it trained
+    assert any(not np.array_equal(p0[n], make(cls).parameters()[n]) for n in p0)  # it trained
 
 
 @pytest.mark.parametrize("cls", SUBSTRATES, ids=lambda c: c.__name__)
 def test_wrapper_composes_and_passes_the_oracle_through(cls):
-    bare = cls((8, 6, 3), seed=1)
-    sub = NonidealSubstrate(cls((8, 6, 3), seed=1), read_noise=0.05, drift=1e-3)
+    bare = make(cls)
+    sub = NonidealSubstrate(make(cls), read_noise=0.05, drift=1e-3)
     x, y = batch(bare)
     assert sub.info == bare.info
     caps = bare.info.capabilities
