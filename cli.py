@@ -8,7 +8,6 @@ Heavy imports are deferred so that ``aeqprop --help`` starts fast.
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Optional
 
 import typer

@@ -16,19 +16,16 @@ import argparse
 import sys
 import time
 import tomllib
-from pathlib import Path
 
-# run as a script, this folder comes first on sys.path; keep its files from shadowing packages
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from drivers.hardware import InstrumentSubstrate  # noqa: E402
-from drivers.wiring import lab_wiring_toml, parse_wiring  # noqa: E402
-from protocols.aeqprop import Aeqprop  # noqa: E402
-from protocols.eqprop import EqProp  # noqa: E402
-from sim_backends.hopfield import HopfieldSubstrate  # noqa: E402
-from sim_backends.virtual_lab import BoardServer, ScpiServer  # noqa: E402
+from drivers.hardware import InstrumentSubstrate
+from drivers.wiring import lab_wiring_toml, parse_wiring
+from protocols.aeqprop import Aeqprop
+from protocols.eqprop import EqProp
+from sim_backends.hopfield import HopfieldSubstrate
+from sim_backends.virtual_lab import BoardServer, ScpiServer
 
 PHASES_PER_STEP = 4
 PROTOCOLS = {

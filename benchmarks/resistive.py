@@ -20,15 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-_here = Path(__file__).resolve().parent  # run as a script: the repository root, not benchmarks/, on the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))
 
-from aeqprop.data import load_dataset  # noqa: E402
+from aeqprop.data import load_dataset
 from aeqprop.trainer import Trainer
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp

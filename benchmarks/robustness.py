@@ -21,24 +21,23 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core per worker
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from multiprocessing import Pool  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aeqprop.data import load_dataset  # noqa: E402
-from aeqprop.errors import AeqpropError  # noqa: E402
-from aeqprop.trainer import Trainer  # noqa: E402
-from protocols.aeqprop import Aeqprop  # noqa: E402
-from protocols.eqprop import EqProp  # noqa: E402
-from sim_backends.hopfield import HopfieldSubstrate  # noqa: E402
-from sim_backends.nonideal import NonidealSubstrate  # noqa: E402
+from aeqprop.data import load_dataset
+from aeqprop.errors import AeqpropError
+from aeqprop.trainer import Trainer
+from protocols.aeqprop import Aeqprop
+from protocols.eqprop import EqProp
+from sim_backends.hopfield import HopfieldSubstrate
+from sim_backends.nonideal import NonidealSubstrate
 
 #: effect -> three (label, NonidealConfig fields), mild to severe
 EFFECTS: dict[str, list[tuple[str, dict]]] = {

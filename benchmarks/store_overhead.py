@@ -16,14 +16,11 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-# this folder holds a benchmarks/protocols.py; keep it from shadowing the protocols package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from aeqprop import session  # noqa: E402
-from aeqprop.config import load_config  # noqa: E402
-from aeqprop.store import RunStore  # noqa: E402
+from aeqprop import session
+from aeqprop.config import load_config
+from aeqprop.store import RunStore
 
 
 def main() -> None:

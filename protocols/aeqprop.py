@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from aeqprop.errors import ConfigurationError, RelaxationError
+from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages
 from protocols.base import check_beta, check_nudging, check_variant, difference, free_phase

@@ -1,6 +1,5 @@
 """Resume: a run stopped anywhere (SIGKILL, Ctrl+C, a stop request) ends bitwise where an uninterrupted run ends."""
 
-import os
 import signal
 import sqlite3
 import subprocess

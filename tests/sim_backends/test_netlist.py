@@ -38,7 +38,7 @@ def random_circuit(seed, n_nodes=9, n_inputs=2, exp_diode=True):
 
 def kcl_check(sub, beta=0.0, y=None):
     """Explicit KCL at every node not held by a source; diode constraints and directions."""
-    V, (res, cur, drops, big) = sub.node_voltages(), sub.currents()
+    V, (_, cur, drops, big) = sub.node_voltages(), sub.currents()
     c = sub.circuit
     held = {n for e in c.of("V") for n in e.nodes} | {"0"}
     inflow = {n: np.zeros(sub._x.shape[0]) for n in c.nodes}

@@ -6,7 +6,7 @@
 2. Digits test accuracy of every built-in protocol on the same Hopfield
    network, one run per seed, two worker processes.
 
-    python benchmarks/protocols.py [--epochs 20] [--hidden 256] [--seeds 0 1 2] [--workers 2]
+    python benchmarks/learning_rules.py [--epochs 20] [--hidden 256] [--seeds 0 1 2] [--workers 2]
 """
 
 from __future__ import annotations
@@ -15,25 +15,21 @@ import argparse
 import sys
 import time
 from multiprocessing import Pool
-from pathlib import Path
 
-# run as a script, this file's folder comes first on sys.path and its name would hide the protocols package
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from aeqprop.data import load_dataset  # noqa: E402
-from aeqprop.oracle import fidelity, flatten, protocol_update  # noqa: E402
-from aeqprop.trainer import Trainer  # noqa: E402
-from protocols.aeqprop import Aeqprop  # noqa: E402
-from protocols.continual import ContinualEqProp  # noqa: E402
-from protocols.coupled import CoupledLearning  # noqa: E402
-from protocols.eqprop import EqProp  # noqa: E402
-from protocols.oracle_sgd import OracleSGD  # noqa: E402
-from protocols.vector_field import VectorFieldEqProp  # noqa: E402
-from sim_backends.hopfield import HopfieldSubstrate  # noqa: E402
-from sim_backends.untied import UntiedSubstrate  # noqa: E402
+from aeqprop.data import load_dataset
+from aeqprop.oracle import fidelity, flatten, protocol_update
+from aeqprop.trainer import Trainer
+from protocols.aeqprop import Aeqprop
+from protocols.continual import ContinualEqProp
+from protocols.coupled import CoupledLearning
+from protocols.eqprop import EqProp
+from protocols.oracle_sgd import OracleSGD
+from protocols.vector_field import VectorFieldEqProp
+from sim_backends.hopfield import HopfieldSubstrate
+from sim_backends.untied import UntiedSubstrate
 
 #: name -> (factory, settings shown in the table)
 PROTOCOLS = {
@@ -80,7 +76,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     args = ap.parse_args(argv)
-    command = "python benchmarks/protocols.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/learning_rules.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     jobs = [(p, s, args.hidden, args.epochs, args.batch) for p in args.protocols for s in args.seeds]
     with Pool(args.workers) as pool:
