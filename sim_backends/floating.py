@@ -8,7 +8,7 @@ release to joint equilibrium with a runaway (stiffness) guard.
 
 A host class provides ``eps`` (dict per tensor), ``_u`` (knobs), ``_stale``,
 ``tol``, ``max_sweeps``, ``joint_rtol``, ``max_joint_updates`` and the methods
-``parameters()``, ``energy_gradients()``, ``_assign(theta)`` (clips to the
+``parameters()``, ``energy_gradients()``, ``_assign(theta, copy=True)`` (clips to the
 bounds) and ``_relax(tol, max_sweeps) -> RelaxReport``.
 """
 
@@ -21,6 +21,26 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError, StiffnessError
 from aeqprop.substrate import RelaxReport
+
+
+def within_bounds(name: str, value, shape: tuple[int, ...], bounds: tuple[float, float],
+                  copy: bool = True) -> tuple[np.ndarray, int]:
+    """``value`` as float64 clipped to ``bounds``, and how many entries were clipped.
+
+    Raises ConfigurationError on a wrong shape and RelaxationError on NaN or inf.
+    The common case, already within bounds, costs two read-only passes (a NaN
+    fails both comparisons); ``copy=False`` then returns ``value`` itself.
+    """
+    value = np.asarray(value, dtype=np.float64)
+    if value.shape != tuple(shape):
+        raise ConfigurationError(f"{name} has shape {value.shape}, expected {tuple(shape)}")
+    lo, hi = bounds
+    if value.size and lo <= value.min() and value.max() <= hi:
+        return (value.copy() if copy else value), 0
+    if not np.all(np.isfinite(value)):
+        raise RelaxationError(f"refusing non-finite values for parameter {name}")
+    kept = np.minimum(np.maximum(value, lo), hi)
+    return kept, int(np.count_nonzero(kept != value))
 
 
 def per_tensor(name: str, value: float | Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
@@ -58,7 +78,10 @@ class FloatingParameters:
     def _parameter_block(self) -> dict[str, np.ndarray]:
         """The exact minimiser of G over theta given the state: u - eps dE/dtheta(s)."""
         g = self.energy_gradients()
-        return {n: self._u[n] - self.eps[n] * g[n] for n in g}
+        for n in g:  # in place: g is ours
+            g[n] *= -self.eps[n]
+            g[n] += self._u[n]
+        return g
 
     def homeostasis(self) -> None:
         """Native homeostasis: set u = theta + eps dE/dtheta(s), so theta feels no net force."""
@@ -87,8 +110,10 @@ class FloatingParameters:
                 if self._stale:
                     report = report + self._relax(self.tol, self.max_sweeps)
                 target = self._parameter_block()
-                theta = self.parameters()
-                self._assign({n: theta[n] + frac * (target[n] - theta[n]) for n in target})
+                if frac < 1.0:
+                    theta = self.parameters()
+                    target = {n: theta[n] + frac * (target[n] - theta[n]) for n in target}
+                self._assign(target, copy=False)
                 remaining -= frac
         report.seconds = time.perf_counter() - t0
         return report
@@ -107,7 +132,7 @@ class FloatingParameters:
             if not np.isfinite(move):
                 self._assign(theta0)
                 raise self._stiffness(np.inf)
-            self._assign(target)
+            self._assign(target, copy=False)
             if first is None:
                 first = move
             if prev is not None and prev > 0:

@@ -23,7 +23,7 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
-from sim_backends.floating import FloatingParameters, per_tensor  # noqa: F401  (per_tensor re-exported)
+from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 
 HIDDEN_BOX = (0.0, 1.0)
 OUTPUT_BOX = (-1.0, 2.0)
@@ -43,7 +43,10 @@ class HopfieldSubstrate(FloatingParameters):
         Parameters are held within [-bound, bound].
     tol, max_sweeps:
         A relaxation stops when no unit moves by more than ``tol`` in a sweep,
-        or after ``max_sweeps`` sweeps.
+        or after ``max_sweeps`` sweeps. Only the smaller parity class of layers
+        (odd or even) is watched: the other is an exact function of it, so it
+        is settled once the watched one is (its next change is at most
+        ||W|| tol).
     seed, init_gain:
         Seed the initial parameters: Glorot-uniform weights times ``init_gain``
         (below about 0.7 the energy stays convex in the state at the start,
@@ -149,23 +152,48 @@ class HopfieldSubstrate(FloatingParameters):
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
         s, W, b, L = self._s, self.W, self.b, self.L
         beta, y = self._beta, self._y
-        drive1 = self._x @ W[1] + b[1]
+        drive1 = self._x @ W[1] + b[1]  # the clamped input's drive, once per relaxation
+        # the output block, (s_(L-1) W_L + b_L + beta y) / (1 + beta), as one product and one sum
+        W_out, b_out = W[L], b[L]
+        if beta != 0.0:
+            W_out, b_out = W[L] / (1.0 + beta), (b[L] + beta * y) / (1.0 + beta)
+        if L == 1:
+            drive1 = (self._x @ W[1] + b[1] + beta * y) / (1.0 + beta) if beta != 0.0 else drive1
+        # preallocated buffers: a sweep allocates nothing; a layer's new state swaps with its old one
+        new = [None] + [np.empty_like(a) for a in s[1:]]
+        WT = [None, None] + [np.ascontiguousarray(w.T) for w in W[2:]]
+        odd, even = list(range(1, L + 1, 2)), list(range(2, L + 1, 2))
+        # Each parity class is an exact function of the other, so when the smaller class stops
+        # moving the sweep is at a fixed point: only its change is measured.
+        watched = set(even if 0 < sum(self.layers[l] for l in even) <= sum(self.layers[l] for l in odd) else odd)
+        diff = {l: np.empty_like(s[l]) for l in watched}
         change = np.inf
         sweeps = 0
-        order = list(range(1, L + 1, 2)) + list(range(2, L + 1, 2))
         while sweeps < max_sweeps:
             sweeps += 1
             change = 0.0
-            for l in order:
-                pre = drive1 if l == 1 else s[l - 1] @ W[l] + b[l]
-                if l < L:
-                    pre = pre + s[l + 1] @ W[l + 1].T
-                elif beta != 0.0:
-                    pre = (pre + beta * y) / (1.0 + beta)
+            for l in odd + even:
+                pre = new[l]
+                if l == 1:
+                    if L > 1:
+                        np.matmul(s[2], WT[2], out=pre)
+                        pre += drive1
+                    else:
+                        np.copyto(pre, drive1)
+                else:
+                    np.matmul(s[l - 1], W_out if l == L else W[l], out=pre)
+                    pre += b_out if l == L else b[l]
+                    if l < L:
+                        pre += s[l + 1] @ WT[l + 1]
                 lo, hi = self._box(l)
-                new = np.clip(pre, lo, hi)
-                change = max(change, float(np.max(np.abs(new - s[l]))))
-                s[l] = new
+                np.maximum(pre, lo, out=pre)  # the box, as two ufuncs (np.clip's wrapper costs more)
+                np.minimum(pre, hi, out=pre)
+                if l in watched:
+                    d = diff[l]
+                    np.subtract(pre, s[l], out=d)
+                    np.abs(d, out=d)
+                    change = max(change, float(d.max()))
+                new[l], s[l] = s[l], pre
             if not np.isfinite(change):
                 raise RelaxationError("the state became non-finite during relaxation; check the parameters")
             if change <= tol:
@@ -205,19 +233,14 @@ class HopfieldSubstrate(FloatingParameters):
             out[f"b{l}"] = self.b[l].copy()
         return out
 
-    def _assign(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+    def _assign(self, theta: Mapping[str, np.ndarray], copy: bool = True) -> dict[str, int]:
         clipped = {}
         for name, value in theta.items():
             if name not in self.info.parameter_shapes:
                 raise ConfigurationError(f"unknown parameter {name!r}; valid: {sorted(self.info.parameter_shapes)}")
-            value = np.asarray(value, dtype=np.float64)
-            if value.shape != self.info.parameter_shapes[name]:
-                raise ConfigurationError(f"{name} has shape {value.shape}, expected {self.info.parameter_shapes[name]}")
-            if not np.all(np.isfinite(value)):
-                raise RelaxationError(f"refusing non-finite values for parameter {name}")
-            lo, hi = self.info.parameter_bounds[name]
-            kept = np.clip(value, lo, hi)
-            clipped[name] = int(np.count_nonzero(kept != value))
+            kept, clipped[name] = within_bounds(
+                name, value, self.info.parameter_shapes[name], self.info.parameter_bounds[name], copy
+            )
             target = self.W if name[0] == "W" else self.b
             target[int(name[1:])] = kept
         self._stale = True
@@ -233,8 +256,10 @@ class HopfieldSubstrate(FloatingParameters):
         s, B = self._s, self._s[0].shape[0]
         out = {}
         for l in range(1, self.L + 1):
-            out[f"W{l}"] = -(s[l - 1].T @ s[l]) / B
-            out[f"b{l}"] = -s[l].mean(axis=0)
+            g = s[l - 1].T @ s[l]
+            g *= -1.0 / B
+            out[f"W{l}"] = g
+            out[f"b{l}"] = s[l].sum(axis=0) * (-1.0 / B)
         return out
 
     # -- floating parameters (capability "aeqprop"): see sim_backends.floating --

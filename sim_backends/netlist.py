@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
-from sim_backends.floating import FloatingParameters, per_tensor
+from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.netlist_parse import Circuit, parse
 
 U_MAX = 40.0  # exponential diodes: beyond V_d = U_MAX N VT the exponential continues as a parabola
@@ -257,20 +257,14 @@ class NetlistSubstrate(FloatingParameters):
         """Conductances of the trainable resistors in S (copies), tensor ``g`` in file order."""
         return {"g": self.theta["g"].copy()}
 
-    def _assign(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+    def _assign(self, theta: Mapping[str, np.ndarray], copy: bool = True) -> dict[str, int]:
         if set(theta) - {"g"}:
             raise ConfigurationError(f"unknown parameter(s) {sorted(set(theta) - {'g'})}; valid: ['g']")
         if "g" not in theta:
             return {}
-        value = np.asarray(theta["g"], dtype=np.float64)
-        if value.shape != self.info.parameter_shapes["g"]:
-            raise ConfigurationError(f"g has shape {value.shape}, expected {self.info.parameter_shapes['g']}")
-        if not np.all(np.isfinite(value)):
-            raise RelaxationError("refusing non-finite values for parameter g")
-        kept = np.clip(value, 0.0, self.g_max)
-        self.theta["g"] = kept
+        self.theta["g"], clipped = within_bounds("g", theta["g"], self.info.parameter_shapes["g"], (0.0, self.g_max), copy)
         self._stale = True
-        return {"g": int(np.count_nonzero(kept != value))}
+        return {"g": clipped}
 
     def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Program the trainable conductances in S; values outside [0, g_max] are clipped."""

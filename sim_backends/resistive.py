@@ -27,7 +27,7 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
-from sim_backends.floating import FloatingParameters, per_tensor
+from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 
 
 class ResistiveSubstrate(FloatingParameters):
@@ -298,19 +298,14 @@ class ResistiveSubstrate(FloatingParameters):
         """The conductances in S (copies)."""
         return {n: v.copy() for n, v in self.theta.items()}
 
-    def _assign(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+    def _assign(self, theta: Mapping[str, np.ndarray], copy: bool = True) -> dict[str, int]:
         clipped = {}
         for name, value in theta.items():
             if name not in self.info.parameter_shapes:
                 raise ConfigurationError(f"unknown parameter {name!r}; valid: {sorted(self.info.parameter_shapes)}")
-            value = np.asarray(value, dtype=np.float64)
-            if value.shape != self.info.parameter_shapes[name]:
-                raise ConfigurationError(f"{name} has shape {value.shape}, expected {self.info.parameter_shapes[name]}")
-            if not np.all(np.isfinite(value)):
-                raise RelaxationError(f"refusing non-finite values for parameter {name}")
-            kept = np.clip(value, 0.0, self.g_max)
-            clipped[name] = int(np.count_nonzero(kept != value))
-            self.theta[name] = kept
+            self.theta[name], clipped[name] = within_bounds(
+                name, value, self.info.parameter_shapes[name], (0.0, self.g_max), copy
+            )
         self._stale, self._inputs = True, None
         return clipped
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo
+from sim_backends.floating import within_bounds
 from sim_backends.hopfield import HopfieldSubstrate
 
 
@@ -123,22 +124,16 @@ class UntiedSubstrate(HopfieldSubstrate):
                 out[f"B{l}"] = self.B[l].copy()
         return out
 
-    def _assign(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+    def _assign(self, theta: Mapping[str, np.ndarray], copy: bool = True) -> dict[str, int]:
         theta = dict(theta)
         backward = {n: theta.pop(n) for n in list(theta) if n.startswith("B")}
-        clipped = super()._assign(theta)
+        clipped = super()._assign(theta, copy)
         for name, value in backward.items():
             if name not in self.info.parameter_shapes:
                 raise ConfigurationError(f"unknown parameter {name!r}; valid: {sorted(self.info.parameter_shapes)}")
-            value = np.asarray(value, dtype=np.float64)
-            if value.shape != self.info.parameter_shapes[name]:
-                raise ConfigurationError(f"{name} has shape {value.shape}, expected {self.info.parameter_shapes[name]}")
-            if not np.all(np.isfinite(value)):
-                raise RelaxationError(f"refusing non-finite values for parameter {name}")
-            lo, hi = self.info.parameter_bounds[name]
-            kept = np.clip(value, lo, hi)
-            clipped[name] = int(np.count_nonzero(kept != value))
-            self.B[int(name[1:])] = kept
+            self.B[int(name[1:])], clipped[name] = within_bounds(
+                name, value, self.info.parameter_shapes[name], self.info.parameter_bounds[name], copy
+            )
         self._stale = True
         return clipped
 
