@@ -194,6 +194,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     import copy
 
     raw = read_toml(path) if path is not None else copy.deepcopy(DEFAULT)
+    if path is None:  # the default run's options belong to its protocol and backend
+        chosen = {**(fields or {}), **{k.strip(): parse_value(v.strip()) for k, _, v in
+                                       (a.partition("=") for a in overrides or [])}}
+        if chosen.get("protocol.name", DEFAULT["protocol"]["name"]) != DEFAULT["protocol"]["name"]:
+            raw["protocol"]["options"] = {}
+        if chosen.get("substrate.backend", DEFAULT["substrate"]["backend"]) != DEFAULT["substrate"]["backend"]:
+            raw["substrate"]["options"] = {"hidden": DEFAULT["substrate"]["options"]["hidden"]}
     for key, value in (fields or {}).items():
         set_field(raw, key, value)
     for assignment in overrides or []:

@@ -30,13 +30,22 @@ from aeqprop.trainer import Position, Trainer, TrainResult
 NONIDEAL = "sim_backends.nonideal:NonidealSubstrate"
 
 
-def call_with_accepted(factory, options: dict):
-    """Call ``factory`` with the options its signature accepts (all of them if it takes ``**kwargs``)."""
-    options = {k: v for k, v in options.items() if v is not None}
+def build_with(factory, options: dict, injected: dict, what: str):
+    """Call ``factory`` with the user's ``options`` and whichever ``injected`` ones it takes.
+
+    An option the factory does not take is refused with the valid names
+    (``what`` names the config table, e.g. ``protocol.options``).
+    """
     params = inspect.signature(factory).parameters
+    injected = {k: v for k, v in injected.items() if k in params}
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        options = {k: v for k, v in options.items() if k in params}
-    return factory(**options)
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise ConfigurationError(f"{what}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(params)}")
+    try:
+        return factory(**{**injected, **options})
+    except TypeError as exc:  # a factory taking **options passes them on; say which table they came from
+        raise ConfigurationError(f"{what}: {exc}") from None
 
 
 class EventSink:
@@ -83,18 +92,18 @@ def build(config: RunConfig) -> Built:
     make_protocol = registry.load("protocols", config.protocol.name)
     ds = config.dataset
     data = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=config.data_seed, target_column=ds.target_column)
-    protocol = call_with_accepted(make_protocol, {"seed": config.seed, **config.protocol.options})
-    options = {"seed": config.seed, **config.substrate.options}
+    protocol = build_with(make_protocol, config.protocol.options, {"seed": config.seed}, "protocol.options")
+    options = dict(config.substrate.options)
+    injected: dict[str, Any] = {"seed": config.seed}
     hidden = options.pop("hidden", None)
     if "layers" not in options and hidden is not None:
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        options["layers"] = (data.n_features, *hidden, data.n_classes)
+        injected["layers"] = (data.n_features, *hidden, data.n_classes)
     if config.substrate.wiring is not None:
-        options["wiring"] = config.substrate.wiring
+        injected["wiring"] = config.substrate.wiring
     events = EventSink()
-    if "on_event" in inspect.signature(make_substrate).parameters:  # instruments report faults and retries
-        options["on_event"] = events
-    substrate = call_with_accepted(make_substrate, options)
+    injected["on_event"] = events  # instruments report faults and retries
+    substrate = build_with(make_substrate, options, injected, "substrate.options")
     if config.nonideal is not None:
         try:
             substrate = registry._import(NONIDEAL)(substrate, config.nonideal)

@@ -60,10 +60,10 @@ class Aeqprop:
         homeostasis_rtol: float = 1e-3,
         homeostasis_iterations: int = 50,
         seed: int = 0,
-        lr: object = None,
         averages: int = 1,
         homeostasis_atol: float | str = 1e-15,
         homeostasis_on_cap: str = "raise",
+        homeostasis_probe: float = 1.0,
     ):
         self.beta = check_beta(beta)
         self.variant = check_variant(variant, VARIANTS, "aeqprop")
@@ -78,7 +78,8 @@ class Aeqprop:
         self.release = release
         self.averages = check_averages(averages)
         self.feedback = FeedbackHomeostasis(
-            homeostasis_rtol, homeostasis_iterations, atol=homeostasis_atol, averages=averages, on_cap=homeostasis_on_cap
+            homeostasis_rtol, homeostasis_iterations, probe=homeostasis_probe, atol=homeostasis_atol,
+            averages=averages, on_cap=homeostasis_on_cap,
         )
 
     def betas(self) -> tuple[float, float]:

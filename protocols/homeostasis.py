@@ -93,7 +93,9 @@ class FeedbackHomeostasis:
             atol = NOISE_MARGIN * _max_abs(difference(again, theta_ref))
             theta_ref = {n: 0.5 * (theta_ref[n] + again[n]) for n in theta_ref}
         self.last_capped = self.last_stalled = False
-        u = {n: theta_ref[n].copy() for n in substrate.knobs()}  # force-free when dE/dtheta = 0
+        # First guess: the knobs as they are. After a step they held the previous sample's theta,
+        # so the first drift is eps times a change of dE/dtheta between samples, not all of it.
+        u = substrate.knobs()
         theta_a, probe = theta_ref, self.probe
         tol = None
         residuals: list[float] = []

@@ -22,7 +22,7 @@ class OracleSGD:
     description = "SGD on the true gradient (implicit differentiation); simulation baseline"
     requires = frozenset({"eqprop", "oracle"})
 
-    def __init__(self, lr: float | Mapping[str, float] = 0.1, beta: float | None = None, variant: str | None = None, seed: int = 0):
+    def __init__(self, lr: float | Mapping[str, float] = 0.1, seed: int = 0):
         self.lr = lr
 
     def expected_rates(self, substrate) -> dict[str, float]:

@@ -42,6 +42,8 @@ class ResistiveSubstrate(FloatingParameters):
         per unit energy (a float, or per tensor / kind: ``{"W": 0.1, "b": 0.05}``).
     gain, v_bias:
         Input gain ``a`` in V (sources at ``+a x`` and ``-a x``) and rail voltage in V.
+        The default gain, 48 V against 1 V rails, is the one that trains on digits
+        (benchmarks/resistive.py; at 1 V the rails swamp the inputs).
     g_max, init_g:
         Conductances stay within [0, g_max] S; they start uniform in [0, init_g] S
         (a float, or per tensor / kind like eps).
@@ -54,7 +56,7 @@ class ResistiveSubstrate(FloatingParameters):
         self,
         layers: Sequence[int] = (64, 256, 10),
         eps: float | Mapping[str, float] = 0.1,
-        gain: float = 1.0,
+        gain: float = 48.0,
         v_bias: float = 1.0,
         g_max: float = 1.0,
         init_g: float | Mapping[str, float] = 0.1,

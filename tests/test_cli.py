@@ -71,3 +71,11 @@ def test_default_training_run_reaches_97_percent_on_digits():
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])
     assert accuracy >= 97.0, result.stdout
+
+
+def test_an_option_the_protocol_does_not_take_is_refused():
+    assert_one_line_error(aeqprop("train", "--lr", "0.1"), "protocol.options: unknown option(s) lr", "valid: beta")
+
+
+def test_a_misspelt_substrate_option_is_refused():
+    assert_one_line_error(aeqprop("train", "--set", "substrate.options.hiden=5"), "unknown option(s) hiden", "valid: layers")

@@ -28,12 +28,19 @@ SUBSTRATES = simulated_substrates()
 
 
 def make(cls, layers=(8, 6, 3), seed=1):
-    """A small instance of a simulated substrate class; a netlist one holds a layered resistive circuit."""
+    """A small instance of a simulated substrate class; a netlist one holds a layered resistive circuit.
+
+    Resistive circuits get a 1 V input gain: at the default 48 V (tuned for
+    digits) the first feedback probe (the raw drift -eps dE/dg) pins this small circuit at its bounds.
+    """
+    from sim_backends.resistive import ResistiveSubstrate
+
     if cls.__name__ == "NetlistSubstrate":
         from sim_backends.netlist import layered_netlist
-        from sim_backends.resistive import ResistiveSubstrate
 
-        return cls(text=layered_netlist(ResistiveSubstrate(layers, seed=seed)), layers=layers)
+        return cls(text=layered_netlist(ResistiveSubstrate(layers, seed=seed, gain=1.0)), layers=layers)
+    if cls is ResistiveSubstrate:
+        return cls(layers, seed=seed, gain=1.0)
     return cls(layers, seed=seed)
 
 
