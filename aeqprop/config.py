@@ -83,6 +83,15 @@ class EveryConfig(_Strict):
     every: int = Field(50, ge=0)
 
 
+class CheckpointConfig(_Strict):
+    """Steps between checkpoints; 0 (the default) checkpoints at the end of each epoch only.
+
+    A stop (Ctrl+C) always writes one. On slow hardware steps, checkpoint more often.
+    """
+
+    every: int = Field(0, ge=0)
+
+
 class RunConfig(_Strict):
     seed: int = 0
     runs: str = "runs"
@@ -91,7 +100,7 @@ class RunConfig(_Strict):
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     evaluation: EveryConfig = Field(default_factory=EveryConfig)
-    checkpoint: EveryConfig = Field(default_factory=EveryConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     nonideal: dict[str, Any] | None = None
 
     @property

@@ -26,7 +26,7 @@ from aeqprop.store import RunStore
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="0: at each epoch end (the default run)")
     parser.add_argument("--eval-every", type=int, default=50)
     args = parser.parse_args()
     overrides = [f"schedule.epochs={args.epochs}", f"checkpoint.every={args.checkpoint_every}",
