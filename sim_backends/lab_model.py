@@ -1,0 +1,174 @@
+"""The virtual lab's model: a simulated substrate's operations as instrument channels.
+
+:class:`LabModel` maps channel writes and reads (layout in ``CHANNELS``) to
+substrate calls; :class:`Faults` describes the faults the servers in
+:mod:`sim_backends.virtual_lab` inject. Writes to one channel group (inputs,
+nudging, knobs, programmed parameters) are applied as one substrate call when a
+message ends or another group or an action begins.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+#: First channel of each role; parameters are flattened tensor by tensor, row-major.
+CHANNELS = {"input": 1001, "output": 2001, "beta": 3000, "target": 3001, "hold": 9000, "homeostasis": 9001,
+            "knob": 100001, "readout": 200001, "program": 300001, "gradient": 400001}
+
+
+@dataclass
+class Faults:
+    """Fault injection, probabilities per reply. Example: ``Faults(drop=0.01, garble=0.01, seed=1)``."""
+
+    delay: float = 0.0  # s before each reply
+    drop: float = 0.0
+    garble: float = 0.0
+    disconnect: float = 0.0
+    compliance_trip: float = 0.0  # per message that sets a level
+    settle: float = 0.0  # s that each relax (INIT / SETTLE) takes
+    seed: int = 0
+
+
+class LabError(Exception):
+    def __init__(self, code: int, text: str):
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+class LabModel:
+    """Channels over a substrate (thread-safe). Sources: inputs, beta, targets, hold, homeostasis, knobs, program."""
+
+    def __init__(self, substrate, update_seconds: float = 1.0):
+        self.sub = substrate
+        info = substrate.info
+        self.update_seconds = float(update_seconds)
+        self.names = list(info.parameter_shapes)
+        self.shapes = dict(info.parameter_shapes)
+        self.n_params = info.n_parameters
+        c = CHANNELS
+        self.groups = {
+            "input": (c["input"], info.n_inputs), "output": (c["output"], info.n_outputs),
+            "target": (c["target"], info.n_outputs), "beta": (c["beta"], 1), "hold": (c["hold"], 1),
+            "homeostasis": (c["homeostasis"], 1), "knob": (c["knob"], self.n_params),
+            "readout": (c["readout"], self.n_params), "program": (c["program"], self.n_params),
+            "gradient": (c["gradient"], self.n_params),
+        }
+        self.levels = {g: np.zeros(n) for g, (_, n) in self.groups.items()}
+        self.levels["knob"] = self._flat(substrate.knobs()) if "aeqprop" in info.capabilities else self.levels["knob"]
+        self.outputs_on: set[int] = set()
+        self.compliance: dict[int, float] = {}
+        self.errors: list[str] = []
+        self.lock = threading.RLock()
+        self.pending: str | None = None
+        self.calls: list[str] = []  # substrate operations, in order (for tests)
+
+    # -- channel map ---------------------------------------------------------------
+    def locate(self, ch: int) -> tuple[str, int]:
+        for g, (first, n) in self.groups.items():
+            if first <= ch < first + n:
+                return g, ch - first
+        raise LabError(4, f"no such channel {ch}")
+
+    def _flat(self, d) -> np.ndarray:
+        return np.concatenate([np.ravel(d[n]) for n in self.names]) if self.names else np.zeros(0)
+
+    def _unflat(self, v: np.ndarray) -> dict[str, np.ndarray]:
+        out, i = {}, 0
+        for n in self.names:
+            size = int(np.prod(self.shapes[n], dtype=int))
+            out[n] = v[i:i + size].reshape(self.shapes[n]).copy()
+            i += size
+        return out
+
+    # -- operations ----------------------------------------------------------------
+    def set(self, ch: int, value: float) -> None:
+        group, i = self.locate(ch)
+        if group in ("output", "readout", "gradient"):
+            raise LabError(4, f"channel {ch} ({group}) is a measurement channel")
+        if group != self.pending:
+            self.flush()
+        self.levels[group][i] = value
+        if group == "hold":
+            if value != 0.0:
+                self._call("release(None)", lambda: self.sub.release(None))
+        elif group == "homeostasis":
+            if value != 0.0:
+                self._call("homeostasis", self.sub.homeostasis)
+                self.levels["knob"] = self._flat(self.sub.knobs())
+        else:
+            self.pending = group
+
+    def flush(self) -> None:
+        """Apply the pending group of writes as one substrate call."""
+        group, self.pending = self.pending, None
+        lv = self.levels
+        if group == "input":
+            self._call("clamp", lambda: self.sub.clamp(lv["input"][None, :].copy()))
+        elif group in ("target", "beta"):
+            beta = float(lv["beta"][0])
+            y = lv["target"][None, :].copy() if beta != 0.0 else None
+            self._call("nudge", lambda: self.sub.nudge(beta, y))
+        elif group == "knob":
+            self._call("set_knobs", lambda: self.sub.set_knobs(self._unflat(lv["knob"])))
+        elif group == "program":
+            self._call("set_parameters", lambda: self.sub.set_parameters(self._unflat(lv["program"])))
+
+    def _call(self, name: str, fn) -> None:
+        self.calls.append(name)
+        try:
+            fn()
+        except Exception as exc:  # the physics refused: report it like an instrument would
+            raise LabError(5, f"{name} failed: {exc}") from exc
+
+    def relax(self) -> None:
+        self.flush()
+        self._call("relax", self.sub.relax)
+
+    def pulse(self, ch: int, seconds: float) -> None:
+        group, _ = self.locate(ch)
+        if group != "hold":
+            raise LabError(4, f"channel {ch} cannot pulse (only the hold line, {CHANNELS['hold']})")
+        if not seconds >= 0:
+            raise LabError(5, f"pulse length {seconds} s must be >= 0")
+        self.flush()
+        self._call("release", lambda: self.sub.release(seconds / self.update_seconds))
+
+    def read(self, channels: list[int], source: bool = False) -> list[float]:
+        self.flush()
+        cache: dict[str, np.ndarray] = {}
+        out = []
+        for ch in channels:
+            group, i = self.locate(ch)
+            if group not in cache:
+                if group == "output" and not source:
+                    self.calls.append("outputs")
+                    cache[group] = self.sub.outputs()[0]
+                elif group == "readout":
+                    cache[group] = self._flat(self.sub.parameters())
+                elif group == "gradient":
+                    self.calls.append("energy_gradients")
+                    cache[group] = self._flat(self.sub.energy_gradients())
+                elif group == "knob" and "aeqprop" in self.sub.info.capabilities:
+                    cache[group] = self._flat(self.sub.knobs())
+                else:
+                    cache[group] = self.levels[group]
+            out.append(float(cache[group][i]))
+        return out
+
+    def output(self, channels: list[int], on: bool) -> None:
+        for ch in channels:
+            self.locate(ch)
+            (self.outputs_on.add if on else self.outputs_on.discard)(ch)
+
+    def safe(self) -> None:
+        """Every output off; sources that do not touch the parameters to zero (inputs, nudging)."""
+        self.pending = None
+        for g in ("input", "target", "beta", "hold", "homeostasis"):
+            self.levels[g][:] = 0.0
+        self.outputs_on.clear()
+
+    def all_channels(self) -> list[int]:
+        return [first + i for first, n in self.groups.values() for i in range(n)]
