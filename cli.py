@@ -66,23 +66,13 @@ def parse_release(release: str) -> float | str:
         raise ConfigurationError(f"--release {release!r}: give a duration (e.g. 1.0) or 'equilibrium'") from None
 
 
-def build_protocol(name: str, **options):
-    """A protocol from the registry, given only the options its constructor takes."""
-    return _build("protocols", name, options)
-
-
 def _build(kind: str, name: str, options: dict):
-    """Call the factory registered under ``name`` with the options it accepts."""
-    import inspect
-
+    """The factory registered under ``name``, given those of ``options`` it takes (for gradcheck,
+    whose flags serve every protocol)."""
     from aeqprop import registry
+    from aeqprop.session import build_with
 
-    factory = registry.load(kind, name)
-    options = {k: v for k, v in options.items() if v is not None}
-    accepted = inspect.signature(factory).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-        options = {k: v for k, v in options.items() if k in accepted}
-    return factory(**options)
+    return build_with(registry.load(kind, name), {}, {k: v for k, v in options.items() if v is not None}, kind)
 
 
 @app.command()
@@ -278,10 +268,10 @@ def gradcheck(
 
     sizes = parse_hidden(layers)
     substrate = _build("backends", backend, dict(layers=sizes, eps=eps, seed=seed, tol=1e-13, max_sweeps=100_000))
-    prot = build_protocol(
-        protocol, beta=beta, lr=lr, variant=variant, homeostasis=homeostasis,
+    prot = _build("protocols", protocol, dict(
+        beta=beta, lr=lr, variant=variant, homeostasis=homeostasis,
         release=parse_release(release), seed=seed, homeostasis_rtol=1e-9,
-    )
+    ))
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (batch_size, sizes[0]))
     y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]

@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     args = ap.parse_args(argv)
-    command = "python benchmarks/learning_rules.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/learning_rules.py", *(sys.argv[1:] if argv is None else argv)])
 
     jobs = [(p, s, args.hidden, args.epochs, args.batch) for p in args.protocols for s in args.seeds]
     with Pool(args.workers) as pool:
