@@ -4,8 +4,10 @@ For each protocol and each bus (pyvisa-py over TCP to the SCPI server, pyserial
 over a pseudo-terminal to the board), trains ``--samples`` single-sample steps
 of a Hopfield 4-5-3 network and reports per sample: round trips, bytes sent and
 received, and the controller's own time (wall time minus the time blocked in
-the transport, which includes the lab's simulation). The floor is one round
-trip per phase: free, beta1, homeostasis or beta2, update (4 per step).
+the transport, which includes the lab's simulation). The lab runs in its own
+process (``aeqprop serve-sim``), as an instrument would, so its simulation does
+not share the controller's interpreter. The floor is one round trip per phase:
+free, beta1, homeostasis or beta2, update (4 per step).
 
     python benchmarks/hardware.py [--samples 200] [--layers 4,5,3]
 """
@@ -13,10 +15,12 @@ trip per phase: free, beta1, homeostasis or beta2, update (4 per step).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import subprocess
 import sys
 import time
 import tomllib
-
 
 import numpy as np
 
@@ -25,7 +29,6 @@ from drivers.wiring import lab_wiring_toml, parse_wiring
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
 from sim_backends.hopfield import HopfieldSubstrate
-from sim_backends.virtual_lab import BoardServer, ScpiServer
 
 PHASES_PER_STEP = 4
 PROTOCOLS = {
@@ -33,16 +36,36 @@ PROTOCOLS = {
     "Aeqprop (centered, native homeostasis)": lambda: Aeqprop(beta=1.0),
     "Aeqprop (centered, feedback homeostasis)": lambda: Aeqprop(beta=1.0, homeostasis="feedback"),
 }
-BUSES = {"pyvisa-py / TCP / SCPI": (ScpiServer, "multichannel"), "pyserial / pty / board": (BoardServer, "board")}
+BUSES = {"pyvisa-py / TCP / SCPI": ("SCPI", "multichannel"), "pyserial / pty / board": ("board", "board")}
+SEED = 3  # the lab's Hopfield network: HopfieldSubstrate(layers, seed=3, max_batch=1)
 
 
-def measure(layers, protocol, server_cls, profile, samples: int, seed: int = 0) -> dict:
-    make = lambda: HopfieldSubstrate(layers, eps=0.1, seed=3, max_batch=1)  # noqa: E731
+@contextlib.contextmanager
+def lab_process(layers):
+    """``aeqprop serve-sim`` in a child process; yields its addresses {"SCPI": ..., "board": ...}."""
+    cmd = [sys.executable, "-m", "cli", "serve-sim", "--layers", ",".join(map(str, layers)), "--port", "0",
+           "--seed", str(SEED)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        addresses = {}
+        for line in proc.stdout:
+            if "SCPI" in line or "board" in line:
+                addresses["SCPI" if "SCPI" in line else "board"] = line.split()[-1]
+            if line.startswith("Ctrl+C"):
+                break
+        yield addresses
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def measure(layers, protocol, bus, profile, samples: int, seed: int = 0) -> dict:
+    info = HopfieldSubstrate(layers, seed=SEED, max_batch=1).info
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (samples, layers[0]))
     y = np.eye(layers[-1])[rng.integers(0, layers[-1], samples)]
-    with server_cls(make()) as lab:
-        w = parse_wiring(tomllib.loads(lab_wiring_toml(make().info, lab.address, profile=profile)))
+    with lab_process(layers) as addresses:
+        w = parse_wiring(tomllib.loads(lab_wiring_toml(info, addresses[bus], profile=profile)))
         with InstrumentSubstrate(w) as hw:
             proto = protocol()
             proto.step(hw, x[:1], y[:1])  # warm-up (imports, first connection)
@@ -69,8 +92,8 @@ def main(argv=None) -> None:
           "| wall ms / sample |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for pname, protocol in PROTOCOLS.items():
-        for bname, (cls, profile) in BUSES.items():
-            r = measure(layers, protocol, cls, profile, args.samples)
+        for bname, (bus, profile) in BUSES.items():
+            r = measure(layers, protocol, bus, profile, args.samples)
             print(f"| {pname} | {bname} | {r['round_trips']:.1f} | {r['round_trips'] / PHASES_PER_STEP:.2f} "
                   f"| {r['bytes']:.0f} | {r['controller_ms']:.3f} | {r['wall_ms']:.3f} |")
             sys.stdout.flush()

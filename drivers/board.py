@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError
-from drivers.scpi import NUMBER, fmt
+from drivers.scpi import fmt, parse_numbers
 from drivers.transport import GarbledReply, Transport
 
 ERROR_CODES = {
@@ -183,7 +183,4 @@ class BoardInstrument:
 
     @staticmethod
     def _numbers(text: str, count: int) -> np.ndarray:
-        tokens = text.split(",")
-        if len(tokens) != count or not all(NUMBER.match(t) for t in tokens):
-            raise GarbledReply(f"expected {count} numbers, got {text[:60]!r}")
-        return np.array([float(t) for t in tokens])
+        return np.array(parse_numbers(text, count))

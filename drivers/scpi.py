@@ -26,7 +26,9 @@ import numpy as np
 from aeqprop.errors import ConfigurationError, InstrumentError
 from drivers.transport import GarbledReply, Transport
 
-NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+#: A comma-separated list of decimal numbers (one C-level match for a whole reply).
+NUMBER_LIST = re.compile(rf"\s*{_NUMBER}\s*(?:,\s*{_NUMBER}\s*)*")
 ERROR_REPLY = re.compile(r'^([+-]?\d+),"(.*)"$')
 
 
@@ -105,24 +107,22 @@ def channel_list(channels: Iterable[int]) -> str:
 
 
 def split_reply(reply: str) -> list[str]:
-    """Split a chained reply at ';' outside double quotes."""
-    parts, current, quoted = [], [], False
-    for c in reply:
-        if c == '"':
-            quoted = not quoted
-        if c == ";" and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-    parts.append("".join(current))
-    return [p.strip() for p in parts]
+    """Split a chained reply at ';' outside double quotes (``0,"No error"`` has none inside)."""
+    parts, pending = [], None
+    for piece in reply.split(";"):
+        pending = piece if pending is None else pending + ";" + piece
+        if pending.count('"') % 2 == 0:  # quotes balanced: a whole part
+            parts.append(pending.strip())
+            pending = None
+    if pending is not None:
+        parts.append(pending.strip())
+    return parts
 
 
 def parse_numbers(text: str, count: int) -> list[float]:
     """Exactly ``count`` comma-separated numbers, else GarbledReply."""
     tokens = text.split(",")
-    if len(tokens) != count or not all(NUMBER.match(t.strip()) for t in tokens):
+    if len(tokens) != count or not NUMBER_LIST.fullmatch(text):
         raise GarbledReply(f"expected {count} numbers, got {text[:80]!r}")
     return [float(t) for t in tokens]
 
