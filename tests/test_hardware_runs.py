@@ -37,3 +37,15 @@ def test_faults_on_the_wire_are_events_and_do_not_change_the_result(tmp_path):
     assert kinds.count("retry") >= 2, kinds  # every fault is retried, and each retry recorded
     assert kinds[-1] == "closed"
     assert outputs_on == set()  # close() turned every output off
+
+
+def test_disconnects_mid_run_reconnect_and_the_run_completes(tmp_path):
+    _, theta_direct, _ = run(tmp_path, **{"substrate.backend": "hopfield", "substrate.options": {**SIM, "hidden": [5]}})
+    with ScpiServer(HopfieldSubstrate(**SIM), faults=Faults(disconnect=0.01, seed=5)) as lab:
+        wiring = tmp_path / "lab.toml"
+        wiring.write_text(lab_wiring_toml(HopfieldSubstrate(**SIM).info, lab.address, timeout=0.3))
+        outcome, theta, events = run(tmp_path, **{"substrate.backend": "instrument", "substrate.wiring": str(wiring)})
+    assert outcome.status == "completed"
+    assert max(float(np.max(np.abs(theta[n] - theta_direct[n]))) for n in theta) <= 1e-9
+    kinds = [e["kind"] for e in events]
+    assert "reopen" in kinds, kinds  # the connection was closed and opened again, and recorded
