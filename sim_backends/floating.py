@@ -75,6 +75,12 @@ class FloatingParameters:
                 raise ConfigurationError(f"knob {name} must be finite with shape {self._u[name].shape}")
             self._u[name] = value.copy()
 
+    def _settle(self) -> None:
+        """Settle the state if anything changed since it last settled (a physical system
+        settles on its own; reading it after a change reads the settled state)."""
+        if self._stale:
+            self._relax(self.tol, self.max_sweeps)
+
     def _parameter_block(self) -> dict[str, np.ndarray]:
         """The exact minimiser of G over theta given the state: u - eps dE/dtheta(s)."""
         g = self.energy_gradients()

@@ -202,10 +202,6 @@ class HopfieldSubstrate(FloatingParameters):
         self._stale = False
         return RelaxReport(sweeps=sweeps, residual=change, converged=change <= tol)
 
-    def _settle(self) -> None:
-        if self._stale:
-            self._relax(self.tol, self.max_sweeps)
-
     def outputs(self) -> np.ndarray:
         self._settle()
         return self._s[self.L].copy()

@@ -235,10 +235,6 @@ class NetlistSubstrate(FloatingParameters):
         self._stale = False
         return RelaxReport(sweeps=its, residual=step, converged=step <= tol)
 
-    def _settle(self) -> None:
-        if self._stale:
-            self._relax(self.tol, self.max_sweeps)
-
     def outputs(self) -> np.ndarray:
         """Output node potentials in V, shape (batch, n_outputs)."""
         self._settle()

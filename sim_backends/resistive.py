@@ -198,10 +198,6 @@ class ResistiveSubstrate(FloatingParameters):
         self._stale = False
         return RelaxReport(sweeps=sweeps, residual=change, converged=change <= tol)
 
-    def _settle(self) -> None:
-        if self._stale:
-            self._relax(self.tol, self.max_sweeps)
-
     def outputs(self) -> np.ndarray:
         """Output node voltages in V, shape (batch, n_outputs)."""
         self._settle()
