@@ -29,7 +29,7 @@ import numpy as np
 from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages
-from protocols.base import check_beta, check_nudging, check_variant, difference, free_phase
+from protocols.base import check_beta, check_nudging, check_variant, difference, free_phase, round_trips
 from protocols.homeostasis import FeedbackHomeostasis
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}
@@ -99,13 +99,14 @@ class Aeqprop:
         require(substrate, self.requires, "aeqprop")
         beta1, beta2 = self.betas()
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
+        trips = round_trips(substrate)
         report.loss, report.outputs, rep = free_phase(substrate, x, y, report)
         theta = averaged(substrate.parameters, self.averages)
 
-        t0 = time.perf_counter()
         if beta1 != 0.0:
             substrate.nudge(beta1, y)
             report.record("beta1", substrate.relax())
+        t0 = time.perf_counter()
         if self.homeostasis == "native":
             substrate.homeostasis()
         else:
@@ -121,4 +122,5 @@ class Aeqprop:
         report.record("beta2", substrate.release(self.release))
         substrate.nudge(0.0)
         report.delta = difference(averaged(substrate.parameters, self.averages), theta)
+        report.round_trips = round_trips(substrate) - trips
         return report

@@ -75,6 +75,11 @@ def free_phase(substrate: Substrate, x: np.ndarray, y: np.ndarray, report: StepR
     return loss, o, rep
 
 
+def round_trips(substrate) -> int:
+    """Instrument exchanges so far (an instrument substrate counts them; a simulation has none)."""
+    return int(getattr(substrate, "round_trips", 0))
+
+
 def difference(after: Mapping[str, np.ndarray], before: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {n: after[n] - before[n] for n in before}
 

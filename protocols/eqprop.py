@@ -19,7 +19,7 @@ import numpy as np
 
 from aeqprop.substrate import StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages
-from protocols.base import check_beta, check_nudging, check_variant, free_phase, rates, sgd_update
+from protocols.base import check_beta, check_nudging, check_variant, free_phase, rates, round_trips, sgd_update
 
 VARIANTS = {"centered": (-1.0, 1.0), "positive": (0.0, 1.0), "negative": (-1.0, 0.0), "random-sign": None}
 
@@ -79,6 +79,7 @@ class EqProp:
     def step(self, substrate: Substrate, x, y) -> StepReport:
         require(substrate, self.requires, "eqprop")
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
+        trips = round_trips(substrate)
         g_hat, report.loss, report.outputs = self.estimate(substrate, x, y, report)
         t0 = time.perf_counter()
         if self.averages == 1:
@@ -86,6 +87,7 @@ class EqProp:
         else:
             report.delta = self._averaged_update(substrate, g_hat, rates(self.lr, g_hat))
         report.seconds["update"] = time.perf_counter() - t0
+        report.round_trips = round_trips(substrate) - trips
         return report
 
     def _averaged_update(self, substrate, g_hat, lr) -> dict[str, np.ndarray]:

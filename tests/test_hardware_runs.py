@@ -49,3 +49,24 @@ def test_disconnects_mid_run_reconnect_and_the_run_completes(tmp_path):
     assert max(float(np.max(np.abs(theta[n] - theta_direct[n]))) for n in theta) <= 1e-9
     kinds = [e["kind"] for e in events]
     assert "reopen" in kinds, kinds  # the connection was closed and opened again, and recorded
+
+
+def test_step_reports_count_the_instrument_round_trips():
+    import tomllib
+
+    from drivers.hardware import InstrumentSubstrate
+    from drivers.wiring import parse_wiring
+    from protocols.aeqprop import Aeqprop
+    from protocols.eqprop import EqProp
+
+    x, y = np.full((1, 4), 0.5), np.eye(3)[[1]]
+    sim = HopfieldSubstrate(**SIM)
+    assert EqProp(beta=0.5).step(sim, x, y).round_trips == 0
+    with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
+        wiring = parse_wiring(tomllib.loads(lab_wiring_toml(sim.info, lab.address)))
+        with InstrumentSubstrate(wiring) as hw:
+            for protocol in (EqProp(beta=0.5), Aeqprop(beta=1.0)):
+                before = hw.round_trips
+                report = protocol.step(hw, x, y)
+                assert report.round_trips == hw.round_trips - before
+                assert 4 <= report.round_trips <= 6  # about one per phase (benchmarks/hardware.py)
