@@ -69,8 +69,9 @@ class HopfieldSubstrate(FloatingParameters):
         layers = tuple(int(n) for n in layers)
         if len(layers) < 2 or min(layers) < 1:
             raise ConfigurationError(f"layers={layers}: need at least an input and an output size, all >= 1")
-        if not (bound > 0 and tol > 0 and max_sweeps >= 1):
-            raise ConfigurationError("bound and tol must be > 0 and max_sweeps >= 1")
+        for name, value, ok in (("bound", bound, bound > 0), ("tol", tol, tol > 0), ("max_sweeps", max_sweeps, max_sweeps >= 1)):
+            if not ok:
+                raise ConfigurationError(f"{name}={value}: must be {'>= 1' if name == 'max_sweeps' else '> 0'}")
         self.layers = layers
         self.L = len(layers) - 1
         self.tol = float(tol)
