@@ -101,6 +101,7 @@ def train(
     max_sweeps: Optional[int] = typer.Option(None, help="Relaxation sweep cap per phase [default: 100]."),
     lr_schedule: Optional[str] = typer.Option(None, help="Learning-rate schedule: constant, step[:0.5,0.75[:0.1]], cosine[:END], exponential[:END]."),
     beta_schedule: Optional[str] = typer.Option(None, help="Beta schedule, written as --lr-schedule (must stay > 0)."),
+    fidelity_every: Optional[int] = typer.Option(None, help="Steps between measurements of the update's cosine with the oracle gradient (simulation; 0: never)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a substrate and record the run; by default centered Aeqprop on a 64-512-10 Hopfield network on digits."""
@@ -120,6 +121,7 @@ def train(
         "dataset.test_fraction": test_fraction, "substrate.options.tol": tol, "substrate.options.max_sweeps": max_sweeps,
         "substrate.options.hidden": None if hidden is None else list(parse_hidden(hidden)),
         "schedule.lr": parse_schedule(lr_schedule, "--lr-schedule"),
+        "evaluation.fidelity_every": fidelity_every,
         "schedule.beta": parse_schedule(beta_schedule, "--beta-schedule"),
     }
     cfg = load_config(config, overrides=set_, fields={k: v for k, v in flags.items() if v is not None})

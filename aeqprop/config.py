@@ -83,6 +83,14 @@ class EveryConfig(_Strict):
     every: int = Field(50, ge=0)
 
 
+class EvaluationConfig(EveryConfig):
+    """Held-out evaluation every ``every`` steps (0: at each epoch end), and, on simulated
+    substrates, the cosine between a step's update and the oracle gradient every
+    ``fidelity_every`` steps (0: never; it costs one implicit differentiation)."""
+
+    fidelity_every: int = Field(0, ge=0)
+
+
 class CheckpointConfig(_Strict):
     """Steps between checkpoints; 0 (the default) checkpoints at the end of each epoch only.
 
@@ -99,7 +107,7 @@ class RunConfig(_Strict):
     substrate: SubstrateConfig = Field(default_factory=SubstrateConfig)
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    evaluation: EveryConfig = Field(default_factory=EveryConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     nonideal: dict[str, Any] | None = None
 

@@ -116,6 +116,7 @@ def build(config: RunConfig) -> Built:
         built.hook = schedule_hook(config, protocol, substrate)
         built.trainer = Trainer(substrate, protocol, data, config.schedule.epochs, config.schedule.batch_size,
                                 seed=config.seed, before_step=built.hook, eval_every=config.evaluation.every,
+                                fidelity_every=config.evaluation.fidelity_every,
                                 checkpoint_every=config.checkpoint.every)
     except BaseException:
         substrate.close()

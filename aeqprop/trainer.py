@@ -22,6 +22,7 @@ import numpy as np
 
 from aeqprop.data import Dataset
 from aeqprop.errors import ConfigurationError
+from aeqprop.oracle import fidelity, flatten
 from aeqprop.substrate import StepReport, Substrate, require
 
 
@@ -128,7 +129,9 @@ class Trainer:
     the start of each step (schedules of beta, lr, eps recompute from it).
     Every ``eval_every`` steps (0: only at the end of each epoch) the held-out
     split is evaluated and ``on_eval(epoch, global_step, loss, accuracy)``
-    called; every ``checkpoint_every`` steps (0: at the end of each epoch),
+    called; every ``fidelity_every`` steps (0: never) the cosine between the step's
+    update and the oracle gradient goes into the step report's extras as
+    ``fidelity_cosine``; every ``checkpoint_every`` steps (0: at the end of each epoch),
     and when ``should_stop()`` turns true after a step,
     ``on_checkpoint(position)`` is called with the trainer's state at that point.
     """
@@ -144,13 +147,16 @@ class Trainer:
         before_step: Callable | None = None,
         eval_every: int = 0,
         checkpoint_every: int = 0,
+        fidelity_every: int = 0,
     ):
         if epochs < 1:
             raise ConfigurationError(f"epochs={epochs}: must be >= 1")
         if batch_size < 1:
             raise ConfigurationError(f"batch_size={batch_size}: must be >= 1")
-        if eval_every < 0 or checkpoint_every < 0:
-            raise ConfigurationError("eval_every and checkpoint_every must be >= 0 (0: at the end of each epoch)")
+        if eval_every < 0 or checkpoint_every < 0 or fidelity_every < 0:
+            raise ConfigurationError("eval_every, checkpoint_every and fidelity_every must be >= 0")
+        if fidelity_every and "oracle" not in substrate.info.capabilities:
+            raise ConfigurationError("gradient fidelity needs the oracle of a simulated substrate; set fidelity_every = 0")
         require(substrate, protocol.requires, f"protocol {protocol.name!r}")
         substrate.info.check_batch(batch_size)
         if data.n_features != substrate.info.n_inputs or data.n_classes != substrate.info.n_outputs:
@@ -163,6 +169,7 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.before_step = before_step
         self.eval_every, self.checkpoint_every = int(eval_every), int(checkpoint_every)
+        self.fidelity_every = int(fidelity_every)
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.x_train) // self.batch_size)
@@ -200,7 +207,13 @@ class Trainer:
             if self.before_step is not None:
                 self.before_step(epoch, k, g, total)
             idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            measure = self.fidelity_every and (g + 1) % self.fidelity_every == 0
+            if measure:  # the oracle has no side effect on parameters or random state
+                grad = sub.true_gradient(data.x_train[idx], y_all[idx])
             report: StepReport = self.protocol.step(sub, data.x_train[idx], y_all[idx])
+            if measure:
+                names = sorted(grad)
+                report.extra["fidelity_cosine"] = fidelity(flatten(report.delta, names), -flatten(grad, names)).cosine
             if not np.isfinite(report.loss):
                 raise ConfigurationError("the training loss became non-finite; lower the learning rate or eps")
             loss += report.loss * len(idx)

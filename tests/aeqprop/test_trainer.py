@@ -54,3 +54,24 @@ class OnlyRelaxes:
 def test_protocol_needing_a_missing_capability_is_refused(iris):
     with pytest.raises(ConfigurationError, match=r"needs capabilities \['eqprop'\]"):
         Trainer(OnlyRelaxes(), EqProp(), iris, epochs=1, batch_size=4)
+
+
+def test_gradient_fidelity_is_measured_without_changing_the_run():
+    wine = load_dataset("wine", seed=0)
+
+    def run(fidelity_every):
+        sub = HopfieldSubstrate((13, 16, 3), eps=0.1, seed=0, tol=1e-8)
+        cosines = {}
+        Trainer(sub, EqProp(beta=0.01, lr=0.1), wine, epochs=1, batch_size=8, seed=0,
+                fidelity_every=fidelity_every).run(
+            on_step=lambda e, k, r: cosines.__setitem__(k, r.extra.get("fidelity_cosine")))
+        return sub.parameters(), cosines
+
+    theta, cosines = run(3)
+    measured = {k: c for k, c in cosines.items() if c is not None}
+    assert sorted(measured) == [k for k in range(len(cosines)) if (k + 1) % 3 == 0]
+    assert min(measured.values()) > 0.99  # small-beta centered EqProp follows the gradient
+    bare, _ = run(0)
+    assert all(np.array_equal(theta[n], bare[n]) for n in theta)
+    with pytest.raises(ConfigurationError, match="fidelity needs the oracle"):
+        Trainer(OnlyRelaxes(), EqProp(), wine, epochs=1, batch_size=4, fidelity_every=2)
