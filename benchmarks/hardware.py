@@ -57,6 +57,7 @@ def lab_process(layers):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
+        proc.stdout.close()
 
 
 def measure(layers, protocol, bus, profile, samples: int, seed: int = 0) -> dict:
