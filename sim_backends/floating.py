@@ -75,6 +75,13 @@ class FloatingParameters:
                 raise ConfigurationError(f"knob {name} must be finite with shape {self._u[name].shape}")
             self._u[name] = value.copy()
 
+    def relax(self) -> RelaxReport:
+        """Settle the state with the parameters held (the host's ``_relax``), timed in s."""
+        t0 = time.perf_counter()
+        report = self._relax(self.tol, self.max_sweeps)
+        report.seconds = time.perf_counter() - t0
+        return report
+
     def _settle(self) -> None:
         """Settle the state if anything changed since it last settled (a physical system
         settles on its own; reading it after a change reads the settled state)."""

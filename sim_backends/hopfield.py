@@ -16,7 +16,6 @@ tensor. E is linear in theta, so the exact parameter block given the state is
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -143,14 +142,8 @@ class HopfieldSubstrate(FloatingParameters):
         self._beta, self._y = beta, y
         self._stale = True
 
-    def relax(self) -> RelaxReport:
-        """Settle the state by exact block coordinate descent (odd layers, then even)."""
-        t0 = time.perf_counter()
-        report = self._relax(self.tol, self.max_sweeps)
-        report.seconds = time.perf_counter() - t0
-        return report
-
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
+        """Settle the state by exact block coordinate descent (odd layers, then even)."""
         s, W, b, L = self._s, self.W, self.b, self.L
         beta, y = self._beta, self._y
         drive1 = self._x @ W[1] + b[1]  # the clamped input's drive, once per relaxation

@@ -15,7 +15,6 @@ resistors marked ``train``, in file order; dE/dg = 1/2 (V_a - V_b)^2.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -215,14 +214,8 @@ class NetlistSubstrate(FloatingParameters):
             grad = grad + self.Ax.T @ self._exp(vd, 1)
         return sp.csc_matrix(H), np.asarray(grad).ravel()
 
-    def relax(self) -> RelaxReport:
-        """Solve the DC operating point of every sample (active set for ideal diodes, Newton for exponential)."""
-        t0 = time.perf_counter()
-        rep = self._relax(self.tol, self.max_sweeps)
-        rep.seconds = time.perf_counter() - t0
-        return rep
-
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
+        """Solve the DC operating point of every sample (active set for ideal diodes, Newton for exponential)."""
         from sim_backends.netlist_solve import solve_sample
 
         g = self._conductances()

@@ -20,7 +20,6 @@ parameter block is exact too (sim_backends.floating).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -163,14 +162,8 @@ class ResistiveSubstrate(FloatingParameters):
             inv.append(np.divide(1.0, den[l], out=np.zeros_like(den[l]), where=den[l] > 0))
         return rail, inv
 
-    def relax(self) -> RelaxReport:
-        """Settle the node voltages by exact block coordinate descent (odd layers, then even)."""
-        t0 = time.perf_counter()
-        report = self._relax(self.tol, self.max_sweeps)
-        report.seconds = time.perf_counter() - t0
-        return report
-
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
+        """Settle the node voltages by exact block coordinate descent (odd layers, then even)."""
         s, th, L = self._s, self.theta, self.L
         rail, inv = self._drives(self._conductance_sums())
         drive1 = self._input_terms()[0] + rail[1]
