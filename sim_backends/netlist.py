@@ -40,7 +40,9 @@ class NetlistSubstrate(FloatingParameters):
     """A batched resistor-diode circuit from a netlist file (``netlist=PATH``) or text (``text=...``).
 
     ``layers`` from the CLI is checked against the circuit's inputs and outputs
-    when given. Conductances stay within [0, g_max] S; ``tol`` is the Newton
+    when given. Conductances stay within [g_min, g_max] S: a small g_min (a
+    leakage, 1 nS by default) keeps a node whose trainable resistors all close
+    down from floating, which would leave its potential undefined; ``tol`` is the Newton
     stopping step in V; ``max_sweeps`` bounds active-set and Newton iterations.
     """
 
@@ -51,6 +53,7 @@ class NetlistSubstrate(FloatingParameters):
         layers: Sequence[int] | None = None,
         eps: float | Mapping[str, float] = 0.1,
         g_max: float = 1.0,
+        g_min: float = 1e-9,
         tol: float = 1e-12,
         max_sweeps: int = 200,
         seed: int = 0,
@@ -78,11 +81,13 @@ class NetlistSubstrate(FloatingParameters):
             )
         if max(e.value for e in trainable) > g_max:
             raise ConfigurationError(f"{source}: a trainable conductance exceeds g_max={g_max} S; raise g_max")
-        self.g_max, self.tol, self.max_sweeps = float(g_max), float(tol), int(max_sweeps)
+        if not 0.0 <= g_min < g_max:
+            raise ConfigurationError(f"g_min={g_min}, g_max={g_max}: need 0 <= g_min < g_max (S)")
+        self.g_min, self.g_max, self.tol, self.max_sweeps = float(g_min), float(g_max), float(tol), int(max_sweeps)
         self.joint_rtol, self.max_joint_updates = float(joint_rtol), int(max_joint_updates)
         self.info = SubstrateInfo(
             n_inputs=c.n_inputs, n_outputs=len(c.outputs),
-            parameter_shapes={"g": (len(trainable),)}, parameter_bounds={"g": (0.0, self.g_max)},
+            parameter_shapes={"g": (len(trainable),)}, parameter_bounds={"g": (self.g_min, self.g_max)},
             max_batch=max_batch, capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
             description=f"resistor-diode circuit {source}: {len(c.nodes)} nodes, {len(trainable)} trainable resistors",
         )
@@ -251,12 +256,13 @@ class NetlistSubstrate(FloatingParameters):
             raise ConfigurationError(f"unknown parameter(s) {sorted(set(theta) - {'g'})}; valid: ['g']")
         if "g" not in theta:
             return {}
-        self.theta["g"], clipped = within_bounds("g", theta["g"], self.info.parameter_shapes["g"], (0.0, self.g_max), copy)
+        self.theta["g"], clipped = within_bounds("g", theta["g"], self.info.parameter_shapes["g"],
+                                                 self.info.parameter_bounds["g"], copy)
         self._stale = True
         return {"g": clipped}
 
     def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
-        """Program the trainable conductances in S; values outside [0, g_max] are clipped."""
+        """Program the trainable conductances in S; values outside [g_min, g_max] are clipped."""
         return self._assign(theta)
 
     def energy_gradients(self) -> dict[str, np.ndarray]:

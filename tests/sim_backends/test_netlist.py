@@ -174,3 +174,18 @@ def test_cli_style_factory_and_example(tmp_path):
         NetlistSubstrate(netlist="examples/netlist_small.cir", layers=(3, 2))
     with pytest.raises(ConfigurationError, match="does not exist"):
         NetlistSubstrate(netlist=tmp_path / "missing.cir")
+
+
+def test_trainable_resistors_closed_down_leave_no_node_floating():
+    # Training can drive every trainable conductance to its lower bound; with 0 S a node would
+    # float and its potential be undefined. The bound is a small leakage g_min instead.
+    sub = NetlistSubstrate(text=random_circuit(3), g_min=1e-9, g_max=10.0)
+    clipped = sub.set_parameters({"g": np.zeros(sub.info.parameter_shapes["g"])})
+    assert clipped["g"] == sub.info.parameter_shapes["g"][0]
+    assert np.all(sub.parameters()["g"] == 1e-9)
+    sub.clamp(np.random.default_rng(0).uniform(0, 1, (3, sub.info.n_inputs)))
+    report = sub.relax()
+    assert report.converged and np.all(np.isfinite(sub.outputs()))
+    assert np.max(np.abs(sub.outputs())) <= 1.5 + 1 + 1e-9  # within the largest source (2.5 V)
+    with pytest.raises(ConfigurationError, match="g_min"):
+        NetlistSubstrate(text=random_circuit(3), g_min=20.0, g_max=10.0)
