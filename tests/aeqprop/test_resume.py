@@ -188,3 +188,22 @@ def test_resume_of_a_completed_run_is_refused(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: run {outcome.run_id} already completed; nothing to resume"
+
+
+def test_a_second_sigint_stops_at_once_and_the_run_still_resumes(tmp_path, reference):
+    runs = tmp_path / "runs"
+    path = write_config(tmp_path / "run.toml", runs)
+    proc = cli("train", str(path), "--quiet")
+    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= 20, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    store = RunStore(runs, create=False)  # readable: every write was one transaction
+    assert store.run(1)["status"] in ("interrupted", "running")
+    store.close()
+    outcome = session.resume(str(runs), 1)
+    assert outcome.status == "completed"
+    final, epochs = final_parameters(runs, 1)
+    assert_same(final["parameters"], reference[0]["parameters"])
+    assert [e["test_accuracy"] for e in epochs] == [e["test_accuracy"] for e in reference[1]]
