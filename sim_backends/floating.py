@@ -82,6 +82,12 @@ class FloatingParameters:
         report.seconds = time.perf_counter() - t0
         return report
 
+    def _settled(self, sweeps: int, residual: float, tol: float) -> RelaxReport:
+        """Close a relaxation of ``sweeps`` sweeps that ended at ``residual``: count it, mark the state settled."""
+        self.total_sweeps += sweeps
+        self._stale = False
+        return RelaxReport(sweeps=sweeps, residual=residual, converged=residual <= tol)
+
     def _settle(self) -> None:
         """Settle the state if anything changed since it last settled (a physical system
         settles on its own; reading it after a change reads the settled state)."""

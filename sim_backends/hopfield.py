@@ -192,9 +192,7 @@ class HopfieldSubstrate(FloatingParameters):
                 raise RelaxationError("the state became non-finite during relaxation; check the parameters")
             if change <= tol:
                 break
-        self.total_sweeps += sweeps
-        self._stale = False
-        return RelaxReport(sweeps=sweeps, residual=change, converged=change <= tol)
+        return self._settled(sweeps, change, tol)
 
     def outputs(self) -> np.ndarray:
         self._settle()

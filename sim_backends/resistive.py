@@ -187,9 +187,7 @@ class ResistiveSubstrate(FloatingParameters):
                 raise RelaxationError("the node voltages became non-finite; check the conductances and beta")
             if change <= tol:
                 break
-        self.total_sweeps += sweeps
-        self._stale = False
-        return RelaxReport(sweeps=sweeps, residual=change, converged=change <= tol)
+        return self._settled(sweeps, change, tol)
 
     def outputs(self) -> np.ndarray:
         """Output node voltages in V, shape (batch, n_outputs)."""

@@ -104,9 +104,7 @@ class UntiedSubstrate(HopfieldSubstrate):
                 raise RelaxationError("the state became non-finite during relaxation; check the parameters")
             if change <= tol:
                 break
-        self.total_sweeps += sweeps
-        self._stale = False
-        return RelaxReport(sweeps=sweeps, residual=change, converged=change <= tol)
+        return self._settled(sweeps, change, tol)
 
     def energy(self) -> float:
         raise ConfigurationError("the untied network has no energy (its dynamics are not a gradient)")

@@ -57,6 +57,15 @@ def reference(tmp_path_factory):
     return final_parameters(runs, outcome.run_id)
 
 
+def resume_to_reference(runs, reference):
+    """Resume run 1 to its end; it must end bitwise where the uninterrupted run ends."""
+    outcome = session.resume(str(runs), 1)
+    assert outcome.status == "completed"
+    final, epochs = final_parameters(runs, 1)
+    assert_same(final["parameters"], reference[0]["parameters"])
+    assert [e["test_accuracy"] for e in epochs] == [e["test_accuracy"] for e in reference[1]]
+
+
 def cli(*args):
     return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -143,11 +152,7 @@ def test_sigint_stops_at_a_step_checkpoints_closes_and_resumes(tmp_path, referen
     # checkpoint.every = 0 checkpoints only at epoch ends: this one is the stop's own
     assert cp["global_step"] >= 10 and 0 < cp["step"] < 36, (cp["epoch"], cp["step"])
     store.close()
-    outcome = session.resume(str(runs), 1)
-    assert outcome.status == "completed"
-    final, epochs = final_parameters(runs, 1)
-    assert_same(final["parameters"], reference[0]["parameters"])
-    assert [e["test_accuracy"] for e in epochs] == [e["test_accuracy"] for e in reference[1]]
+    resume_to_reference(runs, reference)
     kinds = [e["kind"] for e in RunStore(runs).metrics(1, "events")]
     assert kinds.count("closed") == 2 and "resumed" in kinds
 
@@ -202,8 +207,4 @@ def test_a_second_sigint_stops_at_once_and_the_run_still_resumes(tmp_path, refer
     store = RunStore(runs, create=False)  # readable: every write was one transaction
     assert store.run(1)["status"] in ("interrupted", "running")
     store.close()
-    outcome = session.resume(str(runs), 1)
-    assert outcome.status == "completed"
-    final, epochs = final_parameters(runs, 1)
-    assert_same(final["parameters"], reference[0]["parameters"])
-    assert [e["test_accuracy"] for e in epochs] == [e["test_accuracy"] for e in reference[1]]
+    resume_to_reference(runs, reference)
