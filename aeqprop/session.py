@@ -6,7 +6,7 @@ the run store opened and the run recorded. Every exit path closes the
 substrate (recording a ``closed`` event) and records the status: completed,
 failed (with the error) or interrupted.
 
-Ctrl+C (SIGINT) once: the run stops after the current step, writes a
+Ctrl+C (SIGINT), SIGTERM or SIGHUP once: the run stops after the current step, writes a
 checkpoint and is marked interrupted. Twice: it stops at once; each store
 write is one transaction, so the store stays consistent and the run resumes
 from its last checkpoint.
@@ -138,12 +138,18 @@ def schedule_hook(config: RunConfig, protocol, substrate):
     return schedules.hook(protocol, substrate, **tables)
 
 
+#: The signals a process gets in practice, each handled as Ctrl+C: stop at the next safe point.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class StopFlag:
-    """SIGINT handler: the first press asks for a stop at the next safe point, the second stops at once."""
+    """Handler of SIGINT, SIGTERM and SIGHUP: the first asks for a stop at the next safe point
+    (a checkpoint is written, the substrate closed, the run marked interrupted); a second stops at once."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
         return self.requested
@@ -152,17 +158,21 @@ class StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
 
     def __enter__(self):
+        self._previous = {}
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: no handler
-            self._previous = None
+            pass
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
         return False
 
 

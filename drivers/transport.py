@@ -51,29 +51,56 @@ class LogEntry:
     text: str
 
 
+#: Signals held while an exchange is in flight (the ones a process gets in practice).
+HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _DeferInterrupt:
-    """Hold SIGINT until the exchange in flight is finished (main thread only)."""
+    """Hold SIGINT, SIGTERM and SIGHUP until the exchange in flight is finished (main thread only).
+
+    A held signal is then passed to the handler that was there before (never raised here),
+    so the run's own stop handler decides what it means. A second signal of the same kind
+    during the exchange goes through to that handler at once.
+    """
 
     def __init__(self) -> None:
-        self.pending = False
-        self._previous: Any = None
+        self.pending: list[tuple[int, Any]] = []
+        self._previous: dict[int, Any] = {}
         self._active = False
 
     def __enter__(self) -> "_DeferInterrupt":
-        self.pending = False
+        self.pending = []
+        self._previous = {}
         self._active = threading.current_thread() is threading.main_thread()
         if self._active:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for sig in HELD_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def _handler(self, signum, frame) -> None:
-        self.pending = True
+        if any(s == signum for s, _ in self.pending):
+            self._deliver(signum, frame)
+            return
+        self.pending.append((signum, frame))
+
+    def _deliver(self, signum, frame) -> None:
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:  # SIG_DFL for SIGTERM/SIGHUP: end the process as the default would
+            raise SystemExit(128 + signum)
 
     def __exit__(self, *exc) -> None:
         if self._active:
-            signal.signal(signal.SIGINT, self._previous)
-            if self.pending:
-                raise KeyboardInterrupt
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+            pending, self.pending = self.pending, []
+            for signum, frame in pending:
+                self._deliver(signum, frame)
 
 
 class Transport:
