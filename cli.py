@@ -250,18 +250,24 @@ def export(
 def gradcheck(
     protocol: str = typer.Option("aeqprop", help="Protocol whose update is checked."),
     variant: str = typer.Option("centered"),
-    beta: float = typer.Option(0.01),
+    beta: Optional[float] = typer.Option(None, help="Nudging strength b [default: 0.01; 1e-3 with --gdu]."),
     eps: float = typer.Option(1e-3),
     lr: float = typer.Option(1e-3),
     homeostasis: str = typer.Option("native"),
     release: str = typer.Option("1.0"),
-    backend: str = typer.Option("hopfield"),
+    backend: Optional[str] = typer.Option(None, help="Simulated substrate [default: hopfield; discrete with --gdu]."),
     layers: str = typer.Option("20,30,5", help="All layer sizes, inputs first."),
     batch_size: int = typer.Option(8),
     entries: int = typer.Option(40, help="Entries per tensor checked by finite differences."),
     seed: int = typer.Option(0),
+    gdu: bool = typer.Option(False, "--gdu", help="Per-step EqProp updates against per-step BPTT gradients (discrete-time backend)."),
+    k: int = typer.Option(10, "--k", help="With --gdu: nudged time steps compared."),
+    png: str = typer.Option("gdu.png", "--png", help="With --gdu: where the figure is written."),
 ):
-    """Compare a protocol's update with -lr grad L (oracle), and the oracle with finite differences."""
+    """Compare a protocol's update with -lr grad L (oracle), and the oracle with finite differences.
+
+    With --gdu: EqProp's per-step updates of the nudged phase against BPTT's per-step gradients
+    (Ernoult et al. 2019), as tables of relative error and sign agreement per layer and step, and a PNG."""
     import numpy as np
     from rich.console import Console
     from rich.table import Table
@@ -269,6 +275,9 @@ def gradcheck(
     from aeqprop import oracle
 
     sizes = parse_hidden(layers)
+    if gdu:
+        return gdu_table(backend or "discrete", sizes, variant, 1e-3 if beta is None else beta, k, batch_size, seed, png)
+    backend, beta = backend or "hopfield", 0.01 if beta is None else beta
     substrate = _build("backends", backend, dict(layers=sizes, eps=eps, seed=seed, tol=1e-13, max_sweeps=100_000))
     prot = _build("protocols", protocol, dict(
         beta=beta, lr=lr, variant=variant, homeostasis=homeostasis,
@@ -291,6 +300,33 @@ def gradcheck(
             a, b = grad[name][masks[name]], fd[name][masks[name]]
         table.add_row(name, f"{update[name].cosine:.6f}", f"{update[name].rel_error:.2e}", f"{oracle.fidelity(a, b).rel_error:.2e}")
     Console().print(table)
+    substrate.close()
+
+
+def gdu_table(backend: str, sizes, variant: str, beta: float, k: int, batch_size: int, seed: int, png: str) -> None:
+    """`gradcheck --gdu`: the tables and the figure (matplotlib is imported only to draw it)."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim_backends.gdu import gdu_check, plot_gdu, table_rows
+
+    substrate = _build("backends", backend, dict(layers=sizes, seed=seed))
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (batch_size, sizes[0]))
+    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
+    report = gdu_check(substrate, x, y, beta=beta, K=k, variant=variant)
+    for what, title in (("rel_error", "relative error ||D_EP + g_BPTT|| / ||g_BPTT||"),
+                        ("sign_agreement", "sign agreement of D_EP with -g_BPTT")):
+        table = Table(title=f"{title}; {variant}, beta={beta:g}, T={report.T} free steps (· : not reached at step t)")
+        rows = table_rows(report, what)
+        table.add_column("t", justify="right")
+        for name, _ in rows:
+            table.add_column(name, justify="right")
+        for t in range(k):
+            table.add_row(str(t), *(cells[t] for _, cells in rows))
+        Console().print(table)
+    typer.echo(f"worst relative error {report.worst():.2e}; figure {plot_gdu(report, png, seed=seed)}")
     substrate.close()
 
 

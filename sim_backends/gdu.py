@@ -199,8 +199,8 @@ def plot_gdu(report: GDUReport, path: str, entries: int = 5, seed: int = 0) -> s
             live = np.flatnonzero(np.abs(bp).max(axis=0) > 0)
             pick = rng.choice(live, min(entries, live.size), replace=False) if live.size else []
             for k, j in enumerate(pick):
-                ax.plot(t, ep[:, j], "-", color=f"C{k}", lw=1.5)
-                ax.plot(t, -bp[:, j], "--", color=f"C{k}", lw=1.5)
+                ax.plot(t, -bp[:, j], "--", color=f"C{k}", lw=2.6, alpha=0.55)
+                ax.plot(t, ep[:, j], "-", color=f"C{k}", lw=1.0)
             ax.set_title(f"{'neurons ' if r == 0 else ''}{name}", fontsize=10)
             ax.set_xlabel("t (nudged step)")
             ax.grid(alpha=0.3)
@@ -212,3 +212,15 @@ def plot_gdu(report: GDUReport, path: str, entries: int = 5, seed: int = 0) -> s
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def table_rows(report: GDUReport, what: str = "rel_error") -> list[tuple[str, list[str]]]:
+    """(name, one cell per step) for a table of ``rel_error`` (as 1.2e-03) or ``sign_agreement``
+    (as a percentage); "·" where BPTT's gradient is still zero. Neurons first, then parameters."""
+    values = getattr(report, what)
+    names = sorted(n for n in values if n[0] == "s") + [n for n in values if n[0] != "s"]
+    out = []
+    for name in names:
+        fmt = (lambda v: f"{v:.1e}") if what == "rel_error" else (lambda v: f"{100 * v:.1f}%")
+        out.append((name, ["·" if not np.isfinite(v) else fmt(v) for v in values[name]]))
+    return out
