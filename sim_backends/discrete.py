@@ -8,8 +8,16 @@ activation; hidden units in [0, 1], outputs in [-1, 2])::
     Phi(x, s, theta) = sum_l s_(l-1)^T W_l s_l + sum_l b_l^T s_l        (s_0 = x clamped)
 
 so layer l steps to ``clip(s_(l-1) W_l + s_(l+1) W_(l+1)^T + b_l)``. Nudging
-with strength beta subtracts ``beta dC/ds`` with ``C = 1/2 ||o - y||^2``: the
-output steps to ``clip(s_(L-1) W_L + b_L + beta (y - o))``.
+with strength beta subtracts ``beta dC/ds`` with ``C = 1/2 ||o - y||^2``, taken
+at the output's new value (semi-implicit)::
+
+    o(t+1) = clip( dPhi/do(s(t)) - beta (o(t+1) - y) ) = clip( (a + beta y) / (1 + beta) ),   a = s_(L-1) W_L + b_L
+
+To first order in beta this is the explicit step ``a - beta (o(t) - y)`` of
+the paper (they differ by ``beta (a - o(t))``, zero at a fixed point), so the
+per-step GDU property is the same; unlike the explicit step it leaves the
+output without a self-coupling, which makes the synchronous steps oscillate
+once beta plus the network's coupling passes 1.
 
 A fixed point is ``s = clip(dPhi/ds)``: the equilibrium of the layered Hopfield
 energy ``E = 1/2 ||s||^2 - Phi`` with the same boxes (nudged too:
@@ -64,20 +72,6 @@ class DiscreteSubstrate(HopfieldSubstrate):
         self.T = None if T is None else int(T)
         self.info = replace(self.info, description=f"discrete-time layered network {'-'.join(map(str, self.layers))}")
 
-    def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
-        """Nudging toward y with strength beta (0 removes it); |beta| >= 1 is refused.
-
-        The output's own step is ``o <- a + beta (y - o)``: for |beta| >= 1 it
-        oscillates without decaying, so the state never settles.
-        """
-        beta = float(beta)
-        if np.isfinite(beta) and abs(beta) >= 1.0:
-            raise ConfigurationError(
-                f"beta={beta}: the discrete-time output step o <- a + beta (y - o) does not settle "
-                "for |beta| >= 1; use |beta| < 1"
-            )
-        super().nudge(beta, y)
-
     def _step(self, s: list[np.ndarray], drive1: np.ndarray) -> list[np.ndarray]:
         """One time step of every layer from the state ``s`` (s[0] = x): the new layers 1..L."""
         W, b, L = self.W, self.b, self.L
@@ -87,7 +81,8 @@ class DiscreteSubstrate(HopfieldSubstrate):
             if l < L:
                 a += s[l + 1] @ W[l + 1].T
             elif self._beta != 0.0:
-                a += self._beta * (self._y - s[L])
+                a += self._beta * self._y
+                a /= 1.0 + self._beta
             lo, hi = self._box(l)
             new.append(np.minimum(np.maximum(a, lo), hi))
         return new

@@ -1,0 +1,226 @@
+"""Discrete-time network (prototypical setting), its BPTT oracle and the GDU property (Ernoult et al. 2019)."""
+
+import numpy as np
+import pytest
+
+from aeqprop import registry
+from aeqprop.errors import ConfigurationError, RelaxationError
+from aeqprop.oracle import finite_difference, protocol_update, update_fidelity
+from aeqprop.substrate import AeqpropSubstrate, EqPropSubstrate, Substrate
+from protocols.continual import ContinualEqProp
+from protocols.eqprop import EqProp
+from sim_backends.discrete import DiscreteSubstrate
+from sim_backends.gdu import gdu_check, plot_gdu, table_rows
+from sim_backends.hopfield import HopfieldSubstrate
+
+
+def interior(layers=(20, 30, 5), batch=8, seed=0, **options):
+    """A small net whose units mostly sit inside their boxes, away from the clip's kinks."""
+    sub = DiscreteSubstrate(layers, seed=seed + 1, **options)
+    rng = np.random.default_rng(seed)
+    sub.W[1] *= 0.5
+    for l in range(2, sub.L + 1):
+        sub.W[l] *= 0.4
+    for l in range(1, sub.L):
+        sub.b[l][:] = 0.3 + rng.normal(0, 0.1, layers[l])
+    sub.b[sub.L][:] = rng.normal(0, 0.1, layers[-1])
+    sub.set_knobs(sub.parameters())
+    x = rng.uniform(0, 1, (batch, layers[0]))
+    y = np.eye(layers[-1])[rng.integers(0, layers[-1], batch)]
+    return sub, x, y
+
+
+def phi(sub, s):
+    """Phi(x, s, theta) = sum_l s_(l-1)^T W_l s_l + b_l^T s_l, summed over the batch."""
+    return sum(np.sum((s[l - 1] @ sub.W[l]) * s[l]) + np.sum(s[l] @ sub.b[l]) for l in range(1, sub.L + 1))
+
+
+def test_satisfies_the_contract_and_is_registered():
+    sub = DiscreteSubstrate((4, 5, 3))
+    assert isinstance(sub, Substrate) and isinstance(sub, EqPropSubstrate) and isinstance(sub, AeqpropSubstrate)
+    assert sub.info.capabilities == {"eqprop", "aeqprop", "oracle"}
+    assert registry.load("backends", "discrete") is DiscreteSubstrate
+    assert "discrete-time" in sub.info.description
+
+
+def test_one_time_step_is_the_clipped_gradient_of_phi():
+    rng = np.random.default_rng(1)
+    sub = DiscreteSubstrate((6, 7, 5, 3), seed=1, init_gain=1.5)
+    sub.tol = 0.0
+    x, y = rng.uniform(0, 1, (4, 6)), rng.uniform(0, 1, (4, 3))
+    sub.clamp(x)
+    sub.max_sweeps = 3
+    sub.relax()
+    s = sub.state()
+    beta = 0.3
+    sub.nudge(beta, y)
+    sub.max_sweeps = 1
+    assert sub.relax().sweeps == 1
+    stepped = sub.state()
+    h = 1e-6
+    for l, (lo, hi) in ((1, (0, 1)), (2, (0, 1)), (3, (-1, 2))):
+        grad = np.zeros_like(s[l])  # dPhi/ds_l by central differences, minus beta dC/ds on the outputs
+        for idx in np.ndindex(*s[l].shape):
+            up, dn = [a.copy() for a in s], [a.copy() for a in s]
+            up[l][idx] += h
+            dn[l][idx] -= h
+            grad[idx] = (phi(sub, up) - phi(sub, dn)) / (2 * h)
+        if l == 3:  # the nudge, taken at the output's new value: o' = dPhi/do - beta (o' - y) inside the box
+            inside = (stepped[3] > lo) & (stepped[3] < hi)
+            assert inside.any()
+            np.testing.assert_allclose(stepped[3][inside], (grad - beta * (stepped[3] - y))[inside], atol=1e-8)
+            grad = (grad + beta * y) / (1 + beta)
+        np.testing.assert_allclose(stepped[l], np.clip(grad, lo, hi), atol=1e-8)
+
+
+def test_fixed_points_are_the_hopfield_equilibria_free_and_nudged():
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 1, (5, 8)), np.eye(4)[rng.integers(0, 4, 5)]
+    disc = DiscreteSubstrate((8, 12, 6, 4), seed=2, tol=1e-14, max_sweeps=10_000)
+    hop = HopfieldSubstrate((8, 12, 6, 4), seed=2, tol=1e-14, max_sweeps=10_000)
+    for beta in (0.0, 0.5, -0.4):
+        for sub in (disc, hop):
+            sub.clamp(x)
+            sub.nudge(beta, y)
+        assert disc.relax().converged
+        for a, b in zip(disc.state()[1:], hop.state()[1:]):
+            np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_bptt_matches_finite_differences_through_unsettled_steps():
+    sub, x, y = interior(T=6)  # 6 steps: far from the fixed point, so the gradient is truly through time
+    sub.clamp(x)
+    sub.max_sweeps = 6
+    assert not sub.relax().converged
+    grad = sub.true_gradient(x, y)
+    fd, masks = finite_difference(sub, x, y, h=1e-6, entries=25)
+    for name in grad:
+        a, b = grad[name][masks[name]], fd[name][masks[name]]
+        assert np.linalg.norm(a - b) <= 1e-7 * np.linalg.norm(b), name
+
+
+def test_per_step_neuron_gradients_match_finite_differences_of_a_state_kick():
+    """neurons[t] = d(sum of costs)/ds at time T - t on free units: kick one unit at that time, step on, compare."""
+    sub, x, y = interior(T=12)
+    T, K = 12, 5
+    ref = sub.bptt(x, y, T, K)
+    h = 1e-6
+
+    def summed_cost(kick_time, layer, sample, unit, size):
+        sub.clamp(x)
+        sub.max_sweeps, sub.tol = kick_time, 0.0
+        sub.relax()
+        s = sub.state()
+        s[layer][sample, unit] += size
+        sub._s = s  # the state after the kick; the remaining steps go through the public relax()
+        sub.max_sweeps = T - kick_time
+        sub.relax()
+        return 0.5 * np.sum((sub.state()[sub.L] - y) ** 2)
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for t in range(K):
+        for layer in (1, 2):
+            g = ref.neurons[t][layer - 1]
+            for sample, unit in zip(*np.nonzero(g)):
+                if rng.random() > 0.3:
+                    continue
+                fd = (summed_cost(T - t, layer, sample, unit, h) - summed_cost(T - t, layer, sample, unit, -h)) / (2 * h)
+                assert fd == pytest.approx(g[sample, unit], rel=1e-6, abs=1e-9)
+                checked += 1
+    assert checked > 20
+
+
+def test_bptt_over_a_long_free_phase_is_the_implicit_gradient():
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 1, (6, 20)), np.eye(5)[rng.integers(0, 5, 6)]
+    disc = DiscreteSubstrate((20, 30, 5), seed=1, T=400)
+    grad = disc.true_gradient(x, y)
+    implicit = HopfieldSubstrate((20, 30, 5), seed=1, tol=1e-14, max_sweeps=100_000).true_gradient(x, y)
+    for name in grad:
+        assert np.linalg.norm(grad[name] - implicit[name]) <= 1e-10 * np.linalg.norm(implicit[name]), name
+
+
+@pytest.mark.parametrize("layers", [(20, 30, 5), (20, 30, 20, 5)])
+def test_gdu_property_per_step_and_layer(layers):
+    sub, x, y = interior(layers)
+    theta = sub.parameters()
+    reports = {beta: gdu_check(sub, x, y, beta=beta, K=10, variant="centered") for beta in (1e-2, 1e-3)}
+    fine, coarse = reports[1e-3], reports[1e-2]
+    for name, errors in fine.rel_error.items():
+        reached = np.isfinite(errors)
+        assert reached.sum() >= 4, name  # every layer and tensor is compared at several steps
+        assert np.all(errors[reached] <= 1e-2), (name, errors)
+        assert np.all(np.isfinite(coarse.rel_error[name]) == reached)
+        late = reached & (coarse.rel_error[name] > 1e-8)  # the first steps match to rounding at any beta
+        assert np.all(errors[late] < 0.05 * coarse.rel_error[name][late]), name  # centered: O(beta^2)
+        assert np.all(fine.sign_agreement[name][reached] == 1.0)
+    # the nudge reaches layer l only after L - l steps, and BPTT's gradient there is exactly zero before
+    L = sub.L
+    assert np.isnan(fine.rel_error["s1"][: L - 1]).all() and np.isfinite(fine.rel_error[f"s{L}"][0])
+    for name, value in sub.parameters().items():
+        np.testing.assert_array_equal(value, theta[name])  # the check leaves theta untouched
+
+
+def test_one_sided_error_shrinks_with_beta_and_centered_beats_it():
+    sub, x, y = interior()
+    worst = {(v, b): gdu_check(sub, x, y, beta=b, K=10, variant=v).worst("W")
+             for v in ("positive", "centered") for b in (1e-2, 1e-3)}
+    assert 7 < worst["positive", 1e-2] / worst["positive", 1e-3] < 13  # one-sided: O(beta)
+    for b in (1e-2, 1e-3):
+        assert worst["centered", b] < 0.1 * worst["positive", b]
+    # the same for the whole update of the EqProp protocol against the BPTT gradient
+    sub.tol, sub.max_sweeps, sub.T = 1e-14, 100_000, 2000
+    errors = {v: update_fidelity(sub, EqProp(beta=0.05, lr=1.0, variant=v), x, y)["all"].rel_error
+              for v in ("positive", "negative", "centered")}
+    assert errors["centered"] < 0.1 * min(errors["positive"], errors["negative"])
+
+
+def test_eqprop_and_continual_eqprop_train_it():
+    sub, x, y = interior(batch=16, tol=1e-6, max_sweeps=2000)
+    start = sub.loss(x, y)
+    for protocol in (EqProp(beta=0.2, lr=0.05, variant="centered"), EqProp(beta=0.2, lr=0.05, variant="positive"),
+                     ContinualEqProp(beta=0.2, lr=0.01)):
+        net, _, _ = interior(batch=16, tol=1e-6, max_sweeps=2000)
+        for _ in range(40):
+            protocol.step(net, x, y)
+        assert net.loss(x, y) < 0.7 * start, protocol
+    # continual EqProp's summed update approaches EqProp's (positive) as lr -> 0
+    eq = protocol_update(sub, EqProp(beta=0.2, lr=1.0, variant="positive"), x, y)
+    ce = protocol_update(sub, ContinualEqProp(beta=0.2, lr=1e-4), x, y)
+    flat = lambda d: np.concatenate([np.ravel(d[n]) for n in sorted(d)])  # noqa: E731
+    assert np.linalg.norm(flat(ce) / 1e-4 - flat(eq)) < 0.01 * np.linalg.norm(flat(eq))
+
+
+def test_refusals():
+    sub, x, y = interior()
+    with pytest.raises(ConfigurationError, match="beta <= -1"):
+        sub.nudge(-1.0, y)
+    with pytest.raises(ConfigurationError, match="variant"):
+        gdu_check(sub, x, y, variant="random-sign")
+    with pytest.raises(ConfigurationError, match="K >= 1"):
+        gdu_check(sub, x, y, K=0)
+    with pytest.raises(ConfigurationError, match="discrete-time"):
+        gdu_check(HopfieldSubstrate((20, 30, 5)), x, y)
+    with pytest.raises(ConfigurationError, match="T >= 1"):
+        sub.bptt(x, y, T=3, K=4)
+    with pytest.raises(ConfigurationError, match="T=0"):
+        DiscreteSubstrate((4, 5, 3), T=0)
+    stuck = DiscreteSubstrate((20, 30, 5), seed=0, init_gain=3.0)
+    with pytest.raises(RelaxationError, match="did not settle"):
+        from sim_backends.gdu import GDUSettings
+
+        gdu_check(stuck, x, y, settings=GDUSettings(max_free_steps=5))
+    assert stuck.max_sweeps == 200 and stuck._beta == 0.0  # restored after the failure
+
+
+def test_tables_and_figure(tmp_path):
+    sub, x, y = interior()
+    report = gdu_check(sub, x, y, beta=1e-3, K=4)
+    rows = dict(table_rows(report))
+    assert list(rows) == ["s1", "s2", "W1", "b1", "W2", "b2"]
+    assert rows["s1"][0] == "·" and rows["s2"][0] != "·"
+    assert float(rows["W2"][3]) == pytest.approx(report.rel_error["W2"][3], rel=0.06)
+    assert dict(table_rows(report, "sign_agreement"))["W2"][0] == "100.0%"
+    path = plot_gdu(report, str(tmp_path / "gdu.png"))
+    assert (tmp_path / "gdu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.endswith("gdu.png")
