@@ -59,7 +59,9 @@ class DiscreteSubstrate(HopfieldSubstrate):
 
     ``max_sweeps`` defaults to 200 time steps: each step moves every layer
     once, but each of the two interleaved chains advances by half a sweep, so
-    a relaxation takes about twice the Hopfield network's sweeps.
+    a relaxation takes two to four times the Hopfield network's sweeps. If E
+    has several minima the two chains may settle in different ones: the state
+    then alternates between two values, and ``relax`` reports it unconverged.
     """
 
     description = "discrete-time layered network, s(t+1) = clip(dPhi/ds) (Ernoult et al. 2019); BPTT oracle"

@@ -7,6 +7,7 @@ from aeqprop import registry
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.oracle import finite_difference, protocol_update, update_fidelity
 from aeqprop.substrate import AeqpropSubstrate, EqPropSubstrate, Substrate
+from protocols.aeqprop import Aeqprop
 from protocols.continual import ContinualEqProp
 from protocols.eqprop import EqProp
 from sim_backends.discrete import DiscreteSubstrate
@@ -190,6 +191,12 @@ def test_eqprop_and_continual_eqprop_train_it():
     ce = protocol_update(sub, ContinualEqProp(beta=0.2, lr=1e-4), x, y)
     flat = lambda d: np.concatenate([np.ravel(d[n]) for n in sorted(d)])  # noqa: E731
     assert np.linalg.norm(flat(ce) / 1e-4 - flat(eq)) < 0.01 * np.linalg.norm(flat(eq))
+
+
+def test_aeqprop_step_is_a_step_down_the_bptt_gradient():
+    sub, x, y = interior(tol=1e-14, max_sweeps=100_000, T=2000, eps=1e-3)
+    fid = update_fidelity(sub, Aeqprop(beta=0.01, variant="centered"), x, y)["all"]
+    assert fid.cosine > 0.99999 and fid.rel_error < 1e-3
 
 
 def test_refusals():
