@@ -311,7 +311,7 @@ def gdu_table(backend: str, sizes, variant: str, beta: float, k: int, batch_size
 
     from sim_backends.gdu import gdu_check, plot_gdu, table_rows
 
-    substrate = _build("backends", backend, dict(layers=sizes, seed=seed))
+    substrate = _build("backends", backend, {"layers": sizes, "seed": seed})
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (batch_size, sizes[0]))
     y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]

@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     for t in range(first.K):
         print(f"| {t} | " + " | ".join(cells[t] for _, cells in rows) + " |")
 
-    print(f"\nWorst per-step relative error over every layer and step of K = 10, beta 1e-3, per seed (aim <= 1e-2)\n")
+    print("\nWorst per-step relative error over every layer and step of K = 10, beta 1e-3, per seed (aim <= 1e-2)\n")
     print("| seed | variant | neurons | weights | biases | cells <= 1e-2 |")
     print("|---:|---|---:|---:|---:|---:|")
     for seed in args.seeds:

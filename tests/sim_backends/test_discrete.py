@@ -189,8 +189,9 @@ def test_eqprop_and_continual_eqprop_train_it():
     # continual EqProp's summed update approaches EqProp's (positive) as lr -> 0
     eq = protocol_update(sub, EqProp(beta=0.2, lr=1.0, variant="positive"), x, y)
     ce = protocol_update(sub, ContinualEqProp(beta=0.2, lr=1e-4), x, y)
-    flat = lambda d: np.concatenate([np.ravel(d[n]) for n in sorted(d)])  # noqa: E731
-    assert np.linalg.norm(flat(ce) / 1e-4 - flat(eq)) < 0.01 * np.linalg.norm(flat(eq))
+    flat = np.concatenate
+    eq, ce = (flat([np.ravel(d[n]) for n in sorted(d)]) for d in (eq, ce))
+    assert np.linalg.norm(ce / 1e-4 - eq) < 0.01 * np.linalg.norm(eq)
 
 
 def test_aeqprop_step_is_a_step_down_the_bptt_gradient():
