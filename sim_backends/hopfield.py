@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
-from sim_backends.hopfield_oracle import implicit_gradient
+from sim_backends.hopfield_oracle import HopfieldOracle
+from sim_backends.readout import check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
 
@@ -43,7 +43,7 @@ HIDDEN_BOX = (0.0, 1.0)
 OUTPUT_BOX = (-1.0, 2.0)
 
 
-class HopfieldSubstrate(FloatingParameters):
+class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
     """A batched layered Hopfield network, float64 (or float32) compute.
 
     Parameters
@@ -68,6 +68,10 @@ class HopfieldSubstrate(FloatingParameters):
     dtype:
         ``"float64"`` or ``"float32"``: the precision of the state, parameters and
         every product (float32: about half the time on large layers).
+    cost:
+        ``"squared"`` (the output units are the last layer, nudged toward y) or
+        ``"cross-entropy"``: the last layer is a softmax readout of the top hidden
+        layer, outside the energy (:mod:`sim_backends.readout`).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class HopfieldSubstrate(FloatingParameters):
         joint_rtol: float = 1e-6,
         max_joint_updates: int = 500,
         dtype: str = "float64",
+        cost: str = "squared",
     ):
         layers = tuple(int(n) for n in layers)
         if len(layers) < 2 or min(layers) < 1:
@@ -95,6 +100,8 @@ class HopfieldSubstrate(FloatingParameters):
         self.dtype = np.dtype(str(dtype))
         self.layers = layers
         self.L = len(layers) - 1
+        self.readout = check_cost(cost, len(layers))
+        self.T = self.L - 1 if self.readout else self.L  # the top layer of the energy
         self.tol = float(tol)
         self.max_sweeps = int(max_sweeps)
         self.joint_rtol = float(joint_rtol)
@@ -111,7 +118,8 @@ class HopfieldSubstrate(FloatingParameters):
             parameter_bounds={n: (-float(bound), float(bound)) for n in names},
             max_batch=max_batch,
             capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
-            description=f"layered Hopfield network {'-'.join(map(str, layers))}",
+            description=f"layered Hopfield network {'-'.join(map(str, layers))}"
+                        + (", softmax readout" if self.readout else ""),
         )
         self.eps = per_tensor("eps", eps, names)
         rng = np.random.default_rng(seed)
@@ -137,7 +145,7 @@ class HopfieldSubstrate(FloatingParameters):
         self._s = [self._x] + [np.zeros((batch, n), dtype=self.dtype) for n in self.layers[1:]]
 
     def _box(self, l: int) -> tuple[float, float]:
-        return OUTPUT_BOX if l == self.L else HIDDEN_BOX
+        return OUTPUT_BOX if l == self.L and not self.readout else HIDDEN_BOX
 
     def _array(self, name: str, a, shape) -> np.ndarray:
         a = check_array(name, a, shape)
@@ -155,9 +163,9 @@ class HopfieldSubstrate(FloatingParameters):
         self._stale = True
 
     def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
-        """Squared-cost nudging toward y with strength beta (0 removes it); beta <= -1 is refused."""
+        """Nudging toward y with strength beta (0 removes it); with the squared cost beta <= -1 is refused."""
         beta = float(beta)
-        if not np.isfinite(beta) or beta <= -1.0:
+        if not np.isfinite(beta) or (beta <= -1.0 and not self.readout):
             raise ConfigurationError(
                 f"beta={beta}: with the squared cost and unit output self-energy, beta <= -1 "
                 "destroys the minimum of F; use beta > -1"
@@ -180,19 +188,22 @@ class HopfieldSubstrate(FloatingParameters):
 
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
         """Settle the state by exact block coordinate descent (odd layers, then even)."""
-        s, W, b, L = self._s, self.W, self.b, self.L
+        s, W, b, L, T = self._s, self.W, self.b, self.L, self.T
         beta, y = self._beta, self._y
         drive1 = self._input_drive()
         # the output block, (s_(L-1) W_L + b_L + beta y) / (1 + beta), as one product and one sum
         W_out, b_out = W[L], b[L]
-        if beta != 0.0:
+        squared = beta != 0.0 and not self.readout
+        if squared:
             W_out, b_out = W[L] / (1.0 + beta), (b[L] + beta * y) / (1.0 + beta)
-        if L == 1 and beta != 0.0:
+        if L == 1 and squared:
             drive1 = (drive1 + beta * y) / (1.0 + beta)
+        # with the readout, the top energy layer feels -beta (p - y) W_r^T, taken at its current state
+        force = self.readout and beta != 0.0
         # preallocated buffers: a sweep allocates nothing; a layer's new state swaps with its old one
         new = [None] + [np.empty_like(a) for a in s[1:]]
         WT = [None, None] + [np.ascontiguousarray(w.T) for w in W[2:]]
-        odd, even = list(range(1, L + 1, 2)), list(range(2, L + 1, 2))
+        odd, even = list(range(1, T + 1, 2)), list(range(2, T + 1, 2))
         # Each parity class is an exact function of the other, so when the smaller class stops
         # moving the sweep is at a fixed point: only its change is measured.
         watched = set(even if 0 < sum(self.layers[l] for l in even) <= sum(self.layers[l] for l in odd) else odd)
@@ -206,7 +217,7 @@ class HopfieldSubstrate(FloatingParameters):
             for l, lo, hi, watch in plan:
                 pre = new[l]
                 if l == 1:
-                    if L > 1:
+                    if T > 1:
                         np.matmul(s[2], WT[2], out=pre)
                         pre += drive1
                     else:
@@ -214,8 +225,13 @@ class HopfieldSubstrate(FloatingParameters):
                 else:
                     np.matmul(s[l - 1], W_out if l == L else W[l], out=pre)
                     pre += b_out if l == L else b[l]
-                    if l < L:
+                    if l < T:
                         pre += s[l + 1] @ WT[l + 1]
+                if force and l == T:
+                    err = predict(s[T], W[L], b[L])
+                    err -= y
+                    err *= beta
+                    pre -= err @ WT[L]
                 np.maximum(pre, lo, out=pre)  # the box, as two ufuncs (np.clip's wrapper costs more)
                 np.minimum(pre, hi, out=pre)
                 if watch:
@@ -231,21 +247,30 @@ class HopfieldSubstrate(FloatingParameters):
         return self._settled(sweeps, change, tol)
 
     def outputs(self) -> np.ndarray:
+        """The output units, or with the readout the class probabilities."""
         self._settle()
+        if self.readout:
+            return predict(self._s[self.T], self.W[self.L], self.b[self.L])
         return self._s[self.L].copy()
 
     def state(self) -> list[np.ndarray]:
-        """The settled layers ``[x, s_1, ..., s_L]`` (copies); for checks and plots."""
+        """The settled layers ``[x, s_1, ..., s_L]`` (copies; with the readout s_L are the
+        probabilities); for checks and plots."""
         self._settle()
-        return [a.copy() for a in self._s]
+        out = [a.copy() for a in self._s]
+        if self.readout:
+            out[self.L] = self.outputs()
+        return out
 
     def energy(self) -> float:
         """F = E + beta C at the current state, batch mean."""
         s, W, b = self._s, self.W, self.b
         e = 0.0
-        for l in range(1, self.L + 1):
+        for l in range(1, self.T + 1):
             e += 0.5 * np.sum(s[l] ** 2) - np.sum((s[l - 1] @ W[l]) * s[l]) - np.sum(s[l] @ b[l])
         if self._beta != 0.0:
+            if self.readout:
+                return float(e / s[0].shape[0]) + self._beta * cross_entropy(self.outputs(), self._y)
             e += self._beta * 0.5 * np.sum((s[self.L] - self._y) ** 2)
         return float(e / s[0].shape[0])
 
@@ -278,18 +303,21 @@ class HopfieldSubstrate(FloatingParameters):
         return self._assign(theta)
 
     def energy_gradients(self) -> dict[str, np.ndarray]:
-        """dE/dW_l = -mean(s_(l-1) s_l^T), dE/db_l = -mean(s_l) at the current equilibrium."""
+        """dE/dW_l = -mean(s_(l-1) s_l^T), dE/db_l = -mean(s_l) at the current equilibrium
+        (for the readout, which is outside E: beta dC/dtheta, see :mod:`sim_backends.readout`)."""
         self._settle()
-        return self._gradients(self._s)
+        return self._gradients(self._s, self._beta, self._y)
 
-    def _gradients(self, s: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def _gradients(self, s: list[np.ndarray], beta: float, y: np.ndarray | None) -> dict[str, np.ndarray]:
         B = s[0].shape[0]
         out = {}
-        for l in range(1, self.L + 1):
+        for l in range(1, self.T + 1):
             g = s[l - 1].T @ s[l]
             g *= -1.0 / B
             out[f"W{l}"] = g
             out[f"b{l}"] = s[l].sum(axis=0) * (-1.0 / B)
+        if self.readout:
+            out[f"W{self.L}"], out[f"b{self.L}"] = readout_gradients(s[self.T], self.W[self.L], self.b[self.L], y, beta)
         return out
 
     # -- floating parameters (capability "aeqprop"): see sim_backends.floating --
@@ -297,8 +325,8 @@ class HopfieldSubstrate(FloatingParameters):
     def _u(self) -> dict[str, np.ndarray]:
         """The knobs; a pending native homeostasis is turned into values on first read."""
         if self._held is not None:
-            theta, s = self._held
-            g = self._gradients(s)
+            theta, s, beta, y = self._held
+            g = self._gradients(s, beta, y)
             self._knobs = {n: theta[n] + self.eps[n] * g[n] for n in g}
             self._held = None
         return self._knobs
@@ -314,7 +342,7 @@ class HopfieldSubstrate(FloatingParameters):
         one-update release needs only the difference of the two states.
         """
         self._settle()
-        self._held = (self.parameters(), [self._s[0]] + [a.copy() for a in self._s[1:]])
+        self._held = (self.parameters(), [self._s[0]] + [a.copy() for a in self._s[1:]], self._beta, self._y)
 
     def release(self, duration: float | None = None) -> RelaxReport:
         """As :meth:`FloatingParameters.release`; one update after native homeostasis is
@@ -326,16 +354,16 @@ class HopfieldSubstrate(FloatingParameters):
         report = RelaxReport(sweeps=0, residual=0.0, converged=True)
         if self._stale:
             report = report + self._relax(self.tol, self.max_sweeps)
-        theta, s_h = held
+        theta, s_h, beta_h, y_h = held
         s = self._s
         if s_h[-1].shape != s[-1].shape:  # clamped to another batch since: the general path
             return super().release(duration)
         scale = 1.0 / s[0].shape[0]
         target = {}
-        for l in range(1, self.L + 1):
-            d = s[l] - s_h[l]
-            d *= self.eps[f"W{l}"] * scale
+        for l in range(1, self.T + 1):
             if s[l - 1] is s_h[l - 1]:  # the same clamped x: x^T s_1' - x^T s_1 = x^T (s_1' - s_1)
+                d = s[l] - s_h[l]
+                d *= self.eps[f"W{l}"] * scale
                 w = s[l - 1].T @ d
             else:
                 w = s[l - 1].T @ (s[l] * (self.eps[f"W{l}"] * scale))
@@ -343,51 +371,15 @@ class HopfieldSubstrate(FloatingParameters):
             w += theta[f"W{l}"]
             target[f"W{l}"] = w
             target[f"b{l}"] = theta[f"b{l}"] + (s[l].sum(axis=0) - s_h[l].sum(axis=0)) * (self.eps[f"b{l}"] * scale)
+        if self.readout:  # theta_h + eps (beta_h dC/dtheta(s_h) - beta dC/dtheta(s)), small tensors
+            T, L = self.T, self.L
+            held_g = readout_gradients(s_h[T], theta[f"W{L}"], theta[f"b{L}"], y_h, beta_h)
+            now_g = readout_gradients(s[T], self.W[L], self.b[L], self._y, self._beta)
+            for k, name in enumerate((f"W{L}", f"b{L}")):
+                target[name] = theta[name] + self.eps[name] * (held_g[k] - now_g[k])
         self._assign(target, copy=False)
         report.seconds = time.perf_counter() - t0
         return report
-
-    # -- oracle (simulation only) ---------------------------------------------
-    @contextmanager
-    def _float64(self):
-        """Compute in float64 for the duration (the oracle), whatever the substrate's dtype."""
-        if self.dtype == np.float64:
-            yield
-            return
-        saved = (self.W, self.b, self._x, self._s, self._y, self._drive)
-        self.W = [None] + [w.astype(np.float64) for w in self.W[1:]]
-        self.b = [None] + [v.astype(np.float64) for v in self.b[1:]]
-        self.dtype, self._drive = np.dtype(np.float64), None
-        try:
-            yield
-        finally:
-            self.W, self.b, self._x, self._s, self._y, self._drive = saved
-            self.dtype = np.dtype(np.float32)
-            self._stale = True
-
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        """L = mean_batch 1/2 ||o(s_0) - y||^2 at a tightly settled free equilibrium (float64)."""
-        with self._float64():
-            return self._loss(x, y)
-
-    def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        self.clamp(x)
-        self.nudge(0.0)
-        self._relax(1e-13, 100_000)
-        y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
-        return float(0.5 * np.sum((self._s[self.L] - y) ** 2) / y.shape[0])
-
-    def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """dL/dtheta by implicit differentiation at the free equilibrium (float64; see
-        :mod:`sim_backends.hopfield_oracle`). Leaves the substrate clamped to x."""
-        with self._float64():
-            self._loss(x, y)
-            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
-            s = self._s
-            grads = implicit_gradient(self.W, s, [None] + [self._box(l) for l in range(1, self.L + 1)], s[self.L] - y)
-        if self.dtype != np.float64:
-            self.clamp(x)
-        return grads
 
     def close(self) -> None:
         """Nothing to switch off in simulation; removes nudging."""

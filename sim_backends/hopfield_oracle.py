@@ -10,7 +10,12 @@ are only of the sizes of layers 2..L.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
+
+from aeqprop.substrate import check_array
+from sim_backends.readout import cross_entropy, predict
 
 
 def implicit_gradient(W: list, s: list, boxes: list, dC_ds: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,3 +53,58 @@ def implicit_gradient(W: list, s: list, boxes: list, dC_ds: np.ndarray) -> dict[
         grads[f"W{l}"] = gw / B
         grads[f"b{l}"] = lams[l].mean(axis=0)
     return grads
+
+
+class HopfieldOracle:
+    """Capability "oracle" of :class:`~sim_backends.hopfield.HopfieldSubstrate` (a mixin)."""
+
+    @contextmanager
+    def _float64(self):
+        """Compute in float64 for the duration (the oracle), whatever the substrate's dtype."""
+        if self.dtype == np.float64:
+            yield
+            return
+        saved = (self.W, self.b, self._x, self._s, self._y, self._drive)
+        self.W = [None] + [w.astype(np.float64) for w in self.W[1:]]
+        self.b = [None] + [v.astype(np.float64) for v in self.b[1:]]
+        self.dtype, self._drive = np.dtype(np.float64), None
+        try:
+            yield
+        finally:
+            self.W, self.b, self._x, self._s, self._y, self._drive = saved
+            self.dtype = np.dtype(np.float32)
+            self._stale = True
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """L = mean_batch C at a tightly settled free equilibrium (float64): 1/2 ||o - y||^2,
+        or -sum y log p with the readout."""
+        with self._float64():
+            return self._loss(x, y)
+
+    def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        self.clamp(x)
+        self.nudge(0.0)
+        self._relax(1e-13, 100_000)
+        y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+        if self.readout:
+            return cross_entropy(self.outputs(), y)
+        return float(0.5 * np.sum((self._s[self.L] - y) ** 2) / y.shape[0])
+
+    def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """dL/dtheta by implicit differentiation at the free equilibrium (float64; see
+        :mod:`sim_backends.hopfield_oracle`). Leaves the substrate clamped to x."""
+        with self._float64():
+            self._loss(x, y)
+            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+            s, T, L = self._s, self.T, self.L
+            boxes = [None] + [self._box(l) for l in range(1, T + 1)]
+            if not self.readout:
+                grads = implicit_gradient(self.W, s, boxes, s[L] - y)
+            else:
+                err = predict(s[T], self.W[L], self.b[L]) - y
+                grads = implicit_gradient(self.W, s[:T + 1], boxes, err @ self.W[L].T)
+                grads[f"W{L}"], grads[f"b{L}"] = s[T].T @ err / len(err), err.mean(axis=0)
+        if self.dtype != np.float64:
+            self.clamp(x)
+        return grads
+
