@@ -17,6 +17,7 @@ KINDS = {"backends": "aeqprop.backends", "protocols": "aeqprop.protocols", "driv
 
 BUILTIN: dict[str, dict[str, str]] = {
     "backends": {
+        "conv": "sim_backends.conv:ConvHopfieldSubstrate",
         "hopfield": "sim_backends.hopfield:HopfieldSubstrate",
         "instrument": "drivers.cli_support:build_substrate",
         "netlist": "sim_backends.netlist:NetlistSubstrate",

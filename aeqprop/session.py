@@ -96,6 +96,8 @@ def build(config: RunConfig) -> Built:
     protocol = build_with(make_protocol, config.protocol.options, {"seed": config.seed}, "protocol.options")
     options = dict(config.substrate.options)
     injected: dict[str, Any] = {"seed": config.seed}
+    if getattr(data, "shape", None) is not None:
+        injected["input_shape"] = data.shape  # an image dataset's (C, H, W), for substrates that take it
     hidden = options.pop("hidden", None)
     if "layers" not in options and hidden is not None:
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
