@@ -57,14 +57,16 @@ class Conv:
         return self._pool(z.transpose(0, 3, 1, 2))
 
     def adjoint(self, c: np.ndarray, K: np.ndarray) -> np.ndarray:
-        """A^T c: full convolution of the unpooled c with K (the adjoint of the valid correlation)."""
-        g = self._unpool(c)
-        k = self.k
-        padded = np.pad(g, ((0, 0), (0, 0), (k - 1, k - 1), (k - 1, k - 1)))
-        flipped = K[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C_in, C_out, k, k)
-        win = sliding_window_view(padded, (k, k), axis=(2, 3))  # (B, C_out, H, W, k, k)
-        rows = win.transpose(0, 2, 3, 1, 4, 5).reshape(c.shape[0], *self.in_shape[1:], -1)
-        return (rows @ flipped.reshape(flipped.shape[0], -1).T).transpose(0, 3, 1, 2)
+        """A^T c: the unpooled c spread back through K ("col2im": one product, then k^2 shifted adds)."""
+        g = self._unpool(c)  # (B, C_out, Ho, Wo)
+        b, (c_out, c_in, k, _) = g.shape[0], K.shape
+        ho, wo = self.conv_shape[1:]
+        cols = (g.transpose(0, 2, 3, 1).reshape(-1, c_out) @ K.reshape(c_out, -1)).reshape(b, ho, wo, c_in, k, k)
+        out = np.zeros((b, *self.in_shape[1:], c_in), dtype=cols.dtype)
+        for u in range(k):
+            for v in range(k):
+                out[:, u:u + ho, v:v + wo, :] += cols[:, :, :, :, u, v]
+        return out.transpose(0, 3, 1, 2)
 
     def gradient(self, a: np.ndarray, c: np.ndarray) -> np.ndarray:
         """d(c . A(a))/dK, summed over the batch: shape (C_out, C_in, k, k)."""
