@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     acc[BACKPROP] = []
     ratios = {name: [] for name in methods}
     seconds = {name: [] for name in methods}
-    bp_seconds = []
+    bp_seconds = {"float64": [], "float32": []}
     clocks = {name: PhaseClock() for name in methods}
     for seed in args.seeds:
         data = load_dataset("digits", seed=seed)
@@ -80,15 +80,17 @@ def main(argv=None) -> None:
         for name, (make, dtype) in methods.items():
             sub = HopfieldSubstrate((64, args.hidden, 10), eps=0.1, seed=seed, tol=1e-3, dtype=dtype)
             trainers[name] = Trainer(sub, make(), data, epochs=args.epochs, batch_size=args.batch, seed=seed)
-        bp = BackpropMLP((64, args.hidden, 10), lr=0.1, seed=seed)
+        bps = {dtype: BackpropMLP((64, args.hidden, 10), lr=0.1, seed=seed, dtype=dtype) for dtype in bp_seconds}
+        bp = bps["float64"]
         records = {}
         for epoch in range(1, args.epochs + 1):
-            t_bp = bp.epoch(data.x_train, data.y_train, args.batch)
-            bp_seconds.append(t_bp)
+            t_bp = {dtype: net.epoch(data.x_train, data.y_train, args.batch) for dtype, net in bps.items()}
+            for dtype, t in t_bp.items():
+                bp_seconds[dtype].append(t)
             for name, trainer in trainers.items():
                 records[name] = trainer.run_epoch(epoch, on_step=clocks[name])
                 seconds[name].append(records[name].seconds)
-                ratios[name].append(records[name].seconds / t_bp)
+                ratios[name].append(records[name].seconds / t_bp[methods[name][1]])
         for name in methods:
             acc[name].append(records[name].test_accuracy)
             print(f"  seed {seed}: {name}: {records[name].test_accuracy:.2%}", file=sys.stderr)
@@ -102,12 +104,12 @@ def main(argv=None) -> None:
     print("|---|---|---|")
     for name, values in acc.items():
         print(f"| {name} | {np.mean(values):.2%} | {' / '.join(f'{v:.2%}' for v in values)} |")
-    bp = float(np.median(bp_seconds))
-    print(f"\nTime of one training epoch (median over epochs and seeds); each epoch's ratio is to the numpy "
-          f"backprop epoch run just before it (median backprop epoch {bp * 1e3:.1f} ms):\n")
+    print("\nTime of one training epoch (median over epochs and seeds); each epoch's ratio is to the numpy "
+          "backprop epoch of the same precision run just before it:\n")
     print("| method | seconds per epoch | relative to backprop (median of per-epoch ratios) |")
     print("|---|---|---|")
-    print(f"| numpy backprop MLP (float64) | {bp:.4f} | 1.0x |")
+    for dtype, values in bp_seconds.items():
+        print(f"| numpy backprop MLP ({dtype}) | {np.median(values):.4f} | 1.0x |")
     for name in methods:
         print(f"| {name} | {np.median(seconds[name]):.4f} | {np.median(ratios[name]):.1f}x |")
     print("\nWhere a step's time goes (mean ms per step; 'other' is the protocol's own work and the trainer's):\n")
