@@ -269,3 +269,22 @@ def test_cli_data_fetch(server, tmp_path, monkeypatch):
     assert result.output.count("downloaded") == 4 and f"mnist in {tmp_path / 'd' / 'mnist'}" in result.output
     result = runner.invoke(cli.app, ["data", "list", "--data-dir", str(tmp_path / "d")])
     assert f"mnist            1x28x28   {tmp_path / 'd' / 'mnist'}" in result.output
+
+
+def test_train_on_a_named_dataset_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+    from aeqprop.store import RunStore
+
+    make_mnist(tmp_path / "data" / "mnist", n_train=40, n_test=20)
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(cli.app, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
+                                          "--hidden", "8", "--epochs", "1", "--runs", str(runs), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+    config = RunStore(str(runs), create=False).run(1)["config"]
+    assert config["dataset"] == {"name": "mnist", "test_fraction": 0.2, "seed": None, "target_column": -1,
+                                 "validation": None, "data_dir": str(tmp_path / "data")}
+    missing = CliRunner().invoke(cli.app, ["train", "--dataset", "kmnist", "--data-dir", str(tmp_path / "data")])
+    assert missing.exit_code == 2 and "aeqprop data fetch kmnist" in missing.output

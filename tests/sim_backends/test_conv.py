@@ -155,3 +155,17 @@ def test_a_run_config_builds_it_on_an_image_dataset(tmp_path, monkeypatch):
     result = built.trainer.run()
     assert 0.0 <= result.final.val_accuracy <= 1.0
     assert result.final.train_loss < result.history[0].train_loss  # it learns the stripes
+
+
+def test_the_cifar10_example_builds_the_network_it_describes():
+    """Not trained here (sized for a large machine), but its substrate options are checked."""
+    from pathlib import Path
+
+    from aeqprop.config import load_config
+    from aeqprop.session import build_with
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "cifar10_conv_gpu.toml")
+    options = dict(cfg.substrate.options)
+    hidden = options.pop("hidden")
+    sub = build_with(ConvHopfieldSubstrate, options, {"layers": (3072, *hidden, 10), "input_shape": (3, 32, 32)}, "x")
+    assert sub.info.description == "conv Hopfield network 3x32x32 -> 64x14x14 -> 128x5x5 -> 10, softmax readout"
