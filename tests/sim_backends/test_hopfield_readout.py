@@ -126,3 +126,10 @@ def test_readout_needs_a_hidden_layer_and_a_known_cost():
         HopfieldSubstrate((4, 3), cost="cross-entropy")
     with pytest.raises(ConfigurationError, match="cost='hinge': valid: squared, cross-entropy"):
         HopfieldSubstrate((4, 5, 3), cost="hinge")
+
+
+def test_the_untied_network_refuses_the_readout():
+    from sim_backends.untied import UntiedSubstrate
+
+    with pytest.raises(ConfigurationError, match="squared cost only"):
+        UntiedSubstrate((4, 5, 3), cost="cross-entropy")
