@@ -81,7 +81,8 @@ def train(
     config: Optional[str] = typer.Argument(None, help="Run config (TOML); without it the built-in default run."),
     set_: list[str] = typer.Option([], "--set", help="Override one config field, e.g. --set schedule.epochs=5 (repeatable)."),
     runs: Optional[str] = typer.Option(None, help="Runs folder holding the run store [default: the config's, runs]."),
-    dataset: Optional[str] = typer.Option(None, help="Bundled dataset (digits, iris, wine, breast_cancer) or a .csv/.npz path [default: digits]."),
+    dataset: Optional[str] = typer.Option(None, help="Bundled dataset (digits, iris, wine, breast_cancer), a named one (mnist, fashion-mnist, kmnist, emnist-SPLIT, cifar10, cifar100; see `aeqprop data list`) or a .csv/.npz path [default: digits]."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder of the named datasets [default: $AEQPROP_DATA, ~/.cache/aeqprop/datasets, system folders]."),
     backend: Optional[str] = typer.Option(None, help="Simulated substrate by name [default: hopfield]."),
     wiring: Optional[str] = typer.Option(None, help="Train instruments wired as in this map (TOML; see docs/hardware.md)."),
     netlist: Optional[str] = typer.Option(None, help="Netlist file of the circuit for --backend netlist."),
@@ -112,7 +113,7 @@ def train(
         backend = backend or "instrument"
         batch_size = batch_size or 1  # instruments settle one sample at a time
     flags = {
-        "runs": runs, "dataset.name": dataset, "substrate.backend": backend, "protocol.name": protocol,
+        "runs": runs, "dataset.name": dataset, "dataset.data_dir": data_dir, "substrate.backend": backend, "protocol.name": protocol,
         "substrate.wiring": wiring, "substrate.options.netlist": netlist,
         "protocol.options.variant": variant, "protocol.options.beta": beta, "substrate.options.eps": eps,
         "protocol.options.lr": lr, "protocol.options.homeostasis": homeostasis,
@@ -194,6 +195,39 @@ def protocols_list():
 def backends_list():
     """The simulated substrates available by name."""
     list_registered("backends")
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Named datasets (MNIST family, CIFAR): where they are, and downloading them.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+@one_line_errors
+def data_list(data_dir: Optional[str] = typer.Option(None, help="Folder of the datasets [default: see `train --help`].")):
+    """Each named dataset, its image shape and the folder it loads from (or 'not found')."""
+    from aeqprop.catalog import CATALOG, locate
+    from aeqprop.errors import DataError
+
+    for name, ds in CATALOG.items():
+        try:
+            where = str(next(iter(locate(ds, data_dir).values())).parent)
+        except DataError:
+            where = f"not found (aeqprop data fetch {name})"
+        typer.echo(f"{name:<16} {'x'.join(map(str, ds.shape)):<9} {where}")
+
+
+@data_app.command("fetch")
+@one_line_errors
+def data_fetch(
+    name: str = typer.Argument(..., help="Dataset name, e.g. fashion-mnist (see `aeqprop data list`)."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder to download into (the dataset goes in DATA_DIR/NAME)."),
+    mirror: list[str] = typer.Option([], help="Base URL to download from instead of the official ones (repeatable)."),
+):
+    """Download a named dataset from its official location; each file is checked against its published MD5."""
+    from aeqprop.download import fetch
+
+    folder = fetch(name, data_dir, mirrors=mirror or None, on_file=lambda f, status: typer.echo(f"{status:<10} {f}"))
+    typer.echo(f"{name} in {folder}")
 
 
 runs_app = typer.Typer(no_args_is_help=True, help="Look at the runs recorded in a runs folder.")

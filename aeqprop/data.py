@@ -1,7 +1,11 @@
-"""Datasets: bundled (scikit-learn's digits, iris, wine, breast cancer), CSV and NPZ files.
+"""Datasets: bundled (scikit-learn's digits, iris, wine, breast cancer), CSV and NPZ files,
+and named image datasets with their official test split (MNIST family, CIFAR; see
+:mod:`aeqprop.catalog`, imported only when one is asked for).
 
-Features are scaled to [0, 1] with the training split's per-feature range;
-targets are one-hot (classification). Splits are stratified and seeded.
+Features are scaled to [0, 1] with the training split's per-feature range
+(images: pixel / 255); targets are one-hot (classification). Splits are
+stratified and seeded. A validation split is carved from the training split:
+model selection and schedules use it, the test split chooses nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ class Dataset:
     x_test: np.ndarray
     labels_test: np.ndarray
     n_classes: int
+    x_val: np.ndarray | None = None
+    labels_val: np.ndarray | None = None
+    shape: tuple[int, ...] | None = None  # (C, H, W) of an image dataset; x holds it flattened
 
     @property
     def n_features(self) -> int:
@@ -38,6 +45,11 @@ class Dataset:
     @property
     def y_test(self) -> np.ndarray:
         return one_hot(self.labels_test, self.n_classes)
+
+
+    @property
+    def y_val(self) -> np.ndarray | None:
+        return None if self.labels_val is None else one_hot(self.labels_val, self.n_classes)
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -104,25 +116,59 @@ def _header_lines(path: Path) -> int:
         return 1
 
 
-def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, target_column: int = -1) -> Dataset:
-    """Load a bundled dataset by name, or a .csv / .npz file by path; split, scale to [0, 1]."""
+def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, target_column: int = -1,
+                 validation: float | None = None, data_dir: str | Path | None = None) -> Dataset:
+    """Load a bundled dataset or a named one (``mnist``, ``fashion-mnist``, ``cifar10``, ... with
+    their official test split, read from ``data_dir`` or the usual folders), or a .csv / .npz
+    file by path; split, scale to [0, 1].
+
+    ``validation``: fraction of the training split held out for model selection
+    (None: 0.1 for named datasets, 0 otherwise). ``test_fraction`` applies only
+    where there is no official test split.
+    """
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction={test_fraction}: must be between 0 and 1")
+    if validation is not None and not 0.0 <= validation < 1.0:
+        raise DataError(f"validation={validation}: must be >= 0 and < 1")
+    if name not in BUNDLED and not name.endswith((".csv", ".npz", ".txt")) and not Path(name).exists():
+        from aeqprop.catalog import CATALOG, load_named
+
+        if name not in CATALOG:
+            raise DataError(f"unknown dataset {name!r}; valid: {', '.join(BUNDLED)}, {', '.join(CATALOG)}, "
+                            "or a .csv / .npz file path")
+        x_train, l_train, x_test, l_test, n_classes, shape = load_named(name, data_dir)
+        data = Dataset(str(name), x_train, l_train, x_test, l_test, n_classes, shape=shape)
+        return _carve_validation(data, 0.1 if validation is None else validation, seed)
     if name in BUNDLED:
         x, labels = _bundled(name)
-    elif name.endswith((".csv", ".npz", ".txt")) or Path(name).exists():
-        x, labels = _from_file(Path(name), target_column)
     else:
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(BUNDLED)}, or a .csv / .npz file path")
+        x, labels = _from_file(Path(name), target_column)
     n_classes = int(labels.max()) + 1
     train, test = stratified_split(labels, test_fraction, seed)
+    val = np.empty(0, dtype=int)
+    if validation:
+        keep, val = stratified_split(labels[train], validation, seed + 1)
+        train, val = train[keep], train[val]
     lo, hi = x[train].min(axis=0), x[train].max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
 
     def scale(a: np.ndarray) -> np.ndarray:
         return np.clip((a - lo) / span, 0.0, 1.0)
 
-    return Dataset(str(name), scale(x[train]), labels[train], scale(x[test]), labels[test], n_classes)
+    data = Dataset(str(name), scale(x[train]), labels[train], scale(x[test]), labels[test], n_classes)
+    if validation:
+        data.x_val, data.labels_val = scale(x[val]), labels[val]
+    return data
+
+
+def _carve_validation(data: Dataset, fraction: float, seed: int) -> Dataset:
+    """Move a stratified ``fraction`` of the training split to the validation split."""
+    if not fraction:
+        return data
+    keep, val = stratified_split(data.labels_train, fraction, seed + 1)
+    data.x_val, data.labels_val = data.x_train[val], data.labels_train[val]
+    data.x_train, data.labels_train = data.x_train[keep], data.labels_train[keep]
+    return data
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ KINDS = {"backends": "aeqprop.backends", "protocols": "aeqprop.protocols", "driv
 
 BUILTIN: dict[str, dict[str, str]] = {
     "backends": {
+        "conv": "sim_backends.conv:ConvHopfieldSubstrate",
         "discrete": "sim_backends.discrete:DiscreteSubstrate",
         "hopfield": "sim_backends.hopfield:HopfieldSubstrate",
         "instrument": "drivers.cli_support:build_substrate",

@@ -91,10 +91,13 @@ def build(config: RunConfig) -> Built:
     make_substrate = registry.load("backends", backend)
     make_protocol = registry.load("protocols", config.protocol.name)
     ds = config.dataset
-    data = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=config.data_seed, target_column=ds.target_column)
+    data = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=config.data_seed, target_column=ds.target_column,
+                        validation=ds.validation, data_dir=ds.data_dir)
     protocol = build_with(make_protocol, config.protocol.options, {"seed": config.seed}, "protocol.options")
     options = dict(config.substrate.options)
     injected: dict[str, Any] = {"seed": config.seed}
+    if getattr(data, "shape", None) is not None:
+        injected["input_shape"] = data.shape  # an image dataset's (C, H, W), for substrates that take it
     hidden = options.pop("hidden", None)
     if "layers" not in options and hidden is not None:
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)

@@ -35,6 +35,8 @@ class EpochRecord:
     test_accuracy: float
     seconds: float
     sweeps_per_step: float
+    val_loss: float = float("nan")  # on the validation split, when the data has one
+    val_accuracy: float = float("nan")
 
 
 @dataclass
@@ -235,7 +237,10 @@ class Trainer:
         n = len(order)
         if "on_eval" in hooks:
             hooks["on_eval"](epoch, g, test_loss, test_acc)
-        return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps)
+        val = (float("nan"),) * 2
+        if data.x_val is not None and len(data.x_val):
+            val = evaluate(sub, data.x_val, data.labels_val)
+        return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps, *val)
 
     def run(self, progress: bool = False, on_step: Callable | None = None, on_epoch: Callable | None = None,
             on_eval: Callable | None = None, on_checkpoint: Callable | None = None,

@@ -24,14 +24,15 @@ from aeqprop.substrate import RelaxReport
 
 
 def within_bounds(name: str, value, shape: tuple[int, ...], bounds: tuple[float, float],
-                  copy: bool = True) -> tuple[np.ndarray, int]:
-    """``value`` as float64 clipped to ``bounds``, and how many entries were clipped.
+                  copy: bool = True, dtype=np.float64) -> tuple[np.ndarray, int]:
+    """``value`` as ``dtype`` (float64 unless the substrate computes in float32) clipped to
+    ``bounds``, and how many entries were clipped.
 
     Raises ConfigurationError on a wrong shape and RelaxationError on NaN or inf.
     The common case, already within bounds, costs two read-only passes (a NaN
     fails both comparisons); ``copy=False`` then returns ``value`` itself.
     """
-    value = np.asarray(value, dtype=np.float64)
+    value = np.asarray(value, dtype=dtype)
     if value.shape != tuple(shape):
         raise ConfigurationError(f"{name} has shape {value.shape}, expected {tuple(shape)}")
     lo, hi = bounds

@@ -43,6 +43,8 @@ class UntiedSubstrate(HopfieldSubstrate):
         angle = float(angle)
         if not (np.isfinite(angle) and 0.0 <= angle <= 180.0):
             raise ConfigurationError(f"angle={angle}: the forward/backward angle must be in degrees, 0 to 180")
+        if options.get("cost", "squared") != "squared":
+            raise ConfigurationError("the untied network has the squared cost only; remove cost")
         super().__init__(layers, seed=seed, bound=bound, **options)
         self.angle = angle
         rng = np.random.default_rng([seed, 7])

@@ -17,7 +17,7 @@ def test_the_default_is_the_built_in_run():
     cfg = load_config()
     assert (cfg.dataset.name, cfg.dataset.test_fraction, cfg.seed) == ("digits", 0.2, 0)
     assert cfg.substrate.backend == "hopfield"
-    assert cfg.substrate.options == {"hidden": [512], "eps": 0.1, "tol": 1e-3, "max_sweeps": 100}
+    assert cfg.substrate.options == {"hidden": [512], "eps": 0.1, "tol": 1e-3, "max_sweeps": 100, "dtype": "float32"}
     assert cfg.protocol.name == "aeqprop" and cfg.protocol.options["variant"] == "centered"
     assert (cfg.schedule.epochs, cfg.schedule.batch_size) == (30, 16)
 

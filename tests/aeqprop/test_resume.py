@@ -208,3 +208,26 @@ def test_a_second_sigint_stops_at_once_and_the_run_still_resumes(tmp_path, refer
     assert store.run(1)["status"] in ("interrupted", "running")
     store.close()
     resume_to_reference(runs, reference)
+
+
+@pytest.mark.parametrize("options", [{"dtype": "float32"}, {"cost": "cross-entropy"}], ids=["float32", "readout"])
+def test_float32_and_readout_runs_resume_bitwise(tmp_path, monkeypatch, options):
+    changes = dict(substrate={"backend": "hopfield", "options": {"hidden": [16], "eps": 0.1, "tol": 1e-3, **options}},
+                   schedule__epochs=2, checkpoint__every=0)
+    ref = session.start(config(tmp_path / "a", **changes))
+    calls = {"n": 0}
+
+    def stop_after_17():
+        calls["n"] += 1
+        return calls["n"] == 17
+
+    original = session.StopFlag.__call__
+    monkeypatch.setattr(session.StopFlag, "__call__", lambda self: stop_after_17())
+    stopped = session.start(config(tmp_path / "b", **changes))
+    monkeypatch.setattr(session.StopFlag, "__call__", original)
+    assert stopped.status == "interrupted"
+    assert session.resume(str(tmp_path / "b"), stopped.run_id).status == "completed"
+    a, _ = final_parameters(tmp_path / "a", ref.run_id)
+    b, _ = final_parameters(tmp_path / "b", stopped.run_id)
+    assert_same(a["parameters"], b["parameters"])
+    assert a["parameters"]["W1"].dtype == (np.float32 if options.get("dtype") == "float32" else np.float64)

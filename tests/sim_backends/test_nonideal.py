@@ -41,6 +41,8 @@ def make(cls, layers=(8, 6, 3), seed=1):
         return cls(text=layered_netlist(ResistiveSubstrate(layers, seed=seed, gain=1.0)), layers=layers)
     if cls is ResistiveSubstrate:
         return cls(layers, seed=seed, gain=1.0)
+    if cls.__name__ == "ConvHopfieldSubstrate":  # a 4x4 image: 3x3 conv, 2x2 pooling, then the dense layers
+        return cls((16, *layers[1:]), input_shape=(1, 4, 4), channels=(2,), kernel=3, pool=2, seed=seed)
     return cls(layers, seed=seed)
 
 

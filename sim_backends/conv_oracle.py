@@ -1,0 +1,111 @@
+"""The oracle of the convolutional Hopfield network: dL/dtheta by implicit differentiation.
+
+At the free equilibrium the loss gradient is ``grad L = -(d2E/dtheta ds) lambda``
+with ``H lambda = dC/ds`` on the units not held at a box bound (bound units
+have lambda = 0). Here ``(H v)_l = v_l - A_l(v_(l-1)) - A_(l+1)^T(v_(l+1))``, applied
+through the layer maps, never formed; the system is solved by conjugate
+gradients, each sample its own system, to a relative residual of ``rtol``.
+H is positive definite on the free units when the equilibrium is a strict
+minimum; if CG does not converge the oracle says so instead of returning a
+wrong gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aeqprop.errors import RelaxationError
+from aeqprop.substrate import check_array
+from sim_backends.conv_ops import bias_gradient
+from sim_backends.readout import cross_entropy, predict
+
+
+def _dot(u: list, v: list) -> np.ndarray:
+    """Per-sample inner product of two states (lists of layers)."""
+    return sum(np.einsum("bi,bi->b", a.reshape(len(a), -1), c.reshape(len(c), -1)) for a, c in zip(u, v))
+
+
+def _scaled(v: list, k: np.ndarray) -> list:
+    return [a * k.reshape((-1,) + (1,) * (a.ndim - 1)) for a in v]
+
+
+class ConvOracle:
+    """Capability "oracle" of :class:`~sim_backends.conv.ConvHopfieldSubstrate` (a mixin)."""
+
+    oracle_rtol = 1e-12
+
+    def _hessian(self, v: list, masks: list) -> list:
+        """H v on the free units, layers 1..T (v given as masked layers 1..T)."""
+        T, W = self.T, self.W
+        out = []
+        for l in range(1, T + 1):
+            h = v[l - 1].copy()
+            if l > 1:
+                h -= self.maps[l].forward(v[l - 2], W[l])
+            if l < T:
+                h -= self.maps[l + 1].adjoint(v[l], W[l + 1])
+            out.append(h * masks[l - 1])
+        return out
+
+    def _solve(self, rhs: list, masks: list) -> list:
+        """Batched conjugate gradients for H lambda = rhs (each sample separately)."""
+        x = [np.zeros_like(r) for r in rhs]
+        r = [a.copy() for a in rhs]
+        p = [a.copy() for a in r]
+        rr = _dot(r, r)
+        target = self.oracle_rtol**2 * np.maximum(rr, 1e-300)
+        n = sum(int(np.prod(a.shape[1:])) for a in rhs)
+        for _ in range(4 * n + 20):
+            if np.all(rr <= target):
+                return x
+            Hp = self._hessian(p, masks)
+            pHp = _dot(p, Hp)
+            if np.any(pHp[rr > target] <= 0):
+                break
+            alpha = np.where(rr > target, rr / np.where(pHp > 0, pHp, 1.0), 0.0)
+            x = [a + c for a, c in zip(x, _scaled(p, alpha))]
+            r = [a - c for a, c in zip(r, _scaled(Hp, alpha))]
+            rr_new = _dot(r, r)
+            beta = np.where(rr > 0, rr_new / np.maximum(rr, 1e-300), 0.0)
+            p = [a + c for a, c in zip(r, _scaled(p, beta))]
+            rr = rr_new
+        raise RelaxationError(
+            "the oracle's solve did not converge: the free equilibrium is not a strict minimum on its free "
+            "units (H not positive definite); lower init_gain or the weights"
+        )
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """L = mean_batch C at a tightly settled free equilibrium (squared, or cross-entropy)."""
+        self.clamp(x)
+        self.nudge(0.0)
+        self._relax(1e-13, 100_000)
+        y = check_array("y", y, (x.shape[0], self.info.n_outputs))
+        if self.readout:
+            return cross_entropy(self.outputs(), y)
+        return float(0.5 * np.sum((self._s[self.L] - y) ** 2) / len(y))
+
+    def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """dL/dtheta by implicit differentiation (conjugate gradients). Leaves the substrate clamped to x."""
+        self.loss(x, y)
+        y = check_array("y", y, (x.shape[0], self.info.n_outputs))
+        s, T, L, B = self._s, self.T, self.L, x.shape[0]
+        masks = [((s[l] > self._box(l)[0]) & (s[l] < self._box(l)[1])).astype(np.float64) for l in range(1, T + 1)]
+        rhs = [np.zeros_like(s[l]) for l in range(1, T + 1)]
+        if self.readout:
+            err = predict(s[T].reshape(B, -1), self.W[L], self.b[L]) - y
+            rhs[-1] = (err @ self.W[L].T).reshape(s[T].shape)
+        else:
+            rhs[-1] = s[L] - y
+        rhs = [r * m for r, m in zip(rhs, masks)]
+        lam = [np.zeros_like(s[0])] + self._solve(rhs, masks)
+        grads = {}
+        for l in range(1, T + 1):
+            g = self.maps[l].gradient(s[l - 1], lam[l])
+            if l > 1:
+                g += self.maps[l].gradient(lam[l - 1], s[l])
+            grads[f"W{l}"] = g / B
+            grads[f"b{l}"] = bias_gradient(lam[l]) / B
+        if self.readout:
+            grads[f"W{L}"] = s[T].reshape(B, -1).T @ err / B
+            grads[f"b{L}"] = err.mean(axis=0)
+        return grads

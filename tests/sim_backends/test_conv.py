@@ -1,0 +1,171 @@
+"""The convolutional Hopfield substrate: its layer maps against their definitions, the oracle
+against finite differences, EqProp's gradcheck, and every protocol run on it unchanged."""
+
+import numpy as np
+import pytest
+
+from aeqprop.errors import ConfigurationError
+from aeqprop.oracle import compare, finite_difference
+from aeqprop.substrate import AeqpropSubstrate, EqPropSubstrate
+from protocols.aeqprop import Aeqprop
+from protocols.continual import ContinualEqProp
+from protocols.eqprop import EqProp
+from sim_backends.conv import ConvHopfieldSubstrate
+from sim_backends.conv_ops import Conv
+
+
+def test_conv_map_is_correlation_then_average_pooling_with_its_adjoint_and_gradient():
+    rng = np.random.default_rng(0)
+    c = Conv((2, 7, 9), channels=3, kernel=3, pool=1)
+    a, K = rng.normal(size=(2, 2, 7, 9)), rng.normal(size=c.weight_shape)
+    z = c.forward(a, K)
+    direct = np.zeros((2, 3, 5, 7))
+    for o in range(3):
+        for i in range(5):
+            for j in range(7):
+                direct[:, o, i, j] = np.sum(a[:, :, i:i + 3, j:j + 3] * K[o], axis=(1, 2, 3))
+    assert np.allclose(z, direct, atol=1e-12)
+    pooled = Conv((2, 8, 10), channels=3, kernel=3, pool=2)
+    a8 = rng.normal(size=(2, 2, 8, 10))
+    full = Conv((2, 8, 10), channels=3, kernel=3, pool=1).forward(a8, K)
+    assert np.allclose(pooled.forward(a8, K), full.reshape(2, 3, 3, 2, 4, 2).mean(axis=(3, 5)), atol=1e-12)
+    cc = rng.normal(size=(2, *pooled.out_shape))
+    assert np.sum(pooled.forward(a8, K) * cc) == pytest.approx(np.sum(a8 * pooled.adjoint(cc, K)), rel=1e-12)
+    g, h = pooled.gradient(a8, cc), 1e-6
+    e = np.zeros_like(K)
+    e[2, 1, 0, 2] = h
+    fd = (np.sum(pooled.forward(a8, K + e) * cc) - np.sum(pooled.forward(a8, K - e) * cc)) / (2 * h)
+    assert g[2, 1, 0, 2] == pytest.approx(fd, rel=1e-7)
+
+
+def small_net(cost="squared", seed=0, two=False, **kw):
+    """1x10x10 -> 3x4x4 (3x3 conv, 2x2 pool) -> 5 -> 3, or with ``two`` 1x14x14 -> 3x6x6 -> 4x2x2
+    -> 5 -> 3; weights scaled down and hidden biases raised so that units sit inside their boxes."""
+    kw.setdefault("tol", 1e-14)
+    kw.setdefault("max_sweeps", 100_000)
+    side, channels = (14, (3, 4)) if two else (10, (3,))
+    sub = ConvHopfieldSubstrate((side * side, 5, 3), input_shape=(1, side, side), channels=channels, kernel=3,
+                                pool=2, cost=cost, seed=seed, init_gain=0.8, **kw)
+    rng = np.random.default_rng(seed)
+    for l in range(1, sub.L + 1):
+        sub.W[l] *= 0.6 if l == 1 else 0.3
+        top = l == sub.L
+        sub.b[l][:] = rng.normal(0, 0.1, sub.b[l].shape) + (0.0 if top else 0.4)
+    sub.set_knobs(sub.parameters())
+    x = rng.uniform(0, 1, (4, sub.info.n_inputs))
+    y = np.eye(3)[rng.integers(0, 3, 4)]
+    return sub, x, y
+
+
+def test_satisfies_the_contract_and_describes_its_layers():
+    sub, _, _ = small_net()
+    assert isinstance(sub, EqPropSubstrate) and isinstance(sub, AeqpropSubstrate)
+    assert sub.info.parameter_shapes == {"W1": (3, 1, 3, 3), "b1": (3,), "W2": (48, 5), "b2": (5,), "W3": (5, 3), "b3": (3,)}
+    assert sub.info.description == "conv Hopfield network 1x10x10 -> 3x4x4 -> 5 -> 3"
+
+
+@pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
+def test_oracle_agrees_with_finite_differences(cost, flatten, rel):
+    sub, x, y = small_net(cost)
+    grad = sub.true_gradient(x, y)
+    fd, _ = finite_difference(sub, x, y, h=1e-6)
+    assert rel(flatten(grad), flatten(fd)) <= 1e-6
+    assert np.linalg.norm(fd["W1"]) > 1e-4  # the conv kernel is reached
+
+
+def test_settled_state_is_each_layers_minimiser_and_energy_never_rises():
+    sub, x, y = small_net()
+    sub.clamp(x)
+    sub.nudge(0.4, y)
+    sub.max_sweeps = 1
+    energies = [sub.energy()]
+    for _ in range(30):
+        sub.relax()
+        energies.append(sub.energy())
+    assert np.all(np.diff(energies) <= 1e-12) and energies[-1] < energies[1]
+    sub.max_sweeps = 100_000
+    sub.relax()
+    s, W, b, m = sub.state(), sub.W, sub.b, sub.maps
+    s1 = np.clip(m[1].forward(s[0], W[1]) + b[1][None, :, None, None] + m[2].adjoint(s[2], W[2]), 0, 1)
+    assert np.allclose(s[1], s1, atol=1e-12)
+    assert np.allclose(s[3], np.clip((s[2] @ W[3] + b[3] + 0.4 * y) / 1.4, -1, 2), atol=1e-12)
+
+
+@pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
+def test_gradcheck_centered_eqprop_at_beta_1e_3(cost):
+    sub, x, y = small_net(cost, two=True)
+    g_hat, _, _ = EqProp(beta=1e-3).estimate(sub, x, y)
+    fid = compare(g_hat, sub.true_gradient(x, y))["all"]
+    assert fid.rel_error <= 1e-3 and fid.cosine > 0.999999
+
+
+def test_aeqprop_native_and_feedback_and_continual_run_unchanged(flatten, rel):
+    sub, x, y = small_net(eps=0.01)
+    theta = sub.parameters()
+    g_hat, _, _ = EqProp(beta=0.05).estimate(sub, x, y)  # Aeqprop centered at b nudges by -b/2, +b/2
+    expected = {n: -0.01 * 0.1 * g_hat[n] for n in g_hat}
+    native = Aeqprop(beta=0.1).step(sub, x, y).delta
+    sub.set_parameters(theta)
+    sub.set_knobs(theta)
+    feedback = Aeqprop(beta=0.1, homeostasis="feedback", homeostasis_rtol=1e-9, homeostasis_iterations=200).step(sub, x, y).delta
+    assert rel(flatten(native), flatten(expected)) <= 1e-9
+    assert rel(flatten(feedback), flatten(expected)) <= 1e-4
+    sub.set_parameters(theta)
+    grad = sub.true_gradient(x, y)
+    continual = ContinualEqProp(beta=0.05, lr=1e-4).step(sub, x, y).delta  # lr 1e-3 runs away here
+    assert compare(continual, {n: -grad[n] for n in grad})["all"].cosine > 0.999
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ConfigurationError, match="input_shape"):
+        ConvHopfieldSubstrate((50, 3))
+    with pytest.raises(ConfigurationError, match="does not fit"):
+        ConvHopfieldSubstrate((100, 3), input_shape=(1, 10, 10), channels=(2, 2, 2), kernel=3, pool=2)
+    with pytest.raises(ConfigurationError, match="C \\* H \\* W = 100"):
+        ConvHopfieldSubstrate((100, 3), input_shape=(1, 9, 9))
+
+
+def test_a_run_config_builds_it_on_an_image_dataset(tmp_path, monkeypatch):
+    """The dataset's image shape reaches the substrate; the run trains and evaluates its validation split."""
+    from aeqprop import catalog
+    from aeqprop.config import validate
+    from aeqprop.idx import write_idx
+    from aeqprop.session import build
+
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        labels = np.arange(n) % 3
+        images = (rng.uniform(0, 60, (n, 28, 28)) + 150 * (labels[:, None, None] == np.arange(28)[None, :, None] % 3)).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    config = validate({
+        "runs": str(tmp_path / "runs"),
+        "dataset": {"name": "fashion-mnist", "data_dir": str(tmp_path)},
+        "substrate": {"backend": "conv", "options": {"hidden": [], "channels": [2], "kernel": 5, "pool": 4,
+                                                     "cost": "cross-entropy", "eps": 0.1}},
+        "protocol": {"name": "aeqprop", "options": {"beta": 0.5}},
+        "schedule": {"epochs": 2, "batch_size": 10},
+    })
+    built = build(config)
+    assert built.substrate.shapes[:2] == [(1, 28, 28), (2, 6, 6)]
+    assert len(built.data.x_train) == 54 and len(built.data.x_val) == 6 and len(built.data.x_test) == 20
+    result = built.trainer.run()
+    assert 0.0 <= result.final.val_accuracy <= 1.0
+    assert result.final.train_loss < result.history[0].train_loss  # it learns the stripes
+
+
+def test_the_cifar10_example_builds_the_network_it_describes():
+    """Not trained here (sized for a large machine), but its substrate options are checked."""
+    from pathlib import Path
+
+    from aeqprop.config import load_config
+    from aeqprop.session import build_with
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "cifar10_conv_gpu.toml")
+    options = dict(cfg.substrate.options)
+    hidden = options.pop("hidden")
+    sub = build_with(ConvHopfieldSubstrate, options, {"layers": (3072, *hidden, 10), "input_shape": (3, 32, 32)}, "x")
+    assert sub.info.description == "conv Hopfield network 3x32x32 -> 64x14x14 -> 128x5x5 -> 10, softmax readout"
