@@ -68,10 +68,12 @@ class DiscreteSubstrate(HopfieldSubstrate):
 
     def __init__(self, layers: Sequence[int] = (64, 256, 10), T: int | None = None, **options):
         options.setdefault("max_sweeps", 200)
+        if options.get("cost", "squared") != "squared":
+            raise ConfigurationError("the discrete-time network has the squared cost only (its BPTT oracle); remove cost")
         super().__init__(layers, **options)
         if T is not None and int(T) < 1:
             raise ConfigurationError(f"T={T}: the oracle's free phase needs at least 1 time step")
-        self.T = None if T is None else int(T)
+        self.free_steps = None if T is None else int(T)
         self.info = replace(self.info, description=f"discrete-time layered network {'-'.join(map(str, self.layers))}")
 
     def _step(self, s: list[np.ndarray], drive1: np.ndarray) -> list[np.ndarray]:
@@ -108,7 +110,7 @@ class DiscreteSubstrate(HopfieldSubstrate):
 
     # -- oracle (simulation only): backpropagation through time -------------------
     def _oracle_steps(self, T: int | None) -> int:
-        T = (self.T or self.max_sweeps) if T is None else int(T)
+        T = (self.free_steps or self.max_sweeps) if T is None else int(T)
         if T < 1:
             raise ConfigurationError(f"T={T}: the oracle's free phase needs at least 1 time step")
         return T

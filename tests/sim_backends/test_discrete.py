@@ -171,7 +171,7 @@ def test_one_sided_error_shrinks_with_beta_and_centered_beats_it():
     for b in (1e-2, 1e-3):
         assert worst["centered", b] < 0.1 * worst["positive", b]
     # the same for the whole update of the EqProp protocol against the BPTT gradient
-    sub.tol, sub.max_sweeps, sub.T = 1e-14, 100_000, 2000
+    sub.tol, sub.max_sweeps, sub.free_steps = 1e-14, 100_000, 2000
     errors = {v: update_fidelity(sub, EqProp(beta=0.05, lr=1.0, variant=v), x, y)["all"].rel_error
               for v in ("positive", "negative", "centered")}
     assert errors["centered"] < 0.1 * min(errors["positive"], errors["negative"])
