@@ -346,10 +346,13 @@ def instruments_check(
         cfg = load_config(config)
         ds = cfg.dataset
         x = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column).x_train
-        betas = protocol_betas(cfg.protocol.name, cfg.protocol.options)
         from aeqprop import registry
+        from aeqprop.session import build_with
 
-        needs = tuple(getattr(registry.load("protocols", cfg.protocol.name), "requires", ()))
+        protocol = build_with(registry.load("protocols", cfg.protocol.name), cfg.protocol.options,
+                              {"seed": cfg.seed}, "protocol.options")  # refuses options no protocol takes, as train does
+        betas = protocol_betas(cfg.protocol.name, cfg.protocol.options)
+        needs = tuple(getattr(protocol, "requires", ()))
     for line in check_wiring(wiring, betas=betas, x=x, capabilities=needs):
         typer.echo(line)
 
@@ -371,11 +374,12 @@ def serve_sim(
     wiring_out: Optional[str] = typer.Option(None, help="Write a wiring map for the served instruments here."),
 ):
     """Serve a simulated substrate as instruments: SCPI over TCP (loopback) and a serial board, until Ctrl+C."""
-    from drivers.cli_support import serve_sim as serve
+    from sim_backends.virtual_lab import Faults, serve
 
     options = {"layers": list(parse_hidden(layers)), "max_batch": 1, "seed": seed}
-    serve(backend, options, port=port, serial=serial, delay=delay, drop=drop, garble=garble, disconnect=disconnect,
-          compliance_trip=compliance_trip, settle=settle, seed=seed, wiring_out=wiring_out, echo=typer.echo)
+    faults = Faults(delay=delay, drop=drop, garble=garble, disconnect=disconnect, compliance_trip=compliance_trip,
+                    settle=settle, seed=seed)
+    serve(backend, options, port=port, serial=serial, faults=faults, wiring_out=wiring_out, echo=typer.echo)
 
 
 def main() -> None:

@@ -23,6 +23,11 @@ from aeqprop.errors import ConfigurationError
 
 PROFILE_NAMES = ("keithley2450", "keysight-b2900", "multichannel", "board")
 
+#: Channel layout of a ``multichannel`` instrument serving a whole substrate (the virtual lab):
+#: first channel of each role; parameters are flattened tensor by tensor, row-major.
+LAB_CHANNELS = {"input": 1001, "output": 2001, "beta": 3000, "target": 3001, "hold": 9000, "homeostasis": 9001,
+                "knob": 100001, "readout": 200001, "program": 300001, "gradient": 400001}
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -231,9 +236,8 @@ def load_wiring(path: str | Path) -> WiringMap:
 
 def lab_wiring_toml(info, address: str, profile: str = "multichannel", timeout: float = 2.0, retries: int = 3,
                     knob_range: float = 100.0) -> str:
-    """A wiring map (TOML text) for the virtual lab serving a substrate with this SubstrateInfo."""
-    from sim_backends.virtual_lab import CHANNELS as C
-
+    """A wiring map (TOML text) for an instrument laid out as ``LAB_CHANNELS`` serving a substrate with this info."""
+    C = LAB_CHANNELS
     big = f"limits = {{ range = [{-knob_range}, {knob_range}] }}"
     lines = [
         f'description = "virtual lab: {info.description}"',

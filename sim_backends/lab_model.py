@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: First channel of each role; parameters are flattened tensor by tensor, row-major.
-CHANNELS = {"input": 1001, "output": 2001, "beta": 3000, "target": 3001, "hold": 9000, "homeostasis": 9001,
-            "knob": 100001, "readout": 200001, "program": 300001, "gradient": 400001}
+from drivers.wiring import LAB_CHANNELS
+
+#: First channel of each role (the layout drivers.wiring.lab_wiring_toml wires).
+CHANNELS = LAB_CHANNELS
 
 
 @dataclass
