@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError
-from drivers.scpi import fmt, parse_numbers
+from drivers.scpi import Pulse, fmt, parse_numbers
 from drivers.transport import GarbledReply, Transport
 
 ERROR_CODES = {
@@ -130,18 +130,28 @@ class BoardInstrument:
         *,
         kind: str = "voltage",
         trigger: bool = False,
-        pulse: tuple[int, float] | None = None,
+        pulse: tuple[int, float] | Pulse | None = None,
         reads: Sequence[int] = (),
         read_kind: str = "voltage",
     ) -> np.ndarray | None:
-        """SET, PULSE, SETTLE and GET in one framed line; returns the GET readings or None."""
+        """SET, PULSE, SETTLE and GET in one framed line; returns the GET readings or None.
+
+        A :class:`Pulse` among ``sets`` ends the SET before it and goes out in its place.
+        """
         if kind != "voltage" or read_kind != "voltage":
             raise ConfigurationError("the board sources and measures voltages only (DAC/ADC)")
-        commands = []
-        if sets:
-            commands.append("SET " + ",".join(f"{int(ch)}={fmt(v)}" for ch, v in sets))
-        if pulse is not None:
-            commands.append(f"PULSE {int(pulse[0])} {fmt(pulse[1])}")
+        commands: list[str] = []
+        group: list[str] = []
+        for item in list(sets) + ([Pulse(*pulse)] if pulse is not None else []):
+            if isinstance(item, Pulse):
+                if group:
+                    commands.append("SET " + ",".join(group))
+                    group = []
+                commands.append(f"PULSE {int(item.ch)} {fmt(item.seconds)} {fmt(item.level)}")
+            else:
+                group.append(f"{int(item[0])}={fmt(item[1])}")
+        if group:
+            commands.append("SET " + ",".join(group))
         if trigger:
             commands.append("SETTLE")
         if len(reads):
@@ -161,6 +171,8 @@ class BoardInstrument:
 
     def set_voltage(self, ch: int, value: float) -> None:
         self.exchange(sets=[(ch, value)])
+
+    can_pulse = True  # PULSE is part of the protocol
 
     def output(self, channels: Sequence[int], on: bool) -> None:
         self.command(f"OUT {'ON' if on else 'OFF'} {self._channels(channels)}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +31,17 @@ _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 #: A comma-separated list of decimal numbers (one C-level match for a whole reply).
 NUMBER_LIST = re.compile(rf"\s*{_NUMBER}\s*(?:,\s*{_NUMBER}\s*)*")
 ERROR_REPLY = re.compile(r'^([+-]?\d+),"(.*)"$')
+
+
+class Pulse(NamedTuple):
+    """A timed pulse: channel ``ch`` driven to ``level`` (V) for ``seconds`` s, then back to 0 V.
+
+    It may stand among the ``sets`` of an exchange, where it goes out in its place in the order.
+    """
+
+    ch: int
+    seconds: float
+    level: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +214,11 @@ class ScpiInstrument:
             raise ConfigurationError(f"profile {self.profile.name} has no pulse command; use a timed hold instead")
         self.exchange(pulse=(ch, seconds))
 
+    @property
+    def can_pulse(self) -> bool:
+        """Whether the instrument times pulses itself (the profile has a pulse command)."""
+        return self.profile.pulse is not None
+
     # -- the workhorse ---------------------------------------------------------------
     def exchange(
         self,
@@ -209,22 +226,21 @@ class ScpiInstrument:
         *,
         kind: str = "voltage",
         trigger: bool = False,
-        pulse: tuple[int, float] | None = None,
+        pulse: tuple[int, float] | Pulse | None = None,
         reads: Sequence[int] = (),
         read_kind: str = "voltage",
     ) -> np.ndarray | None:
         """Set levels, optionally pulse and trigger, then read, in as few messages as the profile allows.
 
-        Order on the wire: sets, pulse, trigger, measurement, error query.
-        Returns the readings of ``reads`` (or None).
+        Order on the wire: sets (a :class:`Pulse` among them in its place), pulse, trigger, measurement,
+        error query. Returns the readings of ``reads`` (or None).
         """
         p = self.profile
         template = p.set_voltage if kind == "voltage" else p.set_current
-        commands = [template.format(ch=p.check_channel(ch), value=fmt(v)) for ch, v in sets]
+        commands = [self._pulse_command(item) if isinstance(item, Pulse)
+                    else template.format(ch=p.check_channel(item[0]), value=fmt(item[1])) for item in sets]
         if pulse is not None:
-            if p.pulse is None:
-                raise ConfigurationError(f"profile {p.name} has no pulse command; use a timed hold instead")
-            commands.append(p.pulse.format(ch=p.check_channel(pulse[0]), value=fmt(pulse[1])))
+            commands.append(self._pulse_command(Pulse(*pulse)))
         if trigger and p.trigger is not None:
             commands.append(p.trigger)
         mt = p.measure_voltage if read_kind == "voltage" else p.measure_current
@@ -239,6 +255,12 @@ class ScpiInstrument:
         return self._read(mt, reads) if len(reads) else None
 
     # -- internals -------------------------------------------------------------------
+    def _pulse_command(self, pulse: Pulse) -> str:
+        p = self.profile
+        if p.pulse is None:
+            raise ConfigurationError(f"profile {p.name} has no pulse command; use a timed hold instead")
+        return p.pulse.format(ch=p.check_channel(pulse.ch), value=fmt(pulse.seconds), level=fmt(pulse.level))
+
     def _fill_many(self, template: str, channels: Sequence[int]) -> list[str]:
         chs = [self.profile.check_channel(c) for c in channels]
         if "{chs}" in template:

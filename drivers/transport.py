@@ -38,6 +38,10 @@ class Disconnected(Exception):
     """The connection was closed by the other end."""
 
 
+class NoAnswer(InstrumentError):
+    """The instrument gave no correct reply after every retry (it is off, unplugged or wedged)."""
+
+
 class GarbledReply(ValueError):
     """A reply arrived but cannot be right (bad characters, checksum, count); retried."""
 
@@ -213,6 +217,11 @@ class Transport:
             self.open()
             for attempt in range(self.retries + 1):
                 try:
+                    if not self._open:  # the last reopen failed (unplugged): try again, as a fault if it fails
+                        try:
+                            self.open()
+                        except InstrumentError as exc:
+                            raise Disconnected(str(exc)) from exc
                     self._send(message)
                     reply = self._receive()
                     self.round_trips += 1
@@ -225,7 +234,7 @@ class Transport:
                     self._event(kind, f"{self.address}: {kind} on {message[:60]!r}: {exc}")
                     if attempt == self.retries:
                         self._event("failed", f"{self.address}: gave up after {self.retries + 1} attempts")
-                        raise InstrumentError(
+                        raise NoAnswer(
                             f"{self.address} did not answer {message[:60]!r} correctly after "
                             f"{self.retries + 1} attempts (last: {kind}: {exc}); check that it is on, "
                             "connected and not in an error state, then resume the run"

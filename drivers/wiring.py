@@ -107,6 +107,17 @@ class Hold(Group):
     release_level: float = 1.0
     time_scale: float = Field(1.0, gt=0)
     joint_timeout: float = Field(10.0, gt=0, description="s allowed to settle jointly (release None)")
+    max_seconds: float = Field(10.0, gt=0, description="longest release the controller sends, s")
+
+
+class Trigger(Group):
+    """A trigger line (native homeostasis): a pulse of ``width`` s at ``level`` (times ``scale`` on the channel).
+
+    Where the instrument has no pulse command, the level and then 0 go out in two messages.
+    """
+
+    level: float = 1.0
+    width: float = Field(1e-3, gt=0, description="trigger pulse length, s")
 
 
 class Nudge(Strict):
@@ -146,7 +157,7 @@ class WiringMap(Strict):
     nudge: Nudge
     parameters: dict[str, ParameterWiring]
     hold: Hold | None = None
-    homeostasis: Group | None = None
+    homeostasis: Trigger | None = None
     relax: Relax = Relax()
     n_inputs: int = Field(ge=1)
     n_outputs: int = Field(ge=1)

@@ -91,14 +91,13 @@ class LabModel:
             raise LabError(4, f"channel {ch} ({group}) is a measurement channel")
         if group != self.pending:
             self.flush()
-        self.levels[group][i] = value
+        before, self.levels[group][i] = self.levels[group][i], value
         if group == "hold":
             if value != 0.0:
                 self._call("release(None)", lambda: self.sub.release(None))
         elif group == "homeostasis":
-            if value != 0.0:
-                self._call("homeostasis", self.sub.homeostasis)
-                self.levels["knob"] = self._flat(self.sub.knobs())
+            if value != 0.0 and before == 0.0:  # a rising edge triggers
+                self._homeostasis()
         else:
             self.pending = group
 
@@ -128,14 +127,23 @@ class LabModel:
         self.flush()
         self._call("relax", self.sub.relax)
 
-    def pulse(self, ch: int, seconds: float) -> None:
+    def _homeostasis(self) -> None:
+        self._call("homeostasis", self.sub.homeostasis)
+        self.levels["knob"] = self._flat(self.sub.knobs())
+
+    def pulse(self, ch: int, seconds: float, level: float = 1.0) -> None:
+        """A pulse on the hold line releases for ``seconds``; on the homeostasis line it triggers homeostasis."""
         group, _ = self.locate(ch)
-        if group != "hold":
-            raise LabError(4, f"channel {ch} cannot pulse (only the hold line, {CHANNELS['hold']})")
-        if not seconds >= 0:
-            raise LabError(5, f"pulse length {seconds} s must be >= 0")
+        if group not in ("hold", "homeostasis"):
+            raise LabError(4, f"channel {ch} cannot pulse (only the hold and homeostasis lines, "
+                              f"{CHANNELS['hold']} and {CHANNELS['homeostasis']})")
+        if not (seconds >= 0 and level != 0):
+            raise LabError(5, f"pulse of {seconds} s at {level} V: need a length >= 0 s and a non-zero level")
         self.flush()
-        self._call("release", lambda: self.sub.release(seconds / self.update_seconds))
+        if group == "homeostasis":
+            self._homeostasis()
+        else:
+            self._call("release", lambda: self.sub.release(seconds / self.update_seconds))
 
     def read(self, channels: list[int], source: bool = False) -> list[float]:
         self.flush()

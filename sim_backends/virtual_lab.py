@@ -173,9 +173,14 @@ class BoardFront(_Front):
                 if name == "ID":
                     payloads.append(f"aeqprop-virtual-lab {m.sub.info.description}")
                 elif name == "SET":
+                    latched: dict[int, float] = {}  # the whole SET is latched at once: last value per channel
                     for pair in arg.split(","):
-                        ch, _, v = pair.partition("=")
-                        m.set(int(ch), float(v))
+                        ch, eq, v = pair.partition("=")
+                        if not eq:
+                            raise LabError(2, f"bad SET pair {pair!r}")
+                        latched[int(ch)] = float(v)
+                    for ch, v in latched.items():
+                        m.set(ch, v)
                     if trip:
                         self.trip(m, int(arg.partition("=")[0]))
                         raise LabError(6, "compliance tripped")
@@ -187,8 +192,8 @@ class BoardFront(_Front):
                     self.settle()
                     payloads.append("")
                 elif name == "PULSE":
-                    ch, _, s = arg.partition(" ")
-                    m.pulse(int(ch), float(s))
+                    ch, s, *level = arg.split()
+                    m.pulse(int(ch), float(s), float(level[0]) if level else 1.0)
                     payloads.append("")
                 elif name == "OUT":
                     state, _, chs = arg.partition(" ")
