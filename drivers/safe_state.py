@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from drivers.board import BoardReset
 from drivers.transport import NoAnswer
 
 EventHook = Callable[[str, str], None]
@@ -36,6 +37,8 @@ def start_safely(instruments: Mapping, roles, on_event: EventHook | None = None)
     for role in roles:
         channels.setdefault(role.inst, []).extend(role.channels)
     for name, inst in instruments.items():
+        if hasattr(inst, "prepare"):  # the profile's set-up (function, output-off state; a board is armed)
+            inst.prepare()
         inst.errors()
         if name in channels:
             inst.output(channels[name], False)
@@ -82,14 +85,14 @@ def safe_all(instruments: Mapping, roles: Mapping) -> list[str]:
 
     Order: (1) the hold line of every instrument to 0, so the parameters are held everywhere before
     anything else moves; (2) per instrument, the other volatile sources ramped to zero, every output off,
-    the instrument's own SAFE command if it has one. An instrument that does not answer at all is given
-    up after its first unanswered message (no retries), so closing against a dead bench takes about one
-    timeout per instrument.
+    the instrument's own SAFE command if it has one. An instrument that does not answer is given up after
+    its first unanswered message (sent twice at most), so closing against a dead bench takes about two
+    timeouts per instrument.
     """
     failures: list[str] = []
     dead: set[str] = set()
-    for inst in instruments.values():
-        inst.transport.retries = 0
+    for inst in instruments.values():  # one retry: a garbled reply is survived, a dead instrument costs 2 timeouts
+        inst.transport.retries = min(inst.transport.retries, 1)
 
     def attempt(name: str, step) -> None:
         if name in dead:
@@ -100,6 +103,8 @@ def safe_all(instruments: Mapping, roles: Mapping) -> list[str]:
         except NoAnswer as exc:
             dead.add(name)
             failures.append(f"{name} ({inst.address}) does not answer: {exc}")
+        except BoardReset:  # it rebooted into its power-up safe state and says so; OUT OFF and SAFE still go
+            pass
         except Exception as exc:
             failures.append(f"{name} ({inst.address}): {exc}")
 

@@ -46,6 +46,21 @@ class GarbledReply(ValueError):
     """A reply arrived but cannot be right (bad characters, checksum, count); retried."""
 
 
+class StaleReply(GarbledReply):
+    """A well-formed reply to an earlier request (a late reply after a retry): skipped, the next line read."""
+
+
+class Unconfirmed(InstrumentError):
+    """A message that must not be sent twice got no usable reply: it may or may not have been acted on.
+
+    Raised by ``query(..., resend=False)`` after the link was recovered; the driver decides by readback.
+    """
+
+
+#: Late replies to earlier requests skipped while waiting for the one asked for.
+MAX_STALE = 4
+
+
 @dataclass(frozen=True)
 class LogEntry:
     """One message: wall-clock time in s (``time.time()``), ``">"`` sent or ``"<"`` received, text."""
@@ -205,13 +220,16 @@ class Transport:
             self.open()
             self._send(message)
 
-    def query(self, message: str, parse: Callable[[str], Any] | None = None) -> Any:
+    def query(self, message: str, parse: Callable[[str], Any] | None = None, resend: bool = True) -> Any:
         """Send ``message``, read one reply and return ``parse(reply)`` (the text if no parser).
 
         A timeout, disconnect or a parser raising ValueError counts as a fault:
         the input is flushed, the link closed and reopened, and the same message
         sent again, up to ``retries`` times. InstrumentError from the parser
-        (an error the instrument reported) is not retried.
+        (an error the instrument reported) is not retried. A parser raising
+        StaleReply (a late answer to an earlier request) makes the next line be read.
+        ``resend=False`` (a message that acts, e.g. a pulse): after a fault the
+        link is recovered and Unconfirmed raised instead of sending it again.
         """
         with self.lock, self._interrupt:
             self.open()
@@ -225,6 +243,12 @@ class Transport:
                     self._send(message)
                     reply = self._receive()
                     self.round_trips += 1
+                    for _ in range(MAX_STALE):
+                        try:
+                            return parse(reply) if parse is not None else reply
+                        except StaleReply as exc:
+                            self._event("stale", f"{self.address}: skipped {exc}")
+                            reply = self._receive()
                     return parse(reply) if parse is not None else reply
                 except (ReplyTimeout, Disconnected, ValueError, OSError) as exc:
                     kind = {ReplyTimeout: "timeout", Disconnected: "disconnect"}.get(type(exc), "garbled")
@@ -240,6 +264,9 @@ class Transport:
                             "connected and not in an error state, then resume the run"
                         ) from exc
                     self._recover()
+                    if not resend:
+                        raise Unconfirmed(f"{self.address}: no usable reply to {message[:60]!r} ({kind}: {exc}), "
+                                          "which must not be sent twice") from exc
                     self._event("retry", f"{self.address}: retry {attempt + 1}/{self.retries} of {message[:60]!r}")
             raise AssertionError("unreachable")
 
