@@ -379,19 +379,18 @@ class VisaTransport(Transport):
         return raw[: -len(term)]
 
     def _flush_raw(self) -> None:
-        if self._res is None:
-            return
-        import pyvisa
+        """Device clear (``viClear``): the instrument drops its output queue and any reply in flight.
 
-        old = self._res.timeout
-        self._res.timeout = 10
-        try:
-            for _ in range(64):
-                self._res.read_raw()
-        except pyvisa.errors.VisaIOError:
-            pass
-        finally:
-            self._res.timeout = old
+        Not on a raw socket: the reopen that follows is a new connection, which drops both, and
+        pyvisa-py's clear of a socket the instrument has closed never returns.
+        """
+        if self._res is not None and not self.address.upper().endswith("::SOCKET"):
+            import pyvisa
+
+            try:
+                self._res.clear()
+            except (NotImplementedError, pyvisa.errors.VisaIOError):  # backends without viClear: the reopen does
+                pass
 
 
 class SerialTransport(Transport):
@@ -406,9 +405,12 @@ class SerialTransport(Transport):
     def _open_raw(self) -> None:
         import serial
 
-        self._port = serial.serial_for_url(
-            self.address, baudrate=self.baudrate, timeout=self.timeout, write_timeout=self.write_timeout
-        )
+        port = serial.serial_for_url(self.address, baudrate=self.baudrate, timeout=self.timeout,
+                                     write_timeout=self.write_timeout, do_not_open=True)
+        port.dtr = False  # pyserial raises DTR on open, which resets Arduino-class boards: keep it low
+        port.rts = False
+        port.open()
+        self._port = port
         self._buffer.clear()
 
     def _close_raw(self) -> None:
@@ -425,6 +427,8 @@ class SerialTransport(Transport):
             raise Disconnected(str(exc)) from exc
 
     def _receive_raw(self) -> bytes:
+        """Chunks of what is waiting until the termination. (pyserial's ``read_until`` reads one byte per
+        call: 5.3 ms for a 400-byte line on a pty, against 0.18 ms for one chunked read.)"""
         import serial
 
         term = self.termination.encode()

@@ -158,3 +158,26 @@ def test_large_steps_are_ramped_in_steps_of_at_most_max_step():
             hw.relax()
             assert lab.model.calls[start:] == ["clamp"] * 4 + ["relax", "outputs"]
             assert lab.model.levels["input"].tolist() == [1.0, 0.0, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("server_cls,profile", [(ScpiServer, "multichannel"), (BoardServer, "board")])
+def test_late_replies_never_run_a_release_twice(server_cls, profile):
+    """A reply that comes after the timeout: the retry must not release (or relax, or trigger) again."""
+    data = toy_data(n_train=6, n_test=2)
+    events = []
+    with server_cls(make_sim(), faults=Faults(late=0.05, late_seconds=0.15, seed=1)) as lab:
+        theta = train_through(lab, profile, "aeqprop-native", data, events, timeout=0.1)
+        assert lab.front.injected["late"] > 0
+        releases = lab.model.calls.count("release")
+    assert releases == 6  # one per training sample
+    assert max_diff(theta, train_direct("aeqprop-native", data)) <= 1e-9
+
+
+def test_a_board_that_resets_mid_run_stops_the_run_instead_of_training_on_at_zero_volts():
+    from drivers.board import BoardReset
+
+    with BoardServer(make_sim(), faults=Faults(reset=0.05, seed=3)) as board:
+        with pytest.raises(BoardReset, match="has reset since it was armed"):
+            train_through(board, "board", "eqprop", toy_data(n_train=20))
+        assert board.front.injected["reset"] >= 1
+        assert board.model.outputs_on == set()
