@@ -357,6 +357,28 @@ def instruments_check(
         typer.echo(line)
 
 
+@instruments_app.command("conformance")
+@one_line_errors
+def instruments_conformance(
+    address: str = typer.Argument(..., help="Serial port or pyserial URL of a board (docs/board-protocol.md)."),
+    source: int = typer.Option(1001, help="A DAC channel the checks may set."),
+    adc: int = typer.Option(2001, help="An ADC channel."),
+    hold: int = typer.Option(9000, help="The hold line (pulsed once)."),
+    baudrate: int = typer.Option(115200, help="Serial speed."),
+    timeout: float = typer.Option(2.0, help="Read timeout in s."),
+):
+    """Check a board against the protocol document. It drives the board: disconnect the device first."""
+    from drivers.conformance import Channels, conformance
+
+    checks = conformance(address, Channels(source, adc, hold), baudrate=baudrate, timeout=timeout)
+    for c in checks:
+        typer.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}")
+    failed = [c.name for c in checks if not c.passed]
+    typer.echo(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("serve-sim")
 @one_line_errors
 def serve_sim(

@@ -105,8 +105,9 @@ class LabModel:
         return out
 
     # -- operations ----------------------------------------------------------------
-    def set(self, ch: int, value: float) -> None:
-        group, i = self.locate(ch)
+    def check(self, ch: int, value: float) -> str:
+        """The group of source channel ``ch``; LabError if the channel or value is not acceptable."""
+        group, _ = self.locate(ch)
         if group in ("output", "readout", "gradient"):
             raise LabError(4, f"channel {ch} ({group}) is a measurement channel")
         lo, hi = LAB_RANGES[group]
@@ -114,6 +115,11 @@ class LabModel:
             raise LabError(2, f"illegal value {value!r} for channel {ch}")
         if not lo <= value <= hi:
             raise LabError(5, f"{value!r} on channel {ch} is outside the lab's range [{lo}, {hi}]")
+        return group
+
+    def set(self, ch: int, value: float) -> None:
+        group = self.check(ch, value)
+        i = self.locate(ch)[1]
         if group != self.pending:
             self.flush()
         before, self.levels[group][i] = self.levels[group][i], value

@@ -240,6 +240,8 @@ class BoardFront(_Front):
                         if not eq:
                             raise LabError(2, f"bad SET pair {pair!r}")
                         latched[int(ch)] = float(v)
+                    for ch, v in latched.items():  # every value checked before any is applied
+                        m.check(ch, v)
                     for ch, v in latched.items():
                         m.set(ch, v)
                     if trip:
