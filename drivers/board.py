@@ -3,10 +3,12 @@
 Request:  ``<seq> <CMD> [args][; <CMD> [args]...]*<crc>\\n``
 Reply:    ``<seq> OK [payload][;payload...]*<crc>\\n``  or  ``<seq> ERR <code> <text>*<crc>\\n``
 
-``seq`` is a decimal 0..65535 chosen by the controller, ``crc`` two upper-case
-hex digits: CRC-8 (polynomial 0x07, initial value 0x00, no reflection, no final
-XOR) of every byte before the ``*``. A retry repeats the same line with the
-same ``seq``; the board answers it from its last reply without acting twice.
+``seq`` is a decimal 0..65535 chosen by the controller, ``crc`` two hex digits
+(sent upper case, either case accepted): CRC-8 (polynomial 0x07, initial value
+0x00, no reflection, no final XOR) of every byte before the ``*``. A retry
+repeats the same line with the same ``seq``; the board answers it from its last
+reply without acting twice. Lines stay within ``MAX_LINE`` bytes both ways.
+A board reports a reset since it was armed as ERR 8 (:class:`BoardReset`).
 """
 
 from __future__ import annotations

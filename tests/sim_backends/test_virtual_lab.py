@@ -181,3 +181,39 @@ def test_a_board_that_resets_mid_run_stops_the_run_instead_of_training_on_at_zer
             train_through(board, "board", "eqprop", toy_data(n_train=20))
         assert board.front.injected["reset"] >= 1
         assert board.model.outputs_on == set()
+
+
+def test_the_scpi_lab_answers_like_an_instrument():
+    import socket
+
+    with ScpiServer(make_sim()) as lab:
+        with socket.create_connection(("127.0.0.1", lab.port), timeout=2) as s:
+            f = s.makefile("rwb")
+
+            def say(line):
+                f.write(line.encode() + b"\n")
+                f.flush()
+
+            say("SOUR:VOLT 0.5,(@1001)")  # not a query: no reply line at all
+            say("SOUR:VOLT 50.0,(@1001);:SYST:ERR?")
+            assert f.readline().decode().startswith('-222,"Data out of range')
+            say("FROB 1;:SYST:ERR?")
+            assert f.readline().decode().startswith('-113,"Undefined header')
+            say("SOUR:VOLT nan,(@1001);:SYST:ERR?")  # refused, and the connection stays up
+            assert f.readline().decode().startswith('-224,"Illegal parameter value')
+            say("SOUR:VOLT? (@1001)")
+            assert f.readline().decode().strip() == "0.5"
+        assert lab.model.levels["input"][0] == 0.5
+
+
+def test_safe_on_the_board_sets_every_dac_to_zero_and_leaves_theta_held():
+    sim = make_sim()
+    with BoardServer(sim) as board:
+        w = wiring_for(board, "board")
+        with InstrumentSubstrate(w) as hw:
+            hw.set_knobs({"W1": np.full((4, 5), 0.3)})
+            hw.clamp(np.full((1, 4), 0.5))
+            hw.relax()
+            theta = hw.parameters()
+        assert not board.model.levels["knob"].any() and not board.model.levels["input"].any()
+        assert max_diff(sim.parameters(), theta) == 0.0
