@@ -86,13 +86,11 @@ def safe_all(instruments: Mapping, roles: Mapping) -> list[str]:
     Order: (1) the hold line of every instrument to 0, so the parameters are held everywhere before
     anything else moves; (2) per instrument, the other volatile sources ramped to zero, every output off,
     the instrument's own SAFE command if it has one. An instrument that does not answer is given up after
-    its first unanswered message (sent twice at most), so closing against a dead bench takes about two
-    timeouts per instrument.
+    its first unanswered message (sent ``retries + 1`` times), so closing against a dead bench takes
+    ``retries + 1`` timeouts per instrument, not one per step.
     """
     failures: list[str] = []
     dead: set[str] = set()
-    for inst in instruments.values():  # one retry: a garbled reply is survived, a dead instrument costs 2 timeouts
-        inst.transport.retries = min(inst.transport.retries, 1)
 
     def attempt(name: str, step) -> None:
         if name in dead:

@@ -113,13 +113,13 @@ def test_native_homeostasis_reaches_a_board_that_latches_a_whole_set_at_once():
     assert max(float(np.max(np.abs(theta[n] - direct.parameters()[n]))) for n in theta) <= 1e-9
 
 
-def test_closing_against_a_dead_instrument_gives_up_after_one_timeout():
+def test_closing_against_a_dead_instrument_gives_up_after_its_first_unanswered_message():
     with ScpiServer(make_sim()) as lab:
         data = wiring(lab.address)
-        data["instruments"]["lab"].update(timeout=0.3, retries=3)
+        data["instruments"]["lab"].update(timeout=0.2, retries=2)
         hw = InstrumentSubstrate(parse_wiring(data))
         lab.front.execute = lambda line, trip: time.sleep(1.0)  # wedged: nothing answers
         t0 = time.perf_counter()
         with pytest.raises(Exception, match="does not answer"):
             hw.close()
-        assert time.perf_counter() - t0 < 2.0
+        assert time.perf_counter() - t0 < 1.5  # 3 timeouts, not 3 per step

@@ -165,8 +165,8 @@ def test_late_replies_never_run_a_release_twice(server_cls, profile):
     """A reply that comes after the timeout: the retry must not release (or relax, or trigger) again."""
     data = toy_data(n_train=6, n_test=2)
     events = []
-    with server_cls(make_sim(), faults=Faults(late=0.05, late_seconds=0.15, seed=1)) as lab:
-        theta = train_through(lab, profile, "aeqprop-native", data, events, timeout=0.1)
+    with server_cls(make_sim(), faults=Faults(late=0.05, late_seconds=0.3, seed=1)) as lab:
+        theta = train_through(lab, profile, "aeqprop-native", data, events, timeout=0.2)
         assert lab.front.injected["late"] > 0
         releases = lab.model.calls.count("release")
     assert releases == 6  # one per training sample
