@@ -26,15 +26,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aeqprop.data import Dataset  # noqa: E402
-from aeqprop.errors import AeqpropError, SafetyLimitError  # noqa: E402
-from aeqprop.trainer import Trainer  # noqa: E402
-from drivers.hardware import InstrumentSubstrate  # noqa: E402
-from drivers.wiring import lab_wiring_toml, parse_wiring  # noqa: E402
-from protocols.aeqprop import Aeqprop  # noqa: E402
-from protocols.eqprop import EqProp  # noqa: E402
-from sim_backends.hopfield import HopfieldSubstrate  # noqa: E402
-from sim_backends.virtual_lab import BoardServer, Faults, ScpiServer  # noqa: E402
+from aeqprop.data import Dataset
+from aeqprop.errors import AeqpropError, SafetyLimitError
+from aeqprop.trainer import Trainer
+from drivers.hardware import InstrumentSubstrate
+from drivers.wiring import lab_wiring_toml, parse_wiring
+from protocols.aeqprop import Aeqprop
+from protocols.eqprop import EqProp
+from sim_backends.hopfield import HopfieldSubstrate
+from sim_backends.virtual_lab import BoardServer, Faults, ScpiServer
 
 SCPI_SET = re.compile(r"SOUR:VOLT ([^,;]+),\(@(\d+)\)")
 BOARD_SET = re.compile(r"(\d+)=([^,;*]+)")
