@@ -130,7 +130,8 @@ class BoardInstrument:
         return payloads
 
     def _fits(self, chunk: list[str]) -> bool:
-        request = len(frame(65535, SEPARATOR.join(chunk))) + 1
+        # "<seq> " + commands joined + "*XX\n", seq at most 5 digits
+        request = 6 + sum(len(c) for c in chunk) + len(SEPARATOR) * (len(chunk) - 1) + 4
         reply = 16 + sum(REPLY_BYTES_PER_VALUE * _count(c[4:]) + 1 for c in chunk if c.startswith(("GET", "SRC")))
         return request <= MAX_LINE and reply <= MAX_LINE
 
