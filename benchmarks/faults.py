@@ -304,7 +304,7 @@ for _bus, _server, _profile, _what in (("board", BoardServer, "board", "'nan'"),
             row["on"] = len(lab.model.outputs_on)
 
 
-@case(10, "close against a dead instrument (timeout 2 s, 2 retries)", "SCPI")
+@case(10, "close against a dead instrument (timeout 2 s, 3 retries)", "SCPI")
 def _(row):
     with ScpiServer(make_sim()) as lab:
         hw = InstrumentSubstrate(parse_wiring(wiring(lab.address)))
