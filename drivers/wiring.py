@@ -175,6 +175,8 @@ class WiringMap(Strict):
                 used[key] = role
             if role in self.source_roles() and group.limits is None:
                 raise ValueError(f"{role} is a source and needs limits = {{range = [low, high], ...}}")
+            if group.limits is not None:
+                self._within_device(role, group)
         for name, p in self.parameters.items():
             lo, hi = p.bounds
             for role in ("program", "knob"):
@@ -185,6 +187,19 @@ class WiringMap(Strict):
                         raise ValueError(f"parameters.{name}.program limits {g.limits.range} do not cover the bounds "
                                          f"{p.bounds} times scale {g.scale}")
         return self
+
+    def _within_device(self, role: str, group: Group) -> None:
+        """The bench limits of a group must lie inside its instrument profile's device range."""
+        from drivers.scpi_profiles import PROFILES
+
+        profile = PROFILES.get(self.instruments[group.instrument].profile)
+        device = None if profile is None else \
+            profile.voltage_range if group.kind == "voltage" else profile.current_range
+        lo, hi = group.limits.range
+        if device is not None and not (device[0] <= lo and hi <= device[1]):
+            unit = "V" if group.kind == "voltage" else "A"
+            raise ValueError(f"{role} limits [{lo}, {hi}] {unit} exceed the {profile.name}'s source range "
+                             f"[{device[0]}, {device[1]}] {unit}; narrow the range in the wiring map")
 
     def source_roles(self) -> set[str]:
         roles = {"inputs", "nudge.targets", "nudge.strength", "hold", "homeostasis"}

@@ -117,3 +117,20 @@ def test_an_unplugged_serial_device_is_one_instrument_error_not_an_attribute_err
     board.stop()  # the cable is pulled: the device node goes away
     with pytest.raises(NoAnswer, match=r"did not answer .* after 3 attempts .*cannot open"):
         inst.identify()
+
+
+def test_the_scripted_fake_fails_on_leftover_pairs_unread_replies_and_replies_it_was_not_given():
+    t = ScriptedTransport([("A?", "1"), ("B?", "2")]).open()
+    assert t.query("A?") == "1"
+    with pytest.raises(AssertionError, match="1 expected exchange\\(s\\) left over"):
+        t.assert_finished()
+    t.script.clear()
+    unread = ScriptedTransport([("W", "a reply nobody reads"), ("X", None)]).open()
+    unread.write("W")
+    with pytest.raises(AssertionError, match="was never read"):
+        unread.write("X")
+    unread._pending = None
+    silent = ScriptedTransport([("W", None)]).open()
+    silent.write("W")
+    with pytest.raises(AssertionError, match="does not give"):
+        silent._receive_raw()

@@ -110,3 +110,13 @@ def test_check_with_a_config_refuses_protocol_options_that_no_protocol_takes(tmp
                                       "--config", str(cfg)])
     assert result.exit_code != 0
     assert "protocol.options: unknown option(s) betta" in result.output
+
+
+def test_bench_limits_must_lie_inside_the_profiles_device_range():
+    data = tomllib.loads((EXAMPLES / "wiring-smu-bench.toml").read_text())
+    name = data["inputs"]["instrument"]
+    assert data["instruments"][name]["profile"] in ("keithley2450", "keysight-b2900")
+    data["inputs"]["limits"]["range"] = [-300.0, 0.5]
+    with pytest.raises(ConfigurationError, match=r"inputs limits \[-300.0, 0.5\] V exceed the .*source range "
+                                                 r"\[-210.0, 210.0\] V"):
+        parse_wiring(data)
