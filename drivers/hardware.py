@@ -5,10 +5,12 @@ Writes are checked against their channel limits when the contract call is made
 next exchange that needs a reply, so a phase (clamp, nudge, settle, read
 outputs) costs one round trip per instrument. Batch size 1.
 
-close() ramps every source to zero and switches outputs off; it runs on every
-exit path (context manager, and a finaliser if the object is dropped).
-Programmed parameters are non-volatile writes and are left as they are; the
-hold line goes to 0, which holds the parameters.
+Opening brings every source within its limits with its output off before any
+output is switched on (drivers/safe_state.py). close() puts the hold line of
+every instrument to 0 first (which holds the parameters), then ramps every
+source to zero and switches outputs off; it runs on every exit path (context
+manager, and a finaliser if the object is dropped). Programmed parameters are
+non-volatile writes and are left as they are.
 """
 
 from __future__ import annotations

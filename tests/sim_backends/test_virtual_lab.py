@@ -217,3 +217,13 @@ def test_safe_on_the_board_sets_every_dac_to_zero_and_leaves_theta_held():
             theta = hw.parameters()
         assert not board.model.levels["knob"].any() and not board.model.levels["input"].any()
         assert max_diff(sim.parameters(), theta) == 0.0
+
+
+@pytest.mark.parametrize("server_cls,profile,error", [(BoardServer, "board", "did not answer"),
+                                                      (ScpiServer, "multichannel", "overflow value")])
+def test_a_nan_or_overflow_reading_stops_with_one_instrument_error_and_outputs_off(server_cls, profile, error):
+    with server_cls(make_sim(), faults=Faults(nan=1.0, seed=0)) as lab:
+        with pytest.raises(InstrumentError, match=error):
+            with InstrumentSubstrate(wiring_for(lab, profile, timeout=0.2)) as hw:
+                hw.outputs()
+        assert lab.model.outputs_on == set()
