@@ -416,12 +416,37 @@ def instruments_check(
         cfg = load_config(config)
         ds = cfg.dataset
         x = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column).x_train
-        betas = protocol_betas(cfg.protocol.name, cfg.protocol.options)
         from aeqprop import registry
+        from aeqprop.session import build_with
 
-        needs = tuple(getattr(registry.load("protocols", cfg.protocol.name), "requires", ()))
+        protocol = build_with(registry.load("protocols", cfg.protocol.name), cfg.protocol.options,
+                              {"seed": cfg.seed}, "protocol.options")  # refuses options no protocol takes, as train does
+        betas = protocol_betas(cfg.protocol.name, cfg.protocol.options)
+        needs = tuple(getattr(protocol, "requires", ()))
     for line in check_wiring(wiring, betas=betas, x=x, capabilities=needs):
         typer.echo(line)
+
+
+@instruments_app.command("conformance")
+@one_line_errors
+def instruments_conformance(
+    address: str = typer.Argument(..., help="Serial port or pyserial URL of a board (docs/board-protocol.md)."),
+    source: int = typer.Option(1001, help="A DAC channel the checks may set."),
+    adc: int = typer.Option(2001, help="An ADC channel."),
+    hold: int = typer.Option(9000, help="The hold line (pulsed once)."),
+    baudrate: int = typer.Option(115200, help="Serial speed."),
+    timeout: float = typer.Option(2.0, help="Read timeout in s."),
+):
+    """Check a board against the protocol document. It drives the board: disconnect the device first."""
+    from drivers.conformance import Channels, conformance
+
+    checks = conformance(address, Channels(source, adc, hold), baudrate=baudrate, timeout=timeout)
+    for c in checks:
+        typer.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}")
+    failed = [c.name for c in checks if not c.passed]
+    typer.echo(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("serve-sim")
@@ -441,11 +466,12 @@ def serve_sim(
     wiring_out: Optional[str] = typer.Option(None, help="Write a wiring map for the served instruments here."),
 ):
     """Serve a simulated substrate as instruments: SCPI over TCP (loopback) and a serial board, until Ctrl+C."""
-    from drivers.cli_support import serve_sim as serve
+    from sim_backends.virtual_lab import Faults, serve
 
     options = {"layers": list(parse_hidden(layers)), "max_batch": 1, "seed": seed}
-    serve(backend, options, port=port, serial=serial, delay=delay, drop=drop, garble=garble, disconnect=disconnect,
-          compliance_trip=compliance_trip, settle=settle, seed=seed, wiring_out=wiring_out, echo=typer.echo)
+    faults = Faults(delay=delay, drop=drop, garble=garble, disconnect=disconnect, compliance_trip=compliance_trip,
+                    settle=settle, seed=seed)
+    serve(backend, options, port=port, serial=serial, faults=faults, wiring_out=wiring_out, echo=typer.echo)
 
 
 def main() -> None:

@@ -207,7 +207,8 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         trainer = built.trainer
         start = None
         if checkpoint is not None:
-            sub.set_parameters(checkpoint["parameters"])
+            if "eqprop" in sub.info.capabilities:  # else check_restorable found theta held as it was
+                sub.set_parameters(checkpoint["parameters"])
             if checkpoint["knobs"] is not None:
                 sub.set_knobs(checkpoint["knobs"])
             trainer.set_random_states(checkpoint["random"])
@@ -309,6 +310,11 @@ def resume(runs: str, run_id: int | str, progress: bool = False) -> Outcome:
     built = build(config)
     done = 0 if checkpoint is None else checkpoint["global_step"]
     try:
+        check_restorable(built.substrate, checkpoint, row["status"])
+    except BaseException:
+        built.substrate.close()
+        raise
+    try:
         store.set_status(row["id"], "running")
         store.event(row["id"], "resumed", f"resumed after step {done}", step=done)
         built.events.attach(store, row["id"])
@@ -316,3 +322,18 @@ def resume(runs: str, run_id: int | str, progress: bool = False) -> Outcome:
         built.substrate.close()
         raise
     return execute(built, store, row["id"], checkpoint, progress=progress)
+
+
+def check_restorable(substrate, checkpoint: dict | None, status: str, atol: float = 1e-9) -> None:
+    """Refuse, before the run's status is touched, to resume on a substrate that cannot program theta
+    (no "eqprop" capability: an Aeqprop-only bench) unless it still holds the checkpoint's theta
+    (within ``atol``, parameter units); its knobs are then restored as usual."""
+    if checkpoint is None or "eqprop" in substrate.info.capabilities:
+        return
+    now = substrate.parameters()
+    off = max(float(np.max(np.abs(np.asarray(now[n]) - v))) for n, v in checkpoint["parameters"].items())
+    if off > atol:
+        raise ConfigurationError(
+            f"this substrate cannot program its parameters (no eqprop wiring) and they differ from the "
+            f"checkpoint's by up to {off:.3g}; the run stays {status}. Resume on the bench that still holds them, "
+            "or wire program channels")

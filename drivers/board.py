@@ -3,10 +3,12 @@
 Request:  ``<seq> <CMD> [args][; <CMD> [args]...]*<crc>\\n``
 Reply:    ``<seq> OK [payload][;payload...]*<crc>\\n``  or  ``<seq> ERR <code> <text>*<crc>\\n``
 
-``seq`` is a decimal 0..65535 chosen by the controller, ``crc`` two upper-case
-hex digits: CRC-8 (polynomial 0x07, initial value 0x00, no reflection, no final
-XOR) of every byte before the ``*``. A retry repeats the same line with the
-same ``seq``; the board answers it from its last reply without acting twice.
+``seq`` is a decimal 0..65535 chosen by the controller, ``crc`` two hex digits
+(sent upper case, either case accepted): CRC-8 (polynomial 0x07, initial value
+0x00, no reflection, no final XOR) of every byte before the ``*``. A retry
+repeats the same line with the same ``seq``; the board answers it from its last
+reply without acting twice. Lines stay within ``MAX_LINE`` bytes both ways.
+A board reports a reset since it was armed as ERR 8 (:class:`BoardReset`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError
-from drivers.scpi import fmt, parse_numbers
-from drivers.transport import GarbledReply, Transport
+from drivers.scpi import Pulse, fmt, parse_numbers
+from drivers.transport import GarbledReply, StaleReply, Transport
 
 ERROR_CODES = {
     1: "bad CRC",
@@ -28,8 +30,32 @@ ERROR_CODES = {
     5: "value out of range",
     6: "compliance tripped",
     7: "busy",
+    8: "reset since armed",
 }
-REPLY = re.compile(r"^(\d{1,5}) (OK|ERR)(?: (.*))?\*([0-9A-F]{2})$")
+REPLY = re.compile(r"^(\d{1,5}) (OK|ERR)(?: (.*))?\*([0-9A-Fa-f]{2})$")
+#: Longest line in either direction, bytes including the line end (docs/board-protocol.md).
+MAX_LINE = 4096
+#: Commands in one line are joined with this (the board also accepts ";" without the space).
+SEPARATOR = "; "
+#: Reply bytes budgeted per value read (a 17-digit float with sign, exponent and comma).
+REPLY_BYTES_PER_VALUE = 25
+#: Values per GET/SRC command, so that a reply fits in MAX_LINE.
+MAX_READ = 150
+#: Channel values per SET command.
+MAX_SET = 100
+
+
+def _count(channels: str) -> int:
+    """How many channels a list like ``1001-1004,2001`` names."""
+    total = 0
+    for part in channels.split(","):
+        a, _, b = part.strip().partition("-")
+        total += int(b) - int(a) + 1 if b else 1
+    return total
+
+
+class BoardReset(InstrumentError):
+    """The board rebooted (power, watchdog, reconnect) since it was armed: it is in its safe state."""
 
 
 def _table() -> list[int]:
@@ -87,11 +113,32 @@ class BoardInstrument:
     def address(self) -> str:
         return self.transport.address
 
-    def command(self, *commands: str) -> list[str]:
-        """Send commands chained in one framed line; return each command's payload."""
+    def command(self, *commands: str, count: int = 0) -> list[str]:
+        """Send commands chained in framed lines of at most ``MAX_LINE`` bytes; return each command's payload.
+
+        ``count``: the last command reads that many numbers (checked inside the exchange, so a bad
+        reading is retried like any garbled reply).
+        """
+        lines: list[list[str]] = [[]]
+        for c in commands:
+            if lines[-1] and not self._fits(lines[-1] + [c]):
+                lines.append([])
+            lines[-1].append(c)
+        payloads: list[str] = []
+        for k, chunk in enumerate(lines):
+            payloads += self._line(chunk, count if k == len(lines) - 1 else 0)
+        return payloads
+
+    def _fits(self, chunk: list[str]) -> bool:
+        # "<seq> " + commands joined + "*XX\n", seq at most 5 digits
+        request = 6 + sum(len(c) for c in chunk) + len(SEPARATOR) * (len(chunk) - 1) + 4
+        reply = 16 + sum(REPLY_BYTES_PER_VALUE * _count(c[4:]) + 1 for c in chunk if c.startswith(("GET", "SRC")))
+        return request <= MAX_LINE and reply <= MAX_LINE
+
+    def _line(self, commands: list[str], count: int) -> list[str]:
         self.seq = (self.seq + 1) % 65536
         seq = self.seq
-        line = frame(seq, "; ".join(commands))
+        line = frame(seq, SEPARATOR.join(commands))
 
         def parse(reply: str) -> list[str]:
             m = REPLY.match(reply)
@@ -99,20 +146,28 @@ class BoardInstrument:
                 raise GarbledReply(f"malformed board reply {reply[:60]!r}")
             got, _ = unframe(reply)
             if got != seq:
+                if 0 < (seq - got) % 65536 < 256:  # a late reply to an earlier line: skip it
+                    raise StaleReply(f"late reply to sequence {got} while waiting for {seq}")
                 raise GarbledReply(f"reply to sequence {got}, expected {seq}")
             if m.group(2) == "ERR":
                 code, _, text = (m.group(3) or "").partition(" ")
                 if code == "1":  # the board saw a corrupted request: resend it
                     raise GarbledReply("the board reports a bad CRC on our request")
+                if code == "8":
+                    raise BoardReset(
+                        f"board {self.address} has reset since it was armed ({text}): its outputs are off and its "
+                        "levels at 0 V, so the run cannot go on; check its power and cable, then resume the run")
                 meaning = ERROR_CODES.get(int(code) if code.isdigit() else -1, "unknown error")
                 raise InstrumentError(
                     f"board {self.address} refused {line[:60]!r}: ERR {code} ({meaning}: {text}); "
                     "check the wiring map against the board's channels and limits"
                 )
-            payloads = (m.group(3) or "").split(";")
+            payloads = [p.strip() for p in (m.group(3) or "").split(";")]
             if len(payloads) != len(commands):
                 raise GarbledReply(f"expected {len(commands)} payloads, got {reply[:60]!r}")
-            return [p.strip() for p in payloads]
+            if count:
+                parse_numbers(payloads[-1], count)
+            return payloads
 
         return self.transport.query(line, parse=parse)
 
@@ -124,43 +179,69 @@ class BoardInstrument:
         """The board reports errors inline, so its queue is always empty."""
         return []
 
+    def prepare(self) -> None:
+        """Arm the board (``ARM``): from here a reset (power, watchdog, reconnect) is reported as ERR 8."""
+        self.command("ARM")
+
     def exchange(
         self,
         sets: Sequence[tuple[int, float]] = (),
         *,
         kind: str = "voltage",
         trigger: bool = False,
-        pulse: tuple[int, float] | None = None,
+        pulse: tuple[int, float] | Pulse | None = None,
         reads: Sequence[int] = (),
         read_kind: str = "voltage",
     ) -> np.ndarray | None:
-        """SET, PULSE, SETTLE and GET in one framed line; returns the GET readings or None."""
+        """SET, PULSE, SETTLE and GET in one framed line; returns the GET readings or None.
+
+        A :class:`Pulse` among ``sets`` ends the SET before it and goes out in its place.
+        """
         if kind != "voltage" or read_kind != "voltage":
             raise ConfigurationError("the board sources and measures voltages only (DAC/ADC)")
-        commands = []
-        if sets:
-            commands.append("SET " + ",".join(f"{int(ch)}={fmt(v)}" for ch, v in sets))
-        if pulse is not None:
-            commands.append(f"PULSE {int(pulse[0])} {fmt(pulse[1])}")
+        commands: list[str] = []
+        group: list[str] = []
+        for item in list(sets) + ([Pulse(*pulse)] if pulse is not None else []):
+            if isinstance(item, Pulse) or len(group) == MAX_SET:
+                if group:
+                    commands.append("SET " + ",".join(group))
+                    group = []
+            if isinstance(item, Pulse):
+                commands.append(f"PULSE {int(item.ch)} {fmt(item.seconds)} {fmt(item.level)}")
+            else:
+                group.append(f"{int(item[0])}={fmt(item[1])}")
+        if group:
+            commands.append("SET " + ",".join(group))
         if trigger:
             commands.append("SETTLE")
-        if len(reads):
-            commands.append("GET " + self._channels(reads))
-        if not commands:
+        if not commands and not len(reads):
             return None
-        payloads = self.command(*commands)
-        if len(reads):
-            return self._numbers(payloads[-1], len(reads))
-        return None
+        if not len(reads):
+            self.command(*commands)
+            return None
+        return self._read("GET", reads, commands)
+
+    def _read(self, name: str, channels: Sequence[int], before: Sequence[str] = ()) -> np.ndarray:
+        """``before`` then GET/SRC of ``channels`` in blocks of MAX_READ; the readings, checked in the exchange."""
+        chs = [int(c) for c in channels]
+        blocks = [chs[i:i + MAX_READ] for i in range(0, len(chs), MAX_READ)]
+        values: list[float] = []
+        for k, block in enumerate(blocks):
+            payloads = self.command(*(list(before) if k == 0 else []), f"{name} {self._channels(block)}",
+                                    count=len(block))
+            values += parse_numbers(payloads[-1], len(block))
+        return np.array(values)
 
     def measure(self, channels: Sequence[int], kind: str = "voltage") -> np.ndarray:
         return self.exchange(reads=channels, read_kind=kind)
 
     def source_levels(self, channels: Sequence[int], kind: str = "voltage") -> np.ndarray:
-        return self._numbers(self.command("SRC " + self._channels(channels))[0], len(channels))
+        return self._read("SRC", channels)
 
     def set_voltage(self, ch: int, value: float) -> None:
         self.exchange(sets=[(ch, value)])
+
+    can_pulse = True  # PULSE is part of the protocol
 
     def output(self, channels: Sequence[int], on: bool) -> None:
         self.command(f"OUT {'ON' if on else 'OFF'} {self._channels(channels)}")
@@ -181,6 +262,3 @@ class BoardInstrument:
 
         return channel_list(channels).replace(":", "-")
 
-    @staticmethod
-    def _numbers(text: str, count: int) -> np.ndarray:
-        return np.array(parse_numbers(text, count))

@@ -1,4 +1,4 @@
-"""The logic behind ``aeqprop instruments list|probe|check``, ``aeqprop train --wiring`` and ``aeqprop serve-sim``.
+"""The logic behind ``aeqprop instruments list|probe|check``, and ``aeqprop train --wiring``.
 
 Plain functions returning plain data; the CLI prints them. None of them
 changes an instrument's output: ``probe`` identifies, drains the error queue
@@ -152,17 +152,5 @@ def build_substrate(wiring: str | Path | WiringMap, on_event: Callable[[str, str
     return InstrumentSubstrate(w, on_event=on_event)
 
 
-def serve_sim(backend: str = "hopfield", options: dict | None = None, port: int = 5025, serial: bool = True,
-              delay: float = 0.0, drop: float = 0.0, garble: float = 0.0, disconnect: float = 0.0,
-              compliance_trip: float = 0.0, settle: float = 0.0, seed: int = 0, wiring_out: str | None = None,
-              echo: Callable[[str], None] = print) -> None:
-    """``aeqprop serve-sim``: the virtual lab until Ctrl+C (faults are probabilities per reply)."""
-    from sim_backends.virtual_lab import Faults, serve
-
-    faults = Faults(delay=delay, drop=drop, garble=garble, disconnect=disconnect,
-                    compliance_trip=compliance_trip, settle=settle, seed=seed)
-    serve(backend, options, port=port, serial=serial, faults=faults, wiring_out=wiring_out, echo=echo)
-
-
-__all__ = ["list_instruments", "probe", "check_wiring", "protocol_betas", "build_substrate", "serve_sim",
+__all__ = ["list_instruments", "probe", "check_wiring", "protocol_betas", "build_substrate",
            "InstrumentError"]

@@ -5,10 +5,12 @@ Writes are checked against their channel limits when the contract call is made
 next exchange that needs a reply, so a phase (clamp, nudge, settle, read
 outputs) costs one round trip per instrument. Batch size 1.
 
-close() ramps every source to zero and switches outputs off; it runs on every
-exit path (context manager, and a finaliser if the object is dropped).
-Programmed parameters are non-volatile writes and are left as they are; the
-hold line goes to 0, which holds the parameters.
+Opening brings every source within its limits with its output off before any
+output is switched on (drivers/safe_state.py). close() puts the hold line of
+every instrument to 0 first (which holds the parameters), then ramps every
+source to zero and switches outputs off; it runs on every exit path (context
+manager, and a finaliser if the object is dropped). Programmed parameters are
+non-volatile writes and are left as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError, RelaxationError, SafetyLimitError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
+from drivers.scpi import Pulse
+from drivers.safe_state import ramp, safe_all, start_safely
 from drivers.wiring import Group, WiringMap
 
 EventHook = Callable[[str, str], None]
@@ -106,64 +110,18 @@ class InstrumentSubstrate:
 
     # -- start and stop -------------------------------------------------------------
     def _start(self) -> None:
-        for inst in self.instruments.values():
-            inst.errors()
-        for role in self._sources():
-            for ch in role.channels if role.limits.compliance else ():
-                self.instruments[role.inst].set_compliance(ch, role.limits.compliance)
-            role.level = np.asarray(self.instruments[role.inst].source_levels(role.channels, role.group.kind), float)
-        for inst_name, chs in self._source_channels().items():
-            self.instruments[inst_name].output(chs, True)
+        start_safely(self.instruments, self._sources(), self.on_event)
 
     def _sources(self) -> list[_Role]:
         return [r for name, r in self.roles.items() if name in self.wiring.source_roles()]
 
-    def _source_channels(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for role in self._sources():
-            out.setdefault(role.inst, []).extend(role.channels)
-        return out
-
     @staticmethod
     def _safe_all(instruments, roles) -> list[str]:
-        """Ramp volatile sources to zero (hold line first), outputs off; returns the failures, never raises."""
-        failures = []
-        for inst_name, inst in instruments.items():
-            mine = [r for n, r in roles.items() if r.inst == inst_name and r.limits is not None
-                    and not n.endswith(".program")]
-            mine.sort(key=lambda r: r.name != "hold")  # hold the parameters before the knobs move
-            steps = [inst.errors] + [lambda r=r: InstrumentSubstrate._ramp(inst, r, np.zeros(len(r.channels)))
-                                     for r in mine]
-            chs = [c for r in roles.values() if r.inst == inst_name and r.limits is not None for c in r.channels]
-            if chs:
-                steps.append(lambda: inst.output(chs, False))
-            if hasattr(inst, "safe"):
-                steps.append(inst.safe)
-            for step in steps:
-                try:
-                    step()
-                except Exception as exc:
-                    failures.append(f"{inst_name} ({inst.address}): {exc}")
-            try:
-                inst.transport.close()
-            except Exception:
-                pass
-        return failures
+        return safe_all(instruments, roles)
 
     @staticmethod
     def _ramp(inst, role: _Role, target: np.ndarray) -> None:
-        """Move a role's channels to ``target`` (channel units) in steps of at most max_step."""
-        lim = role.limits
-        start = np.where(np.isfinite(role.level), role.level, 0.0)
-        n = 1
-        if lim.max_step:
-            n = max(1, int(np.ceil(np.max(np.abs(target - start)) / lim.max_step - 1e-12)))
-        for k in range(1, n + 1):
-            v = start + (target - start) * (k / n)
-            inst.exchange(sets=list(zip(role.channels, v)), kind=role.group.kind)
-            if k < n and lim.ramp_rate:
-                time.sleep(lim.max_step / lim.ramp_rate)
-        role.level = target.copy()
+        ramp(inst, role, target)
 
     def close(self) -> None:
         """Safe state on every instrument (sources to zero, outputs off); InstrumentError if one failed."""
@@ -202,7 +160,7 @@ class InstrumentSubstrate:
         self._outputs = None
         self._gradients = None
 
-    def _flush(self, trigger: bool = False, pulse: tuple[_Role, float] | None = None,
+    def _flush(self, trigger: bool = False, pulse: tuple[_Role, Pulse] | None = None,
                reads: list[_Role] = ()) -> dict[str, np.ndarray]:
         """Send pending writes (+ pulse, trigger, reads), one exchange per instrument; readings per role."""
         pending, self._pending = self._pending, []
@@ -211,11 +169,14 @@ class InstrumentSubstrate:
                  or (pulse and pulse[0].inst == n)]
         out = {}
         for n in names:
-            sets = [(ch, x) for r, v in pending if r.inst == n for ch, x in zip(r.channels, v)]
-            kinds = {r.group.kind for r, _ in pending if r.inst == n}
+            sets: list = []
+            for r, v in pending:
+                if r.inst == n:
+                    sets.extend([v] if isinstance(v, Pulse) else zip(r.channels, v))
+            kinds = {r.group.kind for r, v in pending if r.inst == n and not isinstance(v, Pulse)}
             mine = [r for r in reads if r.inst == n]
             chs = [c for r in mine for c in r.channels]
-            p = (pulse[0].channels[0], pulse[1]) if pulse and pulse[0].inst == n else None
+            p = pulse[1] if pulse and pulse[0].inst == n else None
             kind = kinds.pop() if len(kinds) == 1 else "voltage"
             values = self.instruments[n].exchange(sets=sets, kind=kind, trigger=trigger, pulse=p, reads=chs)
             i = 0
@@ -354,20 +315,29 @@ class InstrumentSubstrate:
         self._knobs = knobs
 
     def release(self, duration: float | None = None) -> RelaxReport:
-        """Release the parameters for ``duration`` release units (x hold.time_scale s), or until they settle."""
+        """Release the parameters for ``duration`` release units (x hold.time_scale s), or until they settle.
+
+        The release length in s is bounded by the hold line's ``max_seconds`` (SafetyLimitError, nothing sent).
+        """
         self._need("aeqprop")
         t0 = time.perf_counter()
         hold = self.wiring.hold
         role = self.roles["hold"]
         report = RelaxReport(sweeps=1)
-        if duration is not None and hold.release == "pulse":
-            role.check([hold.release_level])
-            self._flush(pulse=(role, float(duration) * hold.time_scale))
+        role.check([hold.release_level])
+        seconds = None if duration is None else float(duration) * hold.time_scale
+        if seconds is not None and not (0.0 <= seconds <= hold.max_seconds):
+            raise SafetyLimitError(
+                f"release of {duration!r} units = {seconds!r} s on {role.inst} channel {role.channels[0]} is outside "
+                f"[0, {hold.max_seconds}] s (hold.max_seconds); nothing was sent. Shorten the release, or raise "
+                "max_seconds in the wiring map if the device allows it")
+        if seconds is not None and hold.release == "pulse":
+            self._flush(pulse=(role, Pulse(role.channels[0], seconds, hold.release_level * role.scale)))
         else:
             self._queue(role, [hold.release_level])
-            if duration is not None:
+            if seconds is not None:
                 self._flush()
-                time.sleep(float(duration) * hold.time_scale)
+                time.sleep(seconds)
             else:
                 report = self._poll_parameters(hold.joint_timeout)
             self._queue(role, [0.0])
@@ -391,13 +361,25 @@ class InstrumentSubstrate:
         return RelaxReport(sweeps=polls, residual=float("nan"), converged=False)
 
     def homeostasis(self) -> None:
-        """Native homeostasis through the wired trigger line (a pulse 1 then 0)."""
+        """Native homeostasis through the wired trigger line.
+
+        Where the instrument times pulses, a pulse of ``homeostasis.width`` s at ``homeostasis.level``, queued
+        in order with the other writes; otherwise the level and then 0 in two messages, so firmware that
+        latches a whole message at once still sees the edge.
+        """
         if "homeostasis" not in self.roles:
             raise ConfigurationError("no homeostasis line is wired; use Aeqprop(homeostasis='feedback')")
-        role = self.roles["homeostasis"]
-        self._queue(role, [1.0])
-        self._queue(role, [0.0])
-        self._knobs = self._gradients = None
+        role, line = self.roles["homeostasis"], self.wiring.homeostasis
+        level = role.check([line.level])[0]
+        if getattr(self.instruments[role.inst], "can_pulse", False):
+            if self._closed:
+                raise InstrumentError("the substrate is closed; build a new one to continue")
+            self._pending.append((role, Pulse(role.channels[0], line.width, float(level))))
+        else:
+            self._queue(role, [line.level])
+            self._flush()
+            self._queue(role, [0.0])
+        self._knobs = self._gradients = self._outputs = None
 
     @property
     def round_trips(self) -> int:

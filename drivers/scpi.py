@@ -6,133 +6,25 @@ exactly). Several commands go out chained in one message (``;:``) where the
 profile allows, and every message that sets something ends with the error
 query, so the error queue is checked after each set at no extra round trip.
 
-Profiles (``PROFILES``):
+Profiles (``PROFILES``) are in :mod:`drivers.scpi_profiles`.
 
-| name          | class of instrument                        | channels |
-|---------------|--------------------------------------------|----------|
-| keithley2450  | Keithley 2450-class source-measure unit    | 1        |
-| keysight-b2900| Keysight B2900-class two-channel SMU        | 1, 2     |
-| multichannel  | generic multichannel DAC/ADC (virtual lab) | any >= 1 |
+A message that acts (a pulse, a trigger) is never sent twice: if its reply is lost, the instrument's
+action counter (``action_count`` of the profile) tells whether it was acted on; then only what the
+message asked after its actions is asked again. Without a counter the run stops (resume it).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError
-from drivers.transport import GarbledReply, Transport
-
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
-#: A comma-separated list of decimal numbers (one C-level match for a whole reply).
-NUMBER_LIST = re.compile(rf"\s*{_NUMBER}\s*(?:,\s*{_NUMBER}\s*)*")
-ERROR_REPLY = re.compile(r'^([+-]?\d+),"(.*)"$')
-
-
-@dataclass(frozen=True)
-class ScpiProfile:
-    """Command templates of one class of instrument. ``{chs}`` is a SCPI channel list ``1,2`` or ``101:104``."""
-
-    name: str
-    channels: tuple[int, ...] | None  # valid channel numbers; None: any integer >= 1
-    set_voltage: str
-    set_current: str
-    get_voltage: str  # source level query, "{chs}" or "{ch}"
-    get_current: str
-    measure_voltage: str
-    measure_current: str
-    output_on: str
-    output_off: str
-    compliance: str  # current limit while sourcing voltage, A
-    multi: bool = True  # one query reads many channels ("{chs}"), else one query per channel
-    error_query: str = "SYST:ERR?"
-    identity: str = "*IDN?"
-    trigger: str | None = None  # starts settling/acquisition; must end in a query if set
-    pulse: str | None = None  # timed pulse on a channel: "{ch}", "{value}" in s
-    max_chain: int = 64  # commands per message, the error query included
-    separator: str = ";:"
-
-    def check_channel(self, ch: int) -> int:
-        ch = int(ch)
-        if (self.channels is not None and ch not in self.channels) or ch < 1:
-            valid = "any integer >= 1" if self.channels is None else ", ".join(map(str, self.channels))
-            raise ConfigurationError(f"profile {self.name} has no channel {ch}; valid: {valid}")
-        return ch
-
-
-PROFILES: dict[str, ScpiProfile] = {
-    "keithley2450": ScpiProfile(
-        "keithley2450", (1,),
-        set_voltage="SOUR:VOLT {value}", set_current="SOUR:CURR {value}",
-        get_voltage="SOUR:VOLT?", get_current="SOUR:CURR?",
-        measure_voltage="MEAS:VOLT?", measure_current="MEAS:CURR?",
-        output_on="OUTP ON", output_off="OUTP OFF", compliance="SOUR:VOLT:ILIM {value}",
-        multi=False, max_chain=16,
-    ),
-    "keysight-b2900": ScpiProfile(
-        "keysight-b2900", (1, 2),
-        set_voltage="SOUR{ch}:VOLT {value}", set_current="SOUR{ch}:CURR {value}",
-        get_voltage="SOUR{ch}:VOLT?", get_current="SOUR{ch}:CURR?",
-        measure_voltage="MEAS:VOLT? (@{chs})", measure_current="MEAS:CURR? (@{chs})",
-        output_on="OUTP{ch} ON", output_off="OUTP{ch} OFF", compliance="SENS{ch}:CURR:PROT {value}",
-        max_chain=32,
-    ),
-    "multichannel": ScpiProfile(
-        "multichannel", None,
-        set_voltage="SOUR:VOLT {value},(@{ch})", set_current="SOUR:CURR {value},(@{ch})",
-        get_voltage="SOUR:VOLT? (@{chs})", get_current="SOUR:CURR? (@{chs})",
-        measure_voltage="MEAS:VOLT? (@{chs})", measure_current="MEAS:CURR? (@{chs})",
-        output_on="OUTP ON,(@{chs})", output_off="OUTP OFF,(@{chs})", compliance="SOUR:CURR:LIM {value},(@{ch})",
-        trigger="INIT;:*OPC?", pulse="SOUR:PULS {value},(@{ch})", max_chain=100_000,
-    ),
-}
-
-
-def channel_list(channels: Iterable[int]) -> str:
-    """SCPI channel list with runs compressed: [1, 2, 3, 7] -> "1:3,7"."""
-    chs = [int(c) for c in channels]
-    parts, i = [], 0
-    while i < len(chs):
-        j = i
-        while j + 1 < len(chs) and chs[j + 1] == chs[j] + 1:
-            j += 1
-        parts.append(str(chs[i]) if j - i < 2 else f"{chs[i]}:{chs[j]}")
-        if 0 < j - i < 2:
-            parts.extend(str(c) for c in chs[i + 1:j + 1])
-        i = j + 1
-    return ",".join(parts)
-
-
-def split_reply(reply: str) -> list[str]:
-    """Split a chained reply at ';' outside double quotes (``0,"No error"`` has none inside)."""
-    parts, pending = [], None
-    for piece in reply.split(";"):
-        pending = piece if pending is None else pending + ";" + piece
-        if pending.count('"') % 2 == 0:  # quotes balanced: a whole part
-            parts.append(pending.strip())
-            pending = None
-    if pending is not None:
-        parts.append(pending.strip())
-    return parts
-
-
-def parse_numbers(text: str, count: int) -> list[float]:
-    """Exactly ``count`` comma-separated numbers, else GarbledReply."""
-    tokens = text.split(",")
-    if len(tokens) != count or not NUMBER_LIST.fullmatch(text):
-        raise GarbledReply(f"expected {count} numbers, got {text[:80]!r}")
-    return [float(t) for t in tokens]
-
-
-def fmt(value: float) -> str:
-    """Full-precision text of a finite float (``repr``); refuses NaN and infinities."""
-    value = float(value)
-    if not np.isfinite(value):
-        raise ConfigurationError(f"refusing to send the non-finite value {value}")
-    return repr(value)
+from drivers.scpi_profiles import (  # noqa: F401  (re-exported)
+    ERROR_REPLY, NUMBER_LIST, OVERFLOW, PROFILES, Overload, Pulse, ScpiProfile, channel_list, fmt, parse_numbers,
+    split_reply,
+)
+from drivers.transport import GarbledReply, Transport, Unconfirmed
 
 
 class ScpiInstrument:
@@ -148,10 +40,27 @@ class ScpiInstrument:
             profile = PROFILES[profile]
         self.transport = transport
         self.profile = profile
+        self.sourcing: set[int] = set()  # channels set or switched on: their trip state is polled
+        self.actions: int | None = None  # the instrument's action count after our last message
 
     @property
     def address(self) -> str:
         return self.transport.address
+
+    def prepare(self) -> None:
+        """Check the command language, then send the profile's set-up (reset, clear, function, off-state)."""
+        p = self.profile
+        if p.language is not None:
+            query, wanted = p.language
+            got = self.transport.query(query, parse=self._text).strip().strip('"')
+            if got.upper() != wanted:
+                raise InstrumentError(f"{self.address} speaks {got!r}, not {wanted}: switch its command set to "
+                                      f"{wanted} on the front panel (menu System > Settings), then start again")
+        commands = [c for t in p.setup for c in (self._fill_many(t, p.channels) if "{ch}" in t else [t])]
+        if commands:
+            self._send_checked(commands)
+        if p.action_count is not None:
+            self.actions = self._action_count()
 
     # -- single operations ------------------------------------------------------------
     def identify(self) -> str:
@@ -189,6 +98,8 @@ class ScpiInstrument:
     def output(self, channels: Sequence[int], on: bool) -> None:
         """Switch channel outputs on or off; the error queue is checked."""
         template = self.profile.output_on if on else self.profile.output_off
+        if on:
+            self.sourcing.update(int(c) for c in channels)
         self._send_checked(self._fill_many(template, channels))
 
     def set_compliance(self, ch: int, value: float) -> None:
@@ -202,6 +113,11 @@ class ScpiInstrument:
             raise ConfigurationError(f"profile {self.profile.name} has no pulse command; use a timed hold instead")
         self.exchange(pulse=(ch, seconds))
 
+    @property
+    def can_pulse(self) -> bool:
+        """Whether the instrument times pulses itself (the profile has a pulse command)."""
+        return self.profile.pulse is not None
+
     # -- the workhorse ---------------------------------------------------------------
     def exchange(
         self,
@@ -209,23 +125,30 @@ class ScpiInstrument:
         *,
         kind: str = "voltage",
         trigger: bool = False,
-        pulse: tuple[int, float] | None = None,
+        pulse: tuple[int, float] | Pulse | None = None,
         reads: Sequence[int] = (),
         read_kind: str = "voltage",
     ) -> np.ndarray | None:
         """Set levels, optionally pulse and trigger, then read, in as few messages as the profile allows.
 
-        Order on the wire: sets, pulse, trigger, measurement, error query.
-        Returns the readings of ``reads`` (or None).
+        Order on the wire: sets (a :class:`Pulse` among them in its place), pulse, trigger, measurement,
+        error query. Returns the readings of ``reads`` (or None).
         """
         p = self.profile
         template = p.set_voltage if kind == "voltage" else p.set_current
-        commands = [template.format(ch=p.check_channel(ch), value=fmt(v)) for ch, v in sets]
+        commands, acting = [], set()
+        for item in sets:
+            if isinstance(item, Pulse):
+                acting.add(len(commands))
+                commands.append(self._pulse_command(item))
+            else:
+                commands.append(template.format(ch=p.check_channel(item[0]), value=fmt(item[1])))
+                self.sourcing.add(int(item[0]))
         if pulse is not None:
-            if p.pulse is None:
-                raise ConfigurationError(f"profile {p.name} has no pulse command; use a timed hold instead")
-            commands.append(p.pulse.format(ch=p.check_channel(pulse[0]), value=fmt(pulse[1])))
+            acting.add(len(commands))
+            commands.append(self._pulse_command(Pulse(*pulse)))
         if trigger and p.trigger is not None:
+            acting.add(len(commands))
             commands.append(p.trigger)
         mt = p.measure_voltage if read_kind == "voltage" else p.measure_current
         if not commands:
@@ -233,12 +156,18 @@ class ScpiInstrument:
         tail = None
         if len(reads) and p.multi and "{chs}" in mt and len(commands) + 2 <= p.max_chain:
             tail = (mt.format(chs=channel_list([p.check_channel(c) for c in reads])), len(reads))
-        parts = self._send_checked(commands, tail)
+        parts = self._send_checked(commands, tail, acting)
         if tail is not None:
             return np.array(parse_numbers(parts[-2], len(reads)))
         return self._read(mt, reads) if len(reads) else None
 
     # -- internals -------------------------------------------------------------------
+    def _pulse_command(self, pulse: Pulse) -> str:
+        p = self.profile
+        if p.pulse is None:
+            raise ConfigurationError(f"profile {p.name} has no pulse command; use a timed hold instead")
+        return p.pulse.format(ch=p.check_channel(pulse.ch), value=fmt(pulse.seconds), level=fmt(pulse.level))
+
     def _fill_many(self, template: str, channels: Sequence[int]) -> list[str]:
         chs = [self.profile.check_channel(c) for c in channels]
         if "{chs}" in template:
@@ -247,41 +176,100 @@ class ScpiInstrument:
             return [template.format(ch=c) for c in chs]
         return [template]
 
-    def _send_checked(self, commands: list[str], tail: tuple[str, int] | None = None) -> list[str]:
+    def _send_checked(self, commands: list[str], tail: tuple[str, int] | None = None,
+                      acting: set[int] = frozenset()) -> list[str]:
         """Send commands chained, each message ending with the error query; raise on a reported error.
 
         ``tail``: (measurement query, number of values) to read in the last message, before the
-        error query. Returns the replies of the last message.
+        error query. ``acting``: indices of commands that act (pulses, triggers) and must not run twice.
+        Each message also asks the action count (if the profile has one) and the trip state of the
+        channels sourced. Returns the replies of the last message.
         """
         p = self.profile
-        per = max(1, p.max_chain - 1 - (tail is not None))
+        meta = ([p.action_count] if p.action_count else []) + \
+            ([p.trip_query.format(ch=c) for c in sorted(self.sourcing)] if p.trip_query else [])
+        per = max(1, p.max_chain - 1 - len(meta) - (tail is not None))
         replies: list[str] = []
         for i in range(0, len(commands), per):
             chunk = commands[i:i + per]
-            last = i + per >= len(commands)
-            extra = [tail[0]] if (last and tail is not None) else []
-            n_queries = sum(c.count("?") for c in chunk + extra) + 1
-            count = tail[1] if extra else 0
-            message = p.separator.join(chunk + extra + [p.error_query])
-            replies = self.transport.query(message, parse=lambda r, n=n_queries, k=count: self._check_chain(r, n, k))
-            error = self._error_reply(replies[-1])
-            if error is not None:
-                rest = self.errors()
-                raise InstrumentError(
-                    f"{self.address} reported {error} after {message[:80]!r}"
-                    + (f" (then {'; '.join(rest)})" if rest else "")
-                    + "; check the wiring map's limits and the instrument's state"
-                )
+            extra = [tail[0]] if (i + per >= len(commands) and tail is not None) else []
+            acts = sorted(k - i for k in acting if i <= k < i + per)
+            replies = self._message(chunk, meta, extra, tail[1] if extra else 0, acts)
         return replies
 
-    def _check_chain(self, reply: str, n: int, count: int = 0) -> list[str]:
+    def _message(self, chunk: list[str], meta: list[str], extra: list[str], count: int, acts: list[int]) -> list[str]:
+        """One message: chunk, meta queries, extra (a measurement), error query; replies checked."""
+        p = self.profile
+
+        def send(parts: list[str], resend: bool) -> list[str]:
+            message = p.separator.join(parts + meta + extra + [p.error_query])
+            n = sum(c.count("?") for c in parts + meta + extra) + 1
+            replies = self.transport.query(message, parse=lambda r: self._check_chain(r, n, count, len(meta),
+                                                                                     bool(extra)), resend=resend)
+            self._check_meta(replies, meta, len(extra), message)
+            return replies
+
+        if not acts:
+            return send(chunk, True)
+        if self.actions is None and p.action_count is not None:
+            self.actions = self._action_count()
+        before = self.actions
+        for attempt in range(self.transport.retries + 1):
+            try:
+                return send(chunk, False)
+            except Unconfirmed as exc:
+                if before is None:
+                    raise InstrumentError(f"{exc}; profile {p.name} has no action counter to tell whether it was "
+                                          "acted on, so the run stops here: resume it") from exc
+                now = self._action_count()
+                if now == before:  # not acted on: send it again
+                    self.transport._event("retry", f"{self.address}: retry {attempt + 1} of a message not acted on")
+                    continue
+                if now == before + len(acts):  # acted on: ask again only what followed the last action
+                    self.transport._event("retry", f"{self.address}: message was acted on; asking its replies again")
+                    self.actions = now
+                    return send(chunk[acts[-1] + 1:], True)
+                raise InstrumentError(f"{exc}; {now - before} of its {len(acts)} actions ran, so the state is "
+                                      "unknown: the run stops here, resume it from its checkpoint") from exc
+        raise InstrumentError(f"{self.address}: a message that acts got no reply after "
+                              f"{self.transport.retries + 1} attempts; resume the run when the instrument answers")
+
+    def _action_count(self) -> int:
+        return int(self.transport.query(self.profile.action_count, parse=lambda r: parse_numbers(r, 1))[0])
+
+    def _check_meta(self, replies: list[str], meta: list[str], n_extra: int, message: str) -> None:
+        """Read the action count and trip states in ``replies``; raise on a reported error or a trip."""
+        error = self._error_reply(replies[-1])
+        if error is not None:
+            rest = self.errors()
+            raise InstrumentError(
+                f"{self.address} reported {error} after {message[:80]!r}"
+                + (f" (then {'; '.join(rest)})" if rest else "")
+                + "; check the wiring map's limits and the instrument's state"
+            )
+        if not meta:
+            return
+        values = [float(r) for r in replies[len(replies) - 1 - n_extra - len(meta):len(replies) - 1 - n_extra]]
+        if self.profile.action_count:
+            self.actions, values = int(values[0]), values[1:]
+        tripped = [c for c, v in zip(sorted(self.sourcing), values) if v != 0]
+        if tripped:
+            raise InstrumentError(
+                f"{self.address}: channel(s) {', '.join(map(str, tripped))} tripped their current compliance "
+                "(the instrument's trip state); check the device and the compliance in the wiring map, then resume")
+
+    def _check_chain(self, reply: str, n: int, count: int = 0, n_meta: int = 0, extra: bool = False) -> list[str]:
         parts = split_reply(reply)
         if len(parts) != n:
             raise GarbledReply(f"expected {n} replies, got {reply[:80]!r}")
         if not ERROR_REPLY.match(parts[-1]):
             raise GarbledReply(f"malformed error-queue reply {parts[-1][:60]!r}")
-        if count and self._error_reply(parts[-1]) is None:
-            parse_numbers(parts[-2], count)
+        if self._error_reply(parts[-1]) is None:
+            if count:
+                parse_numbers(parts[-2], count)
+            end = len(parts) - 1 - extra
+            for text in parts[end - n_meta:end]:
+                parse_numbers(text, 1)
         return parts
 
     def _read(self, template: str, channels: Sequence[int]) -> np.ndarray:

@@ -38,8 +38,27 @@ class Disconnected(Exception):
     """The connection was closed by the other end."""
 
 
+class NoAnswer(InstrumentError):
+    """The instrument gave no correct reply after every retry (it is off, unplugged or wedged)."""
+
+
 class GarbledReply(ValueError):
     """A reply arrived but cannot be right (bad characters, checksum, count); retried."""
+
+
+class StaleReply(GarbledReply):
+    """A well-formed reply to an earlier request (a late reply after a retry): skipped, the next line read."""
+
+
+class Unconfirmed(InstrumentError):
+    """A message that must not be sent twice got no usable reply: it may or may not have been acted on.
+
+    Raised by ``query(..., resend=False)`` after the link was recovered; the driver decides by readback.
+    """
+
+
+#: Late replies to earlier requests skipped while waiting for the one asked for.
+MAX_STALE = 4
 
 
 @dataclass(frozen=True)
@@ -201,21 +220,35 @@ class Transport:
             self.open()
             self._send(message)
 
-    def query(self, message: str, parse: Callable[[str], Any] | None = None) -> Any:
+    def query(self, message: str, parse: Callable[[str], Any] | None = None, resend: bool = True) -> Any:
         """Send ``message``, read one reply and return ``parse(reply)`` (the text if no parser).
 
         A timeout, disconnect or a parser raising ValueError counts as a fault:
         the input is flushed, the link closed and reopened, and the same message
         sent again, up to ``retries`` times. InstrumentError from the parser
-        (an error the instrument reported) is not retried.
+        (an error the instrument reported) is not retried. A parser raising
+        StaleReply (a late answer to an earlier request) makes the next line be read.
+        ``resend=False`` (a message that acts, e.g. a pulse): after a fault the
+        link is recovered and Unconfirmed raised instead of sending it again.
         """
         with self.lock, self._interrupt:
             self.open()
             for attempt in range(self.retries + 1):
                 try:
+                    if not self._open:  # the last reopen failed (unplugged): try again, as a fault if it fails
+                        try:
+                            self.open()
+                        except InstrumentError as exc:
+                            raise Disconnected(str(exc)) from exc
                     self._send(message)
                     reply = self._receive()
                     self.round_trips += 1
+                    for _ in range(MAX_STALE):
+                        try:
+                            return parse(reply) if parse is not None else reply
+                        except StaleReply as exc:
+                            self._event("stale", f"{self.address}: skipped {exc}")
+                            reply = self._receive()
                     return parse(reply) if parse is not None else reply
                 except (ReplyTimeout, Disconnected, ValueError, OSError) as exc:
                     kind = {ReplyTimeout: "timeout", Disconnected: "disconnect"}.get(type(exc), "garbled")
@@ -225,12 +258,15 @@ class Transport:
                     self._event(kind, f"{self.address}: {kind} on {message[:60]!r}: {exc}")
                     if attempt == self.retries:
                         self._event("failed", f"{self.address}: gave up after {self.retries + 1} attempts")
-                        raise InstrumentError(
+                        raise NoAnswer(
                             f"{self.address} did not answer {message[:60]!r} correctly after "
                             f"{self.retries + 1} attempts (last: {kind}: {exc}); check that it is on, "
                             "connected and not in an error state, then resume the run"
                         ) from exc
                     self._recover()
+                    if not resend:
+                        raise Unconfirmed(f"{self.address}: no usable reply to {message[:60]!r} ({kind}: {exc}), "
+                                          "which must not be sent twice") from exc
                     self._event("retry", f"{self.address}: retry {attempt + 1}/{self.retries} of {message[:60]!r}")
             raise AssertionError("unreachable")
 
@@ -277,157 +313,5 @@ class Transport:
             self._event("disconnect", str(exc))
 
 
-class VisaTransport(Transport):
-    """A VISA resource through pyvisa; ``backend`` "@py" (pyvisa-py) by default, "file.yaml@sim" for pyvisa-sim."""
-
-    def __init__(self, address: str, backend: str = "@py", **options):
-        super().__init__(address, **options)
-        self.backend = backend
-        self._rm = None
-        self._res = None
-
-    def _open_raw(self) -> None:
-        import pyvisa
-
-        if self._rm is None:
-            self._rm = pyvisa.ResourceManager(self.backend)
-        self._res = self._rm.open_resource(
-            self.address, read_termination=self.termination, write_termination="",
-            timeout=int(self.timeout * 1000),
-        )
-
-    def _close_raw(self) -> None:
-        res, self._res = self._res, None
-        if res is not None:
-            res.close()
-
-    def close(self) -> None:
-        super().close()
-        if self._rm is not None and not self._open:
-            try:
-                self._rm.close()
-            except Exception:
-                pass
-            self._rm = None
-
-    def reopen(self) -> None:
-        with self.lock:
-            self._open = False
-            try:
-                self._close_raw()
-            except Exception:
-                pass
-            self._event("reopen", f"{self.address}: connection closed and reopened")
-            self.open()
-
-    def _send_raw(self, data: bytes) -> None:
-        import pyvisa
-
-        try:
-            self._res.write_raw(data)
-        except pyvisa.errors.VisaIOError as exc:
-            raise Disconnected(str(exc)) from exc
-
-    def _receive_raw(self) -> bytes:
-        import pyvisa
-
-        try:
-            raw = self._res.read_raw()
-        except pyvisa.errors.VisaIOError as exc:
-            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
-                raise ReplyTimeout(f"no reply within {self.timeout} s") from exc
-            raise Disconnected(str(exc)) from exc
-        term = self.termination.encode()
-        if not raw.endswith(term):
-            raise Disconnected("reply ended without its termination")
-        return raw[: -len(term)]
-
-    def _flush_raw(self) -> None:
-        if self._res is None:
-            return
-        import pyvisa
-
-        old = self._res.timeout
-        self._res.timeout = 10
-        try:
-            for _ in range(64):
-                self._res.read_raw()
-        except pyvisa.errors.VisaIOError:
-            pass
-        finally:
-            self._res.timeout = old
-
-
-class SerialTransport(Transport):
-    """A serial port or pyserial URL (``/dev/ttyUSB0``, ``COM3``, ``socket://host:port``, ``loop://``)."""
-
-    def __init__(self, address: str, baudrate: int = 115200, **options):
-        super().__init__(address, **options)
-        self.baudrate = int(baudrate)
-        self._port = None
-        self._buffer = bytearray()
-
-    def _open_raw(self) -> None:
-        import serial
-
-        self._port = serial.serial_for_url(
-            self.address, baudrate=self.baudrate, timeout=self.timeout, write_timeout=self.write_timeout
-        )
-        self._buffer.clear()
-
-    def _close_raw(self) -> None:
-        port, self._port = self._port, None
-        if port is not None:
-            port.close()
-
-    def _send_raw(self, data: bytes) -> None:
-        import serial
-
-        try:
-            self._port.write(data)
-        except serial.SerialException as exc:
-            raise Disconnected(str(exc)) from exc
-
-    def _receive_raw(self) -> bytes:
-        import serial
-
-        term = self.termination.encode()
-        deadline = time.monotonic() + self.timeout
-        while True:
-            i = self._buffer.find(term)
-            if i >= 0:
-                line = bytes(self._buffer[:i])
-                del self._buffer[: i + len(term)]
-                return line
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReplyTimeout(f"no complete reply within {self.timeout} s")
-            self._port.timeout = left
-            try:
-                chunk = self._port.read(max(1, self._port.in_waiting))
-            except serial.SerialException as exc:
-                raise Disconnected(str(exc)) from exc
-            self._buffer += chunk
-
-    def _flush_raw(self) -> None:
-        self._buffer.clear()
-        if self._port is not None:
-            self._port.reset_input_buffer()
-
-
-def open_transport(address: str, *, kind: str | None = None, **options) -> Transport:
-    """A transport for ``address``: VISA if it looks like a VISA resource ("...::..."), else serial.
-
-    ``kind`` forces "visa" or "serial". Options: timeout, write_timeout,
-    min_interval, retries, termination, on_event; ``backend`` (visa) or
-    ``baudrate`` (serial). The transport is opened before it is returned.
-    """
-    kind = kind or ("visa" if "::" in address else "serial")
-    if kind == "visa":
-        transport: Transport = VisaTransport(address, **options)
-    elif kind == "serial":
-        options.pop("backend", None)
-        transport = SerialTransport(address, **options)
-    else:
-        raise ConfigurationError(f"unknown transport kind {kind!r}; valid: visa, serial")
-    return transport.open()
+# The buses (pyvisa, pyserial) live in drivers/buses.py; imported here so both names work.
+from drivers.buses import SerialTransport, VisaTransport, open_transport  # noqa: E402,F401

@@ -23,6 +23,11 @@ from aeqprop.errors import ConfigurationError
 
 PROFILE_NAMES = ("keithley2450", "keysight-b2900", "multichannel", "board")
 
+#: Channel layout of a ``multichannel`` instrument serving a whole substrate (the virtual lab):
+#: first channel of each role; parameters are flattened tensor by tensor, row-major.
+LAB_CHANNELS = {"input": 1001, "output": 2001, "beta": 3000, "target": 3001, "hold": 9000, "homeostasis": 9001,
+                "knob": 100001, "readout": 200001, "program": 300001, "gradient": 400001}
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -102,6 +107,17 @@ class Hold(Group):
     release_level: float = 1.0
     time_scale: float = Field(1.0, gt=0)
     joint_timeout: float = Field(10.0, gt=0, description="s allowed to settle jointly (release None)")
+    max_seconds: float = Field(10.0, gt=0, description="longest release the controller sends, s")
+
+
+class Trigger(Group):
+    """A trigger line (native homeostasis): a pulse of ``width`` s at ``level`` (times ``scale`` on the channel).
+
+    Where the instrument has no pulse command, the level and then 0 go out in two messages.
+    """
+
+    level: float = 1.0
+    width: float = Field(1e-3, gt=0, description="trigger pulse length, s")
 
 
 class Nudge(Strict):
@@ -141,7 +157,7 @@ class WiringMap(Strict):
     nudge: Nudge
     parameters: dict[str, ParameterWiring]
     hold: Hold | None = None
-    homeostasis: Group | None = None
+    homeostasis: Trigger | None = None
     relax: Relax = Relax()
     n_inputs: int = Field(ge=1)
     n_outputs: int = Field(ge=1)
@@ -159,6 +175,8 @@ class WiringMap(Strict):
                 used[key] = role
             if role in self.source_roles() and group.limits is None:
                 raise ValueError(f"{role} is a source and needs limits = {{range = [low, high], ...}}")
+            if group.limits is not None:
+                self._within_device(role, group)
         for name, p in self.parameters.items():
             lo, hi = p.bounds
             for role in ("program", "knob"):
@@ -169,6 +187,19 @@ class WiringMap(Strict):
                         raise ValueError(f"parameters.{name}.program limits {g.limits.range} do not cover the bounds "
                                          f"{p.bounds} times scale {g.scale}")
         return self
+
+    def _within_device(self, role: str, group: Group) -> None:
+        """The bench limits of a group must lie inside its instrument profile's device range."""
+        from drivers.scpi_profiles import PROFILES
+
+        profile = PROFILES.get(self.instruments[group.instrument].profile)
+        device = None if profile is None else \
+            profile.voltage_range if group.kind == "voltage" else profile.current_range
+        lo, hi = group.limits.range
+        if device is not None and not (device[0] <= lo and hi <= device[1]):
+            unit = "V" if group.kind == "voltage" else "A"
+            raise ValueError(f"{role} limits [{lo}, {hi}] {unit} exceed the {profile.name}'s source range "
+                             f"[{device[0]}, {device[1]}] {unit}; narrow the range in the wiring map")
 
     def source_roles(self) -> set[str]:
         roles = {"inputs", "nudge.targets", "nudge.strength", "hold", "homeostasis"}
@@ -231,9 +262,8 @@ def load_wiring(path: str | Path) -> WiringMap:
 
 def lab_wiring_toml(info, address: str, profile: str = "multichannel", timeout: float = 2.0, retries: int = 3,
                     knob_range: float = 100.0) -> str:
-    """A wiring map (TOML text) for the virtual lab serving a substrate with this SubstrateInfo."""
-    from sim_backends.virtual_lab import CHANNELS as C
-
+    """A wiring map (TOML text) for an instrument laid out as ``LAB_CHANNELS`` serving a substrate with this info."""
+    C = LAB_CHANNELS
     big = f"limits = {{ range = [{-knob_range}, {knob_range}] }}"
     lines = [
         f'description = "virtual lab: {info.description}"',

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: First channel of each role; parameters are flattened tensor by tensor, row-major.
-CHANNELS = {"input": 1001, "output": 2001, "beta": 3000, "target": 3001, "hold": 9000, "homeostasis": 9001,
-            "knob": 100001, "readout": 200001, "program": 300001, "gradient": 400001}
+from drivers.wiring import LAB_CHANNELS
+
+#: First channel of each role (the layout drivers.wiring.lab_wiring_toml wires).
+CHANNELS = LAB_CHANNELS
 
 
 @dataclass
@@ -29,13 +30,32 @@ class Faults:
     disconnect: float = 0.0
     compliance_trip: float = 0.0  # per message that sets a level
     settle: float = 0.0  # s that each relax (INIT / SETTLE) takes
+    late: float = 0.0  # probability that a reply comes late_seconds late (after the message was acted on)
+    late_seconds: float = 0.5
+    reset: float = 0.0  # board only: probability per message that the board reboots before acting on it
+    nan: float = 0.0  # probability that a reading is NaN (a board sends "nan", SCPI its overflow value 9.91e37)
     seed: int = 0
+
+
+#: SCPI error number for each lab error code (the board protocol's codes, docs/board-protocol.md).
+SCPI_ERRORS = {2: (-224, "Illegal parameter value"), 3: (-113, "Undefined header"), 4: (-224, "Illegal parameter value"),
+               5: (-222, "Data out of range"), 6: (-9001, "Compliance tripped"), 7: (-200, "Execution error")}
 
 
 class LabError(Exception):
     def __init__(self, code: int, text: str):
         super().__init__(text)
         self.code, self.text = code, text
+
+    def scpi(self) -> str:
+        """The SCPI error-queue entry: ``-222,"Data out of range; <text>"``."""
+        number, meaning = SCPI_ERRORS.get(self.code, (-200, "Execution error"))
+        return f'{number},"{meaning}; {self.text.replace(chr(34), chr(39))}"'
+
+
+#: The lab's own limits per source group, V (what its DACs can do; a wiring map's limits must lie inside).
+LAB_RANGES = {"input": (-10.0, 10.0), "target": (-10.0, 10.0), "beta": (-1.0, 100.0), "hold": (0.0, 10.0),
+              "homeostasis": (0.0, 10.0), "knob": (-1000.0, 1000.0), "program": (-1000.0, 1000.0)}
 
 
 class LabModel:
@@ -64,6 +84,7 @@ class LabModel:
         self.lock = threading.RLock()
         self.pending: str | None = None
         self.calls: list[str] = []  # substrate operations, in order (for tests)
+        self.actions = 0  # non-idempotent actions done (relax, pulses, trigger edges): SCPI SYST:ACT:COUN?
 
     # -- channel map ---------------------------------------------------------------
     def locate(self, ch: int) -> tuple[str, int]:
@@ -84,20 +105,31 @@ class LabModel:
         return out
 
     # -- operations ----------------------------------------------------------------
-    def set(self, ch: int, value: float) -> None:
-        group, i = self.locate(ch)
+    def check(self, ch: int, value: float) -> str:
+        """The group of source channel ``ch``; LabError if the channel or value is not acceptable."""
+        group, _ = self.locate(ch)
         if group in ("output", "readout", "gradient"):
             raise LabError(4, f"channel {ch} ({group}) is a measurement channel")
+        lo, hi = LAB_RANGES[group]
+        if not np.isfinite(value):
+            raise LabError(2, f"illegal value {value!r} for channel {ch}")
+        if not lo <= value <= hi:
+            raise LabError(5, f"{value!r} on channel {ch} is outside the lab's range [{lo}, {hi}]")
+        return group
+
+    def set(self, ch: int, value: float) -> None:
+        group = self.check(ch, value)
+        i = self.locate(ch)[1]
         if group != self.pending:
             self.flush()
-        self.levels[group][i] = value
+        before, self.levels[group][i] = self.levels[group][i], value
         if group == "hold":
-            if value != 0.0:
+            if value != 0.0 and before == 0.0:  # a rising edge releases
+                self.actions += 1
                 self._call("release(None)", lambda: self.sub.release(None))
         elif group == "homeostasis":
-            if value != 0.0:
-                self._call("homeostasis", self.sub.homeostasis)
-                self.levels["knob"] = self._flat(self.sub.knobs())
+            if value != 0.0 and before == 0.0:  # a rising edge triggers
+                self._homeostasis()
         else:
             self.pending = group
 
@@ -125,16 +157,31 @@ class LabModel:
 
     def relax(self) -> None:
         self.flush()
+        self.actions += 1
         self._call("relax", self.sub.relax)
 
-    def pulse(self, ch: int, seconds: float) -> None:
+    def _homeostasis(self) -> None:
+        self.actions += 1
+        self._call("homeostasis", self.sub.homeostasis)
+        self.levels["knob"] = self._flat(self.sub.knobs())
+
+    def pulse(self, ch: int, seconds: float, level: float = 1.0) -> None:
+        """A pulse on the hold line releases for ``seconds``; on the homeostasis line it triggers homeostasis."""
         group, _ = self.locate(ch)
-        if group != "hold":
-            raise LabError(4, f"channel {ch} cannot pulse (only the hold line, {CHANNELS['hold']})")
-        if not seconds >= 0:
-            raise LabError(5, f"pulse length {seconds} s must be >= 0")
+        if group not in ("hold", "homeostasis"):
+            raise LabError(4, f"channel {ch} cannot pulse (only the hold and homeostasis lines, "
+                              f"{CHANNELS['hold']} and {CHANNELS['homeostasis']})")
+        if not (seconds >= 0 and level != 0):
+            raise LabError(5, f"pulse of {seconds} s at {level} V: need a length >= 0 s and a non-zero level")
+        lo, hi = LAB_RANGES[group]
+        if not lo <= level <= hi:
+            raise LabError(5, f"pulse level {level!r} on channel {ch} is outside the lab's range [{lo}, {hi}]")
         self.flush()
-        self._call("release", lambda: self.sub.release(seconds / self.update_seconds))
+        if group == "homeostasis":
+            self._homeostasis()
+        else:
+            self.actions += 1
+            self._call("release", lambda: self.sub.release(seconds / self.update_seconds))
 
     def read(self, channels: list[int], source: bool = False) -> list[float]:
         self.flush()
@@ -164,10 +211,14 @@ class LabModel:
             (self.outputs_on.add if on else self.outputs_on.discard)(ch)
 
     def safe(self) -> None:
-        """Every output off; sources that do not touch the parameters to zero (inputs, nudging)."""
+        """The hold line to 0 first (parameters held), then every DAC to 0 V (inputs, nudging, knobs, trigger)
+        and every output off. Programmed (non-volatile) parameters are left as they are."""
         self.pending = None
-        for g in ("input", "target", "beta", "hold", "homeostasis"):
+        self.levels["hold"][:] = 0.0
+        for g in ("input", "target", "beta", "homeostasis", "knob"):
             self.levels[g][:] = 0.0
+        if "aeqprop" in self.sub.info.capabilities:
+            self.sub.set_knobs(self._unflat(self.levels["knob"]))
         self.outputs_on.clear()
 
     def all_channels(self) -> list[int]:

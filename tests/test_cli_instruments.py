@@ -48,3 +48,29 @@ def test_probe_of_an_instrument_that_is_not_there_is_one_line():
     assert "Traceback" not in result.stderr
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "TCPIP0::127.0.0.1::9::SOCKET" in lines[0]
+
+
+def test_conformance_passes_the_reference_board_and_names_what_a_wrong_one_breaks():
+    from typer.testing import CliRunner
+
+    from cli import app
+    from drivers.board import frame, unframe
+    from sim_backends.hopfield import HopfieldSubstrate
+    from sim_backends.virtual_lab import BoardServer
+
+    with BoardServer(HopfieldSubstrate((4, 5, 3), max_batch=1)) as board:
+        good = CliRunner().invoke(app, ["instruments", "conformance", board.address, "--timeout", "1"])
+        assert good.exit_code == 0, good.output
+        assert "17 of 17 checks passed" in good.output
+
+        execute = board.front.execute
+
+        def sloppy(line, trip):  # answers an empty payload as "OK " and acts on a repeated seq again
+            seq, body = unframe(execute(line, trip))
+            return frame(seq, "OK " if body == "OK" else body)
+
+        board.front.execute = sloppy
+        bad = CliRunner().invoke(app, ["instruments", "conformance", board.address, "--timeout", "1"])
+    assert bad.exit_code == 1
+    assert "FAIL  a lone empty payload is 'OK'" in bad.output
+    assert "of 17 checks passed" in bad.output

@@ -1,6 +1,11 @@
 """A recorded run on instruments: the virtual lab over pyvisa-py with faults, through the run store."""
 
+import os
+import signal
+import time
+
 import numpy as np
+import pytest
 
 from aeqprop import session
 from aeqprop.config import load_config
@@ -70,3 +75,80 @@ def test_step_reports_count_the_instrument_round_trips():
                 report = protocol.step(hw, x, y)
                 assert report.round_trips == hw.round_trips - before
                 assert 4 <= report.round_trips <= 6  # about one per phase (benchmarks/hardware.py)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_one_signal_during_an_exchange_stops_gracefully_outputs_off_and_the_run_resumes(tmp_path, sig):
+    """The signal lands while a SCPI reply is in flight: the exchange finishes, the step ends, a checkpoint is
+    written, OUTP OFF goes out, the run is interrupted (not stopped at once) and resumes to the same result."""
+    fields = {"substrate.backend": "instrument", "checkpoint.every": 5, "dataset.name": "iris",
+              "protocol.name": "eqprop", "schedule.epochs": 1, "schedule.batch_size": 1,
+              "runs": str(tmp_path / "runs"), "evaluation.every": 1000}
+    direct, theta_direct, _ = run(tmp_path / "direct", **{"substrate.backend": "hopfield",
+                                                           "substrate.options": {**SIM, "hidden": [5]}})
+    with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
+        wiring = tmp_path / "lab.toml"
+        wiring.write_text(lab_wiring_toml(HopfieldSubstrate(**SIM).info, lab.address, timeout=2.0))
+        fields["substrate.wiring"] = str(wiring)
+        received, execute = [], lab.front.execute
+
+        def execute_and_signal(line, trip):
+            received.append(line)
+            if len(received) == 60:  # mid-run, while the controller waits for this reply
+                os.kill(os.getpid(), getattr(signal, sig))
+                time.sleep(0.05)
+            return execute(line, trip)
+
+        lab.front.execute = execute_and_signal
+        outcome = session.start(load_config(None, fields=fields))
+        assert outcome.status == "interrupted"
+        assert any(line.startswith("OUTP OFF") for line in received[60:])
+        assert lab.model.outputs_on == set()
+        store = RunStore(str(tmp_path / "runs"), create=False)
+        assert store.run(outcome.run_id)["status"] == "interrupted"
+        events = store.metrics(outcome.run_id, "events")
+        assert not any("stopped at once" in (e["message"] or "") for e in events)
+        assert store.load_checkpoint(outcome.run_id)["global_step"] > 0
+        store.close()
+        resumed = session.resume(str(tmp_path / "runs"), outcome.run_id)
+    assert resumed.status == "completed"
+    theta = RunStore(str(tmp_path / "runs"), create=False).load_checkpoint(outcome.run_id)["parameters"]
+    assert max(float(np.max(np.abs(theta[n] - theta_direct[n]))) for n in theta) <= 1e-9
+
+
+def _aeqprop_only(info, address):
+    lines = lab_wiring_toml(info, address, timeout=2.0).splitlines()
+    return "\n".join(l for l in lines if not l.startswith(("program =", "gradient =")))
+
+
+@pytest.mark.slow
+def test_an_aeqprop_only_bench_resumes_through_its_knobs_or_refuses_without_touching_the_status(tmp_path):
+    fields = {"substrate.backend": "instrument", "checkpoint.every": 5, "dataset.name": "iris",
+              "protocol.name": "aeqprop", "schedule.epochs": 1, "schedule.batch_size": 1, "dataset.test_fraction": 0.9,
+              "runs": str(tmp_path / "runs"), "evaluation.every": 1000}
+    with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
+        wiring = tmp_path / "lab.toml"
+        wiring.write_text(_aeqprop_only(HopfieldSubstrate(**SIM).info, lab.address))
+        fields["substrate.wiring"] = str(wiring)
+        count, execute = [0], lab.front.execute
+
+        def execute_and_stop(line, trip):
+            count[0] += 1
+            if count[0] == 40:
+                os.kill(os.getpid(), signal.SIGINT)
+            return execute(line, trip)
+
+        lab.front.execute = execute_and_stop
+        outcome = session.start(load_config(None, fields=fields))
+        assert outcome.status == "interrupted"
+        lab.front.execute = execute
+        theta = lab.model.sub.parameters()
+        lab.model.sub._assign({n: v + 0.01 for n, v in theta.items()})  # someone else used the bench
+        with pytest.raises(Exception, match="cannot program its parameters .* the run stays interrupted"):
+            session.resume(str(tmp_path / "runs"), outcome.run_id)
+        store = RunStore(str(tmp_path / "runs"), create=False)
+        assert store.run(outcome.run_id)["status"] == "interrupted"
+        store.close()
+        lab.model.sub._assign(theta)  # the bench holds the checkpoint's theta again
+        resumed = session.resume(str(tmp_path / "runs"), outcome.run_id)
+    assert resumed.status == "completed"

@@ -82,3 +82,55 @@ def test_serial_transport_over_a_pyserial_url_round_trips_and_flushes():
         t.query("Z?", parse=lambda r: (_ for _ in ()).throw(GarbledReply("no")))
     t.close()
     assert not t.is_open
+
+
+def test_a_serial_port_opens_with_dtr_low_so_an_arduino_class_board_is_not_reset(monkeypatch):
+    import serial
+
+    states = []
+    real_open = serial.Serial.open
+
+    def spy(self):
+        states.append((self.dtr, self.rts))
+        real_open(self)
+
+    monkeypatch.setattr(serial.Serial, "open", spy)
+    from sim_backends.hopfield import HopfieldSubstrate
+    from sim_backends.virtual_lab import BoardServer
+
+    with BoardServer(HopfieldSubstrate((4, 5, 3), max_batch=1)) as board:
+        t = open_transport(board.address, timeout=0.5)
+        t.reopen()
+        t.close()
+    assert states == [(False, False), (False, False)]
+
+
+def test_an_unplugged_serial_device_is_one_instrument_error_not_an_attribute_error():
+    from drivers.board import BoardInstrument
+    from drivers.transport import NoAnswer
+    from sim_backends.hopfield import HopfieldSubstrate
+    from sim_backends.virtual_lab import BoardServer
+
+    board = BoardServer(HopfieldSubstrate((4, 5, 3), max_batch=1))
+    inst = BoardInstrument(open_transport(board.address, timeout=0.2, retries=2))
+    assert inst.identify().startswith("aeqprop-virtual-lab")
+    board.stop()  # the cable is pulled: the device node goes away
+    with pytest.raises(NoAnswer, match=r"did not answer .* after 3 attempts .*cannot open"):
+        inst.identify()
+
+
+def test_the_scripted_fake_fails_on_leftover_pairs_unread_replies_and_replies_it_was_not_given():
+    t = ScriptedTransport([("A?", "1"), ("B?", "2")]).open()
+    assert t.query("A?") == "1"
+    with pytest.raises(AssertionError, match="1 expected exchange\\(s\\) left over"):
+        t.assert_finished()
+    t.script.clear()
+    unread = ScriptedTransport([("W", "a reply nobody reads"), ("X", None)]).open()
+    unread.write("W")
+    with pytest.raises(AssertionError, match="was never read"):
+        unread.write("X")
+    unread._pending = None
+    silent = ScriptedTransport([("W", None)]).open()
+    silent.write("W")
+    with pytest.raises(AssertionError, match="does not give"):
+        silent._receive_raw()

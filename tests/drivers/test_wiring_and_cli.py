@@ -87,3 +87,36 @@ def test_build_substrate_opens_the_map_and_close_switches_outputs_off():
 def test_list_instruments_returns_visa_and_serial_lists():
     found = list_instruments()
     assert set(found) == {"visa", "serial"} and all(isinstance(v, list) for v in found.values())
+
+
+def test_drivers_never_import_the_simulations():
+    import ast
+
+    for path in (Path(__file__).resolve().parents[2] / "drivers").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("sim_backends") for n in names), f"{path.name} imports {names}"
+
+
+def test_check_with_a_config_refuses_protocol_options_that_no_protocol_takes(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[dataset]\nname = "iris"\n[protocol]\nname = "aeqprop"\noptions = { beta = 0.5, betta = 1.0 }\n')
+    result = CliRunner().invoke(app, ["instruments", "check", str(EXAMPLES / "wiring-virtual-lab.toml"),
+                                      "--config", str(cfg)])
+    assert result.exit_code != 0
+    assert "protocol.options: unknown option(s) betta" in result.output
+
+
+def test_bench_limits_must_lie_inside_the_profiles_device_range():
+    data = tomllib.loads((EXAMPLES / "wiring-smu-bench.toml").read_text())
+    name = data["inputs"]["instrument"]
+    assert data["instruments"][name]["profile"] in ("keithley2450", "keysight-b2900")
+    data["inputs"]["limits"]["range"] = [-300.0, 0.5]
+    with pytest.raises(ConfigurationError, match=r"inputs limits \[-300.0, 0.5\] V exceed the .*source range "
+                                                 r"\[-210.0, 210.0\] V"):
+        parse_wiring(data)

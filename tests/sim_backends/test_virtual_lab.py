@@ -158,3 +158,72 @@ def test_large_steps_are_ramped_in_steps_of_at_most_max_step():
             hw.relax()
             assert lab.model.calls[start:] == ["clamp"] * 4 + ["relax", "outputs"]
             assert lab.model.levels["input"].tolist() == [1.0, 0.0, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("server_cls,profile", [(ScpiServer, "multichannel"), (BoardServer, "board")])
+def test_late_replies_never_run_a_release_twice(server_cls, profile):
+    """A reply that comes after the timeout: the retry must not release (or relax, or trigger) again."""
+    data = toy_data(n_train=6, n_test=2)
+    events = []
+    with server_cls(make_sim(), faults=Faults(late=0.05, late_seconds=0.3, seed=1)) as lab:
+        theta = train_through(lab, profile, "aeqprop-native", data, events, timeout=0.2)
+        assert lab.front.injected["late"] > 0
+        releases = lab.model.calls.count("release")
+    assert releases == 6  # one per training sample
+    assert max_diff(theta, train_direct("aeqprop-native", data)) <= 1e-9
+
+
+def test_a_board_that_resets_mid_run_stops_the_run_instead_of_training_on_at_zero_volts():
+    from drivers.board import BoardReset
+
+    with BoardServer(make_sim(), faults=Faults(reset=0.05, seed=3)) as board:
+        with pytest.raises(BoardReset, match="has reset since it was armed"):
+            train_through(board, "board", "eqprop", toy_data(n_train=20))
+        assert board.front.injected["reset"] >= 1
+        assert board.model.outputs_on == set()
+
+
+def test_the_scpi_lab_answers_like_an_instrument():
+    import socket
+
+    with ScpiServer(make_sim()) as lab:
+        with socket.create_connection(("127.0.0.1", lab.port), timeout=2) as s:
+            f = s.makefile("rwb")
+
+            def say(line):
+                f.write(line.encode() + b"\n")
+                f.flush()
+
+            say("SOUR:VOLT 0.5,(@1001)")  # not a query: no reply line at all
+            say("SOUR:VOLT 50.0,(@1001);:SYST:ERR?")
+            assert f.readline().decode().startswith('-222,"Data out of range')
+            say("FROB 1;:SYST:ERR?")
+            assert f.readline().decode().startswith('-113,"Undefined header')
+            say("SOUR:VOLT nan,(@1001);:SYST:ERR?")  # refused, and the connection stays up
+            assert f.readline().decode().startswith('-224,"Illegal parameter value')
+            say("SOUR:VOLT? (@1001)")
+            assert f.readline().decode().strip() == "0.5"
+        assert lab.model.levels["input"][0] == 0.5
+
+
+def test_safe_on_the_board_sets_every_dac_to_zero_and_leaves_theta_held():
+    sim = make_sim()
+    with BoardServer(sim) as board:
+        w = wiring_for(board, "board")
+        with InstrumentSubstrate(w) as hw:
+            hw.set_knobs({"W1": np.full((4, 5), 0.3)})
+            hw.clamp(np.full((1, 4), 0.5))
+            hw.relax()
+            theta = hw.parameters()
+        assert not board.model.levels["knob"].any() and not board.model.levels["input"].any()
+        assert max_diff(sim.parameters(), theta) == 0.0
+
+
+@pytest.mark.parametrize("server_cls,profile,error", [(BoardServer, "board", "did not answer"),
+                                                      (ScpiServer, "multichannel", "overflow value")])
+def test_a_nan_or_overflow_reading_stops_with_one_instrument_error_and_outputs_off(server_cls, profile, error):
+    with server_cls(make_sim(), faults=Faults(nan=1.0, seed=0)) as lab:
+        with pytest.raises(InstrumentError, match=error):
+            with InstrumentSubstrate(wiring_for(lab, profile, timeout=0.2)) as hw:
+                hw.outputs()
+        assert lab.model.outputs_on == set()
