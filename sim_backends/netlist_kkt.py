@@ -1,0 +1,188 @@
+"""Batched linear algebra of a netlist circuit: the co-content F, its gradient and Hessian in the
+free potentials ``z`` for every sample at once, and the KKT systems of the conducting ideal diodes
+solved for the whole batch by one sparse LU factorisation of a block-diagonal matrix.
+
+Every sample's Hessian has the same sparsity pattern (the resistors, exponential diodes and nudging
+conductances in z); only its values differ (the exponential diodes' conductances). The pattern and
+the linear maps from branch conductances to its values are built once per circuit; a batch's system
+is assembled from index arrays without a Python loop over samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import splu
+
+from aeqprop.errors import RelaxationError
+
+
+@dataclass(frozen=True)
+class DiodeModel:
+    """Exponential (Shockley) diodes: ``i = IS (exp(V_d / (N VT)) - 1)``.
+
+    u_max: beyond ``V_d = u_max N VT`` the exponential continues as its second-order Taylor
+    expansion (convex, finite). SPICE has no such limit; at 400 it lies past any current a
+    float64 circuit carries (IS e^400 > 1e150 A for any IS > 1e-24 A), so it only keeps the
+    line search finite far from the solution.
+    """
+
+    u_max: float = 400.0
+
+
+DIODE = DiodeModel()
+
+
+def exp_terms(vd: np.ndarray, par: np.ndarray, order: int) -> np.ndarray:
+    """Co-content in J/s (0), current in A (1) or conductance in S (2) of exponential diodes at drops vd (V)."""
+    i_s, nvt = par[:, 0], par[:, 1]
+    u = vd / nvt
+    t = np.maximum(u - DIODE.u_max, 0.0)
+    e = np.exp(np.minimum(u, DIODE.u_max))
+    if order == 0:
+        return i_s * (nvt * e * (1 + t + t * t / 2) - vd)
+    if order == 1:
+        return i_s * (e * (1 + t) - 1)
+    return i_s * e / nvt
+
+
+def _pair_map(A: sp.csr_matrix, key: np.ndarray, n: int) -> sp.csr_matrix:
+    """Sparse M with ``M @ w`` = the values of ``A^T diag(w) A`` at the pattern positions ``key``."""
+    A = sp.coo_matrix(A)
+    rows, cols, vals = A.row, A.col, A.data
+    order = np.argsort(rows, kind="stable")
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    i, j = _pairs_by_row(rows)
+    pos = np.searchsorted(key, cols[i] * n + cols[j])
+    return sp.csr_matrix((vals[i] * vals[j], (pos, rows[i])), shape=(len(key), A.shape[0]))
+
+
+def _pairs_by_row(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j) of entries sharing a row, rows sorted (a branch row holds at most two entries)."""
+    a, b = np.arange(len(rows) - 1), np.arange(1, len(rows))
+    m = rows[a] == rows[b]
+    idx = np.arange(len(rows))
+    return np.concatenate([idx, a[m], b[m]]), np.concatenate([idx, b[m], a[m]])
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+class Structure:
+    """The circuit's matrices in z: ``Ar`` resistors, ``Ad`` ideal diodes, ``Ax`` exponential diodes,
+    ``Ao`` outputs (rows ``e_a - e_b`` mapped through the groups), and the shared Hessian pattern."""
+
+    def __init__(self, nz: int, Ar, Ad, Ax, Ao, x_par: np.ndarray, ga: np.ndarray, gc: np.ndarray):
+        self.nz, self.m = nz, Ad.shape[0]
+        self.ga, self.gc = ga, gc  # free group of each ideal diode's anode and cathode; nz: held by sources
+        parent = list(range(nz + 1))
+        self.diode_forest = True  # no loop of ideal diodes: no working set has dependent rows
+        for a, c in zip(ga, gc):
+            if a == c:  # both ends held by sources, or in one group: a constant, never conducting
+                continue
+            ra, rc = _find(parent, int(a)), _find(parent, int(c))
+            self.diode_forest &= bool(ra != rc)
+            parent[ra] = rc
+        self.Ar, self.Ad, self.Ax, self.Ao = (sp.csr_matrix(M) for M in (Ar, Ad, Ax, Ao))
+        self.AdT = self.Ad.T.tocsr()
+        self.x_par = x_par
+        pat = (abs(self.Ar.T) @ abs(self.Ar) + abs(self.Ax.T) @ abs(self.Ax) + abs(self.Ao.T) @ abs(self.Ao)
+               + sp.identity(nz)).tocoo()
+        key = np.unique(pat.row.astype(np.int64) * nz + pat.col)
+        self.pr, self.pc, self.key = key // nz, key % nz, key
+        self.Mr, self.Mx, self.Mo = (_pair_map(M, key, nz) for M in (self.Ar, self.Ax, self.Ao))
+        A = sp.coo_matrix(self.Ad)
+        self.a_row, self.a_col, self.a_val = A.row, A.col, A.data
+        # a diode whose both ends are held by sources has an empty row: a constant, never in a working set
+        self.held = np.asarray(abs(self.Ad).sum(axis=1)).ravel() == 0
+
+    def hessian_values(self, g: np.ndarray, beta: float, cx: np.ndarray | None) -> np.ndarray:
+        """Pattern values of every sample's Hessian (B, nnz); cx: exponential-diode conductances (B, nx) S."""
+        base = self.Mr @ g + (beta * self.Mo @ np.ones(self.Mo.shape[1]) if beta else 0.0)
+        if cx is None or not cx.shape[1]:
+            return base[None, :]
+        return base[None, :] + (self.Mx @ cx.T).T
+
+    def matrix(self, vals: np.ndarray) -> sp.csc_matrix:
+        """One sample's Hessian from its pattern values."""
+        return sp.csc_matrix((vals, (self.pr, self.pc)), shape=(self.nz, self.nz))
+
+    def kkt(self, hvals: np.ndarray, W: np.ndarray, top: np.ndarray, bot: np.ndarray):
+        """Solve, per sample b, ``[[H_b, A_W^T], [A_W, 0]] [p; mu] = [top_b; bot_b on W]`` with
+        ``mu_k = 0`` off the working set W (bool, (B, m)); one LU of the block-diagonal matrix.
+        Returns (p (B, nz), mu (B, m))."""
+        B, nz, m = top.shape[0], self.nz, self.m
+        S = nz + m
+        hvals = np.broadcast_to(hvals, (B, len(self.pr)))
+        off = np.arange(B, dtype=np.int64) * S
+        rows = [(off[:, None] + self.pr[None, :]).ravel()]
+        cols = [(off[:, None] + self.pc[None, :]).ravel()]
+        vals = [hvals.ravel()]
+        if m:
+            b, e = np.nonzero(W[:, self.a_row])
+            r, c = off[b] + nz + self.a_row[e], off[b] + self.a_col[e]
+            rows += [r, c]
+            cols += [c, r]
+            vals += [self.a_val[e], self.a_val[e]]
+            bi, ki = np.nonzero(~W)
+            rows.append(off[bi] + nz + ki)
+            cols.append(off[bi] + nz + ki)
+            vals.append(np.ones(len(bi)))
+        K = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(B * S, B * S))
+        rhs = np.concatenate([top, np.where(W, bot, 0.0)], axis=1).ravel() if m else top.ravel()
+        try:
+            sol = splu(K).solve(rhs).reshape(B, S)
+        except RuntimeError:
+            raise RelaxationError(
+                "the circuit's equations are singular: part of it floats (a trainable conductance at 0 S?) "
+                "or conducting diodes fix one potential twice; raise that conductance or check the diodes"
+            ) from None
+        return sol[:, :nz], sol[:, nz:]
+
+
+@dataclass
+class Batch:
+    """One batch's fixed data: source offsets of every branch and of the outputs, the nudging."""
+
+    dr: np.ndarray  # (B, n_r) V_a - V_b of each resistor from the sources alone
+    dx: np.ndarray  # (B, n_x) the same for exponential diodes
+    bd: np.ndarray  # (B, m) ideal diodes: A z <= bd  <=>  V_anode <= V_cathode
+    c: np.ndarray  # (B, nz) linear term of F in z
+    beta: float
+    off: np.ndarray  # (B, nodes) V = P z + off
+
+
+def batch(st: Structure, off: np.ndarray, g: np.ndarray, r_nodes, x_nodes, d_nodes, out, beta, y) -> Batch:
+    """The fixed data of a batch with node offsets ``off`` (B, nodes): V = P z + off."""
+    dr = off[:, r_nodes[:, 0]] - off[:, r_nodes[:, 1]]
+    c = (st.Ar.T @ (g * dr).T).T
+    if beta:
+        c = c + beta * (st.Ao.T @ (off[:, out] - y).T).T
+    return Batch(dr, off[:, x_nodes[:, 0]] - off[:, x_nodes[:, 1]], off[:, d_nodes[:, 1]] - off[:, d_nodes[:, 0]],
+                 np.asarray(c), float(beta), off)
+
+
+def exp_drops(st: Structure, bt: Batch, z: np.ndarray, rows=slice(None)) -> np.ndarray:
+    return (st.Ax @ z.T).T + bt.dx[rows]
+
+
+def gradient(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, rows=slice(None)) -> np.ndarray:
+    """dF/dz (B, nz) in A: KCL imbalance of each free group (resistors, nudging, exponential diodes)."""
+    grad = (hbase @ z.T).T + bt.c[rows]
+    if st.Ax.shape[0]:
+        grad = grad + (st.Ax.T @ exp_terms(exp_drops(st, bt, z, rows), st.x_par, 1).T).T
+    return grad
+
+
+def energy(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, rows=slice(None)) -> np.ndarray:
+    """F per sample, up to a constant per sample, in W (half the dissipated power)."""
+    f = 0.5 * np.sum(z * (hbase @ z.T).T, axis=1) + np.sum(bt.c[rows] * z, axis=1)
+    if st.Ax.shape[0]:
+        f = f + np.sum(exp_terms(exp_drops(st, bt, z, rows), st.x_par, 0), axis=1)
+    return f
