@@ -68,10 +68,10 @@ class NetlistSubstrate(FloatingParameters):
             path = Path(netlist)
             if not path.is_file():
                 raise ConfigurationError(f"netlist file {path} does not exist; pass --netlist PATH")
-            text, source = path.read_text(), path.name
+            text, source, base = path.read_text(), path.name, path.parent
         else:
-            source = "<netlist>"
-        c: Circuit = parse(text, source)
+            source, base = "<netlist>", Path(".")
+        c: Circuit = parse(text, source, base)
         self.circuit = c
         trainable = [e for e in c.of("R") if e.trainable]
         if not trainable:

@@ -151,8 +151,8 @@ GOOD = "V1 a 0 x0\nR1 a b 1 train\nR2 b 0 2\n.output b\n"
 @pytest.mark.parametrize(
     "text,line,reason",
     [
-        (GOOD + "C1 b 0 1u\n", 5, "unknown element 'C1'"),
-        (GOOD + ".tran 1n 1u\n", 5, "unknown element '.tran'"),
+        (GOOD + "C1 b 0 1u\n", 5, "unsupported element 'C1'"),
+        (GOOD + ".tran 1n 1u\n", 5, "unsupported card '.tran'"),
         ("V1 a 0 x0\nR1 a b -5 train\nR2 b 0 2\n.output b\n", 2, "negative conductance"),
         (GOOD + "V2 c 0 1\nV3 c a 2\n", 6, "loop of voltage sources"),
         (GOOD + "R3 c d 1k\n", 5, "node 'c' is floating"),
