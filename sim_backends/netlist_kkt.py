@@ -36,16 +36,25 @@ DIODE = DiodeModel()
 
 
 def exp_terms(vd: np.ndarray, par: np.ndarray, order: int) -> np.ndarray:
-    """Co-content in J/s (0), current in A (1) or conductance in S (2) of exponential diodes at drops vd (V)."""
+    """Co-content in W (0), current in A (1) or conductance in S (2) of exponential diodes at drops vd (V).
+
+    SPICE's diode (Berkeley SPICE3, as ngspice): ``i = IS (e^u - 1)`` with ``u = V_d / (N VT)`` for
+    u >= -3, and below it ``i = -IS (1 + (3 / (e u))^3)``, which meets the exponential with its slope
+    at u = -3 and tends to -IS. Both are increasing, so the co-content stays convex.
+    """
     i_s, nvt = par[:, 0], par[:, 1]
     u = vd / nvt
     t = np.maximum(u - DIODE.u_max, 0.0)
-    e = np.exp(np.minimum(u, DIODE.u_max))
+    e = np.exp(np.clip(u, -3.0, DIODE.u_max))
+    rev = u < -3.0
+    ur = np.minimum(u, -3.0)
+    c3 = np.exp(-3.0)
     if order == 0:
-        return i_s * (nvt * e * (1 + t + t * t / 2) - vd)
+        fwd = nvt * (e * (1 + t + t * t / 2) - u)
+        return i_s * np.where(rev, nvt * (-ur + 13.5 * c3 / ur**2 - 0.5 * c3), fwd)
     if order == 1:
-        return i_s * (e * (1 + t) - 1)
-    return i_s * e / nvt
+        return i_s * np.where(rev, -(1 + 27.0 * c3 / ur**3), e * (1 + t) - 1)
+    return i_s / nvt * np.where(rev, 81.0 * c3 / ur**4, e)
 
 
 def _pair_map(A: sp.csr_matrix, key: np.ndarray, n: int) -> sp.csr_matrix:
