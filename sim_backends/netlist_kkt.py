@@ -100,6 +100,7 @@ class Structure:
             parent[ra] = rc
         self.Ar, self.Ad, self.Ax, self.Ao = (sp.csr_matrix(M) for M in (Ar, Ad, Ax, Ao))
         self.AdT = self.Ad.T.tocsr()
+        self.absAr = abs(self.Ar)
         self.x_par = x_par
         pat = (abs(self.Ar.T) @ abs(self.Ar) + abs(self.Ax.T) @ abs(self.Ax) + abs(self.Ao.T) @ abs(self.Ao)
                + sp.identity(nz)).tocoo()
@@ -110,6 +111,68 @@ class Structure:
         self.a_row, self.a_col, self.a_val = A.row, A.col, A.data
         # a diode whose both ends are held by sources has an empty row: a constant, never in a working set
         self.held = np.asarray(abs(self.Ad).sum(axis=1)).ravel() == 0
+        # a diode from a free group to a held node fixes that group's z when it conducts (a bound)
+        nnz_row = np.bincount(self.a_row, minlength=self.m)
+        self.bound = nnz_row == 1
+        self.bcol, self.bval = np.zeros(self.m, dtype=int), np.ones(self.m)
+        one = self.bound[self.a_row]
+        self.bcol[self.a_row[one]], self.bval[self.a_row[one]] = self.a_col[one], self.a_val[one]
+        nnz = len(key)
+        self.pdiag = self.pr == self.pc
+        self.Prow = sp.csr_matrix((np.ones(nnz), (self.pr, np.arange(nnz))), shape=(nz, nnz))  # sums entries per row
+        self.ip = self._ordering()
+
+    def _ordering(self) -> np.ndarray:
+        """Position of each z in a fill-reducing order of the Hessian, found once per circuit: the
+        block-diagonal batch matrix is then factorised in that order without pivoting (it is SPD)."""
+        if not self.nz:
+            return np.zeros(0, dtype=int)
+        H = sp.csc_matrix((np.where(self.pdiag, len(self.pr), -1.0), (self.pr, self.pc)), shape=(self.nz, self.nz))
+        lu = splu(H, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        best, fill = np.arange(self.nz), np.inf
+        for cand in (np.arange(self.nz), lu.perm_c, np.argsort(lu.perm_c)):
+            P = H[np.argsort(cand)][:, np.argsort(cand)]  # variable i at position cand[i]
+            f = splu(sp.csc_matrix(P), permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+            if f.L.nnz + f.U.nnz < fill:
+                best, fill = np.asarray(cand), f.L.nnz + f.U.nnz
+        return best
+
+    def hessian_times(self, hvals: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """H_b x_b for every sample, from pattern values (B or 1, nnz) and x (B, nz)."""
+        return (self.Prow @ (hvals * x[:, self.pc]).T).T
+
+    def _kkt_bounds(self, hvals: np.ndarray, W: np.ndarray, top: np.ndarray, bot: np.ndarray):
+        """The KKT solve when every conducting diode is a bound: its group's step is fixed, the
+        rest is an SPD system (one Cholesky-like LU of the block-diagonal batch, fixed order)."""
+        B, nz = top.shape
+        fixed, pfix = np.zeros((B, nz), bool), np.zeros((B, nz))
+        b, k = np.nonzero(W)
+        j = self.bcol[k]
+        fixed[b, j] = True
+        pfix[b, j] = bot[b, k] / self.bval[k]
+        hvals = np.broadcast_to(hvals, (B, len(self.pr)))
+        rhs = np.where(fixed, pfix, top - self.hessian_times(hvals, pfix))
+        vals = np.where(fixed[:, self.pr] | fixed[:, self.pc], 0.0, hvals) + (self.pdiag[None, :] & fixed[:, self.pr])
+        off = np.arange(B, dtype=np.int64)[:, None] * nz
+        K = sp.csc_matrix((vals.ravel(), ((off + self.ip[self.pr]).ravel(), (off + self.ip[self.pc]).ravel())),
+                          shape=(B * nz, B * nz))
+        sol = self._lu(K, "NATURAL", symmetric=True).solve(np.take_along_axis(rhs, np.broadcast_to(np.argsort(self.ip), (B, nz)), 1).ravel())
+        p = sol.reshape(B, nz)[:, self.ip]
+        mu = np.zeros((B, self.m))
+        mu[b, k] = (top[b, j] - self.hessian_times(hvals, p)[b, j]) / self.bval[k]
+        return p, mu
+
+    @staticmethod
+    def _lu(K, permc: str, symmetric: bool = False):
+        try:
+            if symmetric:
+                return splu(K, permc_spec=permc, diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+            return splu(K, permc_spec=permc)
+        except RuntimeError:
+            raise RelaxationError(
+                "the circuit's equations are singular: part of it floats (a trainable conductance at 0 S?) "
+                "or conducting diodes fix one potential twice; raise that conductance or check the diodes"
+            ) from None
 
     def hessian_values(self, g: np.ndarray, beta: float, cx: np.ndarray | None) -> np.ndarray:
         """Pattern values of every sample's Hessian (B, nnz); cx: exponential-diode conductances (B, nx) S."""
@@ -127,6 +190,8 @@ class Structure:
         ``mu_k = 0`` off the working set W (bool, (B, m)); one LU of the block-diagonal matrix.
         Returns (p (B, nz), mu (B, m))."""
         B, nz, m = top.shape[0], self.nz, self.m
+        if not np.any(W & ~self.bound[None, :]):
+            return self._kkt_bounds(hvals, W, top, bot)
         S = nz + m
         hvals = np.broadcast_to(hvals, (B, len(self.pr)))
         off = np.arange(B, dtype=np.int64) * S
@@ -145,13 +210,7 @@ class Structure:
             vals.append(np.ones(len(bi)))
         K = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(B * S, B * S))
         rhs = np.concatenate([top, np.where(W, bot, 0.0)], axis=1).ravel() if m else top.ravel()
-        try:
-            sol = splu(K).solve(rhs).reshape(B, S)
-        except RuntimeError:
-            raise RelaxationError(
-                "the circuit's equations are singular: part of it floats (a trainable conductance at 0 S?) "
-                "or conducting diodes fix one potential twice; raise that conductance or check the diodes"
-            ) from None
+        sol = self._lu(K, "COLAMD").solve(rhs).reshape(B, S)
         return sol[:, :nz], sol[:, nz:]
 
 

@@ -218,7 +218,8 @@ def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray,
 class Check:
     """Kirchhoff's law and the diodes at a solution, per sample: KCL imbalance per free group (A),
     ideal-diode currents anode -> cathode (A) and drops V_a - V_c (V), largest branch current (A), and
-    whether all hold (``ok``), with the worst relative imbalance and its group."""
+    whether all hold (``ok``), with the worst imbalance relative to the largest branch current (round-off
+    floor included) and the group of the worst excess over the floor."""
 
     residual: np.ndarray
     currents: np.ndarray
@@ -246,10 +247,11 @@ def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution, P, r_nodes: np
     drops = (st.Ad @ z.T).T - bt.bd
     tight = _tight_scale(z, bt.bd)[:, None]
     av = np.abs((P @ z.T).T + bt.off)
-    floor = 1e-13 * (abs(st.Ar).T @ (g * (av[:, r_nodes[:, 0]] + av[:, r_nodes[:, 1]])).T).T
-    rel = np.max(np.maximum(np.abs(res) - floor, 0.0), axis=1, initial=0.0) / largest
-    ok = ((rel <= SETTINGS.kcl_rtol) & np.all(drops <= tight, axis=1) & np.all(mu >= -SETTINGS.kcl_rtol * largest[:, None], axis=1)
-          & np.all(~W | (np.abs(drops) <= tight), axis=1))
-    b = int(np.argmax(rel)) if len(rel) else 0
-    worst_group = int(np.argmax(np.abs(res[b]))) if st.nz else -1
+    floor = 1e-13 * (st.absAr.T @ (g * (av[:, r_nodes[:, 0]] + av[:, r_nodes[:, 1]])).T).T
+    excess = np.maximum(np.abs(res) - floor, 0.0)
+    ok = ((np.max(excess, axis=1, initial=0.0) <= SETTINGS.kcl_rtol * largest) & np.all(drops <= tight, axis=1)
+          & np.all(mu >= -SETTINGS.kcl_rtol * largest[:, None], axis=1) & np.all(~W | (np.abs(drops) <= tight), axis=1))
+    rel = np.max(np.abs(res), axis=1, initial=0.0) / largest
+    b = int(np.argmax(np.max(excess, axis=1, initial=0.0) / largest)) if len(rel) else 0
+    worst_group = int(np.argmax(excess[b])) if st.nz else -1
     return Check(res, mu, drops, largest, ok, float(rel.max(initial=0.0)), worst_group)
