@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
-from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms
+from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse
 from sim_backends.netlist_solve import SETTINGS, Solution, check, solve
 
@@ -129,6 +129,7 @@ class NetlistSubstrate(FloatingParameters):
                             self.gain[j, e.input] += sign * e.gain
                         stack.append(j)
         self.nz, self.group = n_free, group
+        self._gain = sp.csr_matrix(self.gain)  # sparse: a dense product this small pays BLAS threading
         P = np.zeros((n, n_free))
         P[np.flatnonzero(group >= 0), group[group >= 0]] = 1.0
         self.P = sp.csr_matrix(P)
@@ -149,7 +150,8 @@ class NetlistSubstrate(FloatingParameters):
         self.Ar, self.Ad, self.Ax = inc(self.r_nodes), inc(self.d_nodes), inc(self.x_nodes)
         self.Ao = self.P[self.out]
         gr = lambda col: np.where(group[self.d_nodes[:, col]] < 0, n_free, group[self.d_nodes[:, col]])  # noqa: E731
-        self.st = Structure(n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1))
+        self.st = Structure(n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1),
+                            incidence(self.r_nodes, n), self.P)
 
     def _conductances(self) -> np.ndarray:
         g = self.r_fixed.copy()
@@ -162,7 +164,7 @@ class NetlistSubstrate(FloatingParameters):
         x = check_array("x", x, (None, self.info.n_inputs))
         self.info.check_batch(x.shape[0])
         self._x = x
-        self._off = self.const[None, :] + x @ self.gain.T  # (B, nodes): V = P z + off
+        self._off = self.const[None, :] + rows(self._gain, x)  # (B, nodes): V = P z + off
         self._z = np.zeros((x.shape[0], self.nz))
         self._W = np.zeros((x.shape[0], len(self.d_nodes)), bool)  # conducting ideal diodes
         self._mu = np.zeros((x.shape[0], len(self.d_nodes)))
@@ -187,7 +189,7 @@ class NetlistSubstrate(FloatingParameters):
         return {name: V[:, i] for i, name in enumerate(self.circuit.nodes)}
 
     def _V(self, z: np.ndarray | None = None) -> np.ndarray:
-        return (self.P @ (self._z if z is None else z).T).T + self._off
+        return rows(self.P, self._z if z is None else z) + self._off
 
     def _batch(self, g: np.ndarray, beta: float) -> Batch:
         return batch(self.st, self._off, g, self.r_nodes, self.x_nodes, self.d_nodes, self.out, beta, self._y)
@@ -201,7 +203,7 @@ class NetlistSubstrate(FloatingParameters):
             raise RelaxationError(f"diode {self.d_names[k]} is forward-biased by sources alone; reverse it or add a resistor")
         sol = solve(self.st, bt, g, self._z, self._W, tol, max_sweeps)
         self._z, self._W, self._mu = sol.z, sol.W, sol.mu
-        chk = check(self.st, bt, g, sol, self.P, self.r_nodes)
+        chk = check(self.st, bt, g, sol)
         newton_done = bool(np.all(sol.step <= tol))
         if not np.all(chk.ok):
             self._stale = True
@@ -226,8 +228,7 @@ class NetlistSubstrate(FloatingParameters):
         ideal-diode drops V_a - V_c in V, largest branch current in A), per sample."""
         self._settle()
         g = self._conductances()
-        chk = check(self.st, self._batch(g, self._beta), g, Solution(self._z, self._W, self._mu, None, None),
-                    self.P, self.r_nodes)
+        chk = check(self.st, self._batch(g, self._beta), g, Solution(self._z, self._W, self._mu, None, None))
         return chk.residual, chk.currents, chk.drops, chk.largest
 
     # -- parameters -------------------------------------------------------------
@@ -271,12 +272,12 @@ class NetlistSubstrate(FloatingParameters):
         self.loss(x, y)
         g, V = self._conductances(), self._V()
         bt = self._batch(g, 0.0)
-        cx = exp_terms((self.Ax @ self._z.T).T + bt.dx, self.x_par, 2) if len(self.x_nodes) else None
-        rhs = (self.Ao.T @ (V[:, self.out] - y).T).T
+        cx = exp_terms(rows(self.Ax, self._z) + bt.dx, self.x_par, 2) if len(self.x_nodes) else None
+        rhs = rows(self.Ao.T, V[:, self.out] - y)
         lam, _ = self.st.kkt(self.st.hessian_values(g, 0.0, cx), self._W, np.asarray(rhs), np.zeros_like(self._mu))
         nodes = self.r_nodes[self.r_train]
         dv = V[:, nodes[:, 0]] - V[:, nodes[:, 1]]
-        return {"g": -np.sum(dv * (self.Ar[self.r_train] @ lam.T).T, axis=0) / V.shape[0]}
+        return {"g": -np.sum(dv * rows(self.Ar[self.r_train], lam), axis=0) / V.shape[0]}
 
     def close(self) -> None:
         """Nothing to switch off in simulation; removes nudging."""

@@ -76,6 +76,11 @@ def _pairs_by_row(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([idx, a[m], b[m]]), np.concatenate([idx, b[m], a[m]])
 
 
+def rows(M, X: np.ndarray) -> np.ndarray:
+    """``M`` applied to every row of X, ``(M @ X^T)^T``, with X^T laid out for the sparse kernel."""
+    return (M @ np.ascontiguousarray(X.T)).T
+
+
 def _find(parent: list[int], i: int) -> int:
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -87,8 +92,9 @@ class Structure:
     """The circuit's matrices in z: ``Ar`` resistors, ``Ad`` ideal diodes, ``Ax`` exponential diodes,
     ``Ao`` outputs (rows ``e_a - e_b`` mapped through the groups), and the shared Hessian pattern."""
 
-    def __init__(self, nz: int, Ar, Ad, Ax, Ao, x_par: np.ndarray, ga: np.ndarray, gc: np.ndarray):
+    def __init__(self, nz: int, Ar, Ad, Ax, Ao, x_par: np.ndarray, ga: np.ndarray, gc: np.ndarray, inc, P):
         self.nz, self.m = nz, Ad.shape[0]
+        self.inc, self.abs_inc, self.P = sp.csr_matrix(inc), abs(sp.csr_matrix(inc)), sp.csr_matrix(P)  # resistors x nodes
         self.ga, self.gc = ga, gc  # free group of each ideal diode's anode and cathode; nz: held by sources
         parent = list(range(nz + 1))
         self.diode_forest = True  # no loop of ideal diodes: no working set has dependent rows
@@ -139,7 +145,7 @@ class Structure:
 
     def hessian_times(self, hvals: np.ndarray, x: np.ndarray) -> np.ndarray:
         """H_b x_b for every sample, from pattern values (B or 1, nnz) and x (B, nz)."""
-        return (self.Prow @ (hvals * x[:, self.pc]).T).T
+        return rows(self.Prow, hvals * x[:, self.pc])
 
     def _kkt_bounds(self, hvals: np.ndarray, W: np.ndarray, top: np.ndarray, bot: np.ndarray):
         """The KKT solve when every conducting diode is a bound: its group's step is fixed, the
@@ -179,7 +185,7 @@ class Structure:
         base = self.Mr @ g + (beta * self.Mo @ np.ones(self.Mo.shape[1]) if beta else 0.0)
         if cx is None or not cx.shape[1]:
             return base[None, :]
-        return base[None, :] + (self.Mx @ cx.T).T
+        return base[None, :] + rows(self.Mx, cx)
 
     def matrix(self, vals: np.ndarray) -> sp.csc_matrix:
         """One sample's Hessian from its pattern values."""
@@ -218,7 +224,6 @@ class Structure:
 class Batch:
     """One batch's fixed data: source offsets of every branch and of the outputs, the nudging."""
 
-    dr: np.ndarray  # (B, n_r) V_a - V_b of each resistor from the sources alone
     dx: np.ndarray  # (B, n_x) the same for exponential diodes
     bd: np.ndarray  # (B, m) ideal diodes: A z <= bd  <=>  V_anode <= V_cathode
     c: np.ndarray  # (B, nz) linear term of F in z
@@ -228,29 +233,28 @@ class Batch:
 
 def batch(st: Structure, off: np.ndarray, g: np.ndarray, r_nodes, x_nodes, d_nodes, out, beta, y) -> Batch:
     """The fixed data of a batch with node offsets ``off`` (B, nodes): V = P z + off."""
-    dr = off[:, r_nodes[:, 0]] - off[:, r_nodes[:, 1]]
-    c = (st.Ar.T @ (g * dr).T).T
+    c = rows(st.Ar.T @ sp.diags(g) @ st.inc, off)
     if beta:
-        c = c + beta * (st.Ao.T @ (off[:, out] - y).T).T
-    return Batch(dr, off[:, x_nodes[:, 0]] - off[:, x_nodes[:, 1]], off[:, d_nodes[:, 1]] - off[:, d_nodes[:, 0]],
+        c = c + beta * rows(st.Ao.T, off[:, out] - y)
+    return Batch(off[:, x_nodes[:, 0]] - off[:, x_nodes[:, 1]], off[:, d_nodes[:, 1]] - off[:, d_nodes[:, 0]],
                  np.asarray(c), float(beta), off)
 
 
-def exp_drops(st: Structure, bt: Batch, z: np.ndarray, rows=slice(None)) -> np.ndarray:
-    return (st.Ax @ z.T).T + bt.dx[rows]
+def exp_drops(st: Structure, bt: Batch, z: np.ndarray, sel=slice(None)) -> np.ndarray:
+    return rows(st.Ax, z) + bt.dx[sel]
 
 
-def gradient(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, rows=slice(None)) -> np.ndarray:
+def gradient(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel=slice(None)) -> np.ndarray:
     """dF/dz (B, nz) in A: KCL imbalance of each free group (resistors, nudging, exponential diodes)."""
-    grad = (hbase @ z.T).T + bt.c[rows]
+    grad = rows(hbase, z) + bt.c[sel]
     if st.Ax.shape[0]:
-        grad = grad + (st.Ax.T @ exp_terms(exp_drops(st, bt, z, rows), st.x_par, 1).T).T
+        grad = grad + rows(st.Ax.T, exp_terms(exp_drops(st, bt, z, sel), st.x_par, 1))
     return grad
 
 
-def energy(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, rows=slice(None)) -> np.ndarray:
+def energy(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel=slice(None)) -> np.ndarray:
     """F per sample, up to a constant per sample, in W (half the dissipated power)."""
-    f = 0.5 * np.sum(z * (hbase @ z.T).T, axis=1) + np.sum(bt.c[rows] * z, axis=1)
+    f = 0.5 * np.sum(z * rows(hbase, z), axis=1) + np.sum(bt.c[sel] * z, axis=1)
     if st.Ax.shape[0]:
-        f = f + np.sum(exp_terms(exp_drops(st, bt, z, rows), st.x_par, 0), axis=1)
+        f = f + np.sum(exp_terms(exp_drops(st, bt, z, sel), st.x_par, 0), axis=1)
     return f

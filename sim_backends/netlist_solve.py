@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aeqprop.errors import RelaxationError
-from sim_backends.netlist_kkt import Batch, Structure, _find, energy, exp_drops, exp_terms, gradient
+from sim_backends.netlist_kkt import Batch, Structure, _find, energy, exp_drops, exp_terms, gradient, rows
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def model_step(st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np.ndarra
         Wp = independent(st, W[pend])
         pp, mm = st.kkt(hv if hv.shape[0] == 1 else hv[pend], Wp, -grad[pend], slack[pend])
         n[pend] += 1
-        viol = (st.Ad @ pp.T).T - slack[pend] > tight[pend, None]
+        viol = rows(st.Ad, pp) - slack[pend] > tight[pend, None]
         Wn = (Wp & (mm > 0)) | (~Wp & viol & ~st.held[None, :])
         same = np.all(Wn == Wp, axis=1)
         fin = pend[same]
@@ -170,7 +170,7 @@ def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray,
     hbase_vals = st.hessian_values(g, bt.beta, None)[0]
     hbase = st.matrix(hbase_vals)
     if st.m:
-        bad = np.any((st.Ad @ z.T).T - bt.bd > _tight_scale(z, bt.bd)[:, None], axis=1)
+        bad = np.any(rows(st.Ad, z) - bt.bd > _tight_scale(z, bt.bd)[:, None], axis=1)
         for b in np.flatnonzero(bad):
             z[b] = feasible(st, bt.bd[b])
     W = np.zeros((B, st.m), bool) if W is None else W.copy()
@@ -182,7 +182,7 @@ def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray,
         za = z[act]
         hv = st.hessian_values(g, bt.beta, exp_terms(exp_drops(st, bt, za, act), st.x_par, 2) if nonlinear else None)
         grad = gradient(st, bt, hbase, za, act)
-        slack = bt.bd[act] - (st.Ad @ za.T).T
+        slack = bt.bd[act] - rows(st.Ad, za)
         tight = _tight_scale(za, bt.bd[act])
         d, Wa, mua, n = model_step(st, hv, grad, slack, W[act] & (np.abs(slack) <= tight[:, None]), tight, max_iter)
         its[act] += n
@@ -230,7 +230,7 @@ class Check:
     worst_group: int
 
 
-def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution, P, r_nodes: np.ndarray) -> Check:
+def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution) -> Check:
     """The check of a solution. A node's imbalance passes within ``kcl_rtol`` of its sample's largest
     branch current, or within the round-off floor of its own sum (1e-13 of the sum of the magnitudes
     of its terms, g |V| per resistor end) where that is larger: big conductances between nearly equal
@@ -238,17 +238,19 @@ def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution, P, r_nodes: np
     hbase = st.matrix(st.hessian_values(g, bt.beta, None)[0])
     z, W = sol.z, sol.W
     mu = np.where(W, sol.mu, 0.0)
-    res = gradient(st, bt, hbase, z) + (st.AdT @ mu.T).T
-    largest = np.max(np.abs(g * ((st.Ar @ z.T).T + bt.dr)), axis=1, initial=0.0)
+    res = gradient(st, bt, hbase, z) + rows(st.AdT, mu)
+    V = rows(st.P, z) + bt.off
+    largest = np.max(np.abs(g[:, None] * (st.inc @ np.ascontiguousarray(V.T))), axis=0, initial=0.0)
     largest = np.maximum(largest, np.max(np.abs(mu), axis=1, initial=0.0))
     if st.Ax.shape[0]:
         largest = np.maximum(largest, np.max(np.abs(exp_terms(exp_drops(st, bt, z), st.x_par, 1)), axis=1))
     largest = np.maximum(largest, 1e-300)
-    drops = (st.Ad @ z.T).T - bt.bd
+    drops = rows(st.Ad, z) - bt.bd
     tight = _tight_scale(z, bt.bd)[:, None]
-    av = np.abs((P @ z.T).T + bt.off)
-    floor = 1e-13 * (st.absAr.T @ (g * (av[:, r_nodes[:, 0]] + av[:, r_nodes[:, 1]])).T).T
-    excess = np.maximum(np.abs(res) - floor, 0.0)
+    excess = np.abs(res)
+    if np.any(np.max(excess, axis=1, initial=0.0) > SETTINGS.kcl_rtol * largest):  # the floor, where it matters
+        floor = 1e-13 * (st.absAr.T @ (g[:, None] * (st.abs_inc @ np.ascontiguousarray(np.abs(V).T)))).T
+        excess = np.maximum(excess - floor, 0.0)
     ok = ((np.max(excess, axis=1, initial=0.0) <= SETTINGS.kcl_rtol * largest) & np.all(drops <= tight, axis=1)
           & np.all(mu >= -SETTINGS.kcl_rtol * largest[:, None], axis=1) & np.all(~W | (np.abs(drops) <= tight), axis=1))
     rel = np.max(np.abs(res), axis=1, initial=0.0) / largest
