@@ -4,13 +4,14 @@ Voltage sources tie nodes into groups whose potentials differ by the source
 values; each group not tied to ground has one free potential ``z``. The DC
 operating point minimises the co-content over ``z``::
 
-    F = sum_R 1/2 g (V_a - V_b)^2 + sum_exp-diodes IS (N VT e^(V_d / N VT) - V_d) + beta/2 ||o - y||^2
+    F = sum_R 1/2 g (V_a - V_b)^2 + sum_exp-diodes int_0^V_d i(v) dv + beta/2 ||o - y||^2
 
-subject to ``V_anode <= V_cathode`` at every ideal diode. It is solved per
-sample by a primal active-set method on the sparse KKT system (the working set
-is the diodes that conduct), inside damped Newton steps when exponential diodes
-make F non-quadratic. The parameter tensor ``g`` is the conductances (S) of the
-resistors marked ``train``, in file order; dE/dg = 1/2 (V_a - V_b)^2.
+with SPICE's diode current i (netlist_kkt.exp_terms), subject to ``V_anode <= V_cathode``
+at every ideal diode. The whole batch is solved at once (netlist_solve: damped Newton
+steps, a primal-dual active set for the conducting diodes, one sparse factorisation
+of the block-diagonal batch per iteration) and checked before it counts as converged.
+The parameter tensor ``g`` is the conductances (S) of the resistors marked ``train``,
+in file order; dE/dg = 1/2 (V_a - V_b)^2.
 """
 
 from __future__ import annotations

@@ -34,6 +34,13 @@ class SolverSettings:
     kcl_rtol: converged means every free node's KCL imbalance within this fraction of the largest
       branch current (resistor, diode or nudging) of its sample.
     tight_rtol: an ideal diode's drop counts as zero within this fraction of (1 V + largest |V|).
+    curvature_cap: in the Newton model an exponential diode's conductance is capped at this multiple
+      of the largest resistor conductance: far forward (a start at which sources forward-bias a
+      diode by volts, 1e18 S) the exact Hessian is too ill-conditioned to factorise, and any positive
+      definite model gives a descent direction for the line search. Near a solution no diode conducts
+      1e6 times more than the stiffest resistor, so the steps are exact Newton steps there.
+    junction_step: a Newton step moves no exponential diode's drop by more than this many N VT
+      (SPICE limits junction voltages per iteration for the same reason: e^u overshoots).
     """
 
     pdas_max: int = 40
@@ -41,6 +48,8 @@ class SolverSettings:
     full_step_rtol: float = 1e-6
     kcl_rtol: float = 1e-9
     tight_rtol: float = 1e-12
+    curvature_cap: float = 1e6
+    junction_step: float = 40.0
 
 
 SETTINGS = SolverSettings()
@@ -180,7 +189,11 @@ def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray,
     act = np.arange(B)
     for _ in range(max_iter):
         za = z[act]
-        hv = st.hessian_values(g, bt.beta, exp_terms(exp_drops(st, bt, za, act), st.x_par, 2) if nonlinear else None)
+        cx = None
+        if nonlinear:
+            cap = SETTINGS.curvature_cap * max(float(np.max(g, initial=0.0)), abs(bt.beta), 1e-300)
+            cx = np.minimum(exp_terms(exp_drops(st, bt, za, act), st.x_par, 2), cap)
+        hv = st.hessian_values(g, bt.beta, cx)
         grad = gradient(st, bt, hbase, za, act)
         slack = bt.bd[act] - rows(st.Ad, za)
         tight = _tight_scale(za, bt.bd[act])
@@ -188,6 +201,8 @@ def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray,
         its[act] += n
         t = np.ones(len(act))
         if nonlinear:
+            jump = np.max(np.abs(rows(st.Ax, d)) / st.x_par[:, 1], axis=1, initial=0.0)
+            t = np.minimum(1.0, SETTINGS.junction_step / np.maximum(jump, 1e-300))
             f0, slope = energy(st, bt, hbase, za, act), np.sum(grad * d, axis=1)
             big = np.max(np.abs(d), axis=1) > SETTINGS.full_step_rtol * (1.0 + np.max(np.abs(za), axis=1))
             todo = np.flatnonzero(big)
