@@ -238,3 +238,18 @@ def test_an_unfinished_relaxation_is_refused_naming_a_node():
     sub.clamp(np.array([[1.0]]))
     with pytest.raises(RelaxationError, match=r"KCL at node '\w+' .*raise max_sweeps"):
         sub.relax()
+
+
+def test_a_diode_the_sources_forward_bias_by_volts_at_the_start_converges():
+    # at the start (free potentials 0 V) D1 sees 5 V forward, e^193: its conductance (1e70 S) made
+    # the Newton system unsolvable before steps were limited per junction
+    sub = NetlistSubstrate(text="V1 a 0 5\nD1 a b exp IS=1e-14\nR1 b 0 1k train\n.output b\n")
+    sub.clamp(np.zeros((1, 0)))
+    assert sub.relax().converged
+    vb = float(sub.outputs()[0, 0])
+    nvt = sub.circuit.of("D")[0].diode["VT"]
+    lo, hi = 0.0, 5.0  # oracle: bisection on the series current, IS (e^((5 - Vb) / VT) - 1) = Vb / 1 kohm
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 1e-14 * np.expm1((5 - mid) / nvt) > mid / 1e3 else (lo, mid)
+    assert abs(vb - lo) <= 1e-10
