@@ -29,13 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def spice_table(n: int) -> str:
     from sim_backends.netlist import NetlistSubstrate
-    from sim_backends.netlist_spice import KINDS, compare, ngspice_available, random_circuit
+    from sim_backends.netlist_spice import (
+        KINDS,
+        compare,
+        ngspice_available,
+        random_circuit,
+    )
 
     if ngspice_available() is None:
         return "ngspice is not installed: no comparison (apt-get install ngspice)"
     out = [f"{n} random circuits per kind, 5-40 nodes, against ngspice's operating point (ngspice -b)", "",
-           "| circuits | agree with ngspice | worst node difference | worst difference / tolerance | "
-           "worst KCL residual of a converged report |", "|---|---|---|---|---|"]
+           ("| circuits | agree with ngspice | worst node difference | worst difference / tolerance | "
+            "worst KCL residual of a converged report |"), "|---|---|---|---|---|"]
     for kind in KINDS:
         agree, worst, ratio, kcl = 0, 0.0, 0.0, 0.0
         for seed in range(n):
@@ -89,8 +94,8 @@ def solver_table(batch: int, repeats: int, seed: int) -> str:
         rows += _timed(x, layered, netlist, repeats)
     diff = float(np.max(np.abs(res.outputs() - net.outputs())))
     base = rows[0][1]
-    out = [f"64x2-256-10 resistive circuit (gain 48 V), batch of {batch} digits, median of {repeats}, one BLAS thread; "
-           f"netlist built in {build:.1f} s, outputs agree with the layered solver at 1e-9 V to {diff:.0e} V", "",
+    out = [(f"64x2-256-10 resistive circuit (gain 48 V), batch of {batch} digits, median of {repeats}, one BLAS thread; "
+            f"netlist built in {build:.1f} s, outputs agree with the layered solver at 1e-9 V to {diff:.0e} V"), "",
            "| solver | ms per sample | vs layered at 1e-5 V |", "|---|---|---|"]
     out += [f"| {name} | {1e3 * t / batch:.2f} | {t / base:.1f}x |" for name, t in rows]
     return "\n".join(out)
@@ -115,7 +120,7 @@ def cli_run(args: list[str]) -> tuple[float, float, str]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "cli", "train", *args, "--runs", runs, "-q"], cwd=ROOT,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

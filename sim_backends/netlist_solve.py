@@ -21,7 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from aeqprop.errors import RelaxationError
-from sim_backends.netlist_kkt import Batch, Structure, _find, energy, exp_drops, exp_terms, gradient, rows
+from sim_backends.netlist_kkt import (
+    Batch,
+    Structure,
+    _find,
+    energy,
+    exp_drops,
+    exp_terms,
+    gradient,
+    rows,
+)
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,6 @@ def primal_active_set(st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np
     A = st.Ad
     p, W = np.zeros(st.nz), independent(st, W[None, :] & ~st.held[None, :])[0]
     on_face = False
-    scale = SETTINGS.tight_rtol * (1.0 + float(np.max(np.abs(slack), initial=0.0)))
     for it in range(1, max_iter + 1):
         dp, mu = st.kkt(hv[None, :], W[None, :], -(grad + st.matrix(hv) @ p)[None, :], np.zeros((1, st.m)))
         dp, mu = dp[0], np.where(W, mu[0], 0.0)

@@ -141,7 +141,8 @@ def ngspice_op(deck: str, reltol: float, vntol: float, timeout: float = 30.0,
                ".control\nop\nset filetype=ascii\nwrite op.raw all\n.endc\n.end\n")
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "deck.cir").write_text(deck + control)
-        run = subprocess.run(["ngspice", "-b", "deck.cir"], cwd=tmp, capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(["ngspice", "-b", "deck.cir"], cwd=tmp, capture_output=True, text=True, timeout=timeout,
+                             check=False)
         raw = Path(tmp, "op.raw")
         if not raw.is_file():  # ngspice -b exits 1 after a successful .control block as well
             raise RuntimeError(f"ngspice failed ({run.returncode}): {(run.stderr or run.stdout).strip()[-300:]}")

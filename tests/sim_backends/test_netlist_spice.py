@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from sim_backends.netlist import NetlistSubstrate
-from sim_backends.netlist_spice import KINDS, TIGHT, compare, ngspice_available, ngspice_op, random_circuit
+from sim_backends.netlist_spice import (
+    KINDS,
+    TIGHT,
+    compare,
+    ngspice_available,
+    ngspice_op,
+    random_circuit,
+)
 
 needs_ngspice = pytest.mark.skipif(
     ngspice_available() is None,
