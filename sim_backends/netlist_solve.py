@@ -184,8 +184,7 @@ def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray,
     """Operating point of every sample from z (any), working-set guess W."""
     B = z.shape[0]
     z = z.copy()
-    hbase_vals = st.hessian_values(g, bt.beta, None)[0]
-    hbase = st.matrix(hbase_vals)
+    hbase = st.base_hessian(g, bt.beta)
     if st.m:
         bad = np.any(rows(st.Ad, z) - bt.bd > _tight_scale(z, bt.bd)[:, None], axis=1)
         for b in np.flatnonzero(bad):
@@ -258,7 +257,7 @@ def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution) -> Check:
     branch current, or within the round-off floor of its own sum (1e-13 of the sum of the magnitudes
     of its terms, g |V| per resistor end) where that is larger: big conductances between nearly equal
     potentials carry little current but round like their terms."""
-    hbase = st.matrix(st.hessian_values(g, bt.beta, None)[0])
+    hbase = st.base_hessian(g, bt.beta)
     z, W = sol.z, sol.W
     mu = np.where(W, sol.mu, 0.0)
     res = gradient(st, bt, hbase, z) + rows(st.AdT, mu)
