@@ -132,6 +132,12 @@ DEFAULT: dict[str, Any] = {
     "protocol": {"name": "aeqprop", "options": {"variant": "centered", "homeostasis": "native", "release": 1.0}},
 }
 
+#: Options of the default run per backend (``aeqprop train --backend NAME`` without a file): the
+#: settings behind the README's figures (resistive: benchmarks/resistive.py, 96.66 % on digits).
+BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "resistive": {"hidden": [256], "eps": 0.3, "tol": 1e-5, "max_sweeps": 100},
+}
+
 _MESSAGES = {
     "greater_than_equal": "must be >= {ge}",
     "greater_than": "must be > {gt}",
@@ -223,8 +229,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                                        (a.partition("=") for a in overrides or [])}}
         if chosen.get("protocol.name", DEFAULT["protocol"]["name"]) != DEFAULT["protocol"]["name"]:
             raw["protocol"]["options"] = {}
-        if chosen.get("substrate.backend", DEFAULT["substrate"]["backend"]) != DEFAULT["substrate"]["backend"]:
-            raw["substrate"]["options"] = {"hidden": DEFAULT["substrate"]["options"]["hidden"]}
+        backend = chosen.get("substrate.backend", DEFAULT["substrate"]["backend"])
+        if backend != DEFAULT["substrate"]["backend"]:
+            raw["substrate"]["options"] = copy.deepcopy(
+                BACKEND_DEFAULTS.get(backend, {"hidden": DEFAULT["substrate"]["options"]["hidden"]}))
     for key, value in (fields or {}).items():
         set_field(raw, key, value)
     for assignment in overrides or []:

@@ -1,4 +1,4 @@
-"""Resistive substrate benchmarks: digits accuracy and relaxation speed.
+"""Resistive substrate benchmarks: digits accuracy, relaxation speed, the netlist against ngspice.
 
 1. Digits test accuracy of the deep resistive network (64x2-H-10, ideal diodes)
    trained by centered EqProp and centered Aeqprop against SGD on the oracle
@@ -12,7 +12,12 @@
    reaches the target; the timed runs (median of --repeats) do exactly that
    many, without residual checks, input drive included for both.
 
+3. (benchmarks/netlist_figures.py) Random circuits against ngspice, the worst KCL residual of a
+   converged report, the netlist solver against the layered one on the same 64x2-256-10 circuit,
+   and the wall time and accuracy of the shipped netlist example and of the default resistive run.
+
 Run: python benchmarks/resistive.py [--epochs 30] [--hidden 256] [--skip-train] [--skip-relax]
+         [--skip-netlist] [--skip-runs] [--circuits 40]
 """
 
 from __future__ import annotations
@@ -177,6 +182,9 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per solver (median reported)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-relax", action="store_true")
+    p.add_argument("--skip-netlist", action="store_true", help="skip the ngspice and netlist-solver tables")
+    p.add_argument("--skip-runs", action="store_true", help="skip the example and default-run table")
+    p.add_argument("--circuits", type=int, default=40, help="random circuits per kind against ngspice")
     a = p.parse_args(argv)
     command = "python benchmarks/resistive.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not a.skip_train:
@@ -185,6 +193,11 @@ def main(argv=None) -> None:
     if not a.skip_relax:
         print(f"`{command.strip()}`\n")
         print(relax_table(32, 1024, 1e-6, a.seed, a.repeats), flush=True)
+    if not a.skip_netlist or not a.skip_runs:
+        from netlist_figures import netlist_tables
+
+        print(f"\n`{command.strip()}`\n")
+        print(netlist_tables(a.circuits, a.repeats, a.seed, spice=not a.skip_netlist, runs=not a.skip_runs), flush=True)
 
 
 if __name__ == "__main__":

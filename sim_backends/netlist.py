@@ -4,13 +4,14 @@ Voltage sources tie nodes into groups whose potentials differ by the source
 values; each group not tied to ground has one free potential ``z``. The DC
 operating point minimises the co-content over ``z``::
 
-    F = sum_R 1/2 g (V_a - V_b)^2 + sum_exp-diodes IS (N VT e^(V_d / N VT) - V_d) + beta/2 ||o - y||^2
+    F = sum_R 1/2 g (V_a - V_b)^2 + sum_exp-diodes int_0^V_d i(v) dv + beta/2 ||o - y||^2
 
-subject to ``V_anode <= V_cathode`` at every ideal diode. It is solved per
-sample by a primal active-set method on the sparse KKT system (the working set
-is the diodes that conduct), inside damped Newton steps when exponential diodes
-make F non-quadratic. The parameter tensor ``g`` is the conductances (S) of the
-resistors marked ``train``, in file order; dE/dg = 1/2 (V_a - V_b)^2.
+with SPICE's diode current i (netlist_kkt.exp_terms), subject to ``V_anode <= V_cathode``
+at every ideal diode. The whole batch is solved at once (netlist_solve: damped Newton
+steps, a primal-dual active set for the conducting diodes, one sparse factorisation
+of the block-diagonal batch per iteration) and checked before it counts as converged.
+The parameter tensor ``g`` is the conductances (S) of the resistors marked ``train``,
+in file order; dE/dg = 1/2 (V_a - V_b)^2.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import scipy.sparse as sp
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
+from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse
-
-U_MAX = 40.0  # exponential diodes: beyond V_d = U_MAX N VT the exponential continues as a parabola
+from sim_backends.netlist_solve import SETTINGS, Solution, check, solve
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
@@ -67,10 +68,10 @@ class NetlistSubstrate(FloatingParameters):
             path = Path(netlist)
             if not path.is_file():
                 raise ConfigurationError(f"netlist file {path} does not exist; pass --netlist PATH")
-            text, source = path.read_text(), path.name
+            text, source, base = path.read_text(), path.name, path.parent
         else:
-            source = "<netlist>"
-        c: Circuit = parse(text, source)
+            source, base = "<netlist>", Path(".")
+        c: Circuit = parse(text, source, base)
         self.circuit = c
         trainable = [e for e in c.of("R") if e.trainable]
         if not trainable:
@@ -96,6 +97,7 @@ class NetlistSubstrate(FloatingParameters):
         self.theta = {"g": np.array([e.value for e in trainable])}
         self._u = self.parameters()
         self._beta, self._y = 0.0, None
+        self.total_sweeps = 0
         self.clamp(np.zeros((1, c.n_inputs)))
 
     # -- structure --------------------------------------------------------------
@@ -127,6 +129,7 @@ class NetlistSubstrate(FloatingParameters):
                             self.gain[j, e.input] += sign * e.gain
                         stack.append(j)
         self.nz, self.group = n_free, group
+        self._gain = sp.csr_matrix(self.gain)  # sparse: a dense product this small pays BLAS threading
         P = np.zeros((n, n_free))
         P[np.flatnonzero(group >= 0), group[group >= 0]] = 1.0
         self.P = sp.csr_matrix(P)
@@ -143,9 +146,12 @@ class NetlistSubstrate(FloatingParameters):
         self.out = np.array([idx[o] for o in c.outputs], dtype=int)
         if np.any(group[self.out] < 0):
             raise ConfigurationError(f"{c.source}: an output node is held by sources tied to ground; read another node")
-        inc = lambda nodes: incidence(nodes, n) @ self.P  # noqa: E731  rows (e_a - e_b)^T P, in z
+        inc = lambda nodes: incidence(nodes, n) @ self.P  # rows (e_a - e_b)^T P, in z
         self.Ar, self.Ad, self.Ax = inc(self.r_nodes), inc(self.d_nodes), inc(self.x_nodes)
         self.Ao = self.P[self.out]
+        gr = lambda col: np.where(group[self.d_nodes[:, col]] < 0, n_free, group[self.d_nodes[:, col]])
+        self.st = Structure(n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1),
+                            incidence(self.r_nodes, n), self.P)
 
     def _conductances(self) -> np.ndarray:
         g = self.r_fixed.copy()
@@ -158,9 +164,10 @@ class NetlistSubstrate(FloatingParameters):
         x = check_array("x", x, (None, self.info.n_inputs))
         self.info.check_batch(x.shape[0])
         self._x = x
-        self._off = self.const[None, :] + x @ self.gain.T  # (B, nodes): V = P z + off
+        self._off = self.const[None, :] + rows(self._gain, x)  # (B, nodes): V = P z + off
         self._z = np.zeros((x.shape[0], self.nz))
-        self._work = [None] * x.shape[0]
+        self._W = np.zeros((x.shape[0], len(self.d_nodes)), bool)  # conducting ideal diodes
+        self._mu = np.zeros((x.shape[0], len(self.d_nodes)))
         if self._y is not None and self._y.shape[0] != x.shape[0]:
             self._beta, self._y = 0.0, None
         self._stale = True
@@ -182,69 +189,47 @@ class NetlistSubstrate(FloatingParameters):
         return {name: V[:, i] for i, name in enumerate(self.circuit.nodes)}
 
     def _V(self, z: np.ndarray | None = None) -> np.ndarray:
-        return (self.P @ (self._z if z is None else z).T).T + self._off
+        return rows(self.P, self._z if z is None else z) + self._off
 
-    def _exp(self, vd: np.ndarray, order: int) -> np.ndarray:
-        """Co-content (0), current (1) or conductance (2) of the exponential diodes at drops vd."""
-        i_s, nvt = self.x_par[:, 0], self.x_par[:, 1]
-        u = vd / nvt
-        t = np.maximum(u - U_MAX, 0.0)
-        e = np.exp(np.minimum(u, U_MAX))
-        if order == 0:
-            return i_s * (nvt * e * (1 + t + t * t / 2) - vd)
-        if order == 1:
-            return i_s * (e * (1 + t) - 1)
-        return i_s * e / nvt
-
-    def _F(self, b: int, z: np.ndarray, g: np.ndarray) -> float:
-        V = self.P @ z + self._off[b]
-        dv = V[self.r_nodes[:, 0]] - V[self.r_nodes[:, 1]]
-        f = 0.5 * float(g @ dv**2)
-        if len(self.x_nodes):
-            f += float(np.sum(self._exp(V[self.x_nodes[:, 0]] - V[self.x_nodes[:, 1]], 0)))
-        if self._beta:
-            f += 0.5 * self._beta * float(np.sum((V[self.out] - self._y[b]) ** 2))
-        return f
-
-    def _model(self, b: int, z: np.ndarray, g: np.ndarray, beta: float):
-        """Hessian (sparse) and gradient of F in z at z."""
-        V = self.P @ z + self._off[b]
-        H = self.Ar.T @ sp.diags(g) @ self.Ar + beta * (self.Ao.T @ self.Ao)
-        grad = self.Ar.T @ (g * (self.Ar @ z + (self._off[b][self.r_nodes[:, 0]] - self._off[b][self.r_nodes[:, 1]])))
-        if beta:
-            grad = grad + beta * (self.Ao.T @ (V[self.out] - self._y[b]))
-        if len(self.x_nodes):
-            vd = V[self.x_nodes[:, 0]] - V[self.x_nodes[:, 1]]
-            H = H + self.Ax.T @ sp.diags(self._exp(vd, 2)) @ self.Ax
-            grad = grad + self.Ax.T @ self._exp(vd, 1)
-        return sp.csc_matrix(H), np.asarray(grad).ravel()
+    def _batch(self, g: np.ndarray, beta: float) -> Batch:
+        return batch(self.st, self._off, g, self.r_nodes, self.x_nodes, self.d_nodes, self.out, beta, self._y)
 
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
-        """Solve the DC operating point of every sample (active set for ideal diodes, Newton for exponential)."""
-        from sim_backends.netlist_solve import solve_sample
-
+        """Solve the DC operating point of every sample (netlist_solve), then check it (KCL, diodes)."""
         g = self._conductances()
-        its, step = 0, 0.0
-        for b in range(self._x.shape[0]):
-            self._z[b], self._work[b], n, s = solve_sample(self, b, g, tol, max_sweeps)
-            its, step = max(its, n), max(step, s)
-        if not np.all(np.isfinite(self._z)):
-            raise RelaxationError("the node voltages became non-finite; check the conductances and beta")
+        bt = self._batch(g, self._beta)
+        if len(self.d_nodes) and np.any(self.st.held[None, :] & (bt.bd < -1e-12)):
+            k = int(np.flatnonzero(np.any(self.st.held[None, :] & (bt.bd < -1e-12), axis=0))[0])
+            raise RelaxationError(f"diode {self.d_names[k]} is forward-biased by sources alone; reverse it or add a resistor")
+        sol = solve(self.st, bt, g, self._z, self._W, tol, max_sweeps)
+        self._z, self._W, self._mu = sol.z, sol.W, sol.mu
+        chk = check(self.st, bt, g, sol)
+        newton_done = bool(np.all(sol.step <= tol))
+        if not np.all(chk.ok):
+            self._stale = True
+            node = self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])] if chk.worst_group >= 0 else "?"
+            raise RelaxationError(
+                f"the operating point fails its check{'' if newton_done else f' after {max_sweeps} Newton steps'}: "
+                f"KCL at node {node!r} is off by {chk.worst:.1e} of the largest branch current (limit "
+                f"{SETTINGS.kcl_rtol:g}) or an ideal diode conducts backwards; "
+                + ("raise max_sweeps" if not newton_done else "check the circuit's values (a conductance ratio near 1e16?)")
+            )
+        self.total_sweeps += int(sol.iterations.max(initial=0))
         self._stale = False
-        return RelaxReport(sweeps=its, residual=step, converged=step <= tol)
+        return RelaxReport(sweeps=int(sol.iterations.max(initial=0)), residual=chk.worst, converged=True)
 
     def outputs(self) -> np.ndarray:
         """Output node potentials in V, shape (batch, n_outputs)."""
         self._settle()
         return self._V()[:, self.out]
 
-    def currents(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    def currents(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(KCL imbalance per free group in A, ideal-diode currents anode->cathode in A,
         ideal-diode drops V_a - V_c in V, largest branch current in A), per sample."""
         self._settle()
-        from sim_backends.netlist_solve import diode_currents
-
-        return diode_currents(self, self._conductances())
+        g = self._conductances()
+        chk = check(self.st, self._batch(g, self._beta), g, Solution(self._z, self._W, self._mu, None, None))
+        return chk.residual, chk.currents, chk.drops, chk.largest
 
     # -- parameters -------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
@@ -284,19 +269,15 @@ class NetlistSubstrate(FloatingParameters):
     def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         """dL/dg by implicit differentiation: solve the KKT system of the conducting diodes for
         ``lambda`` with right-hand side dC/dz, then ``dL/dg_r = -(V_a - V_b)(lambda_a - lambda_b)``."""
-        from sim_backends.netlist_solve import kkt_solve
-
         self.loss(x, y)
         g, V = self._conductances(), self._V()
-        B, grad = self._x.shape[0], np.zeros(len(self.r_train))
-        At = self.Ar[self.r_train]
-        for b in range(B):
-            H, _ = self._model(b, self._z[b], g, 0.0)
-            rhs = self.Ao.T @ (V[b, self.out] - y[b])
-            lam = kkt_solve(H, self.Ad[self._work[b]], np.asarray(rhs).ravel())
-            nodes = self.r_nodes[self.r_train]
-            grad -= (V[b, nodes[:, 0]] - V[b, nodes[:, 1]]) * (At @ lam)
-        return {"g": grad / B}
+        bt = self._batch(g, 0.0)
+        cx = exp_terms(rows(self.Ax, self._z) + bt.dx, self.x_par, 2) if len(self.x_nodes) else None
+        rhs = rows(self.Ao.T, V[:, self.out] - y)
+        lam, _ = self.st.kkt(self.st.hessian_values(g, 0.0, cx), self._W, np.asarray(rhs), np.zeros_like(self._mu))
+        nodes = self.r_nodes[self.r_train]
+        dv = V[:, nodes[:, 0]] - V[:, nodes[:, 1]]
+        return {"g": -np.sum(dv * rows(self.Ar[self.r_train], lam), axis=0) / V.shape[0]}
 
     def close(self) -> None:
         """Nothing to switch off in simulation; removes nudging."""

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aeqprop.errors import ConfigurationError
+from aeqprop.errors import ConfigurationError, RelaxationError
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
 from sim_backends.netlist import NetlistSubstrate, layered_netlist
@@ -54,14 +54,16 @@ def kcl_check(sub, beta=0.0, y=None):
     for e in c.of("D"):
         if e.diode:
             vd = V[e.nodes[0]] - V[e.nodes[1]]
-            i = e.diode["IS"] * np.expm1(vd / (e.diode["N"] * e.diode["VT"]))
+            u = vd / (e.diode["N"] * e.diode["VT"])  # SPICE's diode: exponential, cubic below -3
+            i = e.diode["IS"] * np.where(u >= -3, np.expm1(np.maximum(u, -3)), -1 - (3 / (np.e * np.minimum(u, -3))) ** 3)
             inflow[e.nodes[0]] -= i
             inflow[e.nodes[1]] += i
     for j, o in enumerate(c.outputs):
         if beta:
             inflow[o] += beta * (y[:, j] - V[o])
-    worst = max(float(np.max(np.abs(inflow[n]))) for n in c.nodes if n not in held)
-    assert worst <= 1e-9 * big
+    worst = np.max([np.abs(inflow[n]) for n in c.nodes if n not in held], axis=0)  # per sample
+    assert np.all(worst <= 1e-9 * big)
+    big = float(np.max(big))
     scale = 1e-12 * (1 + max(float(np.max(np.abs(v))) for v in V.values()))
     assert np.all(drops <= scale)  # an ideal diode never forward-biased
     assert np.all(cur >= -1e-9 * big)  # and conducts only forward
@@ -112,12 +114,12 @@ def test_centered_eqprop_and_finite_differences_match_the_oracle():
     rng = np.random.default_rng(7)
     x, y = rng.uniform(0, 1, (4, 2)), rng.uniform(-0.5, 0.5, (4, 2))
     g = sub.true_gradient(x, y)["g"]
-    work = [list(w) for w in sub._work]
+    work = sub._W.copy()
     beta = 1e-3
     for b in (-beta, beta):  # the same diodes conduct in both nudged phases: none is near switching
         sub.nudge(b, y)
         sub.relax()
-        assert [sorted(w) for w in sub._work] == [sorted(w) for w in work]
+        assert np.array_equal(sub._W, work)
     g_hat = EqProp(beta=beta, variant="centered").estimate(sub, x, y)[0]["g"]
     assert rel(g_hat, g) <= 1e-3
     theta, h = sub.parameters()["g"], 1e-6
@@ -150,8 +152,8 @@ GOOD = "V1 a 0 x0\nR1 a b 1 train\nR2 b 0 2\n.output b\n"
 @pytest.mark.parametrize(
     "text,line,reason",
     [
-        (GOOD + "C1 b 0 1u\n", 5, "unknown element 'C1'"),
-        (GOOD + ".tran 1n 1u\n", 5, "unknown element '.tran'"),
+        (GOOD + "C1 b 0 1u\n", 5, "unsupported element 'C1'"),
+        (GOOD + ".tran 1n 1u\n", 5, "unsupported card '.tran'"),
         ("V1 a 0 x0\nR1 a b -5 train\nR2 b 0 2\n.output b\n", 2, "negative conductance"),
         (GOOD + "V2 c 0 1\nV3 c a 2\n", 6, "loop of voltage sources"),
         (GOOD + "R3 c d 1k\n", 5, "node 'c' is floating"),
@@ -189,3 +191,65 @@ def test_trainable_resistors_closed_down_leave_no_node_floating():
     assert np.max(np.abs(sub.outputs())) <= 1.5 + 1 + 1e-9  # within the largest source (2.5 V)
     with pytest.raises(ConfigurationError, match="g_min"):
         NetlistSubstrate(text=random_circuit(3), g_min=20.0, g_max=10.0)
+
+
+def test_both_diode_kinds_satisfy_kirchhoff_and_complementarity_on_many_circuits():
+    # a working set carried across damped Newton steps once let an ideal diode conduct backwards
+    # in about 1 circuit in 20 with both diode kinds; every relaxation is now checked
+    for seed in range(10, 30):
+        sub = NetlistSubstrate(text=random_circuit(seed), g_max=2.0)
+        x = np.r_[np.zeros((1, 2)), np.random.default_rng(seed).uniform(-1, 1, (3, 2))]
+        sub.clamp(x)
+        assert sub.relax().converged
+        kcl_check(sub)
+
+
+ILL = """* a strongly forward-biased diode (about 100 S) next to megohm resistors and ideal diodes
+V1 a 0 5*x0
+R1 a b 2 train
+D1 b 0 exp IS=1e-6
+R2 b c 1meg
+R3 c 0 1meg
+D2 c d
+R4 d 0 4.7meg
+D3 0 c
+R5 a e 1meg
+R6 e 0 2.2meg train
+D4 e b
+.output c e
+"""
+
+
+def test_an_ill_conditioned_circuit_converges_and_passes_its_check():
+    sub = NetlistSubstrate(text=ILL)
+    sub.clamp(np.array([[1.0], [-1.0], [0.3]]))
+    assert sub.relax().converged
+    kcl_check(sub)
+    g = sub._conductances()
+    from sim_backends.netlist_kkt import exp_terms
+
+    cx = exp_terms((sub.Ax @ sub._z.T).T + sub._batch(g, 0.0).dx, sub.x_par, 2)
+    H = sub.st.matrix(sub.st.hessian_values(g, 0.0, cx)[0]).toarray()
+    assert np.linalg.cond(H) > 1e7  # the regime in which a fixed 1e-13 step test failed
+
+
+def test_an_unfinished_relaxation_is_refused_naming_a_node():
+    sub = NetlistSubstrate(text=ILL, max_sweeps=2)
+    sub.clamp(np.array([[1.0]]))
+    with pytest.raises(RelaxationError, match=r"KCL at node '\w+' .*raise max_sweeps"):
+        sub.relax()
+
+
+def test_a_diode_the_sources_forward_bias_by_volts_at_the_start_converges():
+    # at the start (free potentials 0 V) D1 sees 5 V forward, e^193: its conductance (1e70 S) made
+    # the Newton system unsolvable before steps were limited per junction
+    sub = NetlistSubstrate(text="V1 a 0 5\nD1 a b exp IS=1e-14\nR1 b 0 1k train\n.output b\n")
+    sub.clamp(np.zeros((1, 0)))
+    assert sub.relax().converged
+    vb = float(sub.outputs()[0, 0])
+    nvt = sub.circuit.of("D")[0].diode["VT"]
+    lo, hi = 0.0, 5.0  # oracle: bisection on the series current, IS (e^((5 - Vb) / VT) - 1) = Vb / 1 kohm
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 1e-14 * np.expm1((5 - mid) / nvt) > mid / 1e3 else (lo, mid)
+    assert abs(vb - lo) <= 1e-10
