@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import signal
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,6 +182,26 @@ def norm(arrays: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(float(np.einsum("i,i->", v.ravel(), v.ravel())) for v in arrays.values())))
 
 
+def snapshot(sub, knobbed: bool) -> dict:
+    """The state a checkpoint saves: the true device state where the substrate offers it without side
+    effects (``device_state``, e.g. the nonideal wrapper: no read noise drawn), else what it reads."""
+    if hasattr(sub, "device_state"):
+        state = sub.device_state()
+        return {"parameters": state["parameters"], "knobs": state["knobs"] if knobbed else None}
+    return {"parameters": sub.parameters(), "knobs": sub.knobs() if knobbed else None}
+
+
+def restore(sub, parameters: dict, knobs: dict | None) -> None:
+    """Put a checkpoint's state back: exactly (``restore_device_state``) where the substrate offers it,
+    else through its programming path."""
+    if hasattr(sub, "restore_device_state"):
+        sub.restore_device_state({"parameters": parameters, "knobs": knobs})
+        return
+    sub.set_parameters(parameters)
+    if knobs is not None:
+        sub.set_knobs(knobs)
+
+
 @dataclass
 class Outcome:
     run_id: int
@@ -204,9 +225,7 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         trainer = built.trainer
         start = None
         if checkpoint is not None:
-            sub.set_parameters(checkpoint["parameters"])
-            if checkpoint["knobs"] is not None:
-                sub.set_knobs(checkpoint["knobs"])
+            restore(sub, checkpoint["parameters"], checkpoint["knobs"])
             trainer.set_random_states(checkpoint["random"])
             start = Position(checkpoint["epoch"], checkpoint["step"], checkpoint["global_step"],
                              checkpoint["order"], tuple(checkpoint["sums"]))
@@ -230,12 +249,12 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
 
         @timed
         def on_epoch(record):
-            store.log_epoch(run_id, record, norm(sub.parameters()))
+            store.log_epoch(run_id, record, norm(snapshot(sub, knobbed)["parameters"]))
 
         @timed
         def on_checkpoint(position):
-            store.save_checkpoint(run_id, position, sub.parameters(), sub.knobs() if knobbed else None,
-                                  trainer.random_states())
+            state = snapshot(sub, knobbed)
+            store.save_checkpoint(run_id, position, state["parameters"], state["knobs"], trainer.random_states())
 
         t0 = time.perf_counter()
         with StopFlag() as stop:
@@ -260,7 +279,11 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
 
 
 def _finish(built: Built, store: RunStore | None, run_id: int | None, status: str, error: str | None) -> None:
-    """Close the substrate and record it and the status, whatever happened before."""
+    """Close the substrate and record it and the status, whatever happened before.
+
+    If the store cannot be written (disk full, damaged), the run's original error goes on;
+    the run stays unowned once this process ends, so it resumes from its last checkpoint.
+    """
     close_error = None
     try:
         built.substrate.close()
@@ -268,24 +291,34 @@ def _finish(built: Built, store: RunStore | None, run_id: int | None, status: st
         close_error = f"{type(exc).__name__}: {exc}"
     if store is None:
         return
-    if store.db.in_transaction:  # a second Ctrl+C inside a write: SQLite rolls it back
-        store.db.execute("ROLLBACK")
-    if status != "failed" or error is None:
-        store.flush()
-    else:
-        store._steps = []
-    if error is not None:
-        store.event(run_id, "fault" if status == "failed" else "warning", error)
-    store.event(run_id, "closed", f"substrate closed ({status})" + (f"; close failed: {close_error}" if close_error else ""))
-    store.set_status(run_id, status, error)
+    try:
+        if store.db.in_transaction:  # a second Ctrl+C inside a write: SQLite rolls it back
+            store.db.execute("ROLLBACK")
+        if status != "failed" or error is None:
+            store.flush()
+        else:
+            store._steps = []
+        if error is not None:
+            store.event(run_id, "fault" if status == "failed" else "warning", error)
+        store.event(run_id, "closed", f"substrate closed ({status})" + (f"; close failed: {close_error}" if close_error else ""))
+        store.set_status(run_id, status, error)
+        store.release(run_id)
+    except (StoreError, sqlite3.Error) as exc:
+        if error is None:  # nothing else went wrong: the store's failure is the error
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{store.path}: recording the end of run {run_id} failed ({exc})") from None
 
 
 def start(config: RunConfig, progress: bool = False, on_created=None) -> Outcome:
-    """Build and train a new run recorded in ``config.runs``."""
+    """Build and train a new run recorded in ``config.runs``, with the digests of its input files."""
+    from aeqprop import inputs
+
+    files = inputs.record(config.to_dict())
     built = build(config)
     try:
         store = RunStore(config.runs)
-        run_id = store.create_run(config.to_dict(), config.seed, **built.names)
+        run_id = store.create_run(config.to_dict(), config.seed, inputs=files, **built.names)
         built.events.attach(store, run_id)
     except BaseException:
         built.substrate.close()
@@ -295,21 +328,55 @@ def start(config: RunConfig, progress: bool = False, on_created=None) -> Outcome
     return execute(built, store, run_id, progress=progress)
 
 
-def resume(runs: str, run_id: int | str, progress: bool = False) -> Outcome:
-    """Continue a run from its last checkpoint (from its start if it has none)."""
+def version_changes(recorded: dict) -> list[str]:
+    """``numpy 1.26.4 -> 2.0.1`` for each package whose version differs from the one the run started with."""
+    from aeqprop.store import versions
+
+    now = versions()
+    return [f"{k} {recorded.get(k, 'absent')} -> {now.get(k, 'absent')}"
+            for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
+
+
+def resume(runs: str, run_id: int | str, progress: bool = False, on_warning=None) -> Outcome:
+    """Continue a run from its last checkpoint (from its start if it has none).
+
+    Refused while another process owns the run, or when an input file changed since the run started;
+    inputs are read from the absolute paths recorded at the start. Package versions that differ from
+    the start's are a warning (``on_warning(message)`` and an event), not a refusal.
+    """
+    from aeqprop import inputs, ownership
+
     store = RunStore(runs, create=False)
     row = store.run(run_id)
+    rid = row["id"]
     if row["status"] == "completed":
-        raise StoreError(f"run {row['id']} already completed; nothing to resume")
-    config = validate(row["config"])
-    checkpoint = store.load_checkpoint(row["id"])
-    built = build(config)
-    done = 0 if checkpoint is None else checkpoint["global_step"]
+        raise StoreError(f"run {rid} already completed; nothing to resume")
+    previous = store.acquire(rid)
     try:
-        store.set_status(row["id"], "running")
-        store.event(row["id"], "resumed", f"resumed after step {done}", step=done)
-        built.events.attach(store, row["id"])
+        config = validate(inputs.check(store.inputs(rid), row["config"]))
+        checkpoint = store.load_checkpoint(rid)
+        built = build(config)
+    except BaseException:
+        store.release(rid)
+        raise
+    done = 0 if checkpoint is None else checkpoint["global_step"]
+    warnings = []
+    if previous is not None and row["status"] == "running":
+        warnings.append(f"run {rid} was left running by {ownership.describe(previous)}, which is gone; taking it over")
+    changes = version_changes(row["versions"])
+    if changes:
+        warnings.append(f"package versions differ from the run's start ({', '.join(changes)}); "
+                        "the resumed part may not match bitwise")
+    try:
+        store.set_status(rid, "running")
+        store.event(rid, "resumed", f"resumed after step {done}", step=done)
+        for message in warnings:
+            store.event(rid, "warning", message, step=done)
+            if on_warning is not None:
+                on_warning(message)
+        built.events.attach(store, rid)
     except BaseException:
         built.substrate.close()
+        store.release(rid)
         raise
-    return execute(built, store, row["id"], checkpoint, progress=progress)
+    return execute(built, store, rid, checkpoint, progress=progress)
