@@ -146,8 +146,9 @@ class RunStore:
                 raise StoreError(f"no run store in {self.folder} ({DB_NAME} missing); give the runs folder with --runs")
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the runs folder {self.folder} ({exc.strerror or exc}); "
+                self._create_file()
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot create the run store in {self.folder} ({getattr(exc, 'strerror', None) or exc}); "
                                  "give a writable folder with --runs") from None
         elif self.path.stat().st_size == 0:
             raise StoreError(
@@ -163,6 +164,32 @@ class RunStore:
             if header != b"SQLite format 3\x00":
                 raise StoreError(f"{self.path} is not a run store (not an SQLite file: file is not a database); "
                                  "move it aside or use another runs folder")
+
+    def _create_file(self) -> None:
+        """Write an empty store beside the final name and link it into place: another process never sees a
+        half-made (0-byte) file, and of two processes creating the store at once one wins, the other uses it."""
+        import os
+        import uuid
+
+        tmp = self.folder / f".{DB_NAME}.{uuid.uuid4().hex}.tmp"
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.executescript(SCHEMA + SCHEMA_2)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            finally:
+                db.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: rename, unless another process was first
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
