@@ -43,8 +43,8 @@ class _Strict(BaseModel):
 
 def _sizes(value: Any, what: str, minimum_length: int) -> None:
     """Refuse layer sizes that are not positive integers (``[4.7]``, ``"abc"``, ``true``, ``[]``)."""
-    items = value if isinstance(value, list) else [value]
-    if not isinstance(value, (list, int)) or isinstance(value, bool) or len(items) < minimum_length or any(
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not isinstance(value, (list, tuple, int)) or isinstance(value, bool) or len(items) < minimum_length or any(
         isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in items
     ):
         raise ValueError(f"{what} = {value!r}: give layer sizes as positive integers, e.g. [256] or [128, 64]"

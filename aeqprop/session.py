@@ -72,7 +72,7 @@ def _accepts(kind: str, value: Any) -> bool | None:
     if kind == "Mapping[str, float]":
         return isinstance(value, dict) and all(_accepts("float", v) for v in value.values())
     if kind == "Sequence[int]":
-        return isinstance(value, list) and all(_accepts("int", v) for v in value)
+        return isinstance(value, (list, tuple)) and all(_accepts("int", v) for v in value)
     return None
 
 
