@@ -12,9 +12,13 @@ import os
 import sys
 from typing import Optional
 
-import click
 import typer
 from typer.core import TyperGroup
+
+try:
+    from typer._click import exceptions as click_exceptions  # typer vendors its click
+except ImportError:  # older typer: click itself
+    from click import exceptions as click_exceptions
 
 
 class OneLineGroup(TyperGroup):
@@ -25,17 +29,20 @@ class OneLineGroup(TyperGroup):
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
                               **extra)
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0  # click returns an Exit's code
-        except (click.exceptions.Exit, typer.Exit) as exc:
+        except typer.Exit as exc:
             code = exc.exit_code
-        except click.exceptions.Abort:
+        except typer.Abort:
             typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
             code = 1
-        except click.UsageError as exc:
+        except getattr(click_exceptions, "NoArgsIsHelpError", ()) as exc:  # the help text, in full
+            exc.show()
+            code = exc.exit_code
+        except click_exceptions.UsageError as exc:
             where = f"aeqprop {exc.ctx.command_path.partition(' ')[2]} --help".replace("  ", " ") if exc.ctx else "aeqprop --help"
             typer.secho(f"error: {exc.format_message().splitlines()[0]} (see `{where.strip()}`)", fg=typer.colors.RED,
                         err=True)
             code = exc.exit_code
-        except click.ClickException as exc:
+        except click_exceptions.ClickException as exc:
             typer.secho(f"error: {exc.format_message().splitlines()[0]}", fg=typer.colors.RED, err=True)
             code = exc.exit_code
         if standalone_mode:
@@ -76,7 +83,7 @@ def one_line_errors(func):
 
         try:
             return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort, click_exceptions.ClickException):
             raise
         except AeqpropError as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -257,6 +264,26 @@ def protocols_list():
 def backends_list():
     """The simulated substrates available by name."""
     list_registered("backends")
+
+
+@protocols_app.command("show")
+@one_line_errors
+def protocols_show(name: str = typer.Argument(..., help="Protocol name (see `aeqprop protocols list`) or file.py:Class.")):
+    """A protocol's options with defaults, its variants, and what it needs of a substrate."""
+    from aeqprop import catalog
+
+    for line in catalog.show("protocols", name):
+        typer.echo(line)
+
+
+@backends_app.command("show")
+@one_line_errors
+def backends_show(name: str = typer.Argument(..., help="Backend name (see `aeqprop backends list`).")):
+    """A backend's options with defaults and its capabilities."""
+    from aeqprop import catalog
+
+    for line in catalog.show("backends", name):
+        typer.echo(line)
 
 
 runs_app = typer.Typer(no_args_is_help=True, help="Look at the runs recorded in a runs folder.")

@@ -76,9 +76,9 @@ class SubstrateConfig(_Strict):
         if self.backend is None and self.wiring is None:
             self.backend = "hopfield"
         if "hidden" in self.options:
-            _sizes(self.options["hidden"], "hidden", 1)
+            _sizes(self.options["hidden"], "options.hidden", 1)
         if "layers" in self.options:
-            _sizes(self.options["layers"], "layers", 2)
+            _sizes(self.options["layers"], "options.layers", 2)
         return self
 
 

@@ -89,7 +89,8 @@ def check_type(value: Any, param: inspect.Parameter, what: str) -> None:
     verdicts = [_accepts(part, value) for part in annotation.split("|")]
     if any(v is None or v for v in verdicts):
         return
-    hint = {"float": "a finite number", "int": "an integer", "bool": "true or false", "str": "a text in quotes"}
+    hint = {"float": "a finite number", "int": "an integer", "bool": "true or false", "str": "a text in quotes",
+            "Mapping[str, float]": "a table of finite numbers per tensor", "Sequence[int]": "a list of integers"}
     wanted = " or ".join(hint.get(p.strip(), p.strip()) for p in annotation.split("|"))
     raise ConfigurationError(f"{what} = {value!r:.60}: give {wanted}")
 
