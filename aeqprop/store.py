@@ -204,19 +204,21 @@ class RunStore:
                 db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             return db
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 30000")
+        return db
+
+    def _journal(self) -> None:
+        """WAL journal for a writable store, switched only once the file has passed its checks."""
         try:
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.OperationalError as exc:
-            db.close()
             if "readonly" in str(exc) or "read-only" in str(exc):
                 raise StoreError(
                     f"{self.path} is read-only ({exc}); `runs list`, `runs show`, `plot` and `export` work on it, "
                     "training and resuming need a writable runs folder"
                 ) from None
             raise
-        return db
 
     def _damaged(self, exc: BaseException | str) -> StoreError:
         return StoreError(
@@ -239,7 +241,8 @@ class RunStore:
         """quick_check, then the schema: tables of the store's version present (extra ones tolerated)."""
         result = [r[0] for r in self.db.execute("PRAGMA quick_check").fetchall()]
         if result != ["ok"]:
-            raise self._damaged("quick_check: " + "; ".join(result[:2]))
+            detail = " ".join(" ".join(result[:3]).split())  # one line
+            raise self._damaged(f"quick_check: {detail[:300]}")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         present = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
                    if not r[0].startswith("sqlite_")}
@@ -262,7 +265,10 @@ class RunStore:
                 if not columns <= have:
                     raise self._damaged(f"table {table} lacks column(s) {', '.join(sorted(columns - have))}")
         self.version = version
-        if self.readonly or version == SCHEMA_VERSION:
+        if self.readonly:
+            return
+        self._journal()
+        if version == SCHEMA_VERSION:
             return
         with self._transaction() as db:  # a new store, or a migration from version 1
             db.execute("PRAGMA user_version").fetchone()
