@@ -127,7 +127,7 @@ def test_a_read_only_mount_falls_back_to_an_immutable_read(tmp_path, monkeypatch
     monkeypatch.setattr(sqlite3, "connect", connect)
     store = RunStore(tmp_path, readonly=True)
     assert [r["status"] for r in store.runs()] == ["completed"] * 3
-    assert "immutable=1" in opened[-1]
+    assert any("immutable=1" in o for o in opened)
 
 
 def test_a_version_1_store_is_read_as_is_and_migrated_on_the_first_write(tmp_path):
