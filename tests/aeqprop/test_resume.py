@@ -201,10 +201,38 @@ def test_a_second_sigint_stops_at_once_and_the_run_still_resumes(tmp_path, refer
     proc = cli("train", str(path), "--quiet")
     wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= 20, proc)
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.002)  # two signals sent back to back may arrive as one
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "Traceback" not in err, err
+    hint = f"interrupted; continue it with `aeqprop resume 1 --runs {runs}`"
+    if hint not in out:  # the two signals were not merged into one: it stopped at once, and says how to go on
+        assert err.strip().endswith(hint), (out, err)
     store = RunStore(runs, create=False)  # readable: every write was one transaction
     assert store.run(1)["status"] in ("interrupted", "running")
+    store.close()
+    resume_to_reference(runs, reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_as_ctrl_c_does_and_nobody_else_trains_the_run_meanwhile(tmp_path, reference, sig):
+    """What timeout, systemd and docker send: a checkpoint, the run interrupted with the resume hint, and a
+    resume to the uninterrupted result; while the run trains, a second owner is refused."""
+    from aeqprop.store import StoreError
+
+    runs = tmp_path / "runs"
+    path = write_config(tmp_path / "run.toml", runs)
+    proc = cli("train", str(path), "--quiet")
+    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= 10, proc)
+    with pytest.raises(StoreError, match=rf"run 1 is being trained by process {proc.pid} on "):
+        session.resume(str(runs), 1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert f"run 1 interrupted; continue it with `aeqprop resume 1 --runs {runs}`" in out
+    store = RunStore(runs, readonly=True)
+    row = store.run(1)
+    assert row["status"] == "interrupted" and row["owner"] is None and row["ended"] is not None
+    assert [e["kind"] for e in store.metrics(1, "events")][-1] == "closed"
     store.close()
     resume_to_reference(runs, reference)
