@@ -133,6 +133,9 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _nonideal_seed(self) -> "RunConfig":
+        flags = [k for k, v in (self.nonideal or {}).items() if isinstance(v, bool)]
+        if flags:  # no device magnitude is a switch: `read_noise = false` would silently be 0
+            raise ValueError(f"nonideal.{flags[0]} = {str(self.nonideal[flags[0]]).lower()}: give a number")
         seed = (self.nonideal or {}).get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"nonideal.seed = {seed!r}: give an integer from 0 to 2**63-1")

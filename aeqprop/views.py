@@ -87,6 +87,12 @@ def _collect(store: RunStore, rid: int) -> dict:
     return {t: store.metrics(rid, t) for t in ("step_metrics", "epoch_metrics", "evaluations", "events")}
 
 
+def _legend(ax) -> None:
+    """A legend when the axes have labelled curves (a run without epochs has none; matplotlib would warn)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
 def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
     """Write a PNG of the run's curves; returns its path."""
     import matplotlib
@@ -114,7 +120,7 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
         ax.plot(e, [r["train_loss"] for r in epochs], "o-", label="train")
         ax.plot(e, [r["test_loss"] for r in epochs], "s-", label="test")
     ax.set(title="loss per epoch", xlabel="epoch", ylabel="squared cost")
-    ax.legend()
+    _legend(ax)
     ax = axes[1]
     if epochs:
         ax.plot(e, [r["train_accuracy"] for r in epochs], "o-", label="train")
@@ -124,7 +130,7 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
         ax.plot([v["step"] / per_epoch for v in evals], [v["test_accuracy"] for v in evals], ".", alpha=0.5,
                 label="test (every N steps)")
     ax.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
-    ax.legend()
+    _legend(ax)
     ax = axes[2]
     phases: dict[str, list] = {}
     for s in steps:
@@ -146,7 +152,7 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
             a = np.array(pts, dtype=float)
             ax.plot(a[:, 0], a[:, 1], lw=0.8, label=k)
         ax.set(title="gradient fidelity", xlabel="step")
-        ax.legend()
+        _legend(ax)
     fig.suptitle(f"run {rid}: {row['protocol']} on {row['backend']}, {row['dataset']} ({status(row)})")
     fig.tight_layout()
     try:
