@@ -411,7 +411,7 @@ def _finish(built: Built, store: RunStore | None, run_id: int | None, status: st
         built.substrate.close()
     except Exception as exc:  # recorded, and the status still written
         close_error = f"{type(exc).__name__}: {exc}"
-    if store is None:
+    if store is None or run_id not in store._tokens:  # no store, or another process took the run over
         return
     try:
         if store.db.in_transaction:  # a second Ctrl+C inside a write: SQLite rolls it back

@@ -118,6 +118,9 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path, ref
     assert proc.returncode == -signal.SIGKILL
     store = RunStore(runs, create=False)
     assert store.run(1)["status"] == "running"  # killed: nobody recorded an end
+    from aeqprop import views
+
+    assert views.status(store.run(1)) == "killed"  # and its owner is gone: shown as such
     killed_at = store.load_checkpoint(1)["global_step"]
     assert target <= killed_at < 5 * 36, killed_at
     store.close()

@@ -78,3 +78,39 @@ def test_device_state_has_no_side_effect_and_restores_exactly():
     for n, v in other.inner.parameters().items():
         assert v.tobytes() == state["parameters"][n].tobytes(), n  # no gain, noise or levels applied again
     assert {k: g.bit_generator.state for k, g in other.rng.items()} == state["random"]
+
+
+def tiny_moons(path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (40, 2))
+    np.savetxt(path, np.column_stack([x, (x[:, 0] * x[:, 1] > 0).astype(int)]), delimiter=",", fmt="%.5f")
+    return str(path)
+
+
+@pytest.mark.parametrize("backend", ["resistive", "netlist"])
+def test_stop_and_resume_on_the_other_simulated_backends_is_bitwise(tmp_path, monkeypatch, backend):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if backend == "resistive":
+        substrate = {"backend": "resistive", "options": {"hidden": [6], "tol": 1e-6}}
+        data, protocol = "iris", {"name": "eqprop", "options": {"beta": 0.2, "lr": 0.3}}
+    else:
+        substrate = {"backend": "netlist", "options": {"netlist": str(root / "examples" / "netlist_small.cir")}}
+        data, protocol = tiny_moons(tmp_path / "moons.csv"), {"name": "aeqprop", "options": {"beta": 0.4}}
+
+    def cfg(runs):
+        return validate({"seed": 3, "runs": str(runs), "dataset": {"name": data}, "substrate": substrate,
+                         "protocol": protocol, "schedule": {"epochs": 2, "batch_size": 8},
+                         "evaluation": {"every": 0}, "checkpoint": {"every": 0}, "nonideal": {"read_noise": 1e-3}})
+
+    session.start(cfg(tmp_path / "a"))
+    stop_after(monkeypatch, 3)  # mid-epoch, between two epoch-end checkpoints: the stop writes its own
+    assert session.start(cfg(tmp_path / "b")).status == "interrupted"
+    monkeypatch.undo()
+    assert session.resume(str(tmp_path / "b"), 1).status == "completed"
+    a, ea = final(tmp_path / "a")
+    b, eb = final(tmp_path / "b")
+    for n in a["parameters"]:
+        assert a["parameters"][n].tobytes() == b["parameters"][n].tobytes(), n
+    assert [e["test_accuracy"] for e in ea] == [e["test_accuracy"] for e in eb]
