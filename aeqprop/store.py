@@ -139,7 +139,8 @@ class RunStore(StoreFile):
             db.execute("UPDATE runs SET status = ?, error = ?, ended = ? WHERE id = ?", (status, error, ended, run_id))
 
     def run(self, run_id: int | str) -> dict[str, Any]:
-        """A run's row, with ``owner``: the live lease holder, or None when no process trains it."""
+        """A run's row, with ``owner`` (the live lease holder, or None when no process trains it) and
+        ``last_seen`` (the time of the lease holder's last write, or None)."""
         try:
             rid = int(str(run_id).strip())
         except ValueError:
@@ -155,7 +156,11 @@ class RunStore(StoreFile):
             row["versions"] = json.loads(row["versions"] or "{}")
         except (TypeError, ValueError) as exc:
             raise self._damaged(f"run {rid}: its recorded config is unreadable ({exc})") from None
-        row["owner"] = self._owner(rid)
+        from aeqprop import ownership
+
+        leases = self._leases(rid)
+        row["owner"] = leases[0] if leases and ownership.is_live(leases[0]) else None
+        row["last_seen"] = leases[0]["heartbeat"] if leases else None  # the owner's last write
         return row
 
     def runs(self) -> list[dict[str, Any]]:
@@ -188,12 +193,6 @@ class RunStore(StoreFile):
         if run_id is None:
             return self._query("SELECT * FROM leases")
         return self._query("SELECT * FROM leases WHERE run_id = ?", (run_id,))
-
-    def _owner(self, run_id: int) -> dict | None:
-        from aeqprop import ownership
-
-        rows = self._leases(run_id)
-        return rows[0] if rows and ownership.is_live(rows[0]) else None
 
     def acquire(self, run_id: int) -> dict | None:
         """Take ownership of a run; refused while another live process holds it.

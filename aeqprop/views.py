@@ -53,8 +53,6 @@ def print_run(runs: str, run_id: str) -> dict:
 
     store = RunStore(runs, readonly=True)
     row = store.run(run_id)
-    leases = store._leases(row["id"])
-    row["last_seen"] = leases[0]["heartbeat"] if leases else None
     rid = row["id"]
     epochs = store.metrics(rid, "epoch_metrics")
     events = store.metrics(rid, "events")
@@ -189,6 +187,7 @@ def export_run(runs: str, run_id: str, output: str | None = None) -> list[Path]:
     row = store.run(run_id)
     rid = row["id"]
     row.pop("owner", None)
+    row.pop("last_seen", None)
     folder = Path(output) if output else Path(runs) / f"run-{rid}"
     if folder.exists() and not folder.is_dir():
         raise StoreError(f"-o {folder}: is a file; export writes several files, give a folder")
