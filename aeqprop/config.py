@@ -22,6 +22,7 @@ dotted location, e.g. ``schedule.epochs: must be >= 1``.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class ProtocolConfig(_Strict):
 class ScheduleConfig(_Strict):
     """Epochs, batch size, and optional schedules of beta, lr and eps (see aeqprop.schedules)."""
 
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, le=1_000_000)  # more would never end: a typo, refused
     batch_size: int = Field(16, ge=1)
     beta: dict[str, Any] | None = None
     lr: dict[str, Any] | None = None
@@ -136,6 +137,9 @@ class RunConfig(_Strict):
         flags = [k for k, v in (self.nonideal or {}).items() if isinstance(v, bool)]
         if flags:  # no device magnitude is a switch: `read_noise = false` would silently be 0
             raise ValueError(f"nonideal.{flags[0]} = {str(self.nonideal[flags[0]]).lower()}: give a number")
+        infinite = [k for k, v in (self.nonideal or {}).items() if isinstance(v, float) and not math.isfinite(v)]
+        if infinite:
+            raise ValueError(f"nonideal.{infinite[0]} = {self.nonideal[infinite[0]]}: give a finite number")
         seed = (self.nonideal or {}).get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"nonideal.seed = {seed!r}: give an integer from 0 to 2**63-1")

@@ -109,6 +109,9 @@ def build(config: RunConfig) -> Built:
         check_memory(layers, config.schedule.batch_size, "substrate.options.layers" if "layers" in options
                      else "layers (features, hidden, classes)")
     if config.substrate.wiring is not None:
+        if "wiring" not in inspect.signature(make_substrate).parameters:
+            raise ConfigurationError(f"substrate.wiring: backend {backend!r} takes no wiring map (instruments do: "
+                                     "backend 'instrument'); drop --wiring or the backend")
         injected["wiring"] = config.substrate.wiring
     events = EventSink()
     injected["on_event"] = events  # instruments report faults and retries
@@ -266,7 +269,8 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
             store.save_checkpoint(run_id, position, state["parameters"], state["knobs"], trainer.random_states())
 
         t0 = time.perf_counter()
-        with StopFlag() as stop:
+        # overflow and NaN end the run through the trainer's non-finite loss check, in one line
+        with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             outcome.result = trainer.run(progress=progress, on_step=on_step, on_epoch=on_epoch, on_eval=on_eval,
                                          on_checkpoint=on_checkpoint, should_stop=stop, start=start)
         outcome.step_seconds = time.perf_counter() - t0 - clock["store"]

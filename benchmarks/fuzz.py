@@ -212,8 +212,17 @@ def run(n: int, seed: int = 0, categories=CATEGORIES, show: int = 0) -> dict[str
         fix.mkdir()
         make_fixtures(fix)
         os.chdir(work)  # a run's relative paths land here
-        for case in cases(n, seed, categories):
+        import time
+
+        slow = []
+        for k, case in enumerate(cases(n, seed, categories), 1):
+            t0 = time.perf_counter()
             verdict, what = run_case(case, fix, work)
+            seconds = time.perf_counter() - t0
+            if seconds > 5:
+                slow.append(f"[{case.category}] {case.label[:90]}: {seconds:.0f} s")
+            if show and k % 100 == 0:
+                print(f"{k}/{n} cases", file=sys.stderr, flush=True)
             table[case.category]["tried"] += 1
             table[case.category][verdict] += 1
             if verdict in ("traceback", "silent", "refused valid", "lost or mixed"):
@@ -221,6 +230,8 @@ def run(n: int, seed: int = 0, categories=CATEGORIES, show: int = 0) -> dict[str
     finally:
         os.chdir(cwd)
         shutil.rmtree(work, ignore_errors=True)
+    if slow:
+        examples["slower than 5 s (not a failure)"] = slow
     table["_examples"] = examples  # type: ignore[assignment]
     return table
 
@@ -247,7 +258,7 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=10, help="examples listed per failing verdict")
     parser.add_argument("--category", action="append", choices=CATEGORIES, help="only these (repeatable)")
     args = parser.parse_args()
-    table = run(args.cases, args.seed, tuple(args.category or CATEGORIES))
+    table = run(args.cases, args.seed, tuple(args.category or CATEGORIES), show=args.show)
     print(f"python benchmarks/fuzz.py --cases {args.cases} --seed {args.seed}")
     print_table(table, args.show)
 
