@@ -99,3 +99,24 @@ def test_help_shows_defaults_and_protocols_show_lists_variants():
     assert "one of centered, optimistic, pessimistic" in invoke("protocols", "show", "aeqprop").stdout
     assert "capabilities: aeqprop, eqprop, oracle" in invoke("backends", "show", "hopfield").stdout
     assert "unknown protocol 'nope'" in one_line(invoke("protocols", "show", "nope"))
+
+
+def test_a_second_ctrl_c_names_the_resume_command(tmp_path, monkeypatch):
+    """A second Ctrl+C raises KeyboardInterrupt inside a step: one line, exit 1, and how to go on."""
+    from aeqprop import trainer
+
+    calls = {"n": 0}
+    real = trainer.Trainer.run_epoch
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "run_epoch", interrupted)
+    result = invoke("train", "--quiet", "--dataset", "iris", "--hidden", "4", "--epochs", "3", "--runs", tmp_path / "r")
+    line = one_line(result, code=1)
+    assert line == f"error: interrupted; continue it with `aeqprop resume 1 --runs {tmp_path / 'r'}`"
+    monkeypatch.undo()
+    assert invoke("resume", "1", "--runs", tmp_path / "r", "--quiet").exit_code == 0
