@@ -76,7 +76,9 @@ def write_config(path, runs, **changes):
 
     cfg = config(runs, **changes).to_dict()
     lines = [f"seed = {cfg['seed']}", f"runs = {json.dumps(cfg['runs'])}"]
-    for section in ("dataset", "substrate", "protocol", "schedule", "evaluation", "checkpoint"):
+    for section in ("dataset", "substrate", "protocol", "schedule", "evaluation", "checkpoint", "nonideal"):
+        if cfg.get(section) is None:
+            continue
         lines.append(f"[{section}]")
         for k, v in cfg[section].items():
             if v is None:
@@ -239,3 +241,25 @@ def test_sigterm_and_sighup_stop_as_ctrl_c_does_and_nobody_else_trains_the_run_m
     assert [e["kind"] for e in store.metrics(1, "events")][-1] == "closed"
     store.close()
     resume_to_reference(runs, reference)
+
+
+def test_sigkill_on_a_noisy_device_then_resume_is_bitwise_identical(tmp_path):
+    """The nonideal wrapper's true state and random streams are checkpointed without a noisy read."""
+    device = {"read_noise": 1e-3, "program_noise": 1e-3, "variability": 0.2, "drift": 1e-4, "seed": 2}
+    changes = dict(nonideal=device, schedule__epochs=3)
+    ref = session.start(config(tmp_path / "ref", **changes))
+    runs = tmp_path / "runs"
+    path = write_config(tmp_path / "run.toml", runs, **changes)
+    target = int(np.random.default_rng().integers(3, 40))
+    proc = cli("train", str(path), "--quiet")
+    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    done = subprocess.run([sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    a, ea = final_parameters(tmp_path / "ref", ref.run_id)
+    b, eb = final_parameters(runs, 1)
+    assert_same(a["parameters"], b["parameters"])
+    assert a["random"] == b["random"]
+    assert [e["test_accuracy"] for e in ea] == [e["test_accuracy"] for e in eb]
