@@ -84,3 +84,24 @@ def test_resume_from_another_folder_reads_the_inputs_where_the_run_started(tmp_p
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
     kinds = [e["kind"] for e in RunStore(tmp_path / "runs", readonly=True).metrics(1, "events")]
     assert "warning" in kinds
+
+
+def test_netlists_wiring_maps_and_protocol_files_are_inputs_too(tmp_path, monkeypatch):
+    from aeqprop import inputs
+
+    for name in ("c.cir", "w.toml", "p.py"):
+        (tmp_path / name).write_text(f"content of {name}\n")
+    monkeypatch.chdir(tmp_path)
+    config = {"runs": "w.toml", "dataset": {"name": "iris"}, "protocol": {"name": "p.py:MyRule"},
+              "substrate": {"backend": "netlist", "wiring": "w.toml", "options": {"netlist": "c.cir", "eps": 0.1}}}
+    rows = inputs.record(config)
+    assert [(r["key"], r["bytes"]) for r in sorted(rows, key=lambda r: r["key"])] == [
+        ("protocol.name", 16), ("substrate.options.netlist", 17), ("substrate.wiring", 18)]  # runs is the output
+    monkeypatch.chdir(tmp_path.parent)
+    resolved = inputs.check(rows, config)
+    assert resolved["protocol"]["name"] == f"{tmp_path / 'p.py'}:MyRule"
+    assert resolved["substrate"]["options"]["netlist"] == str(tmp_path / "c.cir")
+    assert config["substrate"]["options"]["netlist"] == "c.cir"  # the recorded config is left as given
+    (tmp_path / "w.toml").write_text("changed\n")
+    with pytest.raises(ConfigurationError, match=r"substrate.wiring: .*w.toml changed since the run started \(18 -> 8"):
+        inputs.check(rows, config)
