@@ -8,14 +8,54 @@ Heavy imports are deferred so that ``aeqprop --help`` starts fast.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:
+    from typer._click import exceptions as click_exceptions  # typer vendors its click
+except ImportError:  # older typer: click itself
+    from click import exceptions as click_exceptions
+
+
+class OneLineGroup(TyperGroup):
+    """The top command group: a usage error (unknown option, bad number) is one line, not a usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0  # click returns an Exit's code
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.Abort:
+            typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
+            code = 1
+        except getattr(click_exceptions, "NoArgsIsHelpError", ()) as exc:  # the help text, in full
+            exc.show()
+            code = exc.exit_code
+        except click_exceptions.UsageError as exc:
+            where = f"aeqprop {exc.ctx.command_path.partition(' ')[2]} --help".replace("  ", " ") if exc.ctx else "aeqprop --help"
+            typer.secho(f"error: {exc.format_message().splitlines()[0]} (see `{where.strip()}`)", fg=typer.colors.RED,
+                        err=True)
+            code = exc.exit_code
+        except click_exceptions.ClickException as exc:
+            typer.secho(f"error: {exc.format_message().splitlines()[0]}", fg=typer.colors.RED, err=True)
+            code = exc.exit_code
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
 
 app = typer.Typer(
+    cls=OneLineGroup,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts hold literal [default: ...]; rich markup would eat them
     help="Train physical systems by (agnostic) equilibrium propagation.",
 )
 
@@ -26,8 +66,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+#: Exit status of an unexpected exception: a bug, reported in one line (AEQPROP_TRACEBACK=1 shows the traceback).
+INTERNAL_ERROR = 3
+
+
 def one_line_errors(func):
-    """Turn an AeqpropError into one line on stderr and a non-zero exit, no traceback."""
+    """Turn an AeqpropError into one line on stderr and a non-zero exit, no traceback.
+
+    A second Ctrl+C names the run to resume; running out of memory says so; any other
+    exception is a bug, printed as one ``internal error`` line with exit status 3.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -35,12 +83,29 @@ def one_line_errors(func):
 
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click_exceptions.ClickException):
+            raise
         except AeqpropError as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except KeyboardInterrupt:
-            fail("interrupted", code=1)
+        except KeyboardInterrupt as exc:
+            rid, runs = getattr(exc, "run_id", None), getattr(exc, "runs", None)
+            hint = f"; continue it with `{resume_command(rid, runs)}`" if rid else ""
+            fail(f"interrupted{hint}", code=1)
+        except MemoryError:
+            fail("out of memory; make the run smaller (fewer hidden units, a smaller batch)")
+        except Exception as exc:
+            if os.environ.get("AEQPROP_TRACEBACK"):
+                raise
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            fail(f"internal error ({type(exc).__name__}: {text[:200]}); this is a bug, please report it with the "
+                 "command; AEQPROP_TRACEBACK=1 shows the traceback", code=INTERNAL_ERROR)
 
     return wrapper
+
+
+def resume_command(run_id, runs: str | None) -> str:
+    """``aeqprop resume 3`` (with ``--runs FOLDER`` when the folder is not the default)."""
+    return f"aeqprop resume {run_id}" + ("" if runs in (None, "runs") else f" --runs {runs}")
 
 
 def parse_hidden(hidden: str) -> tuple[int, ...]:
@@ -50,6 +115,8 @@ def parse_hidden(hidden: str) -> tuple[int, ...]:
         sizes = tuple(int(h) for h in hidden.split(",") if h.strip())
     except ValueError:
         raise ConfigurationError(f"--hidden {hidden!r}: give hidden layer sizes as integers, e.g. 256 or 128,64") from None
+    if not sizes:
+        raise ConfigurationError(f"--hidden {hidden!r}: give at least one layer size, e.g. 256 or 128,64")
     if any(h < 1 for h in sizes):
         raise ConfigurationError(f"--hidden {hidden!r}: layer sizes must be >= 1")
     return sizes
@@ -127,15 +194,17 @@ def train(
     }
     cfg = load_config(config, overrides=set_, fields={k: v for k, v in flags.items() if v is not None})
     outcome = session.start(cfg, progress=not quiet, on_created=lambda rid: typer.echo(f"run {rid} in {cfg.runs}"))
-    report_outcome(outcome, cfg.schedule.epochs)
+    report_outcome(outcome, cfg.schedule.epochs, cfg.runs)
 
 
-def report_outcome(outcome, epochs: int) -> None:
-    """One line for the end of a run; an interrupted run exits with status 1."""
+def report_outcome(outcome, epochs: int, runs: str | None = None) -> None:
+    """One line for the end of a run (and its warnings on stderr); an interrupted run exits with status 1."""
     result = outcome.result
     if outcome.status == "interrupted":
-        typer.echo(f"run {outcome.run_id} interrupted; continue it with `aeqprop resume {outcome.run_id}`")
+        typer.echo(f"run {outcome.run_id} interrupted; continue it with `{resume_command(outcome.run_id, runs)}`")
         raise typer.Exit(1)
+    for message in getattr(outcome, "warnings", ()):
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
     final = result.final
     typer.echo(
         f"test accuracy {final.test_accuracy:.2%} after {epochs} epochs "
@@ -154,8 +223,9 @@ def resume(
     """Continue a run from its last checkpoint; it ends as if it had never stopped."""
     from aeqprop import session
 
-    outcome = session.resume(runs, run, progress=not quiet)
-    report_outcome(outcome, outcome.result.history[-1].epoch if outcome.result.history else 0)
+    warn = lambda message: typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)  # noqa: E731
+    outcome = session.resume(runs, run, progress=not quiet, on_warning=warn)
+    report_outcome(outcome, outcome.result.history[-1].epoch if outcome.result.history else 0, runs)
 
 
 def parse_schedule(text: Optional[str], what: str) -> Optional[dict]:
@@ -228,6 +298,24 @@ def data_fetch(
 
     folder = fetch(name, data_dir, mirrors=mirror or None, on_file=lambda f, status: typer.echo(f"{status:<10} {f}"))
     typer.echo(f"{name} in {folder}")
+@protocols_app.command("show")
+@one_line_errors
+def protocols_show(name: str = typer.Argument(..., help="Protocol name (see `aeqprop protocols list`) or file.py:Class.")):
+    """A protocol's options with defaults, its variants, and what it needs of a substrate."""
+    from aeqprop import describe
+
+    for line in describe.show("protocols", name):
+        typer.echo(line)
+
+
+@backends_app.command("show")
+@one_line_errors
+def backends_show(name: str = typer.Argument(..., help="Backend name (see `aeqprop backends list`).")):
+    """A backend's options with defaults and its capabilities."""
+    from aeqprop import describe
+
+    for line in describe.show("backends", name):
+        typer.echo(line)
 
 
 runs_app = typer.Typer(no_args_is_help=True, help="Look at the runs recorded in a runs folder.")

@@ -22,6 +22,7 @@ dotted location, e.g. ``schedule.epochs: must be >= 1``.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from aeqprop.errors import ConfigurationError
 
 
+#: The largest seed: run records keep seeds in SQLite's 64-bit integers.
+MAX_SEED = 2**63 - 1
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """No unknown fields, no coercion: ``true`` is not 1 and ``4.7`` is not an integer."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _sizes(value: Any, what: str, minimum_length: int) -> None:
+    """Refuse layer sizes that are not positive integers (``[4.7]``, ``"abc"``, ``true``, ``[]``)."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not isinstance(value, (list, tuple, int)) or isinstance(value, bool) or len(items) < minimum_length or any(
+        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in items
+    ):
+        raise ValueError(f"{what} = {value!r}: give layer sizes as positive integers, e.g. [256] or [128, 64]"
+                         + (f" (at least {minimum_length})" if minimum_length > 1 else ""))
 
 
 class DatasetConfig(_Strict):
@@ -41,9 +58,9 @@ class DatasetConfig(_Strict):
     for model selection (None: 0.1 for named datasets, 0 otherwise); ``data_dir``: folder of
     the named datasets (else $AEQPROP_DATA, ~/.cache/aeqprop/datasets, system folders)."""
 
-    name: str = "digits"
+    name: str = Field("digits", min_length=1)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     target_column: int = -1
     validation: float | None = Field(None, ge=0.0, lt=1.0)
     data_dir: str | None = None
@@ -64,6 +81,10 @@ class SubstrateConfig(_Strict):
     def _one_kind(self) -> "SubstrateConfig":
         if self.backend is None and self.wiring is None:
             self.backend = "hopfield"
+        if "hidden" in self.options:
+            _sizes(self.options["hidden"], "options.hidden", 1)
+        if "layers" in self.options:
+            _sizes(self.options["layers"], "options.layers", 2)
         return self
 
 
@@ -75,7 +96,7 @@ class ProtocolConfig(_Strict):
 class ScheduleConfig(_Strict):
     """Epochs, batch size, and optional schedules of beta, lr and eps (see aeqprop.schedules)."""
 
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, le=1_000_000)  # more would never end: a typo, refused
     batch_size: int = Field(16, ge=1)
     beta: dict[str, Any] | None = None
     lr: dict[str, Any] | None = None
@@ -106,8 +127,8 @@ class CheckpointConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    seed: int = 0
-    runs: str = "runs"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    runs: str = Field("runs", min_length=1, pattern=r"\S")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     substrate: SubstrateConfig = Field(default_factory=SubstrateConfig)
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
@@ -115,6 +136,19 @@ class RunConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     nonideal: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _nonideal_seed(self) -> "RunConfig":
+        flags = [k for k, v in (self.nonideal or {}).items() if isinstance(v, bool)]
+        if flags:  # no device magnitude is a switch: `read_noise = false` would silently be 0
+            raise ValueError(f"nonideal.{flags[0]} = {str(self.nonideal[flags[0]]).lower()}: give a number")
+        infinite = [k for k, v in (self.nonideal or {}).items() if isinstance(v, float) and not math.isfinite(v)]
+        if infinite:
+            raise ValueError(f"nonideal.{infinite[0]} = {self.nonideal[infinite[0]]}: give a finite number")
+        seed = (self.nonideal or {}).get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"nonideal.seed = {seed!r}: give an integer from 0 to 2**63-1")
+        return self
 
     @property
     def data_seed(self) -> int:
@@ -145,6 +179,8 @@ _MESSAGES = {
     "less_than": "must be < {lt}",
     "missing": "is required",
     "extra_forbidden": "unknown field",
+    "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "must not be empty",
 }
 
 
@@ -157,6 +193,10 @@ def _one_line(exc: ValidationError) -> ConfigurationError:
         message = template.format(**(err.get("ctx") or {}))
     else:
         message = err["msg"][0].lower() + err["msg"][1:]
+        if message.startswith("value error, "):
+            message = message[len("value error, "):]
+        elif err["type"].endswith("_type"):
+            message += f" (got {err.get('input')!r:.60})"
     if err["type"] == "extra_forbidden":
         model = RunConfig
         for part in err["loc"][:-1]:
@@ -202,12 +242,18 @@ def apply_override(raw: dict, assignment: str) -> None:
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigurationError(f"config file {path} does not exist")
+        raise ConfigurationError(f"config file {path} does not exist" if not path.exists()
+                                 else f"config file {path} is not a file; give a TOML file")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                                 "a config is a TOML file saved as UTF-8") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the config file {path} ({exc.strerror or exc})") from None
 
 
 def validate(raw: dict) -> RunConfig:

@@ -74,6 +74,8 @@ def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
 def _from_file(path: Path, target_column: int) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise DataError(f"data file {path} is {'empty' if path.is_file() else 'not a file'}; give a .csv or .npz file")
     if path.suffix == ".npz":
         with np.load(path) as f:
             if not {"x", "y"} <= set(f.files):

@@ -133,12 +133,14 @@ def _protocol_class_from_file(spec: str):
         compile(source, str(path), "exec")
     except SyntaxError as exc:
         raise ConfigurationError(f"protocol file {path_text}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # binary or not UTF-8
+        raise ConfigurationError(f"protocol file {path_text}: not Python source text ({exc})") from None
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
-    except Exception as exc:  # the user's module failed on import: one line, the exception named
+    except (Exception, SystemExit) as exc:  # the user's module failed on import: one line, the exception named
         del sys.modules[module_name]
         raise ConfigurationError(f"protocol file {path_text}: importing it raised {type(exc).__name__}: {exc}") from None
     classes = [n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module_name]

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import inspect
 import signal
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from aeqprop.checks import check_memory, check_type, health
 from aeqprop.config import RunConfig, validate
 from aeqprop.errors import AeqpropError, ConfigurationError
 from aeqprop.store import RunStore, StoreError
@@ -42,6 +44,9 @@ def build_with(factory, options: dict, injected: dict, what: str):
         unknown = sorted(set(options) - set(params))
         if unknown:
             raise ConfigurationError(f"{what}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(params)}")
+    for name, value in options.items():
+        if name in params:
+            check_type(value, params[name], f"{what}.{name}")
     try:
         return factory(**{**injected, **options})
     except TypeError as exc:  # a factory taking **options passes them on; say which table they came from
@@ -102,7 +107,14 @@ def build(config: RunConfig) -> Built:
     if "layers" not in options and hidden is not None:
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         injected["layers"] = (data.n_features, *hidden, data.n_classes)
+    layers = options.get("layers", injected.get("layers"))
+    if isinstance(layers, (list, tuple)) and all(isinstance(n, int) for n in layers):
+        check_memory(layers, config.schedule.batch_size, "substrate.options.layers" if "layers" in options
+                     else "layers (features, hidden, classes)")
     if config.substrate.wiring is not None:
+        if "wiring" not in inspect.signature(make_substrate).parameters:
+            raise ConfigurationError(f"substrate.wiring: backend {backend!r} takes no wiring map (instruments do: "
+                                     "backend 'instrument'); drop --wiring or the backend")
         injected["wiring"] = config.substrate.wiring
     events = EventSink()
     injected["on_event"] = events  # instruments report faults and retries
@@ -184,6 +196,27 @@ def norm(arrays: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(float(np.einsum("i,i->", v.ravel(), v.ravel())) for v in arrays.values())))
 
 
+def snapshot(sub, knobbed: bool) -> dict:
+    """The state a checkpoint saves: the true device state where the substrate offers it without side
+    effects (``device_state``, e.g. the nonideal wrapper: no read noise drawn), else what it reads."""
+    if hasattr(sub, "device_state"):
+        state = sub.device_state()
+        return {"parameters": state["parameters"], "knobs": state["knobs"] if knobbed else None}
+    return {"parameters": sub.parameters(), "knobs": sub.knobs() if knobbed else None}
+
+
+def restore(sub, parameters: dict, knobs: dict | None) -> None:
+    """Put a checkpoint's state back: exactly (``restore_device_state``) where the substrate offers it,
+    else through its programming path."""
+    if hasattr(sub, "restore_device_state"):
+        sub.restore_device_state({"parameters": parameters, "knobs": knobs})
+        return
+    if "eqprop" in sub.info.capabilities:  # else check_restorable found theta held as it was
+        sub.set_parameters(parameters)
+    if knobs is not None:
+        sub.set_knobs(knobs)
+
+
 @dataclass
 class Outcome:
     run_id: int
@@ -191,6 +224,7 @@ class Outcome:
     result: TrainResult
     store_seconds: float = 0.0  # time spent writing to the store (the benchmark's numerator)
     step_seconds: float = 0.0  # time spent in training steps
+    warnings: list[str] = field(default_factory=list)  # what the user must hear although the run completed
 
 
 def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint: dict | None = None,
@@ -207,10 +241,7 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         trainer = built.trainer
         start = None
         if checkpoint is not None:
-            if "eqprop" in sub.info.capabilities:  # else check_restorable found theta held as it was
-                sub.set_parameters(checkpoint["parameters"])
-            if checkpoint["knobs"] is not None:
-                sub.set_knobs(checkpoint["knobs"])
+            restore(sub, checkpoint["parameters"], checkpoint["knobs"])
             trainer.set_random_states(checkpoint["random"])
             start = Position(checkpoint["epoch"], checkpoint["step"], checkpoint["global_step"],
                              checkpoint["order"], tuple(checkpoint["sums"]))
@@ -234,21 +265,28 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
 
         @timed
         def on_epoch(record):
-            store.log_epoch(run_id, record, norm(sub.parameters()))
+            store.log_epoch(run_id, record, norm(snapshot(sub, knobbed)["parameters"]))
 
         @timed
         def on_checkpoint(position):
-            store.save_checkpoint(run_id, position, sub.parameters(), sub.knobs() if knobbed else None,
-                                  trainer.random_states())
+            state = snapshot(sub, knobbed)
+            store.save_checkpoint(run_id, position, state["parameters"], state["knobs"], trainer.random_states())
 
         t0 = time.perf_counter()
-        with StopFlag() as stop:
+        # overflow and NaN end the run through the trainer's non-finite loss check, in one line
+        with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             outcome.result = trainer.run(progress=progress, on_step=on_step, on_epoch=on_epoch, on_eval=on_eval,
                                          on_checkpoint=on_checkpoint, should_stop=stop, start=start)
         outcome.step_seconds = time.perf_counter() - t0 - clock["store"]
         status = "interrupted" if outcome.result.stopped else "completed"
-    except KeyboardInterrupt:
+        if status == "completed" and outcome.result.history:
+            outcome.warnings = health(outcome.result, built.data)
+            for message in outcome.warnings:
+                if store is not None:
+                    store.event(run_id, "warning", message)
+    except KeyboardInterrupt as exc:
         status, error = "interrupted", "stopped at once by a second Ctrl+C"
+        exc.run_id, exc.runs = run_id, None if store is None else str(store.folder)  # for the resume hint
         raise
     except AeqpropError as exc:
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -264,32 +302,46 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
 
 
 def _finish(built: Built, store: RunStore | None, run_id: int | None, status: str, error: str | None) -> None:
-    """Close the substrate and record it and the status, whatever happened before."""
+    """Close the substrate and record it and the status, whatever happened before.
+
+    If the store cannot be written (disk full, damaged), the run's original error goes on;
+    the run stays unowned once this process ends, so it resumes from its last checkpoint.
+    """
     close_error = None
     try:
         built.substrate.close()
     except Exception as exc:  # recorded, and the status still written
         close_error = f"{type(exc).__name__}: {exc}"
-    if store is None:
+    if store is None or run_id not in store._tokens:  # no store, or another process took the run over
         return
-    if store.db.in_transaction:  # a second Ctrl+C inside a write: SQLite rolls it back
-        store.db.execute("ROLLBACK")
-    if status != "failed" or error is None:
-        store.flush()
-    else:
-        store._steps = []
-    if error is not None:
-        store.event(run_id, "fault" if status == "failed" else "warning", error)
-    store.event(run_id, "closed", f"substrate closed ({status})" + (f"; close failed: {close_error}" if close_error else ""))
-    store.set_status(run_id, status, error)
+    try:
+        if store.db.in_transaction:  # a second Ctrl+C inside a write: SQLite rolls it back
+            store.db.execute("ROLLBACK")
+        if status != "failed" or error is None:
+            store.flush()
+        else:
+            store._steps = []
+        if error is not None:
+            store.event(run_id, "fault" if status == "failed" else "warning", error)
+        store.event(run_id, "closed", f"substrate closed ({status})" + (f"; close failed: {close_error}" if close_error else ""))
+        store.set_status(run_id, status, error)
+        store.release(run_id)
+    except (StoreError, sqlite3.Error) as exc:
+        if error is None:  # nothing else went wrong: the store's failure is the error
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{store.path}: recording the end of run {run_id} failed ({exc})") from None
 
 
 def start(config: RunConfig, progress: bool = False, on_created=None) -> Outcome:
-    """Build and train a new run recorded in ``config.runs``."""
+    """Build and train a new run recorded in ``config.runs``, with the digests of its input files."""
+    from aeqprop import inputs
+
+    files = inputs.record(config.to_dict())
     built = build(config)
     try:
         store = RunStore(config.runs)
-        run_id = store.create_run(config.to_dict(), config.seed, **built.names)
+        run_id = store.create_run(config.to_dict(), config.seed, inputs=files, **built.names)
         built.events.attach(store, run_id)
     except BaseException:
         built.substrate.close()
@@ -299,29 +351,64 @@ def start(config: RunConfig, progress: bool = False, on_created=None) -> Outcome
     return execute(built, store, run_id, progress=progress)
 
 
-def resume(runs: str, run_id: int | str, progress: bool = False) -> Outcome:
-    """Continue a run from its last checkpoint (from its start if it has none)."""
+def version_changes(recorded: dict) -> list[str]:
+    """``numpy 1.26.4 -> 2.0.1`` for each package whose version differs from the one the run started with."""
+    from aeqprop.store import versions
+
+    now = versions()
+    return [f"{k} {recorded.get(k, 'absent')} -> {now.get(k, 'absent')}"
+            for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
+
+
+def resume(runs: str, run_id: int | str, progress: bool = False, on_warning=None) -> Outcome:
+    """Continue a run from its last checkpoint (from its start if it has none).
+
+    Refused while another process owns the run, or when an input file changed since the run started;
+    inputs are read from the absolute paths recorded at the start. Package versions that differ from
+    the start's are a warning (``on_warning(message)`` and an event), not a refusal.
+    """
+    from aeqprop import inputs, ownership
+
     store = RunStore(runs, create=False)
     row = store.run(run_id)
+    rid = row["id"]
     if row["status"] == "completed":
-        raise StoreError(f"run {row['id']} already completed; nothing to resume")
-    config = validate(row["config"])
-    checkpoint = store.load_checkpoint(row["id"])
-    built = build(config)
+        raise StoreError(f"run {rid} already completed; nothing to resume")
+    previous = store.acquire(rid)
+    try:
+        config = validate(inputs.check(store.inputs(rid), row["config"]))
+        checkpoint = store.load_checkpoint(rid)
+        built = build(config)
+    except BaseException:
+        store.release(rid)
+        raise
     done = 0 if checkpoint is None else checkpoint["global_step"]
     try:
         check_restorable(built.substrate, checkpoint, row["status"])
     except BaseException:
         built.substrate.close()
+        store.release(rid)
         raise
+    warnings = []
+    if previous is not None and row["status"] == "running":
+        warnings.append(f"run {rid} was left running by {ownership.describe(previous)}, which is gone; taking it over")
+    changes = version_changes(row["versions"])
+    if changes:
+        warnings.append(f"package versions differ from the run's start ({', '.join(changes)}); "
+                        "the resumed part may not match bitwise")
     try:
-        store.set_status(row["id"], "running")
-        store.event(row["id"], "resumed", f"resumed after step {done}", step=done)
-        built.events.attach(store, row["id"])
+        store.set_status(rid, "running")
+        store.event(rid, "resumed", f"resumed after step {done}", step=done)
+        for message in warnings:
+            store.event(rid, "warning", message, step=done)
+            if on_warning is not None:
+                on_warning(message)
+        built.events.attach(store, rid)
     except BaseException:
         built.substrate.close()
+        store.release(rid)
         raise
-    return execute(built, store, row["id"], checkpoint, progress=progress)
+    return execute(built, store, rid, checkpoint, progress=progress)
 
 
 def check_restorable(substrate, checkpoint: dict | None, status: str, atol: float = 1e-9) -> None:

@@ -11,6 +11,11 @@ Step metrics are buffered in memory and written with the next checkpoint in
 one transaction: a run killed at any moment leaves the metrics and the
 checkpoint consistent, and the steps after the checkpoint are redone (their
 rows replaced) on resume.
+
+Opening, the checks that refuse a damaged file, read-only use and write errors
+are the file's business (:mod:`aeqprop.store_file`). A run has one owner
+at a time: a lease (``leases`` table, see :mod:`aeqprop.ownership`). The
+digests of a run's input files are in ``inputs`` (see :mod:`aeqprop.inputs`).
 """
 
 from __future__ import annotations
@@ -19,18 +24,17 @@ import hashlib
 import io
 import json
 import socket
-import sqlite3
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aeqprop.errors import AeqpropError
+from aeqprop.store_file import DB_NAME, StoreError, StoreFile
 
-DB_NAME = "aeqprop.db"
-SCHEMA_VERSION = 1
+__all__ = ["DB_NAME", "KEEP_CHECKPOINTS", "RunStore", "SCHEMA_VERSION", "StoreError", "versions"]
+
+SCHEMA_VERSION = 2  # 2: leases and inputs tables (a version-1 store is migrated on its first writable open)
 KEEP_CHECKPOINTS = 2
 STATUSES = ("running", "completed", "failed", "interrupted")
 
@@ -57,9 +61,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id, id);
 """
 
+#: Tables added by schema version 2.
+SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS leases (
+    run_id INTEGER PRIMARY KEY, token TEXT NOT NULL, host TEXT, pid INTEGER, pid_start TEXT,
+    acquired REAL, heartbeat REAL);
+CREATE TABLE IF NOT EXISTS inputs (
+    run_id INTEGER, key TEXT, value TEXT, path TEXT, sha256 TEXT, bytes INTEGER, PRIMARY KEY (run_id, key));
+"""
 
-class StoreError(AeqpropError):
-    """The run store is unreadable, or a run or checkpoint in it is missing or corrupted."""
+#: SQLite keeps integers in 64 bits; a run id outside is no run.
+MAX_ID = 2**63 - 1
 
 
 def versions() -> dict[str, str]:
@@ -84,75 +96,40 @@ def _digest(blob: bytes, meta: str) -> str:
     return hashlib.sha256(blob + meta.encode()).hexdigest()
 
 
-class RunStore:
-    """The database of one runs folder. Example: ``RunStore("runs").runs()``."""
+class RunStore(StoreFile):
+    """The database of one runs folder. Example: ``RunStore("runs").runs()``.
 
-    def __init__(self, folder: str | Path, create: bool = True):
-        self.folder = Path(folder)
-        self.path = self.folder / DB_NAME
-        if not create and not self.path.exists():
-            raise StoreError(f"no run store in {self.folder} ({DB_NAME} missing); give the runs folder with --runs")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._steps: list[tuple] = []
-        try:
-            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA busy_timeout = 30000")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            with self._transaction():
-                version = self.db.execute("PRAGMA user_version").fetchone()[0]
-                tables = self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-                if tables and version != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} has store schema {version}, this version reads {SCHEMA_VERSION}; "
-                        "use another runs folder or export the runs with the version that wrote them"
-                    )
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a readable run store ({exc}); move it aside or use another runs folder"
-            ) from None
+    ``create=False`` refuses a folder without a store; ``readonly=True`` (implies
+    ``create=False``) writes nothing, not even the journal mode.
+    """
 
-    # -- plumbing ---------------------------------------------------------------
-    class _Tx:
-        def __init__(self, db):
-            self.db = db
-
-        def __enter__(self):
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
-
-        def __exit__(self, kind, exc, tb):
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-            return False
-
-    def _transaction(self) -> "RunStore._Tx":
-        return RunStore._Tx(self.db)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        try:
-            cur = self.db.execute(sql, args)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: cannot read the run store ({exc})") from None
+    SCHEMAS = {1: SCHEMA, 2: SCHEMA + SCHEMA_2}
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     # -- runs ---------------------------------------------------------------------
-    def create_run(self, config: dict, seed: int, dataset: str, backend: str, protocol: str) -> int:
+    def create_run(self, config: dict, seed: int, dataset: str, backend: str, protocol: str,
+                   inputs: list[dict] | None = None) -> int:
+        """Record a new run, owned by this process (its lease taken in the same transaction),
+        with the digests of its input files (rows of :func:`aeqprop.inputs.record`)."""
+        from aeqprop import ownership
+
+        lease = ownership.me()
+        now = time.time()
         with self._transaction() as db:
             cur = db.execute(
                 "INSERT INTO runs (config, status, seed, dataset, backend, protocol, versions, host, started) "
                 "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (json.dumps(config), seed, dataset, backend, protocol, json.dumps(versions()),
-                 socket.gethostname(), time.time()),
+                 socket.gethostname(), now),
             )
-            return int(cur.lastrowid)
+            rid = int(cur.lastrowid)
+            db.execute("INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (rid, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now))
+            for item in inputs or []:
+                db.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?)",
+                           (rid, item["key"], item["value"], item["path"], item["sha256"], item["bytes"]))
+        self._tokens[rid] = lease["token"]
+        return rid
 
     def set_status(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
@@ -162,25 +139,99 @@ class RunStore:
             db.execute("UPDATE runs SET status = ?, error = ?, ended = ? WHERE id = ?", (status, error, ended, run_id))
 
     def run(self, run_id: int | str) -> dict[str, Any]:
+        """A run's row, with ``owner`` (the live lease holder, or None when no process trains it) and
+        ``last_seen`` (the time of the lease holder's last write, or None)."""
         try:
-            rid = int(run_id)
+            rid = int(str(run_id).strip())
         except ValueError:
             raise StoreError(f"run {run_id!r}: give a run id (a number, see `aeqprop runs list`)") from None
-        rows = self._query("SELECT * FROM runs WHERE id = ?", (rid,))
+        rows = self._query("SELECT * FROM runs WHERE id = ?", (rid,)) if 0 < rid <= MAX_ID else []
         if not rows:
             known = [r["id"] for r in self._query("SELECT id FROM runs ORDER BY id")]
-            raise StoreError(f"no run {rid} in {self.path}; runs: {', '.join(map(str, known)) or 'none'}")
+            shown = ", ".join(map(str, known[:20])) + (" ..." if len(known) > 20 else "")
+            raise StoreError(f"no run {rid} in {self.path}; runs: {shown or 'none'}")
         row = rows[0]
-        row["config"] = json.loads(row["config"])
-        row["versions"] = json.loads(row["versions"] or "{}")
+        try:
+            row["config"] = json.loads(row["config"])
+            row["versions"] = json.loads(row["versions"] or "{}")
+        except (TypeError, ValueError) as exc:
+            raise self._damaged(f"run {rid}: its recorded config is unreadable ({exc})") from None
+        from aeqprop import ownership
+
+        leases = self._leases(rid)
+        row["owner"] = leases[0] if leases and ownership.is_live(leases[0]) else None
+        row["last_seen"] = leases[0]["heartbeat"] if leases else None  # the owner's last write
         return row
 
     def runs(self) -> list[dict[str, Any]]:
-        return self._query(
+        """Every run; ``owner`` is the live lease holder or None (a "running" run without one was killed)."""
+        rows = self._query(
             "SELECT id, status, dataset, backend, protocol, started, ended, error, "
             "(SELECT MAX(test_accuracy) FROM epoch_metrics e WHERE e.run_id = runs.id) AS best_accuracy "
             "FROM runs ORDER BY id"
         )
+        leases = {r["run_id"]: r for r in self._leases()}
+        from aeqprop import ownership
+
+        for r in rows:
+            lease = leases.get(r["id"])
+            r["owner"] = lease if lease is not None and ownership.is_live(lease) else None
+            r["last_seen"] = None if lease is None else lease["heartbeat"]
+        return rows
+
+    def inputs(self, run_id: int) -> list[dict[str, Any]]:
+        """The input files recorded when the run started (key, value as given, absolute path, sha256, bytes)."""
+        if self.version < 2:
+            return []
+        return self._query("SELECT key, value, path, sha256, bytes FROM inputs WHERE run_id = ? ORDER BY key",
+                           (run_id,))
+
+    # -- ownership ------------------------------------------------------------------
+    def _leases(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        if self.version < 2:
+            return []
+        if run_id is None:
+            return self._query("SELECT * FROM leases")
+        return self._query("SELECT * FROM leases WHERE run_id = ?", (run_id,))
+
+    def acquire(self, run_id: int) -> dict | None:
+        """Take ownership of a run; refused while another live process holds it.
+
+        Returns the lease of a previous owner that is gone (killed), or None.
+        """
+        from aeqprop import ownership
+
+        lease, now = ownership.me(), time.time()
+        with self._transaction() as db:
+            rows = [dict(zip(("run_id", "token", "host", "pid", "pid_start", "acquired", "heartbeat"), r))
+                    for r in db.execute("SELECT * FROM leases WHERE run_id = ?", (run_id,))]
+            previous = rows[0] if rows else None
+            if previous is not None and ownership.is_live(previous, now):
+                raise StoreError(
+                    f"run {run_id} is being trained by {ownership.describe(previous, now)}; one process at a time: "
+                    f"stop it first (kill -INT {previous['pid']}) or wait for it to end"
+                )
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (run_id, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now))
+        self._tokens[run_id] = lease["token"]
+        return previous
+
+    def release(self, run_id: int) -> None:
+        """Give up ownership (the run can then be resumed by any process)."""
+        token = self._tokens.pop(run_id, None)
+        if token is not None:
+            with self._transaction() as db:
+                db.execute("DELETE FROM leases WHERE run_id = ? AND token = ?", (run_id, token))
+
+    def _heartbeat(self, db, run_id: int) -> None:
+        """Inside a write: renew this process's lease, or stop if another process took the run over."""
+        token = self._tokens.get(run_id)
+        if token is None:
+            return
+        cur = db.execute("UPDATE leases SET heartbeat = ? WHERE run_id = ? AND token = ?", (time.time(), run_id, token))
+        if cur.rowcount == 0:
+            self._tokens.pop(run_id, None)
+            raise StoreError(f"run {run_id} was taken over by another process; this one stops without writing")
 
     # -- metrics and events -------------------------------------------------------
     def log_step(self, run_id: int, step: int, epoch: int, loss: float, sweeps: dict, seconds: dict,
@@ -201,14 +252,18 @@ class RunStore:
 
     def log_epoch(self, run_id: int, record, parameter_norm: float) -> None:
         with self._transaction() as db:
+            self._heartbeat(db, run_id)
             db.execute(
                 "INSERT OR REPLACE INTO epoch_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, record.epoch, record.train_loss, record.train_accuracy, record.test_loss,
                  record.test_accuracy, record.seconds, record.sweeps_per_step, parameter_norm),
             )
+            db.execute("UPDATE runs SET best_accuracy = (SELECT MAX(test_accuracy) FROM epoch_metrics "
+                       "WHERE run_id = ?) WHERE id = ?", (run_id, run_id))
 
     def log_eval(self, run_id: int, epoch: int, step: int, loss: float, accuracy: float) -> None:
         with self._transaction() as db:
+            self._heartbeat(db, run_id)
             db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?)", (run_id, step, epoch, loss, accuracy))
 
     def event(self, run_id: int, kind: str, message: str, step: int | None = None) -> None:
@@ -232,6 +287,7 @@ class RunStore:
         meta = json.dumps({"epoch": position.epoch, "step": position.step, "global_step": position.global_step,
                            "sums": list(position.sums), "random": random, "knobs": knobs is not None})
         with self._transaction() as db:
+            self._heartbeat(db, run_id)
             self._write_steps(db)
             db.execute(
                 "INSERT INTO checkpoints (run_id, step, epoch, step_in_epoch, created, arrays, meta, digest) "

@@ -249,3 +249,26 @@ class NonidealSubstrate:
 
     def close(self) -> None:
         self.inner.close()
+
+    # -- checkpoints ----------------------------------------------------------
+    def device_state(self) -> dict:
+        """The true device state, read without side effects (no read noise, no draw from any stream):
+        ``{"parameters": theta, "knobs": u or None, "random": bit-generator state per stream}``.
+
+        A checkpoint saves this, so checkpointing never changes a run's result.
+        """
+        knobs = self.inner.knobs() if "aeqprop" in self.info.capabilities else None
+        return {
+            "parameters": {n: np.array(v, copy=True) for n, v in self.inner.parameters().items()},
+            "knobs": None if knobs is None else {n: np.array(v, copy=True) for n, v in knobs.items()},
+            "random": {name: g.bit_generator.state for name, g in self.rng.items()},
+        }
+
+    def restore_device_state(self, state: Mapping) -> None:
+        """Put back a :meth:`device_state` exactly: values go straight to the device (no write response,
+        noise or levels applied again); the streams are restored when ``state`` holds them."""
+        self.inner.set_parameters(state["parameters"])
+        if state.get("knobs") is not None:
+            self.inner.set_knobs(state["knobs"])
+        for name, value in (state.get("random") or {}).items():
+            self.rng[name].bit_generator.state = value

@@ -150,6 +150,6 @@ def test_a_corrupted_database_is_named_and_other_folders_stay_readable(two_runs,
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "aeqprop.db").write_bytes(b"\x00garbage" * 512)
-    one_line_error(aeqprop("runs", "list", "--runs", str(broken)), "is not a readable run store")
+    one_line_error(aeqprop("runs", "list", "--runs", str(broken)), "is not a run store", "not an SQLite file")
     assert aeqprop("runs", "list", "--runs", str(two_runs)).returncode == 0
     one_line_error(aeqprop("plot", "7", "--runs", str(two_runs)), "no run 7", "runs: 1, 2")

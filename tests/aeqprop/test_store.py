@@ -90,7 +90,7 @@ def test_a_corrupted_checkpoint_is_refused_and_other_runs_stay_readable(tmp_path
 
 def test_a_file_that_is_not_a_database_gives_a_clear_error(tmp_path):
     (tmp_path / "aeqprop.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="is not a readable run store .*file is not a database"):
+    with pytest.raises(StoreError, match="is not a run store .*file is not a database"):
         RunStore(tmp_path)
 
 
