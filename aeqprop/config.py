@@ -36,6 +36,10 @@ from aeqprop.errors import ConfigurationError
 MAX_SEED = 2**63 - 1
 
 
+#: Backends whose hidden layers follow a conv stack, so ``hidden = []`` is a real network.
+CONV_BACKENDS = frozenset({"conv"})
+
+
 class _Strict(BaseModel):
     """No unknown fields, no coercion: ``true`` is not 1 and ``4.7`` is not an integer."""
 
@@ -81,8 +85,8 @@ class SubstrateConfig(_Strict):
     def _one_kind(self) -> "SubstrateConfig":
         if self.backend is None and self.wiring is None:
             self.backend = "hopfield"
-        if "hidden" in self.options:
-            _sizes(self.options["hidden"], "options.hidden", 1)
+        if "hidden" in self.options:  # a conv stack may have no dense hidden layer after it
+            _sizes(self.options["hidden"], "options.hidden", 0 if self.backend in CONV_BACKENDS else 1)
         if "layers" in self.options:
             _sizes(self.options["layers"], "options.layers", 2)
         return self
