@@ -57,13 +57,14 @@ class Aeqprop:
         variant: str = "centered",
         homeostasis: str = "native",
         release: float | str | None = 1.0,
-        homeostasis_rtol: float = 1e-3,
+        homeostasis_rtol: float = 1e-4,
         homeostasis_iterations: int = 50,
         seed: int = 0,
         averages: int = 1,
-        homeostasis_atol: float | str = 1e-15,
+        homeostasis_atol: float = 0.0,
         homeostasis_on_cap: str = "raise",
         homeostasis_probe: float = 1.0,
+        homeostasis_probes: int = 8,
     ):
         self.beta = check_beta(beta)
         self.variant = check_variant(variant, VARIANTS, "aeqprop")
@@ -79,7 +80,7 @@ class Aeqprop:
         self.averages = check_averages(averages)
         self.feedback = FeedbackHomeostasis(
             homeostasis_rtol, homeostasis_iterations, probe=homeostasis_probe, atol=homeostasis_atol,
-            averages=averages, on_cap=homeostasis_on_cap,
+            averages=averages, on_cap=homeostasis_on_cap, probes=homeostasis_probes,
         )
 
     def betas(self) -> tuple[float, float]:
@@ -101,7 +102,7 @@ class Aeqprop:
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)
         report.loss, report.outputs, rep = free_phase(substrate, x, y, report)
-        theta = averaged(substrate.parameters, self.averages)
+        theta = None if self.homeostasis == "feedback" else averaged(substrate.parameters, self.averages)
 
         if beta1 != 0.0:
             substrate.nudge(beta1, y)
@@ -110,17 +111,21 @@ class Aeqprop:
         if self.homeostasis == "native":
             substrate.homeostasis()
         else:
-            report.extra["homeostasis_iterations"] = self.feedback(substrate)
-            report.extra["homeostasis_residual"] = self.feedback.last_residual
-            report.extra["homeostasis_tolerance"] = self.feedback.last_tolerance
-            report.extra["homeostasis_max_iter"] = self.feedback.max_iter
-            report.extra["homeostasis_capped"] = float(self.feedback.last_capped)
-            report.extra["homeostasis_stalled"] = float(self.feedback.last_stalled)
+            loop = self.feedback(substrate)
+            theta = loop.reference  # theta is held from the free phase on: its reads serve as the start
+            report.extra.update({
+                "homeostasis_iterations": float(loop.probes), "homeostasis_reads": float(loop.reads),
+                "homeostasis_residual": loop.residual, "homeostasis_tolerance": loop.tolerance,
+                "homeostasis_probe": loop.probe, "homeostasis_max_iter": float(self.feedback.max_iter),
+                "homeostasis_capped": float(loop.capped), "read_noise": loop.read_noise,
+            })
         report.seconds["homeostasis"] = time.perf_counter() - t0
 
         substrate.nudge(beta2, y)
         report.record("beta2", substrate.release(self.release))
         substrate.nudge(0.0)
         report.delta = difference(averaged(substrate.parameters, self.averages), theta)
+        report.extra["reads"] = float(self.averages * 2 if self.homeostasis == "native"
+                                      else report.extra["homeostasis_reads"] + self.averages)
         report.round_trips = round_trips(substrate) - trips
         return report
