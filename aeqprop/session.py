@@ -211,6 +211,7 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
             start = Position(checkpoint["epoch"], checkpoint["step"], checkpoint["global_step"],
                              checkpoint["order"], tuple(checkpoint["sums"]))
         spe = trainer.steps_per_epoch()
+        calibrate(built, store, run_id, resumed=checkpoint is not None)
 
         def timed(fn):
             def wrapper(*args):
@@ -257,6 +258,30 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         outcome.store_seconds = clock["store"]
         _finish(built, store, run_id, status, error)
     return outcome
+
+
+#: How a calibration record is kept in an event message: the summary line, then the JSON record.
+CALIBRATION_JSON = "\njson: "
+
+
+def calibrate(built: Built, store: RunStore | None, run_id: int | None, resumed: bool) -> None:
+    """A protocol that calibrates (feedback Aeqprop) measures the substrate once at the start of a run,
+    on the first batch of the training split; the record goes into the run's events (kind
+    ``calibration``). A resumed run puts the recorded calibration back instead of measuring again."""
+    import json
+
+    protocol, sub = built.protocol, built.substrate
+    if not callable(getattr(protocol, "calibrate", None)):
+        return
+    if resumed and store is not None:
+        found = [e for e in store.metrics(run_id, "events") if e["kind"] == "calibration"]
+        if found:
+            protocol.apply_calibration(sub, json.loads(found[-1]["message"].split(CALIBRATION_JSON, 1)[1]))
+            return
+    width = min(built.config.schedule.batch_size, sub.info.max_batch or built.config.schedule.batch_size)
+    record = protocol.calibrate(sub, built.data.x_train[:width], built.data.y_train[:width])
+    if record is not None and store is not None:
+        store.event(run_id, "calibration", record["summary"] + CALIBRATION_JSON + json.dumps(record))
 
 
 def _finish(built: Built, store: RunStore | None, run_id: int | None, status: str, error: str | None) -> None:

@@ -64,7 +64,8 @@ class Aeqprop:
         homeostasis_atol: float = 0.0,
         homeostasis_on_cap: str = "raise",
         homeostasis_probe: float = 1.0,
-        homeostasis_probes: int = 8,
+        homeostasis_probes: int = 12,
+        calibrate: bool = True,
     ):
         self.beta = check_beta(beta)
         self.variant = check_variant(variant, VARIANTS, "aeqprop")
@@ -78,10 +79,32 @@ class Aeqprop:
         self.homeostasis = homeostasis
         self.release = release
         self.averages = check_averages(averages)
+        self.calibrate_first = bool(calibrate) and homeostasis == "feedback"
         self.feedback = FeedbackHomeostasis(
             homeostasis_rtol, homeostasis_iterations, probe=homeostasis_probe, atol=homeostasis_atol,
             averages=averages, on_cap=homeostasis_on_cap, probes=homeostasis_probes,
         )
+
+    def calibrate(self, substrate, x, y) -> dict | None:
+        """Measure the substrate for the feedback loop and apply the choices (see protocols.calibration).
+
+        Returns the record (a JSON-able dict with a one-line ``summary``) or None when this protocol
+        does not calibrate (native homeostasis, or ``calibrate=False``). The session calls it once at
+        the start of a run and records it; :meth:`apply_calibration` puts a record back on resume.
+        """
+        if not self.calibrate_first:
+            return None
+        from protocols.calibration import Calibrator, apply
+
+        cal = Calibrator().run(substrate, x, y, self.betas())
+        apply(cal, self, substrate)
+        return {**cal.to_dict(), "summary": cal.summary()}
+
+    def apply_calibration(self, substrate, record: dict) -> None:
+        """Put a recorded calibration back into effect (eps on a simulation, the loop's settings)."""
+        from protocols.calibration import Calibration, apply
+
+        apply(Calibration.from_dict({k: v for k, v in record.items() if k != "summary"}), self, substrate)
 
     def betas(self) -> tuple[float, float]:
         lo, hi = VARIANTS[self.variant]

@@ -43,8 +43,12 @@ class LoopSettings:
       (> 1) by which a probe that saw no runaway in a call is lengthened again, up
       to the configured probe.
     - ``min_probe``: the shortest probe (release units).
-    - ``last``: how many of the last holding-knob estimates are averaged into the
-      final knob (their read noise averages out).
+    - ``transient``: probes whose holding-knob estimates are left out of the final
+      knob; every later estimate taken within the tolerance is averaged into it
+      (an estimate errs by about k times theta's offset). The read noise of a probe's
+      move enters its estimate as ``noise / p``, but the moves of successive probes
+      telescope in the mean, so the mean of L estimates carries about
+      ``sqrt(2) sigma / (p L)``.
     """
 
     noise_margin: float = 3.0
@@ -52,7 +56,7 @@ class LoopSettings:
     shorten: float = 0.5
     recover: float = 1.25
     min_probe: float = 1.0 / 32
-    last: int = 2
+    transient: int = 2
 
 
 @dataclass
@@ -121,7 +125,7 @@ class FeedbackHomeostasis:
         atol: float = 0.0,
         averages: int = 1,
         on_cap: str = "raise",
-        probes: int = 8,
+        probes: int = 12,
         settings: LoopSettings = LoopSettings(),
     ):
         if not (isinstance(atol, (int, float)) and atol >= 0):
@@ -136,12 +140,14 @@ class FeedbackHomeostasis:
         self.probe = float(probe)  # carried from call to call
         self.atol, self.probes, self.settings = float(atol), int(probes), settings
         self.averages, self.on_cap = check_averages(averages), on_cap
+        self.gain: dict[str, float] = {}  # knob-to-theta gain per tensor (calibration); 1 if absent
 
-    def __call__(self, substrate) -> HomeostasisReport:
+    def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
+        """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
         cfg, m = self.settings, self.averages
         read = lambda: averaged(substrate.parameters, m)  # noqa: E731
         first, again = read(), read()
-        ref = {n: 0.5 * (first[n] + again[n]) for n in first}
+        ref = {n: 0.5 * (first[n] + again[n]) for n in first} if reference is None else reference
         sigma = rms(difference(again, first)) / np.sqrt(2.0) * np.sqrt(m)  # one read's noise
         floor = sigma * np.sqrt(1.5 / m)  # of a probe's read minus the reference (RMS)
         floors = np.array([rms({n: again[n] - first[n]}) for n in first]) * np.sqrt(0.75)
@@ -149,6 +155,7 @@ class FeedbackHomeostasis:
         u = substrate.knobs()
         theta_a, p = ref, self.probe
         holds: list[dict[str, np.ndarray]] = []
+        settled: list[bool] = []  # whether each estimate was taken within the tolerance
         offsets: list[float] = []
         tol = None
         runaway = False
@@ -162,23 +169,25 @@ class FeedbackHomeostasis:
             residual = rms(off)
             if tol is None:
                 tol = self.rtol * residual + cfg.noise_margin * floor + self.atol
-            hold = {n: u[n] - move[n] / p + move[n] for n in u}  # holds theta_b
-            holds.append({n: hold[n] - off[n] for n in u})  # holds the reference
+            g = self.gain  # knob-to-theta gain: a knob change du moves the floating equilibrium by g du
+            hold = {n: u[n] - (move[n] / p - move[n]) / g.get(n, 1.0) for n in u}  # holds theta_b
+            holds.append({n: hold[n] - off[n] / g.get(n, 1.0) for n in u})  # holds the reference
+            settled.append(residual <= tol / p)  # the read noise of theta's moves is amplified by 1/p
             offsets.append(np.array([rms({n: v}) for n, v in off.items()]))  # per tensor
             report.probes, report.residual = it, residual
             if it >= self.probes and residual <= tol:
                 break
             grown = len(offsets) >= 3 and np.any(
-                (offsets[-1] > cfg.growth * offsets[-3]) & (offsets[-1] > cfg.noise_margin * floors))
+                (offsets[-1] > cfg.growth * offsets[-3]) & (offsets[-1] > cfg.noise_margin * floors / p))
             if grown:
                 if p == 1.0:
                     ratio = np.max(offsets[-1] / np.maximum(offsets[-3], 1e-300))
                     report.stiffness = stiffness_from_growth(float(np.sqrt(ratio)))
                 runaway = True
                 p = max(cfg.min_probe, p * cfg.shorten)
-                holds = holds[-1:]
+                holds, settled = holds[-1:], settled[-1:]
                 offsets.clear()
-            u = {n: hold[n] - off[n] / p for n in u}
+            u = {n: hold[n] - off[n] / (p * self.gain.get(n, 1.0)) for n in u}
             theta_a = theta_b
         else:
             report.capped = True
@@ -188,7 +197,9 @@ class FeedbackHomeostasis:
                     f"{self.max_iter} probes (RMS offset {residual:.3g}, tolerance {tol:.3g}); raise "
                     "homeostasis_iterations or homeostasis_rtol"
                 )
-        last = holds[-cfg.last:]
+        # Each estimate errs by about k times theta's offset when it was taken (the slope-1 assumption),
+        # so average only those taken within the tolerance (the noise floor), past the transient.
+        last = [h for j, (h, ok) in enumerate(zip(holds, settled)) if ok and j >= cfg.transient] or holds[-1:]
         substrate.set_knobs({n: sum(h[n] for h in last) / len(last) for n in u})
         self.probe = p if runaway else min(self.max_probe, p * cfg.recover)
         report.probe, report.tolerance = p, tol
