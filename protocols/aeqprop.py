@@ -106,6 +106,11 @@ class Aeqprop:
 
         apply(Calibration.from_dict({k: v for k, v in record.items() if k != "summary"}), self, substrate)
 
+    def resume_after(self, extra: dict) -> None:
+        """Restore what the feedback loop carries between steps from the last step's report extras."""
+        if "homeostasis_next_probe" in extra:
+            self.feedback.probe = float(extra["homeostasis_next_probe"])
+
     def betas(self) -> tuple[float, float]:
         lo, hi = VARIANTS[self.variant]
         return lo * self.beta, hi * self.beta
@@ -141,6 +146,7 @@ class Aeqprop:
                 "homeostasis_residual": loop.residual, "homeostasis_tolerance": loop.tolerance,
                 "homeostasis_probe": loop.probe, "homeostasis_max_iter": float(self.feedback.max_iter),
                 "homeostasis_capped": float(loop.capped), "read_noise": loop.read_noise,
+                "homeostasis_next_probe": self.feedback.probe,  # carried to the next step (resume)
             })
         report.seconds["homeostasis"] = time.perf_counter() - t0
 
