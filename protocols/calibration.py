@@ -51,7 +51,11 @@ class CalibrationSettings:
       ``max_move``: it stops once a move exceeds this RMS (theta units), before units
       cross their bounds and the linear picture fails.
     - ``k_target``: the largest stiffness the chosen eps leaves (the loop is stable
-      for probes shorter than 1/k); ``rounds``: measure-and-scale rounds;
+      for probes shorter than 1/k, and its shortest probe is 1/32). Once k > 1 the
+      per-step signal-to-noise ratio no longer grows with eps (README, "The
+      agnostic loop's signal-to-noise bound"), while a smaller eps learns slower,
+      so the default only caps k where the loop would run out of probe length;
+      ``rounds``: measure-and-scale rounds;
       ``share``: a tensor carrying at least this fraction of the stiff direction's
       mean squared move per entry gets its eps scaled.
     - ``snr``: the per-step signal-to-noise ratio the averaged reads aim at;
@@ -65,7 +69,7 @@ class CalibrationSettings:
     gain_error: float = 0.05
     power_probes: int = 6
     max_move: float = 0.02
-    k_target: float = 2.0
+    k_target: float = 16.0
     rounds: int = 3
     share: float = 0.2
     snr: float = 12.0
