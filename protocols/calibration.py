@@ -7,7 +7,9 @@ phase (beta1) on one batch:
 
 - read noise sigma per tensor: the spread of repeated reads of the held theta;
 - knob-to-theta gain per tensor: a knob offset of random signs moves theta by
-  ``gain * probe * offset`` in a probe;
+  ``gain * probe * offset`` in a probe; the scatter of those moves beyond read
+  noise is the release's own resolution (conductance levels), a floor the loop
+  adds to its read-noise floor;
 - stiffness k = eps |lambda_min(d2Phi/dtheta2)|: under a fixed knob, successive
   full-length releases move theta by ``m(j+1) = -eps H m(j)``, a power
   iteration whose growth ratio is k (and whose last move shows which tensors
@@ -46,7 +48,10 @@ class CalibrationSettings:
       to ``kick_sigmas`` read-noise sigmas of an averaged read when the noise is larger.
     - ``gain_probe``: release length of the gain probes (release units); ``gain_error``:
       the loop uses a tensor's measured gain only if its standard error is below
-      this (otherwise it assumes 1, as a knob in theta units has).
+      this (otherwise it assumes 1, as a knob in theta units has). ``release_scatter``:
+      take a scatter of the gain probes' moves larger than the moves themselves as the
+      release's resolution (conductance levels); the drift of a very stiff held point
+      (k >> 1) can mimic it, so a pure stiffness measurement turns it off.
     - ``power_probes``: full-length releases of the stiffness power iteration;
       ``max_move``: it stops once a move exceeds this RMS (theta units), before units
       cross their bounds and the linear picture fails.
@@ -67,6 +72,7 @@ class CalibrationSettings:
     kick_sigmas: float = 10.0
     gain_probe: float = 0.1
     gain_error: float = 0.05
+    release_scatter: bool = True
     power_probes: int = 6
     max_move: float = 0.02
     k_target: float = 16.0
@@ -83,6 +89,7 @@ class Calibration:
     read_noise: dict[str, float] = field(default_factory=dict)
     gain: dict[str, float] = field(default_factory=dict)
     gain_error: dict[str, float] = field(default_factory=dict)  # standard error of each gain
+    release_noise: float = 0.0  # RMS scatter of where a release lands beyond its ideal move (levels)
     stiffness: float = 0.0  # k at the chosen eps
     stiffness_before: float = 0.0  # k at the eps the run was configured with
     stiff_share: dict[str, float] = field(default_factory=dict)
@@ -107,14 +114,16 @@ class Calibration:
         noise = max(self.read_noise.values(), default=0.0)
         eps = ", ".join(f"{n} {v:g}" for n, v in self.eps.items()) if self.eps else "physical (not settable)"
         gain = ", ".join(f"{n} {v:.3g}" for n, v in self.gain.items())
-        return (f"read noise {noise:.3g} (largest per tensor), gain {gain}; stiffness k {self.stiffness_before:.3g} "
+        return (f"read noise {noise:.3g} (largest per tensor), release scatter {self.release_noise:.3g}, "
+                f"gain {gain}; stiffness k {self.stiffness_before:.3g} "
                 f"-> {self.stiffness:.3g}; eps {eps}; probe {self.probe:.3g}; averages {self.averages}; "
                 f"step signal {self.signal:.3g}; beta {self.beta[0]:g} / {self.beta[1]:g}")
 
 
 def used_gain(cal: Calibration, max_error: float = CalibrationSettings.gain_error) -> dict[str, float]:
-    """The gains the loop uses: the measured ones known to ``max_error``, 1 for the others."""
-    return {n: (g if cal.gain_error.get(n, np.inf) <= max_error else 1.0) for n, g in cal.gain.items()}
+    """The gains the loop uses: the measured ones known to ``max_error`` (and within 0.5 to 2), 1 for the others."""
+    return {n: (g if cal.gain_error.get(n, np.inf) <= max_error and 0.5 <= g <= 2.0 else 1.0)
+            for n, g in cal.gain.items()}
 
 
 def _settable_eps(substrate) -> dict | None:
@@ -172,11 +181,24 @@ class Calibrator:
         c = read()
         cal.reads += 3 * m
         substrate.set_knobs(u)
+        scatter, count = 0.0, 0
         for n in names:
-            per_entry = ((b[n] - a[n]) - (c[n] - b[n])) * signs[n] / (2 * p * kick * (1 + p / 2))
+            d = (b[n] - a[n]) - (c[n] - b[n])
+            per_entry = d * signs[n] / (2 * p * kick * (1 + p / 2))
             cal.gain[n] = float(np.mean(per_entry))
             cal.gain_error[n] = float(np.std(per_entry) / np.sqrt(per_entry.size)) if per_entry.size > 1 else np.inf
+            scatter += float(np.sum((d - np.mean(per_entry) * signs[n] * 2 * p * kick * (1 + p / 2)) ** 2))
+            count += d.size
+        # d's variance beyond three averaged reads (6 sigma^2 / m) is the scatter of two releases
+        sigma_read = float(np.sqrt(np.mean([v ** 2 for v in cal.read_noise.values()])))
+        scatter = float(np.sqrt(max(0.0, scatter / count - 6 * sigma_read ** 2 / m) / 2))
+        largest = max(names, key=lambda n: ref[n].size)
+        lost = not 0.5 <= cal.gain[largest] <= 2.0  # most of the probe's move lost or made up
+        if cfg.release_scatter and (scatter > p * kick or lost):  # the release cannot resolve it (levels)
+            cal.release_noise = max(scatter, p * kick)
+            cal.gain_error = {n: float("inf") for n in names}
         hold.gain = used_gain(cal, cfg.gain_error)
+        hold.release_noise = cal.release_noise
         restore()
 
         eps = _settable_eps(substrate)
@@ -185,7 +207,7 @@ class Calibrator:
             if round_ == 0:
                 cal.stiffness_before = k
             cal.stiffness, cal.stiff_share = k, share
-            hold.probe = min(1.0, 0.5 / max(k, 1e-12))
+            hold.probe = min(1.0, max(hold.settings.min_probe, 0.5 / max(k, 1e-12)))
             restore()
             if eps is None or k <= cfg.k_target:
                 break
@@ -194,7 +216,7 @@ class Calibrator:
                     eps[n] *= cfg.k_target / k * 0.9
             restore()  # the knob that held theta at the old eps does not at the new one
         cal.eps = None if eps is None else {n: float(v) for n, v in eps.items()}
-        cal.probe = float(min(1.0, 1.0 / max(2.0 * cal.stiffness, 1e-12)))
+        cal.probe = float(min(1.0, max(hold.settings.min_probe, 0.5 / max(cal.stiffness, 1e-12))))
 
         # signal: one nudged release from the holding knob
         before = read()
@@ -230,8 +252,9 @@ class Calibrator:
         # The first ratio is a Rayleigh quotient over the random kick; later ones approach the largest
         # eigenvalue, until units cross their box bounds (the net is piecewise linear): take the largest.
         norm = lambda d: math.sqrt(sum(float(np.sum(v * v)) for v in d.values()))  # noqa: E731
-        ratios = [norm(b) / max(norm(a), 1e-300) for a, b in zip(moves, moves[1:])]
-        j = int(np.argmax(ratios)) + 1 if ratios else 0
+        pairs = [(norm(b) / norm(a), j + 1) for j, (a, b) in enumerate(zip(moves, moves[1:])) if norm(a) > 0]
+        ratios = [r for r, _ in pairs]  # (levels: a move may vanish)
+        j = max(pairs)[1] if pairs else 0
         energy = {n: float(np.mean(v * v)) for n, v in moves[j].items()}  # per entry: small stiff tensors count
         total = sum(energy.values()) or 1.0
         return (float(max(ratios)) if ratios else 0.0), {n: e / total for n, e in energy.items()}
@@ -246,4 +269,5 @@ def apply(cal: Calibration, protocol, substrate) -> None:
     loop = protocol.feedback
     loop.probe = loop.max_probe = cal.probe
     loop.gain = used_gain(cal)
+    loop.release_noise = cal.release_noise
     loop.averages = protocol.averages = cal.averages

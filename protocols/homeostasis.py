@@ -38,11 +38,16 @@ class LoopSettings:
       its reference is within this many times the RMS read-noise floor (measured
       each call from two reads of the reference), plus ``rtol`` times the first drift.
     - ``growth``: an RMS offset this much larger than two probes before, and above
-      ``noise_margin`` floors, is a runaway (the probe is longer than 1/k).
+      ``noise_margin`` floors / probe, is a runaway (the probe is longer than 1/k).
     - ``shorten``: factor applied to the probe on a runaway; ``recover``: factor
       (> 1) by which a probe that saw no runaway in a call is lengthened again, up
       to the configured probe.
     - ``min_probe``: the shortest probe (release units).
+    - ``progress``, ``patience``, ``floor_band``: past the probe budget, ``patience``
+      probes whose RMS offset never falls below ``progress`` times the best so far
+      mean a floor the read noise does not explain (conductance levels, stuck
+      entries): the loop stops and averages the estimates taken within
+      ``floor_band`` times the best offset.
     - ``transient``: probes whose holding-knob estimates are left out of the final
       knob; every later estimate taken within the tolerance is averaged into it
       (an estimate errs by about k times theta's offset). The read noise of a probe's
@@ -57,6 +62,9 @@ class LoopSettings:
     recover: float = 1.25
     min_probe: float = 1.0 / 32
     transient: int = 2
+    progress: float = 0.8
+    patience: int = 4
+    floor_band: float = 1.5
 
 
 @dataclass
@@ -74,6 +82,7 @@ class HomeostasisReport:
     read_noise: float = 0.0
     stiffness: float = float("nan")
     capped: bool = False
+    floored: bool = False  # stopped at a floor the read noise does not explain
     reference: dict = field(default_factory=dict, repr=False)  # the mean of the two reference reads
 
 
@@ -141,6 +150,7 @@ class FeedbackHomeostasis:
         self.atol, self.probes, self.settings = float(atol), int(probes), settings
         self.averages, self.on_cap = check_averages(averages), on_cap
         self.gain: dict[str, float] = {}  # knob-to-theta gain per tensor (calibration); 1 if absent
+        self.release_noise = 0.0  # RMS scatter of where a release lands beyond its ideal move (calibration)
 
     def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
         """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
@@ -149,14 +159,18 @@ class FeedbackHomeostasis:
         first, again = read(), read()
         ref = {n: 0.5 * (first[n] + again[n]) for n in first} if reference is None else reference
         sigma = rms(difference(again, first)) / np.sqrt(2.0) * np.sqrt(m)  # one read's noise
-        floor = sigma * np.sqrt(1.5 / m)  # of a probe's read minus the reference (RMS)
-        floors = np.array([rms({n: again[n] - first[n]}) for n in first]) * np.sqrt(0.75)
+        # RMS floor of a probe's read minus the reference: read noise, and the release's own resolution
+        # (conductance levels; measured by the calibration, theta units)
+        floor = float(np.hypot(sigma * np.sqrt(1.5 / m), self.release_noise))
+        floors = np.hypot(np.array([rms({n: again[n] - first[n]}) for n in first]) * np.sqrt(0.75), self.release_noise)
         report = HomeostasisReport(reads=2 * m, read_noise=sigma, reference=ref)
         u = substrate.knobs()
         theta_a, p = ref, self.probe
         holds: list[dict[str, np.ndarray]] = []
         settled: list[bool] = []  # whether each estimate was taken within the tolerance
+        residuals: list[float] = []
         offsets: list[float] = []
+        best, since_best = np.inf, 0
         tol = None
         runaway = False
         for it in range(1, self.max_iter + 1):
@@ -174,8 +188,16 @@ class FeedbackHomeostasis:
             holds.append({n: hold[n] - off[n] / g.get(n, 1.0) for n in u})  # holds the reference
             settled.append(residual <= tol / p)  # the read noise of theta's moves is amplified by 1/p
             offsets.append(np.array([rms({n: v}) for n, v in off.items()]))  # per tensor
+            residuals.append(residual)
             report.probes, report.residual = it, residual
             if it >= self.probes and residual <= tol:
+                break
+            best, since_best = (residual, 0) if residual < cfg.progress * best else (best, since_best + 1)
+            if it >= self.probes and since_best >= cfg.patience:
+                # a floor the read noise does not explain (conductance levels, stuck entries): keep the
+                # estimates taken at it
+                settled = [r <= cfg.floor_band * best for r in residuals]
+                report.floored = True
                 break
             grown = len(offsets) >= 3 and np.any(
                 (offsets[-1] > cfg.growth * offsets[-3]) & (offsets[-1] > cfg.noise_margin * floors / p))
@@ -185,8 +207,9 @@ class FeedbackHomeostasis:
                     report.stiffness = stiffness_from_growth(float(np.sqrt(ratio)))
                 runaway = True
                 p = max(cfg.min_probe, p * cfg.shorten)
-                holds, settled = holds[-1:], settled[-1:]
+                holds, settled, residuals = holds[-1:], settled[-1:], residuals[-1:]
                 offsets.clear()
+                best, since_best = np.inf, 0
             u = {n: hold[n] - off[n] / (p * self.gain.get(n, 1.0)) for n in u}
             theta_a = theta_b
         else:

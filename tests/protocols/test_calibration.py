@@ -47,7 +47,7 @@ def small(interior_net, eps):
 def test_stiffness_estimate_matches_the_eigenvalue_of_eps_h(interior_net, eps):
     sub, x, y = small(interior_net, eps)
     k_true = loop_stiffness(sub, x, y, -0.5)
-    settings = CalibrationSettings(k_target=1e9, power_probes=12, kick=1e-5)  # measure only, no eps change
+    settings = CalibrationSettings(k_target=1e9, power_probes=12, kick=1e-5, release_scatter=False)  # measure only, no eps change
     cal = Calibrator(settings).run(sub, x, y, (-0.5, 0.5))
     assert cal.stiffness == pytest.approx(k_true, rel=0.1)
     assert cal.eps == {n: eps for n in sub.eps}
@@ -57,7 +57,8 @@ def test_calibrated_eps_keeps_k_under_its_bound(interior_net):
     sub, x, y = small(interior_net, 2.0)
     k_before = loop_stiffness(sub, x, y, -0.5)
     assert k_before > 3
-    cal = Calibrator(CalibrationSettings(k_target=1.0, kick=1e-5, power_probes=12, rounds=6)).run(sub, x, y, (-0.5, 0.5))
+    cal = Calibrator(CalibrationSettings(k_target=1.0, kick=1e-5, power_probes=12, rounds=6,
+                                          release_scatter=False)).run(sub, x, y, (-0.5, 0.5))
     assert sub.eps == cal.eps and min(cal.eps.values()) < 2.0  # the stiff tensors got a smaller eps
     assert loop_stiffness(sub, x, y, -0.5) <= 1.0 * 1.1
     assert cal.probe == pytest.approx(min(1.0, 0.5 / cal.stiffness))
@@ -89,3 +90,13 @@ def test_a_calibration_record_round_trips_and_is_applied(interior_net):
     assert again.averages == again.feedback.averages == record["averages"]
     assert Calibration.from_dict({k: v for k, v in record.items() if k != "summary"}).beta == (-0.5, 0.5)
     assert Aeqprop(beta=1.0).calibrate(sub, x, y) is None  # native homeostasis: nothing to calibrate
+
+
+def test_conductance_levels_show_as_release_scatter(interior_net):
+    # A release snaps theta to 1024 levels across [-1, 1] (spacing ~2e-3): the gain probes' moves
+    # (1e-4) are lost, so the loop must take at least that much as a floor and not use the gains.
+    sub, x, y = interior_net(layers=(20, 30, 5), eps=0.05)
+    cal = Calibrator().run(NonidealSubstrate(sub, levels=1024, seed=1), x, y, (-0.5, 0.5))
+    assert 1e-4 <= cal.release_noise < 1.2e-3 and all(v == float("inf") for v in cal.gain_error.values())
+    ideal, x, y = interior_net(layers=(20, 30, 5), eps=0.05)
+    assert Calibrator().run(ideal, x, y, (-0.5, 0.5)).release_noise == 0.0
