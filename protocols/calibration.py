@@ -49,9 +49,11 @@ class CalibrationSettings:
     - ``gain_probe``: release length of the gain probes (release units); ``gain_error``:
       the loop uses a tensor's measured gain only if its standard error is below
       this (otherwise it assumes 1, as a knob in theta units has). ``release_scatter``:
-      take a scatter of the gain probes' moves larger than the moves themselves as the
-      release's resolution (conductance levels); the drift of a very stiff held point
-      (k >> 1) can mimic it, so a pure stiffness measurement turns it off.
+      when the largest tensor's gain comes out below 0.5 or above 2 (the release lost
+      or made up most of the probe's move: conductance levels), take the scatter of
+      the moves (at least the probe's move) as the release's resolution; the drift of
+      a very stiff held point (k >> 1) can mimic it, so a pure stiffness measurement
+      turns it off.
     - ``power_probes``: full-length releases of the stiffness power iteration;
       ``max_move``: it stops once a move exceeds this RMS (theta units), before units
       cross their bounds and the linear picture fails.
@@ -194,7 +196,7 @@ class Calibrator:
         scatter = float(np.sqrt(max(0.0, scatter / count - 6 * sigma_read ** 2 / m) / 2))
         largest = max(names, key=lambda n: ref[n].size)
         lost = not 0.5 <= cal.gain[largest] <= 2.0  # most of the probe's move lost or made up
-        if cfg.release_scatter and (scatter > p * kick or lost):  # the release cannot resolve it (levels)
+        if cfg.release_scatter and lost:  # the release cannot resolve the probe's move (levels)
             cal.release_noise = max(scatter, p * kick)
             cal.gain_error = {n: float("inf") for n in names}
         hold.gain = used_gain(cal, cfg.gain_error)
