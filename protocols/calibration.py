@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -106,7 +107,7 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
         d = dict(d)
         d["beta"] = tuple(d.get("beta", (0.0, 0.0)))
         return cls(**d)
@@ -156,7 +157,7 @@ class Calibrator:
         sigma = max(cal.read_noise.values())
         m = int(min(64, max(1, math.ceil((cfg.kick_sigmas * sigma / cfg.kick) ** 2))))  # reads per averaged read
         kick = max(cfg.kick, cfg.kick_sigmas * sigma / math.sqrt(m))
-        read = lambda: averaged(substrate.parameters, m)  # noqa: E731
+        read = lambda: averaged(substrate.parameters, m)
         hold = FeedbackHomeostasis(max_iter=60, probe=0.25, averages=m, on_cap="hold", probes=8)
 
         def restore() -> None:
@@ -253,8 +254,8 @@ class Calibrator:
         substrate.set_knobs(u)
         # The first ratio is a Rayleigh quotient over the random kick; later ones approach the largest
         # eigenvalue, until units cross their box bounds (the net is piecewise linear): take the largest.
-        norm = lambda d: math.sqrt(sum(float(np.sum(v * v)) for v in d.values()))  # noqa: E731
-        pairs = [(norm(b) / norm(a), j + 1) for j, (a, b) in enumerate(zip(moves, moves[1:])) if norm(a) > 0]
+        norm = lambda d: math.sqrt(sum(float(np.sum(v * v)) for v in d.values()))
+        pairs = [(norm(b) / norm(a), j + 1) for j, (a, b) in enumerate(pairwise(moves)) if norm(a) > 0]
         ratios = [r for r, _ in pairs]  # (levels: a move may vanish)
         j = max(pairs)[1] if pairs else 0
         energy = {n: float(np.mean(v * v)) for n, v in moves[j].items()}  # per entry: small stiff tensors count
