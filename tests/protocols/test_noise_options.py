@@ -117,3 +117,29 @@ def test_feedback_step_under_read_noise_errs_by_a_few_sigma(interior_net, flatte
         assert report.extra["homeostasis_capped"] == 0.0
         err = flatten(sub.parameters()) - theta0 - ideal
         assert np.sqrt(np.mean(err ** 2)) <= 3e-4
+
+
+def test_knob_dither_averages_out_conductance_levels(interior_net):
+    # A release lands theta on the nearest of 1024 levels (spacing ~2e-3): without dither the loop's
+    # knob is only known to a level over its probe length; with the release scatter known (what the
+    # calibration measures) the loop dithers its knobs and theta lands within the rounding floor.
+    from protocols.homeostasis import rms
+    from sim_backends.nonideal import NonidealSubstrate
+
+    level = 2.0 / 1023
+    errors = {}
+    for dither in (True, False):
+        errors[dither] = []
+        for seed in range(3):
+            sub, x, y = interior_net(layers=(20, 30, 5), eps=0.05, seed=seed)
+            device = NonidealSubstrate(sub, levels=1024, seed=seed)
+            device.clamp(x)
+            device.nudge(-0.5, y)
+            device.relax()
+            start = sub.parameters()
+            loop = FeedbackHomeostasis(on_cap="hold")
+            loop.release_noise = level / np.sqrt(12) if dither else 0.0
+            loop(device)
+            device.release(1.0)  # lands on the held reference, up to the knob's error
+            errors[dither].append(rms({n: sub.parameters()[n] - start[n] for n in start}))
+    assert max(errors[True]) < level / np.sqrt(12) < 0.5 * min(errors[False])
