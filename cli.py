@@ -537,6 +537,36 @@ def instruments_conformance(
         raise typer.Exit(1)
 
 
+@instruments_app.command("calibrate")
+@one_line_errors
+def instruments_calibrate(
+    wiring: str = typer.Argument(..., help="Wiring map (TOML) of a substrate with knobs (capability aeqprop)."),
+    config: Optional[str] = typer.Option(None, help="Run config whose dataset and nudging the calibration uses."),
+    beta: float = typer.Option(1.0, help="Nudging strength b of centered Aeqprop (without --config)."),
+):
+    """Measure read noise, knob gain and stiffness for feedback Aeqprop; sets knobs and releases, then holds theta back."""
+    import numpy as np
+
+    from aeqprop.config import load_config
+    from aeqprop.data import load_dataset
+    from drivers.cli_support import build_substrate
+    from protocols.aeqprop import Aeqprop
+
+    options = {"beta": beta}
+    if config is not None:
+        cfg = load_config(config)
+        options = {k: v for k, v in cfg.protocol.options.items() if k in ("beta", "variant")}
+        ds = cfg.dataset
+        data = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column)
+        x, y = data.x_train[:1], data.y_train[:1]
+    protocol = Aeqprop(homeostasis="feedback", **options)
+    with build_substrate(wiring) as hw:
+        if config is None:
+            x, y = np.full((1, hw.info.n_inputs), 0.5), np.eye(hw.info.n_outputs)[:1]
+        record = protocol.calibrate(hw, x, y)
+        typer.echo(f"calibration: {record['summary']}; {record['reads']} reads, {hw.round_trips} round trips")
+
+
 @app.command("serve-sim")
 @one_line_errors
 def serve_sim(

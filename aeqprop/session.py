@@ -246,6 +246,7 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
             start = Position(checkpoint["epoch"], checkpoint["step"], checkpoint["global_step"],
                              checkpoint["order"], tuple(checkpoint["sums"]))
         spe = trainer.steps_per_epoch()
+        calibrate(built, store, run_id, None if checkpoint is None else checkpoint["global_step"])
 
         def timed(fn):
             def wrapper(*args):
@@ -299,6 +300,37 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         outcome.store_seconds = clock["store"]
         _finish(built, store, run_id, status, error)
     return outcome
+
+
+#: How a calibration record is kept in an event message: the summary line, then the JSON record.
+CALIBRATION_JSON = "\njson: "
+
+
+def calibrate(built: Built, store: RunStore | None, run_id: int | None, resumed_at: int | None) -> None:
+    """A protocol that calibrates (feedback Aeqprop) measures the substrate once at the start of a run,
+    on the first batch of the training split; the record goes into the run's events (kind
+    ``calibration``). A run resumed after step ``resumed_at`` puts the recorded calibration back
+    instead of measuring again, and hands the protocol that step's extras (what its loop carries)."""
+    import json
+
+    protocol, sub = built.protocol, built.substrate
+    if not callable(getattr(protocol, "calibrate", None)):
+        return
+    resumed = resumed_at is not None and store is not None
+    found = [e for e in store.metrics(run_id, "events") if e["kind"] == "calibration"] if resumed else []
+    if found:
+        protocol.apply_calibration(sub, json.loads(found[-1]["message"].split(CALIBRATION_JSON, 1)[1]))
+    elif not resumed:
+        width = min(built.config.schedule.batch_size, sub.info.max_batch or built.config.schedule.batch_size)
+        record = protocol.calibrate(sub, built.data.x_train[:width], built.data.y_train[:width])
+        if record is not None and store is not None:
+            store.event(run_id, "calibration", record["summary"] + CALIBRATION_JSON + json.dumps(record))
+    if resumed and callable(getattr(protocol, "resume_after", None)):
+        last = [r for r in store.metrics(run_id, "step_metrics") if r["step"] == resumed_at and r["extra"]]
+        if last:
+            protocol.resume_after(json.loads(last[0]["extra"]))
+    if getattr(built.hook, "eps0", None) is not None and isinstance(getattr(sub, "eps", None), dict):
+        built.hook.eps0 = dict(sub.eps)  # an eps schedule scales the calibrated eps
 
 
 def _finish(built: Built, store: RunStore | None, run_id: int | None, status: str, error: str | None) -> None:

@@ -77,7 +77,8 @@ def print_run(runs: str, run_id: str) -> dict:
     for e in events:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
         step = "" if e["step"] is None else f" step {e['step']}"
-        console.print(f"  {when}{step} {e['kind']}: {e['message']}", markup=False)
+        message = e["message"].split("\njson: ", 1)[0]  # a calibration keeps its record after the summary
+        console.print(f"  {when}{step} {e['kind']}: {message}", markup=False)
     return row
 
 

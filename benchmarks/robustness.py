@@ -5,11 +5,15 @@ mix, against the ideal device; 3 seeds each (initial parameters, minibatch
 order and the device's random streams). Both protocols take the same first-order
 step: EqProp lr = 0.1 with beta = 0.5 (nudging -0.5 / +0.5), Aeqprop eps = 0.1
 with beta = 1.0 (nudging -0.5 / +0.5, feedback homeostasis, release of one
-update). Aeqprop's homeostasis copes with read noise (tolerance at the read
-noise floor, best knob kept at the iteration cap); neither averages reads.
+update). Aeqprop runs as ``aeqprop train`` runs it: a calibration first
+(protocols/calibration.py) picks eps per tensor, the probe length and the
+averaged reads; EqProp does not average. Beside each accuracy: reads of theta
+or dE/dtheta per training step (the cost of averaging).
 
-    python benchmarks/robustness.py                      # the full study, about 15 min on 2 cores
+    python benchmarks/robustness.py                      # the full study
+    python benchmarks/robustness.py --only ideal,read_noise,program_noise,mix   # the issue's figures
     python benchmarks/robustness.py --epochs 1 --seeds 1 --only ideal,read_noise   # a smoke test
+    python benchmarks/robustness.py --native --layers 64,512,10 --epochs 5 --seeds 1  # feedback vs native, ideal
 
 Prints a markdown table; saves a PNG plot (and the raw results as JSON beside it).
 """
@@ -72,10 +76,24 @@ def conditions(only: set[str] | None = None) -> list[tuple[str, int, str, dict]]
 def make_protocol(name: str, homeostasis_iterations: int):
     if name == "eqprop":
         return EqProp(beta=0.5, lr=0.1, variant="centered")
-    return Aeqprop(
-        beta=1.0, variant="centered", homeostasis="feedback", release=1.0,
-        homeostasis_iterations=homeostasis_iterations, homeostasis_atol="auto", homeostasis_on_cap="hold",
-    )
+    if name == "native":
+        return Aeqprop(beta=1.0, variant="centered", homeostasis="native", release=1.0)
+    return Aeqprop(beta=1.0, variant="centered", homeostasis="feedback", release=1.0,
+                   homeostasis_iterations=homeostasis_iterations, homeostasis_on_cap="hold")
+
+
+def count_reads(sub) -> dict:
+    """Count the substrate's reads of theta and dE/dtheta (a reading of ``parameters`` or ``energy_gradients``)."""
+    counts = {"reads": 0}
+    for name in ("parameters", "energy_gradients"):
+        method = getattr(sub, name)
+
+        def counted(*args, _method=method, **kwargs):
+            counts["reads"] += 1
+            return _method(*args, **kwargs)
+
+        setattr(sub, name, counted)
+    return counts
 
 
 def run_one(task: dict) -> dict:
@@ -85,45 +103,55 @@ def run_one(task: dict) -> dict:
     sub = NonidealSubstrate(sub, {**task["config"], "seed": 1000 + task["seed"]})
     protocol = make_protocol(task["protocol"], task["homeostasis_iterations"])
     t0 = time.perf_counter()
-    capped = []
+    capped, calibration = [], ""
+    counts = count_reads(sub)
     try:
-        result = Trainer(sub, protocol, data, epochs=task["epochs"], batch_size=16, seed=task["seed"]).run(
-            on_step=lambda e, k, rep: capped.append(rep.extra.get("homeostasis_capped", 0.0))
-        )
+        if getattr(protocol, "calibrate_first", False):  # as a run does (aeqprop.session.calibrate)
+            calibration = protocol.calibrate(sub, data.x_train[:16], data.y_train[:16])["summary"]
+        before = counts["reads"]
+        trainer = Trainer(sub, protocol, data, epochs=task["epochs"], batch_size=16, seed=task["seed"])
+        result = trainer.run(on_step=lambda e, k, rep: capped.append(rep.extra.get("homeostasis_capped", 0.0)))
         accuracy, error = result.final.test_accuracy, ""
+        reads = (counts["reads"] - before) / max(len(capped), 1)
     except AeqpropError as exc:  # a run that breaks down counts as chance level, and says why
-        accuracy, error = 1.0 / data.n_classes, str(exc)
+        accuracy, error, reads = 1.0 / data.n_classes, str(exc), float("nan")
     return {**task, "accuracy": accuracy, "error": error, "seconds": time.perf_counter() - t0,
-            "capped": float(np.mean(capped)) if capped else 0.0}
+            "capped": float(np.mean(capped)) if capped else 0.0, "reads": reads, "calibration": calibration}
 
 
-def summarise(results: list[dict], conds) -> dict:
+def summarise(results: list[dict], conds, protocols=PROTOCOLS) -> dict:
     table = {}
     for effect, level, label, _ in conds:
         row = {}
-        for p in PROTOCOLS:
-            acc = [r["accuracy"] for r in results if r["effect"] == effect and r["level"] == level and r["protocol"] == p]
-            if acc:
-                row[p] = (100 * float(np.mean(acc)), 100 * float(np.std(acc)), len(acc))
+        for p in protocols:
+            rs = [r for r in results if r["effect"] == effect and r["level"] == level and r["protocol"] == p]
+            if rs:
+                acc = [r["accuracy"] for r in rs]
+                row[p] = (100 * float(np.mean(acc)), 100 * float(np.std(acc)), len(acc),
+                          float(np.mean([r["reads"] for r in rs])))
         table[(effect, level)] = (label, row)
     return table
 
 
-def markdown(table: dict) -> str:
+NAMES = {"eqprop": "EqProp", "aeqprop": "Aeqprop (feedback)", "native": "Aeqprop (native)"}
+
+
+def markdown(table: dict, protocols=PROTOCOLS) -> str:
     ideal = table.get(("ideal", 0), (None, {}))[1]
-    lines = ["| effect | magnitude | EqProp test acc. (%) | Aeqprop test acc. (%) | Aeqprop - EqProp |",
-             "|---|---|---|---|---|"]
+    a, b = protocols
+    lines = [f"| effect | magnitude | {NAMES[a]} test acc. (%) | reads / step | {NAMES[b]} test acc. (%) "
+             f"| reads / step | {NAMES[b]} - {NAMES[a]} |", "|---|---|---|---:|---|---:|---|"]
     for (effect, _), (label, row) in table.items():
         cells = []
-        for p in PROTOCOLS:
+        for p in protocols:
             if p in row:
-                m, s, _ = row[p]
+                m, s, _, reads = row[p]
                 drop = f" ({m - ideal[p][0]:+.1f})" if p in ideal and effect != "ideal" else ""
-                cells.append(f"{m:.1f} ± {s:.1f}{drop}")
+                cells += [f"{m:.1f} ± {s:.1f}{drop}", f"{reads:.0f}"]
             else:
-                cells.append("-")
-        diff = f"{row['aeqprop'][0] - row['eqprop'][0]:+.1f}" if len(row) == 2 else "-"
-        lines.append(f"| {effect.replace('_', ' ')} | {label} | {cells[0]} | {cells[1]} | {diff} |")
+                cells += ["-", "-"]
+        diff = f"{row[b][0] - row[a][0]:+.1f}" if len(row) == 2 else "-"
+        lines.append(f"| {effect.replace('_', ' ')} | {label} | {' | '.join(cells)} | {diff} |")
     return "\n".join(lines)
 
 
@@ -134,6 +162,8 @@ def plot(table: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     effects = list(dict.fromkeys(e for e, _ in table if e != "ideal"))
+    if not effects:
+        return
     ideal = table.get(("ideal", 0), (None, {}))[1]
     cols = 3
     rows = -(-len(effects) // cols)
@@ -168,14 +198,18 @@ def main(argv=None) -> None:
     ap.add_argument("--layers", default="64,64,10")
     ap.add_argument("--homeostasis-iterations", type=int, default=30)
     ap.add_argument("--only", default=None, help="comma-separated effects (ideal, read_noise, ..., mix)")
+    ap.add_argument("--native", action="store_true", help="feedback against native Aeqprop on the ideal device")
     args = ap.parse_args(argv)
+    protocols = ("native", "aeqprop") if args.native else PROTOCOLS
+    if args.native:
+        args.only = "ideal"
     only = set(args.only.split(",")) if args.only else None
     conds = conditions(only)
     layers = tuple(int(n) for n in args.layers.split(","))
     tasks = [
         {"protocol": p, "effect": e, "level": lv, "label": lab, "config": cfg, "seed": s, "layers": layers,
          "epochs": args.epochs, "homeostasis_iterations": args.homeostasis_iterations}
-        for p in reversed(PROTOCOLS) for (e, lv, lab, cfg) in conds for s in range(args.seeds)
+        for p in reversed(protocols) for (e, lv, lab, cfg) in conds for s in range(args.seeds)
     ]  # Aeqprop (slow) first, so the two workers finish together
     t0 = time.perf_counter()
     results = []
@@ -184,14 +218,18 @@ def main(argv=None) -> None:
             results.append(r)
             note = f"  [{r['error'][:60]}]" if r["error"] else ""
             print(f"{len(results):3d}/{len(tasks)} {r['protocol']:8s} {r['effect']:15s} {r['label']:18s} "
-                  f"seed {r['seed']}  {100 * r['accuracy']:5.1f} %  {r['seconds']:5.1f} s{note}", file=sys.stderr)
-    table = summarise(results, conds)
+                  f"seed {r['seed']}  {100 * r['accuracy']:5.1f} %  {r['reads']:6.1f} reads/step  "
+                  f"{r['seconds']:5.1f} s{note}", file=sys.stderr)
+            if r["calibration"]:
+                print(f"    calibration: {r['calibration']}", file=sys.stderr)
+    table = summarise(results, conds, protocols)
     out = Path(args.out)
-    plot(table, out)
+    if not args.native:
+        plot(table, out)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     print(f"Digits, Hopfield {'-'.join(map(str, layers))}, {args.epochs} epochs, batch 16, {args.seeds} seeds; "
           f"final test accuracy, mean ± std (change from the ideal device).\n")
-    print(markdown(table))
+    print(markdown(table, protocols))
     capped = [r["capped"] for r in results if r["protocol"] == "aeqprop"]
     print(f"\nAeqprop homeostasis steps at the iteration cap ({args.homeostasis_iterations}): "
           f"{100 * np.mean(capped) if capped else 0:.0f} % on average.")

@@ -57,13 +57,15 @@ class Aeqprop:
         variant: str = "centered",
         homeostasis: str = "native",
         release: float | str | None = 1.0,
-        homeostasis_rtol: float = 1e-3,
+        homeostasis_rtol: float = 1e-4,
         homeostasis_iterations: int = 50,
         seed: int = 0,
         averages: int = 1,
-        homeostasis_atol: float | str = 1e-15,
+        homeostasis_atol: float = 0.0,
         homeostasis_on_cap: str = "raise",
         homeostasis_probe: float = 1.0,
+        homeostasis_probes: int = 12,
+        calibrate: bool = True,
     ):
         self.beta = check_beta(beta)
         self.variant = check_variant(variant, VARIANTS, "aeqprop")
@@ -77,10 +79,37 @@ class Aeqprop:
         self.homeostasis = homeostasis
         self.release = release
         self.averages = check_averages(averages)
+        self.calibrate_first = bool(calibrate) and homeostasis == "feedback"
         self.feedback = FeedbackHomeostasis(
             homeostasis_rtol, homeostasis_iterations, probe=homeostasis_probe, atol=homeostasis_atol,
-            averages=averages, on_cap=homeostasis_on_cap,
+            averages=averages, on_cap=homeostasis_on_cap, probes=homeostasis_probes,
         )
+
+    def calibrate(self, substrate, x, y) -> dict | None:
+        """Measure the substrate for the feedback loop and apply the choices (see protocols.calibration).
+
+        Returns the record (a JSON-able dict with a one-line ``summary``) or None when this protocol
+        does not calibrate (native homeostasis, or ``calibrate=False``). The session calls it once at
+        the start of a run and records it; :meth:`apply_calibration` puts a record back on resume.
+        """
+        if not self.calibrate_first:
+            return None
+        from protocols.calibration import Calibrator, apply
+
+        cal = Calibrator().run(substrate, x, y, self.betas())
+        apply(cal, self, substrate)
+        return {**cal.to_dict(), "summary": cal.summary()}
+
+    def apply_calibration(self, substrate, record: dict) -> None:
+        """Put a recorded calibration back into effect (eps on a simulation, the loop's settings)."""
+        from protocols.calibration import Calibration, apply
+
+        apply(Calibration.from_dict({k: v for k, v in record.items() if k != "summary"}), self, substrate)
+
+    def resume_after(self, extra: dict) -> None:
+        """Restore what the feedback loop carries between steps from the last step's report extras."""
+        if "homeostasis_next_probe" in extra:
+            self.feedback.probe = float(extra["homeostasis_next_probe"])
 
     def betas(self) -> tuple[float, float]:
         lo, hi = VARIANTS[self.variant]
@@ -101,7 +130,7 @@ class Aeqprop:
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)
         report.loss, report.outputs, rep = free_phase(substrate, x, y, report)
-        theta = averaged(substrate.parameters, self.averages)
+        theta = None if self.homeostasis == "feedback" else averaged(substrate.parameters, self.averages)
 
         if beta1 != 0.0:
             substrate.nudge(beta1, y)
@@ -110,17 +139,22 @@ class Aeqprop:
         if self.homeostasis == "native":
             substrate.homeostasis()
         else:
-            report.extra["homeostasis_iterations"] = self.feedback(substrate)
-            report.extra["homeostasis_residual"] = self.feedback.last_residual
-            report.extra["homeostasis_tolerance"] = self.feedback.last_tolerance
-            report.extra["homeostasis_max_iter"] = self.feedback.max_iter
-            report.extra["homeostasis_capped"] = float(self.feedback.last_capped)
-            report.extra["homeostasis_stalled"] = float(self.feedback.last_stalled)
+            loop = self.feedback(substrate)
+            theta = loop.reference  # theta is held from the free phase on: its reads serve as the start
+            report.extra.update({
+                "homeostasis_iterations": float(loop.probes), "homeostasis_reads": float(loop.reads),
+                "homeostasis_residual": loop.residual, "homeostasis_tolerance": loop.tolerance,
+                "homeostasis_probe": loop.probe, "homeostasis_max_iter": float(self.feedback.max_iter),
+                "homeostasis_capped": float(loop.capped), "read_noise": loop.read_noise,
+                "homeostasis_next_probe": self.feedback.probe,  # carried to the next step (resume)
+            })
         report.seconds["homeostasis"] = time.perf_counter() - t0
 
         substrate.nudge(beta2, y)
         report.record("beta2", substrate.release(self.release))
         substrate.nudge(0.0)
         report.delta = difference(averaged(substrate.parameters, self.averages), theta)
+        report.extra["reads"] = float(self.averages * 2 if self.homeostasis == "native"
+                                      else report.extra["homeostasis_reads"] + self.averages)
         report.round_trips = round_trips(substrate) - trips
         return report

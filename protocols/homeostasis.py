@@ -3,9 +3,23 @@
 Works on any device with knobs, a parameter readout and a release (no model,
 no energy gradients): the agnostic counterpart of a substrate's native
 homeostasis ``u = theta + eps dE/dtheta``.
+
+The loop's physics (ALGORITHMS.md section 3). A probe of length p (the
+fraction of the way to the floating equilibrium a release moves theta) under
+knob u moves theta by ``p (u - u*(theta))``, where ``u*(theta) = theta + eps
+dPhi/dtheta`` is the holding knob. So one probe gives ``u*`` at the start of the
+probe, ``u - move / p``, exactly but for read noise amplified by 1/p. Near the
+reference theta_r, ``u*(theta_r + e) = u*_r + (I + eps H) e`` with ``H =
+d2Phi/dtheta2 <= 0``; the loop assumes the slope I, and its error along an
+eigenvector of stiffness ``k = eps |lambda|`` obeys ``e(j+2) = p k (e(j+1) -
+e(j))``: it shrinks by ``sqrt(p k)`` per probe and is stable only for ``p <
+1 / k``. Read noise sigma enters each knob estimate as about ``sqrt(2) sigma /
+p``, so the probe is only as short as stiffness demands.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,134 +28,209 @@ from protocols.averaging import averaged, check_averages
 from protocols.base import difference
 
 ON_CAP = ("raise", "hold")
-NOISE_MARGIN = 1.5  # tolerance over the spread of two reads of a held theta (atol="auto")
-MIN_PROBE = 1.0 / 16
-GROWTH = 1.5  # a residual this much larger than the one two probes before is a runaway
-PROGRESS = 0.8  # a residual below this fraction of the best so far is progress ...
-PATIENCE = 5  # ... and this many probes without progress is the noise floor,
-STALL = 0.1  # if below this fraction of the first drift or NOISE_FLOOR times the read-noise
-NOISE_FLOOR = 4.0  # tolerance (above both: a marginally stable loop, not noise)
 
 
-def _max_abs(d: dict[str, np.ndarray]) -> float:
-    return max(float(np.max(np.abs(v))) if v.size else 0.0 for v in d.values())
+@dataclass(frozen=True)
+class LoopSettings:
+    """Tuning of the feedback loop (dimensionless unless stated).
+
+    - ``noise_margin``: the loop has converged when the RMS offset of theta from
+      its reference is within this many times the RMS read-noise floor (measured
+      each call from two reads of the reference), plus ``rtol`` times the first drift.
+    - ``growth``: an RMS offset this much larger than two probes before, and above
+      ``noise_margin`` floors / probe, is a runaway (the probe is longer than 1/k).
+    - ``shorten``: factor applied to the probe on a runaway; ``recover``: factor
+      (> 1) by which a probe that saw no runaway in a call is lengthened again, up
+      to the configured probe.
+    - ``min_probe``: the shortest probe (release units).
+    - ``progress``, ``patience``, ``floor_band``: past the probe budget, ``patience``
+      probes whose RMS offset never falls below ``progress`` times the best so far
+      mean a floor the read noise does not explain (conductance levels, stuck
+      entries): the loop stops and averages the estimates taken within
+      ``floor_band`` times the best offset.
+    - ``transient``: probes whose holding-knob estimates are left out of the final
+      knob; every later estimate taken within the tolerance is averaged into it
+      (an estimate errs by about k times theta's offset). The read noise of a probe's
+      move enters its estimate as ``noise / p``, but the moves of successive probes
+      telescope in the mean, so the mean of L estimates carries about
+      ``sqrt(2) sigma / (p L)``.
+    """
+
+    noise_margin: float = 3.0
+    growth: float = 1.5
+    shorten: float = 0.5
+    recover: float = 1.25
+    min_probe: float = 1.0 / 32
+    transient: int = 2
+    progress: float = 0.8
+    patience: int = 4
+    floor_band: float = 1.5
+
+
+@dataclass
+class HomeostasisReport:
+    """What one call of the loop measured: probes, reads of theta, the final RMS offset of theta from
+    its reference (release units of theta), the stopping tolerance, the probe length it ended with,
+    the RMS read noise of one read, the loop's stiffness estimate k (nan if not measurable), and
+    whether it stopped at its cap."""
+
+    probes: int = 0
+    reads: int = 0
+    residual: float = 0.0
+    tolerance: float = 0.0
+    probe: float = 1.0
+    read_noise: float = 0.0
+    stiffness: float = float("nan")
+    capped: bool = False
+    floored: bool = False  # stopped at a floor the read noise does not explain
+    reference: dict = field(default_factory=dict, repr=False)  # the mean of the two reference reads
+
+
+def rms(d: dict[str, np.ndarray]) -> float:
+    """Root mean square over every entry of every tensor."""
+    n = sum(v.size for v in d.values())
+    return float(np.sqrt(sum(float(np.einsum("i,i->", v.ravel(), v.ravel())) for v in d.values()) / max(n, 1)))
+
+
+def stiffness_from_growth(rho: float) -> float:
+    """The stiffness k from the loop's error growth rho per full-length probe.
+
+    The error recursion ``e(j+2) = k (e(j+1) - e(j))`` has roots ``z^2 - k z + k =
+    0``: complex with ``|z| = sqrt(k)`` for k < 4, real with the larger root
+    ``z = k / (z - 1) * z`` beyond. So ``k = rho^2`` up to rho = 2, ``rho^2 / (rho - 1)`` past it.
+    """
+    return rho * rho if rho <= 2.0 else rho * rho / (rho - 1.0)
 
 
 class FeedbackHomeostasis:
-    """Steer the knobs until a release no longer moves theta.
+    """Steer the knobs until a release no longer moves theta away from where the step started.
 
-    Each probe sets the knobs, releases the parameters for ``probe`` (in the
-    substrate's release units: the fraction of the way to their floating
-    equilibrium that a release of that length moves them; one parameter update
-    in simulation is 1.0) and reads theta. The drift gives the holding knob at
-    the start of the probe, ``u - drift / probe``, which moves with theta; the
-    next knob adds a pull back to the starting theta. The error shrinks by
-    ``sqrt(probe * eps * |lambda|)`` per probe (lambda: curvature of Phi in
-    theta). Three ways out:
+    Each call reads the reference theta twice (their difference measures the
+    read-noise floor, RMS over all entries), then runs probes: set the knobs,
+    release for ``probe``, read theta. From the move it estimates the holding
+    knob at the new theta (``u - move / probe + move``) and sets the next knob to
+    pull theta back to the reference. It runs at least ``probes`` probes (the
+    drift left by the previous sample's knob is always removed in expectation;
+    there is no early exit on a noise test) and then stops as soon as the RMS
+    offset is within ``rtol`` times the first drift plus ``noise_margin`` read-noise
+    floors plus ``atol``; at ``max_iter`` it raises (``on_cap="raise"``) or keeps
+    its knob (``"hold"``).
 
-    - converged: a probe moves no entry by more than ``rtol`` times the first
-      drift plus ``atol``, and theta is that close to where it started;
-    - noise floor: ``PATIENCE`` probes without progress (read or programming
-      noise dominates); the knob holding the current theta is kept and the
-      step reports it (``last_stalled``);
-    - cap: ``max_iter`` probes; ``on_cap="raise"`` raises RelaxationError,
-      ``"hold"`` keeps the knob holding the current theta.
+    The final knob is the mean of the last few holding-knob estimates, with the
+    offset left from the reference subtracted: it holds the reference theta, so
+    a release of length 1 returns what the probes moved.
 
-    A residual larger than ``GROWTH`` times the one two probes before means
-    the probe overshoots (the loop is unstable when probe * eps * |lambda| >= 1):
-    the probe is shortened so the error would shrink fourfold every two probes,
-    down to ``MIN_PROBE``; so is a loop that stalls above ``STALL`` times the
-    first drift and ``NOISE_FLOOR`` times the read-noise tolerance (marginally
-    stable, not noise). Noise never shortens it, since a short probe divides the
-    noise of the drift by its length.
-
-    Against read noise: each read of theta is the mean of ``averages`` reads;
-    ``atol="auto"`` reads theta twice at the start and sets the absolute
-    tolerance to ``NOISE_MARGIN`` times the largest difference.
+    Probe length and stiffness: a runaway (RMS offset ``growth`` times the one two
+    probes before, above the noise floor) halves the probe. The probe length is
+    carried from call to call and lengthened slowly after calls without a
+    runaway. Each read of theta is the mean of ``averages`` reads.
     """
 
     def __init__(
         self,
-        rtol: float = 1e-3,
+        rtol: float = 1e-4,
         max_iter: int = 50,
         probe: float = 1.0,
-        atol: float | str = 1e-15,
+        atol: float = 0.0,
         averages: int = 1,
         on_cap: str = "raise",
+        probes: int = 12,
+        settings: LoopSettings = LoopSettings(),
     ):
-        if atol != "auto" and not (isinstance(atol, (int, float)) and atol >= 0):
-            raise ConfigurationError(f"homeostasis atol={atol!r}: must be a number >= 0 or 'auto'")
+        if not (isinstance(atol, (int, float)) and atol >= 0):
+            raise ConfigurationError(f"homeostasis atol={atol!r}: must be a number >= 0 (theta units)")
         if not (rtol > 0 and max_iter >= 1 and 0 < probe <= 1):
             raise ConfigurationError("homeostasis needs rtol > 0, max_iter >= 1 and 0 < probe <= 1")
+        if not (int(probes) == probes and 1 <= probes <= max_iter):
+            raise ConfigurationError(f"homeostasis probes={probes}: must be an integer from 1 to max_iter ({max_iter})")
         if on_cap not in ON_CAP:
             raise ConfigurationError(f"homeostasis on_cap={on_cap!r}; valid: {', '.join(ON_CAP)}")
-        self.rtol, self.max_iter, self.probe = float(rtol), int(max_iter), float(probe)
-        self.atol = atol if atol == "auto" else float(atol)
+        self.rtol, self.max_iter, self.max_probe = float(rtol), int(max_iter), float(probe)
+        self.probe = float(probe)  # carried from call to call
+        self.atol, self.probes, self.settings = float(atol), int(probes), settings
         self.averages, self.on_cap = check_averages(averages), on_cap
-        self.last_iterations = 0
-        self.last_residual = 0.0
-        self.last_tolerance = 0.0
-        self.last_capped = False
-        self.last_stalled = False
+        self.gain: dict[str, float] = {}  # knob-to-theta gain per tensor (calibration); 1 if absent
+        self.release_noise = 0.0  # RMS scatter of where a release lands beyond its ideal move (calibration)
+        self.dither: np.random.Generator | None = None  # knob dither, made once a release is quantized
 
-    def __call__(self, substrate) -> int:
-        read = lambda: averaged(substrate.parameters, self.averages)  # noqa: E731
-        theta_ref = read()
-        atol = self.atol
-        if atol == "auto":
-            again = read()
-            atol = NOISE_MARGIN * _max_abs(difference(again, theta_ref))
-            theta_ref = {n: 0.5 * (theta_ref[n] + again[n]) for n in theta_ref}
-        self.last_capped = self.last_stalled = False
-        # First guess: the knobs as they are. After a step they held the previous sample's theta,
-        # so the first drift is eps times a change of dE/dtheta between samples, not all of it.
+    def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
+        """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
+        cfg, m = self.settings, self.averages
+        read = lambda: averaged(substrate.parameters, m)
+        first, again = read(), read()
+        ref = {n: 0.5 * (first[n] + again[n]) for n in first} if reference is None else reference
+        sigma = rms(difference(again, first)) / np.sqrt(2.0) * np.sqrt(m)  # one read's noise
+        # RMS floor of a probe's read minus the reference: read noise, and the release's own resolution
+        # (conductance levels; measured by the calibration, theta units)
+        floor = float(np.hypot(sigma * np.sqrt(1.5 / m), self.release_noise))
+        floors = np.hypot(np.array([rms({n: again[n] - first[n]}) for n in first]) * np.sqrt(0.75), self.release_noise)
+        report = HomeostasisReport(reads=2 * m, read_noise=sigma, reference=ref)
         u = substrate.knobs()
-        theta_a, probe = theta_ref, self.probe
-        tol = None
+        theta_a, p = ref, self.probe
+        holds: list[dict[str, np.ndarray]] = []
+        settled: list[bool] = []  # whether each estimate was taken within the tolerance
         residuals: list[float] = []
+        offsets: list[float] = []
         best, since_best = np.inf, 0
+        tol = None
+        runaway = False
         for it in range(1, self.max_iter + 1):
+            if self.release_noise > 0:  # dither the knob by a level's worth of theta move, so the
+                # rounding of a quantized release averages out over the estimates (subtractive dither)
+                half = np.sqrt(3.0) * self.release_noise / p
+                if self.dither is None:
+                    self.dither = np.random.default_rng(0)
+                u = {n: v + self.dither.uniform(-half, half, v.shape) for n, v in u.items()}
             substrate.set_knobs(u)
-            substrate.release(probe)
+            substrate.release(p)
             theta_b = read()
+            report.reads += m
             move = difference(theta_b, theta_a)
-            off = difference(theta_b, theta_ref)
-            residual = self.last_residual = max(_max_abs(move), _max_abs(off))
+            off = difference(theta_b, ref)
+            residual = rms(off)
             if tol is None:
-                tol = self.last_tolerance = self.rtol * residual + atol
-                residuals_first = residual
-            u_hold = {n: u[n] - move[n] / probe + move[n] for n in u}  # holds theta_b
-            self.last_iterations = it
-            if residual <= tol:
-                substrate.set_knobs(u_hold)
-                return it
+                tol = self.rtol * residual + cfg.noise_margin * floor + self.atol
+            g = self.gain  # knob-to-theta gain: a knob change du moves the floating equilibrium by g du
+            hold = {n: u[n] - (move[n] / p - move[n]) / g.get(n, 1.0) for n in u}  # holds theta_b
+            holds.append({n: hold[n] - off[n] / g.get(n, 1.0) for n in u})  # holds the reference
+            settled.append(residual <= tol / p)  # the read noise of theta's moves is amplified by 1/p
+            offsets.append(np.array([rms({n: v}) for n, v in off.items()]))  # per tensor
             residuals.append(residual)
-            # the error turns by a complex factor per probe: compare with two probes before
-            if len(residuals) >= 3 and residual > GROWTH * residuals[-3] and probe > MIN_PROBE:
-                # |error| grows by about probe * eps * |lambda| every two probes: aim that at 1/4
-                probe = max(MIN_PROBE, probe * max(0.125, 0.25 * residuals[-3] / residual))
+            report.probes, report.residual = it, residual
+            if it >= self.probes and residual <= tol:
+                break
+            best, since_best = (residual, 0) if residual < cfg.progress * best else (best, since_best + 1)
+            if it >= self.probes and since_best >= cfg.patience:
+                # a floor the read noise does not explain (conductance levels, stuck entries): keep the
+                # estimates taken at it
+                settled = [r <= cfg.floor_band * best for r in residuals]
+                report.floored = True
+                break
+            grown = len(offsets) >= 3 and np.any(
+                (offsets[-1] > cfg.growth * offsets[-3]) & (offsets[-1] > cfg.noise_margin * floors / p))
+            if grown:
+                if p == 1.0:
+                    ratio = np.max(offsets[-1] / np.maximum(offsets[-3], 1e-300))
+                    report.stiffness = stiffness_from_growth(float(np.sqrt(ratio)))
+                runaway = True
+                p = max(cfg.min_probe, p * cfg.shorten)
+                holds, settled, residuals = holds[-1:], settled[-1:], residuals[-1:]
+                offsets.clear()
                 best, since_best = np.inf, 0
-                residuals.clear()
-            elif residual < PROGRESS * best:
-                best, since_best = residual, 0
-            else:
-                since_best += 1
-            if since_best >= PATIENCE:
-                if residual > max(STALL * residuals_first, NOISE_FLOOR * atol) and probe > MIN_PROBE:
-                    probe, best, since_best = max(MIN_PROBE, probe / 2), np.inf, 0
-                    residuals.clear()
-                else:
-                    self.last_stalled = True
-                    substrate.set_knobs(u_hold)
-                    return it
-            u = {n: u_hold[n] - off[n] / probe for n in u}
+            u = {n: hold[n] - off[n] / (p * self.gain.get(n, 1.0)) for n in u}
             theta_a = theta_b
-        if self.on_cap == "hold":
-            self.last_capped = True
-            substrate.set_knobs(u_hold)
-            return self.max_iter
-        raise RelaxationError(
-            f"feedback homeostasis did not hold the parameters within rtol={self.rtol:g} in "
-            f"{self.max_iter} iterations (last drift {self.last_residual:.3g}); raise "
-            "homeostasis_iterations or homeostasis_rtol"
-        )
+        else:
+            report.capped = True
+            if self.on_cap == "raise":
+                raise RelaxationError(
+                    f"feedback homeostasis did not hold the parameters within rtol={self.rtol:g} in "
+                    f"{self.max_iter} probes (RMS offset {residual:.3g}, tolerance {tol:.3g}); raise "
+                    "homeostasis_iterations or homeostasis_rtol"
+                )
+        # Each estimate errs by about k times theta's offset when it was taken (the slope-1 assumption),
+        # so average only those taken within the tolerance (the noise floor), past the transient.
+        last = [h for j, (h, ok) in enumerate(zip(holds, settled)) if ok and j >= cfg.transient] or holds[-1:]
+        substrate.set_knobs({n: sum(h[n] for h in last) / len(last) for n in u})
+        self.probe = p if runaway else min(self.max_probe, p * cfg.recover)
+        report.probe, report.tolerance = p, tol
+        return report

@@ -7,8 +7,8 @@ bitwise identical to training the bare substrate.
 
 | effect               | field(s)                          | acts on                                      |
 |----------------------|-----------------------------------|----------------------------------------------|
-| read noise           | ``read_noise``                    | every measurement: outputs, parameters, energy_gradients |
-| programming noise    | ``program_noise``                 | every entry a write changes                  |
+| read noise           | ``read_noise``                    | every measurement: outputs, parameters, energy_gradients, and the holding force native homeostasis measures |
+| programming noise    | ``program_noise``                 | every entry ``set_parameters`` changes (not a release) |
 | write response       | ``write_nonlinearity``, ``write_asymmetry`` | the size of each change, by sign and value |
 | conductance levels   | ``levels``                        | written values snap to the nearest level     |
 | drift                | ``drift``, ``drift_decay``        | stored values, once per step (each clamp)    |
@@ -16,7 +16,21 @@ bitwise identical to training the bare substrate.
 | stuck devices        | ``stuck``, ``stuck_at``           | a fixed set of entries never changes         |
 | finite settling      | ``settle_sweeps``                 | relaxation stops after this many sweeps      |
 
-Write effects act on every change of the stored parameters, whether the
+What each operation is charged (one line per operation of the contract):
+
+- ``parameters``, ``outputs``, ``energy_gradients``: read noise, once per call.
+- ``homeostasis`` (native): the device measures the holding force ``eps dE/dtheta``
+  (theta units) and sets the knob from it, so the knob carries read noise of std
+  ``read_noise`` per entry, as a reading of that force would.
+- ``set_parameters``: a programming write: programming noise, write response,
+  levels, stuck entries.
+- ``release``: the parameters move under their own physics, not a programming
+  write: write response, levels, stuck entries and per-entry eps, but no
+  programming noise. A feedback loop's probes are releases.
+- ``set_knobs``, ``knobs``, ``clamp``, ``nudge``, ``relax``: exact (knob sources and
+  inputs are taken as ideal); ``clamp`` lets one step of drift pass first.
+
+The write response acts on every change of the stored parameters, whether the
 controller programs it (``set_parameters``, EqProp) or the parameters float to
 it (``release``, Aeqprop): it is the same device either way. Variability scales
 the write gain of a programmed change and the compliance eps of a floating one
@@ -121,6 +135,16 @@ class NonidealSubstrate:
             theta = substrate.parameters()
             substrate.set_parameters({n: self._snap(n, theta[n]) for n in theta})
 
+    @property
+    def max_sweeps(self) -> int:
+        """The wrapped substrate's sweep budget: a protocol that sets it (continual EqProp's
+        one-sweep phases) sets it on the device, not on this wrapper."""
+        return self.inner.max_sweeps
+
+    @max_sweeps.setter
+    def max_sweeps(self, value: int) -> None:
+        self.inner.max_sweeps = value
+
     def __getattr__(self, name: str):
         inner = self.__dict__.get("inner")
         if inner is None:
@@ -146,7 +170,8 @@ class NonidealSubstrate:
             value = np.where(self.stuck_mask[name], self.stuck_value[name], value)
         return value
 
-    def _response(self, name: str, before: np.ndarray, delta: np.ndarray, gain: bool) -> np.ndarray:
+    def _response(self, name: str, before: np.ndarray, delta: np.ndarray, gain: bool,
+                  noise: bool = True) -> np.ndarray:
         """The change the device makes when asked for ``delta`` from ``before``."""
         cfg = self.config
         if gain and self.factor is not None:
@@ -156,12 +181,13 @@ class NonidealSubstrate:
             pos = (before - 0.5 * (lo + hi)) / (0.5 * (hi - lo))  # -1 at the low bound, +1 at the high
             n, a = cfg.write_nonlinearity, cfg.write_asymmetry
             delta = np.where(delta > 0, delta * (1 + a) * (1 - n * pos), delta * (1 - a) * (1 + n * pos))
-        if cfg.program_noise:
+        if cfg.program_noise and noise:
             noise = cfg.program_noise * self.rng["program"].standard_normal(delta.shape)
             delta = delta + np.where(delta != 0, noise, 0.0)
         return delta
 
-    def _write(self, before: Mapping[str, np.ndarray], wanted: Mapping[str, np.ndarray], gain: bool) -> dict:
+    def _write(self, before: Mapping[str, np.ndarray], wanted: Mapping[str, np.ndarray], gain: bool,
+               noise: bool = True) -> dict:
         out = {}
         for n, w in wanted.items():
             if n not in before:
@@ -171,7 +197,7 @@ class NonidealSubstrate:
             if w.shape != before[n].shape or not np.all(np.isfinite(w)):
                 out[n] = w
                 continue
-            out[n] = self._snap(n, before[n] + self._response(n, before[n], w - before[n], gain))
+            out[n] = self._snap(n, before[n] + self._response(n, before[n], w - before[n], gain, noise))
         return out
 
     def _drift(self) -> None:
@@ -223,11 +249,16 @@ class NonidealSubstrate:
         self.inner.set_knobs(u)
 
     def homeostasis(self) -> None:
-        """Native homeostasis holds theta against each entry's own compliance."""
+        """Native homeostasis holds theta against each entry's own compliance, from a noisy
+        measurement of the holding force: knob ``u = theta + eps dE/dtheta + read noise``."""
         self.inner.homeostasis()
-        if self.factor is not None:
+        if self.factor is not None or self.config.read_noise:
             theta, u = self.inner.parameters(), self.inner.knobs()
-            self.inner.set_knobs({n: theta[n] + self.factor[n] * (u[n] - theta[n]) for n in u})
+            force = {n: u[n] - theta[n] for n in u}
+            if self.factor is not None:
+                force = {n: self.factor[n] * force[n] for n in u}
+            force = self._noisy(force)
+            self.inner.set_knobs({n: theta[n] + force[n] for n in u})
 
     def release(self, duration: float | None = None) -> RelaxReport:
         """Let theta float; the move goes through the device (eps per entry, write effects)."""
@@ -244,7 +275,7 @@ class NonidealSubstrate:
                     continue
                 target = before[n] + (after[n] - before[n]) / d  # u - eps dE/dtheta
                 after[n] = before[n] + d * (u[n] - self.factor[n] * (u[n] - target) - before[n])
-        self.inner.set_parameters(self._write(before, after, gain=False))
+        self.inner.set_parameters(self._write(before, after, gain=False, noise=False))
         return report
 
     def close(self) -> None:

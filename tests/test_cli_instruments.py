@@ -35,6 +35,11 @@ def test_serve_sim_then_probe_and_check_then_stop(tmp_path):
         check = cli("instruments", "check", str(wiring))
         assert check.returncode == 0, check.stderr
         assert "4 inputs, 3 outputs, 43 parameters" in check.stdout
+
+        cal = cli("instruments", "calibrate", str(wiring))
+        assert cal.returncode == 0, cal.stderr
+        assert cal.stdout.startswith("calibration: read noise ") and "stiffness k" in cal.stdout
+        assert "eps physical (not settable)" in cal.stdout  # a bench: eps is the device's
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=10)

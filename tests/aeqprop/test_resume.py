@@ -286,3 +286,35 @@ def test_sigkill_on_a_noisy_device_then_resume_is_bitwise_identical(tmp_path):
     assert_same(a["parameters"], b["parameters"])
     assert a["random"] == b["random"]
     assert [e["test_accuracy"] for e in ea] == [e["test_accuracy"] for e in eb]
+
+
+
+def test_a_feedback_run_records_its_calibration_and_resumes_with_it(tmp_path, monkeypatch):
+    """The calibration changes eps and the loop's settings: a resumed run must put the recorded one back
+    (not measure again, which would move theta) and restore the probe length the loop carries, to end
+    bitwise where the reference ends. (An ideal device: exact resume behind the noise wrapper is its own work.)"""
+    changes = dict(protocol={"name": "aeqprop", "options": {"homeostasis": "feedback"}},
+                   substrate__options={"hidden": [16], "eps": 0.5, "tol": 1e-3}, schedule__epochs=2,
+                   checkpoint__every=0)
+    ref = session.start(config(tmp_path / "a", **changes))
+    calls = {"n": 0}
+
+    def stop_after_23():
+        calls["n"] += 1
+        return calls["n"] == 23
+
+    original = session.StopFlag.__call__
+    monkeypatch.setattr(session.StopFlag, "__call__", lambda self: stop_after_23())
+    stopped = session.start(config(tmp_path / "b", **changes))
+    monkeypatch.setattr(session.StopFlag, "__call__", original)
+    resumed = session.resume(str(tmp_path / "b"), stopped.run_id)
+    assert stopped.status == "interrupted" and resumed.status == "completed"
+    a, _ = final_parameters(tmp_path / "a", ref.run_id)
+    b, _ = final_parameters(tmp_path / "b", stopped.run_id)
+    assert_same(a["parameters"], b["parameters"])
+    store = RunStore(tmp_path / "b", create=False)
+    cal = [e for e in store.metrics(stopped.run_id, "events") if e["kind"] == "calibration"]
+    store.close()
+    assert len(cal) == 1 and "stiffness k" in cal[0]["message"]
+    record = __import__("json").loads(cal[0]["message"].split(session.CALIBRATION_JSON, 1)[1])
+    assert record["probe"] < 1.0  # the calibration set the loop's probe length

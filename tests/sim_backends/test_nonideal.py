@@ -245,3 +245,52 @@ def test_bad_configurations_fail_in_one_line():
     with pytest.raises(ConfigurationError):
         NonidealSubstrate(NoBudget(), settle_sweeps=3)
     assert make_config({}).ideal and not make_config({"drift": 1e-4}).ideal
+
+
+def test_continual_eqprop_behind_the_wrapper_keeps_its_one_sweep_phases(interior_net, flatten):
+    # The protocol sets max_sweeps = 1 for its nudged phase: behind the wrapper that must reach the
+    # wrapped substrate, or each "single sweep" settles fully and the rule becomes one-sided EqProp.
+    from protocols.continual import ContinualEqProp
+
+    bare, x, y = interior_net()
+    want = ContinualEqProp(beta=0.2, lr=1e-3).step(bare, x, y)
+    sub, x, y = interior_net()
+    wrapped = NonidealSubstrate(sub, NonidealConfig(seed=5))
+    cap = sub.max_sweeps
+    got = ContinualEqProp(beta=0.2, lr=1e-3).step(wrapped, x, y)
+    assert got.sweeps["nudged"] == want.sweeps["nudged"] > 1
+    assert np.array_equal(flatten(got.delta), flatten(want.delta))
+    assert sub.max_sweeps == cap and "max_sweeps" not in vars(wrapped)
+
+
+def test_native_homeostasis_feels_the_read_noise_of_the_force_it_measures(interior_net):
+    sub, x, y = interior_net()
+    sub.clamp(x)
+    sub.nudge(-0.1, y)
+    sub.relax()
+    sub.homeostasis()
+    clean = sub.knobs()
+    wrapped = NonidealSubstrate(sub, NonidealConfig(seed=1, read_noise=1e-3))
+    wrapped.homeostasis()
+    err = np.concatenate([np.ravel(sub.knobs()[n] - clean[n]) for n in clean])
+    assert err.std() == pytest.approx(1e-3, rel=0.2) and abs(err.mean()) < 5e-4
+
+
+def test_a_release_is_physics_not_a_programming_write(interior_net):
+    # Programming noise is charged to set_parameters only: a release under programming noise moves
+    # theta exactly as on the ideal device, while a write of the same values carries the noise.
+    moved = {}
+    for noise in (0.0, 1e-3):
+        sub, x, y = interior_net()
+        wrapped = NonidealSubstrate(sub, NonidealConfig(seed=2, program_noise=noise))
+        wrapped.clamp(x)
+        wrapped.nudge(0.1, y)
+        wrapped.relax()
+        wrapped.release(1.0)
+        moved[noise] = sub.parameters()
+        target = {n: v + 0.01 for n, v in moved[noise].items()}
+        wrapped.set_parameters(target)
+        written = np.concatenate([np.ravel(sub.parameters()[n] - target[n]) for n in target])
+        assert written.std() == pytest.approx(noise, rel=0.2, abs=1e-12)
+    for n in moved[0.0]:
+        assert np.array_equal(moved[0.0][n], moved[1e-3][n])

@@ -86,7 +86,7 @@ def test_pyserial_over_a_pseudo_terminal_reproduces_direct_training(protocol):
 def test_dropped_and_garbled_replies_are_retried_reported_and_change_nothing(server_cls, profile):
     data = toy_data(n_train=8, n_test=2)
     events = []
-    with server_cls(make_sim(), faults=Faults(drop=0.01, garble=0.01, seed=4)) as lab:
+    with server_cls(make_sim(), faults=Faults(drop=0.01, garble=0.01, seed=5)) as lab:
         theta = train_through(lab, profile, "aeqprop-feedback", data, events, timeout=0.1)
         injected = dict(lab.front.injected)
     assert max_diff(theta, train_direct("aeqprop-feedback", data)) <= 1e-9
