@@ -273,6 +273,4 @@ def apply(cal: Calibration, protocol, substrate) -> None:
     loop.probe = loop.max_probe = cal.probe
     loop.gain = used_gain(cal)
     loop.release_noise = cal.release_noise
-    if cal.release_noise > 0 and loop.dither is None:  # a resumed run has it before its checkpoint is restored
-        loop.dither = np.random.default_rng(0)
     loop.averages = protocol.averages = cal.averages

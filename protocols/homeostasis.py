@@ -151,7 +151,8 @@ class FeedbackHomeostasis:
         self.averages, self.on_cap = check_averages(averages), on_cap
         self.gain: dict[str, float] = {}  # knob-to-theta gain per tensor (calibration); 1 if absent
         self.release_noise = 0.0  # RMS scatter of where a release lands beyond its ideal move (calibration)
-        self.dither: np.random.Generator | None = None  # knob dither, made once a release is quantized
+        # knob dither, used only once a release is quantized; made here so a checkpoint always holds its state
+        self.dither = np.random.default_rng(0)
 
     def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
         """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
@@ -178,8 +179,6 @@ class FeedbackHomeostasis:
             if self.release_noise > 0:  # dither the knob by a level's worth of theta move, so the
                 # rounding of a quantized release averages out over the estimates (subtractive dither)
                 half = np.sqrt(3.0) * self.release_noise / p
-                if self.dither is None:
-                    self.dither = np.random.default_rng(0)
                 u = {n: v + self.dither.uniform(-half, half, v.shape) for n, v in u.items()}
             substrate.set_knobs(u)
             substrate.release(p)
