@@ -78,7 +78,14 @@ class RandomAxes(BaseModel):
     seed: int = 0
 
     def axes(self) -> dict[str, Distribution]:
-        return {k: Distribution.model_validate(v) for k, v in flat(self.model_extra or {}, leaf=_is_distribution).items()}
+        out = {}
+        for key, value in flat(self.model_extra or {}, leaf=_is_distribution).items():
+            try:
+                out[key] = Distribution.model_validate(value)
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ConfigurationError(f"random.{key}: {msg}, e.g. {{ uniform = [0.1, 1.0] }}") from None
+        return out
 
 
 class SweepConfig(BaseModel):

@@ -171,3 +171,25 @@ def summarize(rows: list[dict[str, Any]]) -> list[PointSummary]:
         first = out[0]
         out[0] = PointSummary(**{**first.__dict__, "best": True})
     return out
+
+
+def run_digest(store: RunStore, run_id: int) -> str:
+    """SHA-256 of what a run computed: its step losses, epoch and evaluation figures and last
+    checkpoint's arrays (not its timings, host or ids). Equal digests: bitwise equal results."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for row in store._query("SELECT step, loss FROM step_metrics WHERE run_id = ? ORDER BY step", (run_id,)):
+        h.update(f"{row['step']}:{row['loss']!r};".encode())
+    for row in store._query("SELECT epoch, train_loss, train_accuracy, test_loss, test_accuracy FROM epoch_metrics "
+                            "WHERE run_id = ? ORDER BY epoch", (run_id,)):
+        h.update(repr(tuple(row.values())).encode())
+    for row in store._query("SELECT step, test_loss, test_accuracy FROM evaluations WHERE run_id = ? ORDER BY step",
+                            (run_id,)):
+        h.update(repr(tuple(row.values())).encode())
+    checkpoint = store.load_checkpoint(run_id)
+    if checkpoint is not None:
+        for group in ("parameters", "knobs"):
+            for name, value in sorted((checkpoint[group] or {}).items()):
+                h.update(f"{group}:{name}".encode() + np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()
