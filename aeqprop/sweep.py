@@ -4,6 +4,7 @@ Example (``examples/sweep_learning_rules.toml`` has a full one)::
 
     name = "eps and beta"
     base = "hopfield_aeqprop.toml"     # a run config, relative to this file (optional)
+    runs = "runs/eps"                  # runs folder, as in a run config [default: the base's]
     seeds = [0, 1, 2]
     [config]                           # fields set on the base run (dotted keys or tables)
     schedule.epochs = 10
@@ -187,9 +188,7 @@ def expand(raw: dict, origin: Path | None = None, runs: str | None = None) -> Sw
         base = read_toml(path)
     for key, value in flat(spec.config).items():
         set_field(base, key, copy.deepcopy(value))
-    folder = runs or spec.runs or base.get("runs", "runs")
-    if origin is not None and runs is None and spec.runs is not None and not Path(spec.runs).is_absolute():
-        folder = str(origin / spec.runs)
+    folder = runs or spec.runs or base.get("runs", "runs")  # like a run config's: relative to the working folder
     jobs, seen = [], {}
     for index, (label, overrides) in enumerate(_points(spec)):
         if label in seen:

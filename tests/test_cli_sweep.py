@@ -19,7 +19,7 @@ import pytest
 
 from aeqprop.store import RunStore
 from aeqprop.sweep import load_sweep
-from aeqprop.sweep_store import jobs, open_store, run_digest
+from aeqprop.sweep_store import open_store, run_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -48,9 +48,10 @@ def sweep_file(tmp_path, epochs=5) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """Digest of each job's run, trained alone in this process, keyed by (point, seed)."""
+    from threadpoolctl import threadpool_limits
+
     from aeqprop import session
     from aeqprop.config import validate
-    from threadpoolctl import threadpool_limits
 
     tmp = tmp_path_factory.mktemp("reference")
     out = {}

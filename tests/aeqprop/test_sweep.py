@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 import subprocess
+import sys
 from concurrent.futures import BrokenExecutor, Executor, Future
 from pathlib import Path
 
@@ -14,7 +14,14 @@ import pytest
 from aeqprop.errors import ConfigurationError
 from aeqprop.sweep import expand, load_sweep
 from aeqprop.sweep_exec import SweepSettings, run_job, run_jobs
-from aeqprop.sweep_store import RunRecord, create_sweep, jobs, open_store, record_run, run_digest, summarize
+from aeqprop.sweep_store import (
+    create_sweep,
+    jobs,
+    open_store,
+    record_run,
+    run_digest,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"dataset": {"name": "iris"}, "substrate": {"backend": "hopfield", "options": {"hidden": [8], "tol": 1e-3}},
@@ -169,8 +176,11 @@ def test_the_sweep_modules_and_a_local_sweep_never_import_dask():
     assert out.returncode == 0, out.stderr
 
 
-def test_load_sweep_reads_the_runs_folder_beside_the_file(tmp_path):
-    (tmp_path / "s.toml").write_text('runs = "out"\nseeds = [0]\n[config]\ndataset.name = "iris"\n')
+def test_load_sweep_takes_the_runs_folder_from_the_file_then_the_base(tmp_path):
+    (tmp_path / "base.toml").write_text('runs = "base-runs"\n')
+    (tmp_path / "s.toml").write_text('runs = "out"\nbase = "base.toml"\nseeds = [0]\n[config]\ndataset.name = "iris"\n')
     sweep = load_sweep(tmp_path / "s.toml")
-    assert sweep.runs == str(tmp_path / "out") and sweep.name == "s" and len(sweep.jobs) == 1
+    assert sweep.runs == "out" and sweep.name == "s" and len(sweep.jobs) == 1
+    (tmp_path / "s.toml").write_text('base = "base.toml"\n')
+    assert load_sweep(tmp_path / "s.toml").runs == "base-runs" and load_sweep(tmp_path / "s.toml", "x").runs == "x"
     assert json.dumps(sweep.spec)  # recorded as JSON
