@@ -62,7 +62,7 @@ def run_job(config: dict, blas_threads: int = 1) -> RunRecord:
     record = RunRecord(host=socket.gethostname(), pid=os.getpid())
     with tempfile.TemporaryDirectory(prefix="aeqprop-job-") as tmp, threadpool_limits(limits=blas_threads):
         try:
-            session.start(validate({**config, "runs": tmp}))
+            record.train_seconds = session.start(validate({**config, "runs": tmp})).step_seconds
         except AeqpropError as exc:
             record.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         except Exception as exc:  # recorded as the run's failure, as `aeqprop train` records it
@@ -159,7 +159,7 @@ def run_jobs(store: RunStore, todo: list[dict[str, Any]], make_executor: Callabl
                 except (BrokenExecutor, CancelledError) as exc:
                     rec, why = None, f"its worker was lost ({type(exc).__name__})"
                     if owner is executor and isinstance(exc, BrokenExecutor):
-                        executor.shutdown(wait=False, cancel_futures=True)
+                        _stop(executor)
                         executor = make_executor()
                 except Exception as exc:  # e.g. Dask's KilledWorker, a worker that cannot import aeqprop
                     rec, why = None, f"its worker failed ({type(exc).__name__}: {exc})"
@@ -175,17 +175,24 @@ def run_jobs(store: RunStore, todo: list[dict[str, Any]], make_executor: Callabl
                     record(job, rec if rec is not None else RunRecord(error=message))
     except KeyboardInterrupt:
         report.interrupted = True
-        stop = getattr(executor, "terminate", None)
         for future in pending:
             future.cancel()
-        if stop is not None:
-            stop()
+        _stop(executor)
         executor = None
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
         report.seconds = time.perf_counter() - t0
     return report
+
+
+def _stop(executor: Executor) -> None:
+    """Stop an executor at once: its ``terminate()`` where it has one (kills a pool's processes)."""
+    stop = getattr(executor, "terminate", None)
+    if stop is not None:
+        stop()
+    else:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def check_names(sweep) -> None:

@@ -36,13 +36,15 @@ CREATE TABLE IF NOT EXISTS sweep_jobs (
 class RunRecord:
     """What a worker returns for one run: the rows of every per-run table of its private
     scratch store (table -> list of rows as dicts), or the error that stopped it before a
-    run existed; where and how long it ran (host, pid, seconds)."""
+    run existed; where and how long it ran (host, pid, seconds: the whole job in s,
+    train_seconds: in training steps, s)."""
 
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     error: str | None = None
     host: str = ""
     pid: int = 0
     seconds: float = 0.0
+    train_seconds: float = 0.0
 
     @property
     def status(self) -> str:
