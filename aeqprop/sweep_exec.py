@@ -83,6 +83,14 @@ def run_job(config: dict, blas_threads: int = 1) -> RunRecord:
     return record
 
 
+def _ignore_sigint() -> None:
+    """A pool worker leaves Ctrl+C to the process that started the sweep (a run in flight still
+    stops at its next step, through the run's own handler)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LocalPool(Executor):
     """A process pool on this machine (``workers`` processes; default: the cores this process may
     use). Workers start by spawning, so no thread of the caller is forked."""
@@ -93,7 +101,8 @@ class LocalPool(Executor):
         if workers is None:
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.workers = workers
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_ignore_sigint)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._pool.submit(fn, *args, **kwargs)
