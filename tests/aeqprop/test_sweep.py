@@ -169,7 +169,7 @@ def test_summary_ranks_points_by_mean_accuracy_over_seeds():
     assert (points[0].completed, points[0].jobs, points[1].jobs) == (1, 2, 4)
 
 
-def test_the_sweep_modules_and_a_local_sweep_never_import_dask():
+def test_the_cli_and_the_sweep_modules_never_import_dask():
     code = ("import sys, cli, aeqprop.sweep, aeqprop.sweep_exec, aeqprop.sweep_store, aeqprop.sweep_views; "
             "assert 'distributed' not in sys.modules and 'dask' not in sys.modules, 'dask imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
