@@ -188,6 +188,10 @@ def run_jobs(store: RunStore, todo: list[dict[str, Any]], make_executor: Callabl
             future.cancel()
         _stop(executor)
         executor = None
+    except BaseException:  # the store failed under us: leave nothing running
+        _stop(executor)
+        executor = None
+        raise
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
