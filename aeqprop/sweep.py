@@ -142,7 +142,10 @@ def flat(table: dict, prefix: str = "", leaf=lambda v: False) -> dict[str, Any]:
 
 
 def _label(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}={v}" for k, v in overrides.items()) or "base"
+    def text(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}={text(v)}" for k, v in overrides.items()) or "base"
 
 
 def _points(spec: SweepConfig) -> list[tuple[str | None, dict[str, Any]]]:

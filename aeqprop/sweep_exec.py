@@ -28,6 +28,7 @@ from concurrent.futures import (
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from aeqprop.errors import AeqpropError
 from aeqprop.store import RunStore
 from aeqprop.sweep_store import RunRecord, record_run
 
@@ -209,13 +210,23 @@ def _stop(executor: Executor) -> None:
 
 
 def check_names(sweep) -> None:
-    """Every backend and protocol a sweep names exists here (workers need the same installation)."""
-    from aeqprop import registry
+    """Every backend and protocol a sweep names exists here, and each protocol takes its options
+    (protocols are built once each, cheaply; workers need the same installation)."""
+    import json
 
-    for kind, names in (("backends", {j.config["substrate"]["backend"] or "instrument" for j in sweep.jobs}),
-                        ("protocols", {j.config["protocol"]["name"] for j in sweep.jobs})):
-        for name in sorted(names):
-            registry.load(kind, name)
+    from aeqprop import registry
+    from aeqprop.session import build_with
+
+    for name in sorted({j.config["substrate"]["backend"] or "instrument" for j in sweep.jobs}):
+        registry.load("backends", name)
+    protocols = {(j.config["protocol"]["name"], json.dumps(j.config["protocol"]["options"], sort_keys=True)): j
+                 for j in sweep.jobs}
+    for (name, _), job in sorted(protocols.items()):
+        try:
+            build_with(registry.load("protocols", name), job.config["protocol"]["options"], {"seed": job.seed},
+                       "protocol.options")
+        except AeqpropError as exc:
+            raise type(exc)(f"sweep point {job.label!r}: {exc}") from None
 
 
 def _progress_runs(store: RunStore, todo: list[dict], make_executor, settings: SweepSettings, progress: bool,

@@ -184,3 +184,24 @@ def test_load_sweep_takes_the_runs_folder_from_the_file_then_the_base(tmp_path):
     (tmp_path / "s.toml").write_text('base = "base.toml"\n')
     assert load_sweep(tmp_path / "s.toml").runs == "base-runs" and load_sweep(tmp_path / "s.toml", "x").runs == "x"
     assert json.dumps(sweep.spec)  # recorded as JSON
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("examples/sweep*.toml")) + sorted(ROOT.glob("benchmarks/*.toml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_sweep_file_expands_into_valid_runs(path):
+    from aeqprop.sweep_exec import check_names
+
+    sweep = load_sweep(path)
+    check_names(sweep)
+    assert len(sweep.jobs) == {"sweep_aeqprop.toml": 48, "learning_rules.toml": 18}[path.name]
+    assert len({json.dumps(j.config, sort_keys=True) for j in sweep.jobs}) == len(sweep.jobs)  # no run twice
+
+
+def test_a_protocol_option_a_point_gets_wrong_is_refused_before_any_run(tmp_path):
+    from aeqprop.sweep_exec import check_names
+
+    raw = {"config": {**TINY, "protocol": {"name": "aeqprop"}}, "grid": {"protocol.options.variant": ["centered", "positve"]}}
+    with pytest.raises(ConfigurationError, match="sweep point 'variant=positve': unknown aeqprop variant 'positve'"):
+        check_names(expand(raw))
+    with pytest.raises(ConfigurationError, match="sweep point 'base': protocol.options: unknown option.*lrr"):
+        check_names(expand({"config": {**TINY, "protocol": {"name": "eqprop", "options": {"lrr": 1}}}}))
