@@ -434,7 +434,8 @@ def sweep_run(sweep_file: str = typer.Argument(..., help="Sweep file (TOML), e.g
     sweep = load_sweep(sweep_file, runs)
     make = sweep_executor(workers, scheduler, cluster)
     sweep_id, report = start_sweep(sweep, make, SweepSettings(retries=retries), progress=not quiet,
-                                   on_created=lambda sid: typer.echo(f"sweep {sid}: {len(sweep.jobs)} runs in {sweep.runs}"))
+                                   on_created=lambda sid: typer.echo(f"sweep {sid}: {len(sweep.jobs)} runs in {sweep.runs}"),
+                                   one_at_a_time=workers == 1 and scheduler is None and cluster is None)
     report_sweep(sweep_id, report, sweep.runs, quiet)
 
 
@@ -448,7 +449,8 @@ def sweep_resume(sweep: str = typer.Argument(..., help="Sweep id."), runs: str =
     from aeqprop.sweep_exec import SweepSettings, resume_sweep
 
     make = sweep_executor(workers, scheduler, cluster)
-    sweep_id, todo, report = resume_sweep(runs, sweep, make, SweepSettings(retries=retries), progress=not quiet)
+    sweep_id, todo, report = resume_sweep(runs, sweep, make, SweepSettings(retries=retries), progress=not quiet,
+                                          one_at_a_time=workers == 1 and scheduler is None and cluster is None)
     if not todo:
         typer.echo(f"sweep {sweep_id}: every run already completed; nothing to resume")
         return

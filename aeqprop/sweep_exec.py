@@ -28,7 +28,7 @@ from concurrent.futures import (
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from aeqprop.errors import AeqpropError
+from aeqprop.errors import AeqpropError, ConfigurationError
 from aeqprop.store import RunStore
 from aeqprop.sweep_store import RunRecord, record_run
 
@@ -57,7 +57,7 @@ def run_job(config: dict, blas_threads: int = 1) -> RunRecord:
 
     from aeqprop import session
     from aeqprop.config import validate
-    from aeqprop.errors import AeqpropError
+    from aeqprop.errors import AeqpropError, ConfigurationError
 
     t0 = time.perf_counter()
     record = RunRecord(host=socket.gethostname(), pid=os.getpid())
@@ -253,12 +253,21 @@ def _progress_runs(store: RunStore, todo: list[dict], make_executor, settings: S
         return run_jobs(store, todo, make_executor, settings, on_record=advance)
 
 
+def check_instruments(configs: list[dict], one_at_a_time: bool) -> None:
+    """Runs on instruments (``substrate.wiring``) share one bench: they run one at a time, here."""
+    if not one_at_a_time and any(c["substrate"].get("wiring") for c in configs):
+        raise ConfigurationError("this sweep trains instruments (substrate.wiring), one bench that runs cannot "
+                                 "share; run it with --workers 1 and without --scheduler or --cluster")
+
+
 def start_sweep(sweep, make_executor, settings: SweepSettings = SweepSettings(), progress: bool = False,
-                on_created: Callable[[int], None] | None = None) -> tuple[int, SweepReport]:
-    """Record a new sweep (validated and expanded by ``aeqprop.sweep``) and run all its jobs."""
+                on_created: Callable[[int], None] | None = None, one_at_a_time: bool = False) -> tuple[int, SweepReport]:
+    """Record a new sweep (validated and expanded by ``aeqprop.sweep``) and run all its jobs.
+    ``one_at_a_time``: the executor runs one job at a time on this machine (required for instruments)."""
     from aeqprop.sweep_store import create_sweep, jobs, open_store
 
     check_names(sweep)
+    check_instruments([j.config for j in sweep.jobs], one_at_a_time)
     store = open_store(sweep.runs)
     try:
         sweep_id = create_sweep(store, sweep)
@@ -271,7 +280,7 @@ def start_sweep(sweep, make_executor, settings: SweepSettings = SweepSettings(),
 
 
 def resume_sweep(runs: str, sweep_id: int | str, make_executor, settings: SweepSettings = SweepSettings(),
-                 progress: bool = False) -> tuple[int, int, SweepReport]:
+                 progress: bool = False, one_at_a_time: bool = False) -> tuple[int, int, SweepReport]:
     """Run the jobs of a recorded sweep that have no completed run (never run, failed, lost, stopped).
     Returns (sweep id, jobs run, report)."""
     from aeqprop.sweep_store import jobs, open_store, sweep_row
@@ -280,6 +289,7 @@ def resume_sweep(runs: str, sweep_id: int | str, make_executor, settings: SweepS
     try:
         sid = sweep_row(store, sweep_id)["id"]
         todo = [j for j in jobs(store, sid) if j["status"] != "completed"]
+        check_instruments([j["config"] for j in todo], one_at_a_time)
         if not todo:
             return sid, 0, SweepReport()
         return sid, len(todo), _progress_runs(store, todo, make_executor, settings, progress, f"sweep {sid}")

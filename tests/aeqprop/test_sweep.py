@@ -205,3 +205,13 @@ def test_a_protocol_option_a_point_gets_wrong_is_refused_before_any_run(tmp_path
         check_names(expand(raw))
     with pytest.raises(ConfigurationError, match="sweep point 'base': protocol.options: unknown option.*lrr"):
         check_names(expand({"config": {**TINY, "protocol": {"name": "eqprop", "options": {"lrr": 1}}}}))
+
+
+def test_a_sweep_on_instruments_runs_only_one_run_at_a_time():
+    from aeqprop.sweep_exec import check_instruments
+
+    configs = [j.config for j in expand({"config": {**TINY, "substrate": {"wiring": "bench.toml"}}, "seeds": [0, 1]}).jobs]
+    with pytest.raises(ConfigurationError, match="run it with --workers 1"):
+        check_instruments(configs, one_at_a_time=False)
+    check_instruments(configs, one_at_a_time=True)
+    check_instruments([j.config for j in expand({"config": TINY, "seeds": [0, 1]}).jobs], one_at_a_time=False)
