@@ -380,9 +380,9 @@ def serve_sim(
 
 sweep_app = typer.Typer(no_args_is_help=True, help="Sweeps: many runs from one file, on a local process pool or a Dask cluster.")
 app.add_typer(sweep_app, name="sweep")
-_RUNS_OF_FILE = typer.Option(None, help="Runs folder [default: the sweep file's, else its base config's, else runs].")
-_WORKERS = typer.Option(None, help="Worker processes of the local pool or --cluster local [default: the cores].")
-_SCHEDULER = typer.Option(None, help="A running Dask scheduler to run on, tcp://HOST:PORT (needs aeqprop[dask]).")
+_RUNS_OF_FILE = typer.Option(None, help="Runs folder (default: the sweep file's, else its base config's, else runs).")
+_WORKERS = typer.Option(None, help="Worker processes of the local pool or --cluster local (default: one per core).")
+_SCHEDULER = typer.Option(None, help="A running Dask scheduler to run on, tcp://HOST:PORT (needs the dask extra).")
 _CLUSTER = typer.Option(None, help="'local': a Dask LocalCluster of --workers processes on 127.0.0.1.")
 _RETRIES = typer.Option(3, min=0, help="Times a run whose worker was lost is submitted again.")
 
@@ -471,7 +471,7 @@ def sweep_show(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = t
 @sweep_app.command("plot")
 @one_line_errors
 def sweep_plot(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = typer.Option("runs", help="Runs folder."),
-               output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path [default: <runs>/sweep-<id>.png].")):
+               output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path (default: RUNS/sweep-ID.png).")):
     """PNG: final test accuracy against each swept axis, with the spread over seeds."""
     from aeqprop import sweep_views
 
@@ -481,7 +481,7 @@ def sweep_plot(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = t
 @sweep_app.command("export")
 @one_line_errors
 def sweep_export(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = typer.Option("runs", help="Runs folder."),
-                 output: Optional[str] = typer.Option(None, "--output", "-o", help="CSV path [default: <runs>/sweep-<id>.csv].")):
+                 output: Optional[str] = typer.Option(None, "--output", "-o", help="CSV path (default: RUNS/sweep-ID.csv).")):
     """CSV: one row per run of the sweep (point, seed, swept values, status, figures)."""
     from aeqprop import sweep_views
 
