@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def main(argv=None) -> None:
         report = run_jobs(store, jobs(store, sid), factory, SweepSettings(), on_record=killer(box, is_pool))
         killed[name] = (runs_per_job(store, sid), report, digests(store, sid))
     load_after = os.getloadavg()
+    shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"`{command}`\n")
     print(f"Load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
