@@ -12,7 +12,7 @@
 4. A worker killed (SIGKILL) once the first run is recorded, on the local pool and on a Dask
    LocalCluster: runs recorded per job.
 
-    python benchmarks/sweep.py [--epochs 24] [--hidden 64] [--workers 2]
+    python benchmarks/sweep.py [--epochs 48] [--hidden 64] [--workers 2]
 
 Speed figures depend on how loaded the machine is: the script prints the load average
 before and after.
@@ -86,7 +86,7 @@ def killer(executor_box: list, pool: bool):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=48)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
