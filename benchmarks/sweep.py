@@ -94,6 +94,8 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()
     spec = sweep_spec("digits", args.hidden, args.epochs, [0, 1, 2, 3], [0.2, 0.5])
     tmp = Path(tempfile.mkdtemp(prefix="aeqprop-bench-sweep-"))
+    os.environ["TMPDIR"] = str(tmp)  # workers' scratch stores, those of killed workers included, go here
+    tempfile.tempdir = None
 
     # 1. sequential in this process, then the local pool
     store, sid = new_sweep(tmp / "sequential", spec)

@@ -79,9 +79,12 @@ def inproc(*args):
     return result
 
 
-def popen(*args):
+def popen(*args, scratch: Path | None = None):
+    """The command in a subprocess; ``scratch``: the workers' temporary folder (a killed worker leaves its
+    scratch store there)."""
+    env = ENV if scratch is None else {**ENV, "TMPDIR": str(scratch)}
     return subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def recorded(runs: Path, sweep_id: int = 1) -> list[dict]:
@@ -161,7 +164,7 @@ def test_a_dask_local_cluster_gives_the_same_runs_bitwise(tmp_path, reference):
 
 @pytest.mark.slow
 def test_a_local_pool_worker_killed_mid_sweep_has_its_run_recorded_once(tmp_path, reference):
-    proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q")
+    proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q", scratch=tmp_path)
     try:
         wait_for_runs(tmp_path / "runs", 1, proc)
         workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
@@ -179,7 +182,7 @@ def test_a_local_pool_worker_killed_mid_sweep_has_its_run_recorded_once(tmp_path
 
 @pytest.mark.slow
 def test_a_sweep_stopped_by_ctrl_c_keeps_its_finished_runs_and_resumes(tmp_path, reference):
-    proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q")
+    proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q", scratch=tmp_path)
     try:
         wait_for_runs(tmp_path / "runs", 1, proc)
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -213,7 +216,7 @@ def dask_cluster(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     logs = open(tmp_path / "dask.log", "w")
-    common = dict(cwd=tmp_path, env={**ENV, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}, stdout=logs, stderr=logs)
+    common = dict(cwd=tmp_path, env={**ENV, "TMPDIR": str(tmp_path)}, stdout=logs, stderr=logs)
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                "--port", str(port), "--no-dashboard"], **common)]
     try:
@@ -241,7 +244,7 @@ def dask_cluster(tmp_path):
 @pytest.mark.slow
 def test_a_remote_dask_scheduler_runs_the_sweep_and_survives_a_killed_worker(tmp_path, reference, dask_cluster):
     address, workers = dask_cluster
-    proc = popen("sweep", "run", sweep_file(tmp_path), "--scheduler", address, "-q")
+    proc = popen("sweep", "run", sweep_file(tmp_path), "--scheduler", address, "-q", scratch=tmp_path)
     try:
         wait_for_runs(tmp_path / "runs", 1, proc)
         workers[0].kill()  # SIGKILL mid-sweep: its run in flight is lost
