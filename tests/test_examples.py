@@ -8,7 +8,7 @@ from aeqprop import session
 from aeqprop.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "examples").glob("*.toml") if not p.name.startswith("wiring"))
+CONFIGS = sorted(p for p in (ROOT / "examples").glob("*.toml") if not p.name.startswith(("wiring", "sweep")))
 
 
 def test_there_is_an_example_for_every_backend_and_protocol():
