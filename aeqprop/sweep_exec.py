@@ -76,12 +76,16 @@ def run_job(config: dict, blas_threads: int = 1) -> RunRecord:
                     columns = [c[1] for c in store.db.execute(f"PRAGMA table_info({table})")]
                     if table == "runs":
                         record.tables["runs"] = store._query("SELECT * FROM runs")
-                    elif "run_id" in columns:
+                    elif "run_id" in columns and table not in PROCESS_TABLES:
                         record.tables[table] = store._query(f"SELECT * FROM {table}")
             finally:
                 store.close()
     record.seconds = time.perf_counter() - t0
     return record
+
+
+#: Tables of a scratch store that describe the worker's process, not the run (its lease): not copied.
+PROCESS_TABLES = frozenset({"leases"})
 
 
 def _ignore_sigint() -> None:
