@@ -100,10 +100,14 @@ class HealthPolicy:
     """When a completed run is reported as not having learned.
 
     margin: the best test accuracy must beat always answering the most common class of the
-        held-out split by more than this (a fraction, 0.02 = 2 points).
+        held-out split by more than this (a fraction, 0.02 = 2 points) ...
+    z: ... and by more than ``z`` standard errors of that split's accuracy at chance,
+        ``sqrt(p (1 - p) / n)`` for majority share p and n test samples, so that on a small
+        split a lucky figure does not pass for learning.
     """
 
     margin: float = 0.02
+    z: float = 2.0
 
 
 def health(result, data, policy: HealthPolicy = HealthPolicy()) -> list[str]:
@@ -113,8 +117,9 @@ def health(result, data, policy: HealthPolicy = HealthPolicy()) -> list[str]:
         return []
     majority = float(np.max(np.bincount(labels.astype(int)))) / labels.size
     best = result.best_test_accuracy
-    if best <= majority + policy.margin:
+    sampling = policy.z * float(np.sqrt(majority * (1.0 - majority) / labels.size))
+    if best <= majority + max(policy.margin, sampling):
         return [f"the run did not learn: best test accuracy {best:.1%}, no better than always answering the most "
-                f"common class ({majority:.1%}); check beta, lr and eps (a step too small underflows, one too large "
-                "throws the parameters to their bounds)"]
+                f"common class ({majority:.1%} of {labels.size} test samples); check beta, lr and eps (a step too "
+                "small underflows, one too large throws the parameters to their bounds)"]
     return []

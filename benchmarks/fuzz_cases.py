@@ -248,8 +248,8 @@ def gen_netlist(rng: random.Random) -> Case:
                 expect = "invalid" if parts[3] in ("0", "-1", "1e400", "abc", "nan", "inf", "1e999") else expect
             elif m == "node" and len(parts) >= 3:
                 parts[rng.choice([1, 2])] = rng.choice(["99999999999", "n" * 300, "0", "gnd", "x"])
-            elif m == "dup":
-                lines.append(lines[i])
+            elif m == "dup":  # a second element of the same name, before .end (SPICE ignores what follows it)
+                lines.insert(i + 1, lines[i])
                 expect = "invalid"
             elif m == "output":
                 lines = [l for l in lines if not l.startswith(".output")] + [rng.choice(

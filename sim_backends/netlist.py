@@ -26,7 +26,7 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
-from sim_backends.netlist_parse import Circuit, parse
+from sim_backends.netlist_parse import Circuit, parse, read_netlist
 from sim_backends.netlist_solve import SETTINGS, Solution, check, solve
 
 
@@ -68,7 +68,7 @@ class NetlistSubstrate(FloatingParameters):
             path = Path(netlist)
             if not path.is_file():
                 raise ConfigurationError(f"netlist file {path} does not exist; pass --netlist PATH")
-            text, source, base = path.read_text(), path.name, path.parent
+            text, source, base = read_netlist(path), path.name, path.parent
         else:
             source, base = "<netlist>", Path(".")
         c: Circuit = parse(text, source, base)

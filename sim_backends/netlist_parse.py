@@ -74,6 +74,16 @@ class Circuit:
         return [e for e in self.elements if e.kind == kind]
 
 
+def read_netlist(path: Path) -> str:
+    """The text of a netlist file; a file that is not UTF-8 text is refused with the byte that is not."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path.name}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                                 "save the netlist as UTF-8 (or plain ASCII)") from None
+
+
 def number(text: str, where: str) -> float:
     """A SPICE number with an optional scale factor (``1k``, ``2.2meg``, ``10u``, ``1mil``, ``1e-3``)."""
     m = NUMBER.fullmatch(text.lower())
@@ -120,7 +130,7 @@ def _statements(text: str, source: str, base: Path, depth: int = 0, title: bool 
             path = base / st.tokens[1].strip("\"'")
             if not path.is_file():
                 raise ConfigurationError(f"{st.where}: included file {path} does not exist")
-            out += _statements(path.read_text(), path.name, path.parent, depth + 1, title=False)
+            out += _statements(read_netlist(path), path.name, path.parent, depth + 1, title=False)
             continue
         out.append(st)
     return out
@@ -206,7 +216,7 @@ def _element(st: _Line, models: dict[str, dict]) -> Element:
         m = INPUT.match(spec[0])
         if m:
             e.input = int(m.group(3))
-            e.gain = -1.0 if m.group(2) else (float(m.group(1)) if m.group(1) else 1.0)
+            e.gain = -1.0 if m.group(2) else (number(m.group(1), where) if m.group(1) else 1.0)
         else:
             e.value = number(spec[0], where)
     else:

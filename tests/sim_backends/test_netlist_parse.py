@@ -89,3 +89,16 @@ def test_unsupported_input_is_refused_with_its_line(text, line, reason):
     message = str(err.value)
     assert f"line {line}:" in message and reason in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("encoding, byte", [("latin-1", "0xe9"), ("utf-16", "0xff")])
+def test_a_netlist_that_is_not_utf8_is_refused_with_the_byte(tmp_path, encoding, byte):
+    path = tmp_path / "n.cir"
+    path.write_bytes("* r\u00e9seau\nV1 a 0 x0\nR1 a o 1 train\nR2 o 0 1\n.output o\n".encode(encoding))
+    with pytest.raises(ConfigurationError, match=rf"n.cir: not UTF-8 text \(byte {byte} at offset \d+\)"):
+        NetlistSubstrate(netlist=str(path))
+
+
+def test_an_input_gain_that_is_not_a_number_names_its_line():
+    with pytest.raises(ConfigurationError, match=r"line 2: 'e' is not a number"):
+        parse("* t\nV1 a 0 e*x0\nR1 a o 1 train\nR2 o 0 1\n.output o\n")
