@@ -152,3 +152,33 @@ def test_an_aeqprop_only_bench_resumes_through_its_knobs_or_refuses_without_touc
         lab.model.sub._assign(theta)  # the bench holds the checkpoint's theta again
         resumed = session.resume(str(tmp_path / "runs"), outcome.run_id)
     assert resumed.status == "completed"
+
+
+def test_a_virtual_lab_run_stopped_by_sigterm_and_resumed_is_bitwise_the_uninterrupted_lab_run(tmp_path):
+    """Resume over real I/O: the resumed run's parameters equal, bit for bit, those of the same run on the
+    same kind of bench that was never stopped (not just the simulation's to 1e-9)."""
+    fields = {"substrate.backend": "instrument", "dataset.name": "iris", "protocol.name": "eqprop",
+              "schedule.epochs": 1, "schedule.batch_size": 1, "checkpoint.every": 5, "evaluation.every": 1000}
+    finals = {}
+    for name, stop_at in (("whole", None), ("stopped", 45)):
+        with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
+            wiring = tmp_path / f"{name}.toml"
+            wiring.write_text(lab_wiring_toml(HopfieldSubstrate(**SIM).info, lab.address, timeout=2.0))
+            runs = str(tmp_path / name)
+            received, execute = [], lab.front.execute
+
+            def execute_and_signal(line, trip):
+                received.append(line)
+                if len(received) == stop_at:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return execute(line, trip)
+
+            lab.front.execute = execute_and_signal
+            outcome = session.start(load_config(None, fields={**fields, "runs": runs, "substrate.wiring": str(wiring)}))
+            if stop_at is not None:
+                assert outcome.status == "interrupted"
+                outcome = session.resume(runs, outcome.run_id)
+            assert outcome.status == "completed"
+            finals[name] = RunStore(runs, create=False).load_checkpoint(outcome.run_id)["parameters"]
+    for n, v in finals["whole"].items():
+        np.testing.assert_array_equal(finals["stopped"][n], v)
