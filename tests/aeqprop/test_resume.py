@@ -319,3 +319,32 @@ def test_a_feedback_run_records_its_calibration_and_resumes_with_it(tmp_path, mo
     assert len(cal) == 1 and "stiffness k" in cal[0]["message"]
     record = __import__("json").loads(cal[0]["message"].split(session.CALIBRATION_JSON, 1)[1])
     assert record["probe"] < 1.0  # the calibration set the loop's probe length
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, dataset, options", [
+    ("resistive", {"name": "iris"}, {"hidden": [6], "eps": 0.3, "tol": 1e-5}),
+    ("netlist", {"name": str(ROOT / "examples" / "moons.csv")}, {"netlist": str(ROOT / "examples" / "netlist_small.cir")}),
+], ids=["resistive", "netlist"])
+def test_sigkill_on_the_resistive_backends_then_resume_is_bitwise_identical(tmp_path, backend, dataset, options):
+    """SIGKILL at a random step of a run on a resistive network and on a netlist circuit, behind the noisy device."""
+    device = {"read_noise": 1e-4, "variability": 0.1, "seed": 4}
+    changes = dict(dataset=dataset, substrate={"backend": backend, "options": options},
+                   protocol={"name": "eqprop", "options": {"beta": 0.2, "lr": 0.02}}, nonideal=device,
+                   schedule__epochs=2)
+    ref = session.start(config(tmp_path / "ref", **changes))
+    assert ref.status == "completed"
+    runs = tmp_path / "runs"
+    path = write_config(tmp_path / "run.toml", runs, **changes)
+    target = int(np.random.default_rng().integers(3, 30))
+    proc = cli("train", str(path), "--quiet")
+    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    done = subprocess.run([sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a, ea = final_parameters(tmp_path / "ref", ref.run_id)
+    b, eb = final_parameters(runs, 1)
+    assert_same(a["parameters"], b["parameters"])
+    assert [e["test_accuracy"] for e in ea] == [e["test_accuracy"] for e in eb]
