@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aeqprop.errors import ConfigurationError
 
-
 #: The largest seed: run records keep seeds in SQLite's 64-bit integers.
 MAX_SEED = 2**63 - 1
 
@@ -82,7 +81,7 @@ class SubstrateConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "SubstrateConfig":
+    def _one_kind(self) -> SubstrateConfig:
         if self.backend is None and self.wiring is None:
             self.backend = "hopfield"
         if "hidden" in self.options:  # a conv stack may have no dense hidden layer after it
@@ -142,7 +141,7 @@ class RunConfig(_Strict):
     nonideal: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _nonideal_seed(self) -> "RunConfig":
+    def _nonideal_seed(self) -> RunConfig:
         flags = [k for k, v in (self.nonideal or {}).items() if isinstance(v, bool)]
         if flags:  # no device magnitude is a switch: `read_noise = false` would silently be 0
             raise ValueError(f"nonideal.{flags[0]} = {str(self.nonideal[flags[0]]).lower()}: give a number")

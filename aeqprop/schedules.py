@@ -66,7 +66,7 @@ class Schedule(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _end(self) -> "Schedule":
+    def _end(self) -> Schedule:
         end = self.final
         if not math.isfinite(end) or end < 0 or (self.kind == "exponential" and end <= 0):
             raise ValueError(f"end={end}: the final factor must be >= 0 (> 0 for exponential)")
@@ -92,7 +92,7 @@ class Schedule(BaseModel):
         return self.kind != "cosine" or self.final > 0
 
     @classmethod
-    def parse(cls, text: "str | Mapping | Schedule", what: str = "schedule") -> "Schedule":
+    def parse(cls, text: str | Mapping | Schedule, what: str = "schedule") -> Schedule:
         """From ``kind[:end]`` (cosine, exponential), ``step[:m1,m2[:gamma]]``, a dict or a Schedule.
 
         Raises ConfigurationError with one line naming ``what`` and the problem.
@@ -135,8 +135,8 @@ class ScheduleHook:
     The protocol's values at construction are the initial ones (factor 1).
     """
 
-    def __init__(self, protocol, lr: "str | Mapping | Schedule | None" = None, beta: "str | Mapping | Schedule | None" = None,
-                 substrate=None, eps: "str | Mapping | Schedule | None" = None):
+    def __init__(self, protocol, lr: str | Mapping | Schedule | None = None, beta: str | Mapping | Schedule | None = None,
+                 substrate=None, eps: str | Mapping | Schedule | None = None):
         self.protocol, self.substrate = protocol, substrate
         self.eps = None if eps is None else Schedule.parse(eps, "eps schedule")
         if self.eps is not None:

@@ -205,7 +205,7 @@ class StoreFile:
     class _Tx:
         """One write transaction; an SQLite error inside or at COMMIT becomes a StoreError."""
 
-        def __init__(self, store: "StoreFile"):
+        def __init__(self, store: StoreFile):
             self.store = store
             self.db = store.db
 
@@ -251,7 +251,7 @@ class StoreFile:
         return StoreError(f"cannot write to the run store {self.path} ({text}); nothing of this write was kept; "
                           "free disk space or fix the folder, then continue the run with `aeqprop resume`")
 
-    def _transaction(self) -> "StoreFile._Tx":
+    def _transaction(self) -> StoreFile._Tx:
         return StoreFile._Tx(self)
 
     def close(self) -> None:

@@ -68,7 +68,7 @@ class RelaxReport:
     converged: bool = True
     seconds: float = 0.0
 
-    def __add__(self, other: "RelaxReport") -> "RelaxReport":
+    def __add__(self, other: RelaxReport) -> RelaxReport:
         return RelaxReport(
             self.sweeps + other.sweeps,
             other.residual,

@@ -252,7 +252,13 @@ class Trainer:
         done = 0 if start is None else start.global_step
         bar = task = None
         if progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             columns = (
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),

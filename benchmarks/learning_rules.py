@@ -16,7 +16,6 @@ import sys
 import time
 from multiprocessing import Pool
 
-
 import numpy as np
 
 from aeqprop.data import load_dataset

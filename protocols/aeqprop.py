@@ -29,7 +29,14 @@ import numpy as np
 from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages
-from protocols.base import check_beta, check_nudging, check_variant, difference, free_phase, round_trips
+from protocols.base import (
+    check_beta,
+    check_nudging,
+    check_variant,
+    difference,
+    free_phase,
+    round_trips,
+)
 from protocols.homeostasis import FeedbackHomeostasis
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}

@@ -19,7 +19,15 @@ import numpy as np
 
 from aeqprop.substrate import StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages
-from protocols.base import check_beta, check_nudging, check_variant, free_phase, rates, round_trips, sgd_update
+from protocols.base import (
+    check_beta,
+    check_nudging,
+    check_variant,
+    free_phase,
+    rates,
+    round_trips,
+    sgd_update,
+)
 
 VARIANTS = {"centered": (-1.0, 1.0), "positive": (0.0, 1.0), "negative": (-1.0, 0.0), "random-sign": None}
 

@@ -157,7 +157,8 @@ class FeedbackHomeostasis:
     def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
         """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
         cfg, m = self.settings, self.averages
-        read = lambda: averaged(substrate.parameters, m)
+        def read():
+            return averaged(substrate.parameters, m)
         first, again = read(), read()
         ref = {n: 0.5 * (first[n] + again[n]) for n in first} if reference is None else reference
         sigma = rms(difference(again, first)) / np.sqrt(2.0) * np.sqrt(m)  # one read's noise

@@ -6,7 +6,13 @@ import pytest
 
 from aeqprop.errors import ConfigurationError
 from drivers.board import crc8, frame, unframe
-from drivers.cli_support import build_substrate, check_wiring, list_instruments, probe, protocol_betas
+from drivers.cli_support import (
+    build_substrate,
+    check_wiring,
+    list_instruments,
+    probe,
+    protocol_betas,
+)
 from drivers.wiring import load_wiring, parse_wiring
 from sim_backends.hopfield import HopfieldSubstrate
 from sim_backends.virtual_lab import BoardServer, ScpiServer
