@@ -53,7 +53,8 @@ def show(kind: str, name: str) -> list[str]:
     if kind == "protocols":
         requires = sorted(getattr(factory, "requires", ()) or ())
         lines.append("needs of a substrate: " + (", ".join(requires) or "nothing beyond the contract")
-                     + "  (capabilities: eqprop = measure dE/dtheta and program theta; aeqprop = knobs and release)")
+                     + "  (capabilities: eqprop = measure dE/dtheta and program theta; aeqprop = knobs and release; "
+                     "homeostasis = native hold of theta)")
     else:
         lines.append("capabilities: " + _capabilities(factory))
     return lines

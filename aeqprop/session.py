@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import signal
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,10 @@ import numpy as np
 
 from aeqprop.checks import check_memory, check_type, health
 from aeqprop.config import RunConfig, validate
+from aeqprop.data import Dataset
 from aeqprop.errors import AeqpropError, ConfigurationError
 from aeqprop.store import RunStore, StoreError
+from aeqprop.substrate import Substrate, TrainingProtocol
 from aeqprop.trainer import Position, Trainer, TrainResult
 
 #: Where the nonideal wrapper lives, found by name like the registry's built-ins.
@@ -77,13 +80,15 @@ class EventSink:
 
 @dataclass
 class Built:
+    """A run's parts, built from its config; ``trainer`` is set once the parts check out."""
+
     config: RunConfig
-    data: Any
-    protocol: Any
-    substrate: Any
-    hook: Any = None
-    names: dict = field(default_factory=dict)
-    trainer: Any = None
+    data: Dataset
+    protocol: TrainingProtocol
+    substrate: Substrate
+    hook: Callable[..., None] | None = None
+    names: dict[str, str] = field(default_factory=dict)
+    trainer: Trainer | None = None
     events: EventSink = field(default_factory=EventSink)
 
 

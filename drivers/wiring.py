@@ -230,6 +230,8 @@ class WiringMap(Strict):
             caps.add("eqprop")
         if ps and self.hold is not None and all(p.knob is not None and p.readout is not None for p in ps):
             caps.add("aeqprop")
+            if self.homeostasis is not None:
+                caps.add("homeostasis")
         return frozenset(caps)
 
 

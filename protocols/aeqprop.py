@@ -84,6 +84,8 @@ class Aeqprop:
         if release is not None and not (isinstance(release, (int, float)) and release > 0 and np.isfinite(release)):
             raise ConfigurationError(f"release={release!r}: must be a duration > 0, or 'equilibrium' for joint equilibrium")
         self.homeostasis = homeostasis
+        if homeostasis == "native":  # the optional capability, asked for only when used
+            self.requires = frozenset({"aeqprop", "homeostasis"})
         self.release = release
         self.averages = check_averages(averages)
         self.calibrate_first = bool(calibrate) and homeostasis == "feedback"

@@ -89,7 +89,7 @@ class NetlistSubstrate(FloatingParameters):
         self.info = SubstrateInfo(
             n_inputs=c.n_inputs, n_outputs=len(c.outputs),
             parameter_shapes={"g": (len(trainable),)}, parameter_bounds={"g": (self.g_min, self.g_max)},
-            max_batch=max_batch, capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            max_batch=max_batch, capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
             description=f"resistor-diode circuit {source}: {len(c.nodes)} nodes, {len(trainable)} trainable resistors",
         )
         self.eps = per_tensor("eps", eps, ["g"])

@@ -25,7 +25,7 @@ def lab_map():
 
 
 def test_the_example_maps_validate_with_the_capabilities_they_wire():
-    assert load_wiring(EXAMPLES / "wiring-virtual-lab.toml").capabilities() == {"eqprop", "aeqprop"}
+    assert load_wiring(EXAMPLES / "wiring-virtual-lab.toml").capabilities() == {"eqprop", "aeqprop", "homeostasis"}
     assert load_wiring(EXAMPLES / "wiring-smu-bench.toml").capabilities() == {"aeqprop"}
 
 
