@@ -161,8 +161,9 @@ def locate(ds: DatasetSpec, data_dir: str | Path | None = None) -> dict[str, Pat
     for base in search_dirs(data_dir, ds):
         for folder in (base / ds.name, base):
             found = {n: _has(folder, n) for n in ds.needed()}
-            if all(found.values()):
-                return found
+            present = {n: p for n, p in found.items() if p is not None}
+            if len(present) == len(found):
+                return present
             extracted = folder / EXTRACTED.get(ds.format, "-")
             if extracted.is_dir():  # an archive already unpacked (CIFAR)
                 return {ds.files[0].filename: extracted}

@@ -84,7 +84,10 @@ def read_cifar(source: str | Path, variant: str) -> tuple[np.ndarray, np.ndarray
             member = members.get(f"{folder}/{name}")
             if member is None:
                 raise DataError(f"{source} has no {folder}/{name}; is it the {variant} python archive?")
-            return archive.extractfile(member).read()
+            stream = archive.extractfile(member)
+            if stream is None:
+                raise DataError(f"{source}: {folder}/{name} is not a regular file; is it the {variant} python archive?")
+            return stream.read()
     parts = [_load_batch(read(n), f"{source}:{n}", key) for n in train_names]
     x_test, y_test = _load_batch(read(test_name), f"{source}:{test_name}", key)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test

@@ -88,7 +88,7 @@ def versions() -> dict[str, str]:
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its keyword options
     return buf.getvalue()
 
 

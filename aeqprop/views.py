@@ -106,7 +106,7 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
     epochs, steps, evals = m["epoch_metrics"], m["step_metrics"], m["evaluations"]
     if not epochs and not steps:
         raise StoreError(f"run {rid} has no metrics yet; nothing to plot")
-    fidelity = {}
+    fidelity: dict[str, list[tuple[int, float]]] = {}
     for s in steps:
         for k, v in json.loads(s["extra"] or "{}").items():
             if "cosine" in k or "fidelity" in k:

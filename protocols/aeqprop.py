@@ -23,11 +23,12 @@ This protocol never calls energy_gradients nor the oracle.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import StepReport, Substrate, require
+from aeqprop.substrate import AeqpropSubstrate, HomeostasisSubstrate, StepReport, require
 from protocols.averaging import averaged, check_averages
 from protocols.base import (
     check_beta,
@@ -133,7 +134,7 @@ class Aeqprop:
         fraction = 1.0 if self.release is None else min(self.release, 1.0)
         return {n: e * (beta2 - beta1) * fraction for n, e in substrate.eps.items()}
 
-    def step(self, substrate: Substrate, x, y) -> StepReport:
+    def step(self, substrate: AeqpropSubstrate, x, y) -> StepReport:  # refused below unless it claims aeqprop
         require(substrate, self.requires, "aeqprop")
         beta1, beta2 = self.betas()
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
@@ -146,7 +147,7 @@ class Aeqprop:
             report.record("beta1", substrate.relax())
         t0 = time.perf_counter()
         if self.homeostasis == "native":
-            substrate.homeostasis()
+            cast(HomeostasisSubstrate, substrate).homeostasis()  # required when native (see __init__)
         else:
             loop = self.feedback(substrate)
             theta = loop.reference  # theta is held from the free phase on: its reads serve as the start
@@ -162,6 +163,7 @@ class Aeqprop:
         substrate.nudge(beta2, y)
         report.record("beta2", substrate.release(self.release))
         substrate.nudge(0.0)
+        assert theta is not None  # read in the free phase (native) or by the feedback loop
         report.delta = difference(averaged(substrate.parameters, self.averages), theta)
         report.extra["reads"] = float(self.averages * 2 if self.homeostasis == "native"
                                       else report.extra["homeostasis_reads"] + self.averages)
