@@ -171,7 +171,7 @@ class ScheduleHook:
         out: dict[str, object] = {}
         if self.beta is not None:
             out["beta"] = self.beta0 * self.beta.factor(step, total)
-        if self.target is not None:
+        if self.target is not None and self.lr is not None:  # a target is set only with an lr schedule
             f = self.lr.factor(step, total)
             if self.target == "release":
                 out["release"] = self.base * max(f, 1e-12)  # a release must last > 0
