@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -212,6 +212,32 @@ class TrainingProtocol(Protocol):
 
     def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         """One training step; the substrate's parameters are updated when it returns."""
+
+
+@runtime_checkable
+class CalibratingProtocol(Protocol):
+    """Optional for a training protocol: it measures the substrate once before training.
+
+    Example: feedback ``Aeqprop``; ``calibrate`` returns a JSON-able record with a one-line
+    ``"summary"`` (or None when it does not calibrate), which ``apply_calibration`` puts back on resume.
+    """
+
+    def calibrate(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+        """Measure the substrate and apply the choices; the record to keep with the run."""
+
+    def apply_calibration(self, substrate: Substrate, record: dict[str, Any]) -> None:
+        """Put a recorded calibration back (a resumed run)."""
+
+
+@runtime_checkable
+class ResumableProtocol(Protocol):
+    """Optional for a training protocol: state carried from step to step in ``StepReport.extra``.
+
+    Example: ``resume_after({"homeostasis_next_probe": 0.5, ...})`` on resuming after that step.
+    """
+
+    def resume_after(self, extra: dict[str, float]) -> None:
+        """Take back what the last recorded step carried."""
 
 
 def require(substrate: Substrate, capabilities: frozenset[str] | set[str], who: str) -> None:
