@@ -16,6 +16,7 @@ import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ _ALLOWED = {
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
             raise DataError(f"a CIFAR batch may hold only arrays and containers; this one asks for {module}.{name}")
         return super().find_class(module, name)

@@ -122,6 +122,7 @@ class RunStore(StoreFile):
                 (json.dumps(config), seed, dataset, backend, protocol, json.dumps(versions()),
                  socket.gethostname(), now),
             )
+            assert cur.lastrowid is not None  # set by the INSERT
             rid = int(cur.lastrowid)
             db.execute("INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (rid, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now))
