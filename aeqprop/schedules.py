@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
@@ -128,6 +128,10 @@ class Schedule(BaseModel):
             ) from None
 
 
+#: A schedule as the config gives it: a table (text or mapping), a parsed Schedule, or none.
+ScheduleSpec = str | Mapping | Schedule | None
+
+
 class ScheduleHook:
     """``before_step`` for the trainer: applies a beta and an lr schedule to a protocol.
 
@@ -135,8 +139,8 @@ class ScheduleHook:
     The protocol's values at construction are the initial ones (factor 1).
     """
 
-    def __init__(self, protocol, lr: str | Mapping | Schedule | None = None, beta: str | Mapping | Schedule | None = None,
-                 substrate=None, eps: str | Mapping | Schedule | None = None):
+    def __init__(self, protocol: Any, lr: str | Mapping | Schedule | None = None, beta: str | Mapping | Schedule | None = None,
+                 substrate: Any = None, eps: str | Mapping | Schedule | None = None) -> None:
         self.protocol, self.substrate = protocol, substrate
         self.eps = None if eps is None else Schedule.parse(eps, "eps schedule")
         if self.eps is not None:
@@ -189,6 +193,7 @@ class ScheduleHook:
             self.substrate.eps.update({n: v * f for n, v in self.eps0.items()})
 
 
-def hook(protocol, substrate=None, beta=None, lr=None, eps=None) -> ScheduleHook:
+def hook(protocol: Any, substrate: Any = None, beta: ScheduleSpec = None, lr: ScheduleSpec = None,
+         eps: ScheduleSpec = None) -> ScheduleHook:
     """The trainer's ``before_step`` for schedules given as tables (run config) or strings."""
     return ScheduleHook(protocol, lr=lr, beta=beta, substrate=substrate, eps=eps)

@@ -135,7 +135,8 @@ class Aeqprop:
         return {n: e * (beta2 - beta1) * fraction for n, e in substrate.eps.items()}
 
     def step(self, substrate: AeqpropSubstrate, x, y) -> StepReport:  # refused below unless it claims aeqprop
-        require(substrate, self.requires, "aeqprop")
+        require(substrate, self.requires, "aeqprop" if self.homeostasis == "feedback"
+                else "aeqprop with native homeostasis (else --homeostasis feedback)")
         beta1, beta2 = self.betas()
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)
