@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ _MNIST_NAMES = {
 }
 
 
-def _mnist_like(name: str, md5s: tuple[str, str, str, str], mirrors: tuple[str, ...], **kw) -> DatasetSpec:
+def _mnist_like(name: str, md5s: tuple[str, str, str, str], mirrors: tuple[str, ...], **kw: Any) -> DatasetSpec:
     files = tuple(Remote(_MNIST_NAMES[r], m) for r, m in zip(IDX_ROLES, md5s))
     return DatasetSpec(name, "idx", (1, 28, 28), files, mirrors, idx=dict(_MNIST_NAMES), **kw)
 
@@ -161,8 +162,9 @@ def locate(ds: DatasetSpec, data_dir: str | Path | None = None) -> dict[str, Pat
     for base in search_dirs(data_dir, ds):
         for folder in (base / ds.name, base):
             found = {n: _has(folder, n) for n in ds.needed()}
-            if all(found.values()):
-                return found
+            present = {n: p for n, p in found.items() if p is not None}
+            if len(present) == len(found):
+                return present
             extracted = folder / EXTRACTED.get(ds.format, "-")
             if extracted.is_dir():  # an archive already unpacked (CIFAR)
                 return {ds.files[0].filename: extracted}
@@ -174,7 +176,7 @@ def locate(ds: DatasetSpec, data_dir: str | Path | None = None) -> dict[str, Pat
     )
 
 
-def load_named(name: str, data_dir: str | Path | None = None):
+def load_named(name: str, data_dir: str | Path | None = None) -> tuple[Any, ...]:
     """(x_train, labels_train, x_test, labels_test, n_classes, shape) of a named dataset.
 
     x is float32 in [0, 1], flattened channel-major; labels are 0 .. n_classes - 1.

@@ -4,6 +4,7 @@ the memory a layered network needs, and whether a completed run learned anything
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(layers, batch: int, what: str, budget: MemoryBudget = MemoryBudget()) -> None:
+def check_memory(layers: Sequence[int], batch: int, what: str, budget: MemoryBudget = MemoryBudget()) -> None:
     """Refuse a layered network whose training cannot fit in memory, with the figures, before allocating it."""
     sizes = [int(n) for n in layers]
     parameters = sum(a * b for a, b in zip(sizes, sizes[1:])) + sum(sizes[1:])
@@ -110,7 +111,7 @@ class HealthPolicy:
     z: float = 2.0
 
 
-def health(result, data, policy: HealthPolicy = HealthPolicy()) -> list[str]:
+def health(result: Any, data: Any, policy: HealthPolicy = HealthPolicy()) -> list[str]:
     """Warnings for a completed run that did not learn (its step underflowed, or it diverged to the bounds)."""
     labels = np.asarray(data.labels_test)
     if labels.size == 0:

@@ -16,6 +16,7 @@ import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ _ALLOWED = {
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
             raise DataError(f"a CIFAR batch may hold only arrays and containers; this one asks for {module}.{name}")
         return super().find_class(module, name)
@@ -84,7 +85,10 @@ def read_cifar(source: str | Path, variant: str) -> tuple[np.ndarray, np.ndarray
             member = members.get(f"{folder}/{name}")
             if member is None:
                 raise DataError(f"{source} has no {folder}/{name}; is it the {variant} python archive?")
-            return archive.extractfile(member).read()
+            stream = archive.extractfile(member)
+            if stream is None:
+                raise DataError(f"{source}: {folder}/{name} is not a regular file; is it the {variant} python archive?")
+            return stream.read()
     parts = [_load_batch(read(n), f"{source}:{n}", key) for n in train_names]
     x_test, y_test = _load_batch(read(test_name), f"{source}:{test_name}", key)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test

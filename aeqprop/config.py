@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aeqprop.errors import ConfigurationError
 
-
 #: The largest seed: run records keep seeds in SQLite's 64-bit integers.
 MAX_SEED = 2**63 - 1
 
@@ -82,7 +81,7 @@ class SubstrateConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "SubstrateConfig":
+    def _one_kind(self) -> SubstrateConfig:
         if self.backend is None and self.wiring is None:
             self.backend = "hopfield"
         if "hidden" in self.options:  # a conv stack may have no dense hidden layer after it
@@ -142,14 +141,15 @@ class RunConfig(_Strict):
     nonideal: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _nonideal_seed(self) -> "RunConfig":
-        flags = [k for k, v in (self.nonideal or {}).items() if isinstance(v, bool)]
+    def _nonideal_seed(self) -> RunConfig:
+        nonideal = self.nonideal or {}
+        flags = [k for k, v in nonideal.items() if isinstance(v, bool)]
         if flags:  # no device magnitude is a switch: `read_noise = false` would silently be 0
-            raise ValueError(f"nonideal.{flags[0]} = {str(self.nonideal[flags[0]]).lower()}: give a number")
-        infinite = [k for k, v in (self.nonideal or {}).items() if isinstance(v, float) and not math.isfinite(v)]
+            raise ValueError(f"nonideal.{flags[0]} = {str(nonideal[flags[0]]).lower()}: give a number")
+        infinite = [k for k, v in nonideal.items() if isinstance(v, float) and not math.isfinite(v)]
         if infinite:
-            raise ValueError(f"nonideal.{infinite[0]} = {self.nonideal[infinite[0]]}: give a finite number")
-        seed = (self.nonideal or {}).get("seed", 0)
+            raise ValueError(f"nonideal.{infinite[0]} = {nonideal[infinite[0]]}: give a finite number")
+        seed = nonideal.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"nonideal.seed = {seed!r}: give an integer from 0 to 2**63-1")
         return self
@@ -202,9 +202,9 @@ def _one_line(exc: ValidationError) -> ConfigurationError:
         elif err["type"].endswith("_type"):
             message += f" (got {err.get('input')!r:.60})"
     if err["type"] == "extra_forbidden":
-        model = RunConfig
+        model: type[Any] | None = RunConfig
         for part in err["loc"][:-1]:
-            field = model.model_fields.get(str(part))
+            field = model.model_fields.get(str(part)) if model is not None else None
             model = field.annotation if field is not None and isinstance(field.annotation, type) else None
             if model is None or not issubclass(model, BaseModel):
                 break

@@ -14,7 +14,7 @@ from typing import Any
 INJECTED = ("seed", "on_event", "wiring")
 
 
-def _choices(module, name: str) -> list[str] | None:
+def _choices(module: Any, name: str) -> list[str] | None:
     """The valid values of option ``name`` when its module spells them as a constant (VARIANTS, HOMEOSTASIS)."""
     for const in (name.upper() + "S", name.upper()):
         value = getattr(module, const, None)
@@ -25,7 +25,7 @@ def _choices(module, name: str) -> list[str] | None:
     return None
 
 
-def _summary(obj) -> str:
+def _summary(obj: Any) -> str:
     text = getattr(obj, "description", None)
     if isinstance(text, str) and text:
         return text
@@ -53,13 +53,14 @@ def show(kind: str, name: str) -> list[str]:
     if kind == "protocols":
         requires = sorted(getattr(factory, "requires", ()) or ())
         lines.append("needs of a substrate: " + (", ".join(requires) or "nothing beyond the contract")
-                     + "  (capabilities: eqprop = measure dE/dtheta and program theta; aeqprop = knobs and release)")
+                     + "  (capabilities: eqprop = measure dE/dtheta and program theta; aeqprop = knobs and release; "
+                     "homeostasis = native hold of theta)")
     else:
         lines.append("capabilities: " + _capabilities(factory))
     return lines
 
 
-def _capabilities(factory) -> str:
+def _capabilities(factory: Any) -> str:
     """The capabilities of a backend built with its defaults, or why they are not known without a file."""
     try:
         sub = factory()

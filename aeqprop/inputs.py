@@ -11,6 +11,7 @@ working directory reads the same files.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from aeqprop.errors import ConfigurationError
 NOT_INPUTS = ("runs",)
 
 
-def _walk(node: Any, prefix: str = ""):
+def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _walk(value, f"{prefix}{key}." if not isinstance(value, str) else f"{prefix}{key}")

@@ -7,12 +7,13 @@ agnostic protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from aeqprop.substrate import require
+from aeqprop.substrate import TrainingProtocol, require
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Fidelity:
     rel_error: float
 
 
-def flatten(d: Mapping[str, np.ndarray], names=None) -> np.ndarray:
+def flatten(d: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
     names = sorted(d) if names is None else names
     return np.concatenate([np.ravel(d[n]) for n in names])
 
@@ -42,7 +43,8 @@ def compare(estimate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
     return out
 
 
-def finite_difference(substrate, x, y, h: float = 1e-6, entries: int | None = None, seed: int = 0):
+def finite_difference(substrate: Any, x: np.ndarray, y: np.ndarray, h: float = 1e-6, entries: int | None = None,
+                      seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Central differences of the loss, ``(L(theta + h e) - L(theta - h e)) / 2h``.
 
     ``entries`` limits the check to that many randomly chosen entries per tensor.
@@ -76,7 +78,7 @@ def finite_difference(substrate, x, y, h: float = 1e-6, entries: int | None = No
     return grads, masks
 
 
-def protocol_update(substrate, protocol, x, y) -> dict[str, np.ndarray]:
+def protocol_update(substrate: Any, protocol: TrainingProtocol, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """The parameter change of one ``protocol.step``; parameters and knobs are restored afterwards."""
     theta = substrate.parameters()
     knobs = substrate.knobs() if "aeqprop" in substrate.info.capabilities else None
@@ -88,7 +90,7 @@ def protocol_update(substrate, protocol, x, y) -> dict[str, np.ndarray]:
             substrate.set_knobs(knobs)
 
 
-def update_fidelity(substrate, protocol, x, y) -> dict[str, Fidelity]:
+def update_fidelity(substrate: Any, protocol: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Fidelity]:
     """Compare a protocol's update with ``-lr * grad L`` (lr per tensor from ``protocol.expected_rates``)."""
     delta = protocol_update(substrate, protocol, x, y)
     grad = substrate.true_gradient(x, y)

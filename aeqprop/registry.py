@@ -136,6 +136,8 @@ def _protocol_class_from_file(spec: str):
     except (UnicodeDecodeError, ValueError) as exc:  # binary or not UTF-8
         raise ConfigurationError(f"protocol file {path_text}: not Python source text ({exc})") from None
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ConfigurationError(f"protocol file {path_text}: Python cannot load it as a module; give a .py file")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
     try:
@@ -200,7 +202,7 @@ def load_protocol(spec: str):
             raise ConfigurationError(f"{origin}: constructing it raised {type(exc).__name__}: {exc}") from None
         return FileProtocol(inner, origin)
 
-    factory.__signature__ = inspect.signature(cls)
+    setattr(factory, "__signature__", inspect.signature(cls))  # noqa: B010  (what inspect reads; not a declared attribute)
     return factory
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
@@ -66,7 +66,7 @@ class Schedule(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _end(self) -> "Schedule":
+    def _end(self) -> Schedule:
         end = self.final
         if not math.isfinite(end) or end < 0 or (self.kind == "exponential" and end <= 0):
             raise ValueError(f"end={end}: the final factor must be >= 0 (> 0 for exponential)")
@@ -92,7 +92,7 @@ class Schedule(BaseModel):
         return self.kind != "cosine" or self.final > 0
 
     @classmethod
-    def parse(cls, text: "str | Mapping | Schedule", what: str = "schedule") -> "Schedule":
+    def parse(cls, text: str | Mapping | Schedule, what: str = "schedule") -> Schedule:
         """From ``kind[:end]`` (cosine, exponential), ``step[:m1,m2[:gamma]]``, a dict or a Schedule.
 
         Raises ConfigurationError with one line naming ``what`` and the problem.
@@ -128,6 +128,10 @@ class Schedule(BaseModel):
             ) from None
 
 
+#: A schedule as the config gives it: a table (text or mapping), a parsed Schedule, or none.
+ScheduleSpec = str | Mapping | Schedule | None
+
+
 class ScheduleHook:
     """``before_step`` for the trainer: applies a beta and an lr schedule to a protocol.
 
@@ -135,8 +139,8 @@ class ScheduleHook:
     The protocol's values at construction are the initial ones (factor 1).
     """
 
-    def __init__(self, protocol, lr: "str | Mapping | Schedule | None" = None, beta: "str | Mapping | Schedule | None" = None,
-                 substrate=None, eps: "str | Mapping | Schedule | None" = None):
+    def __init__(self, protocol: Any, lr: str | Mapping | Schedule | None = None, beta: str | Mapping | Schedule | None = None,
+                 substrate: Any = None, eps: str | Mapping | Schedule | None = None) -> None:
         self.protocol, self.substrate = protocol, substrate
         self.eps = None if eps is None else Schedule.parse(eps, "eps schedule")
         if self.eps is not None:
@@ -171,7 +175,7 @@ class ScheduleHook:
         out: dict[str, object] = {}
         if self.beta is not None:
             out["beta"] = self.beta0 * self.beta.factor(step, total)
-        if self.target is not None:
+        if self.target is not None and self.lr is not None:  # a target is set only with an lr schedule
             f = self.lr.factor(step, total)
             if self.target == "release":
                 out["release"] = self.base * max(f, 1e-12)  # a release must last > 0
@@ -189,6 +193,7 @@ class ScheduleHook:
             self.substrate.eps.update({n: v * f for n, v in self.eps0.items()})
 
 
-def hook(protocol, substrate=None, beta=None, lr=None, eps=None) -> ScheduleHook:
+def hook(protocol: Any, substrate: Any = None, beta: ScheduleSpec = None, lr: ScheduleSpec = None,
+         eps: ScheduleSpec = None) -> ScheduleHook:
     """The trainer's ``before_step`` for schedules given as tables (run config) or strings."""
     return ScheduleHook(protocol, lr=lr, beta=beta, substrate=substrate, eps=eps)

@@ -18,15 +18,20 @@ import inspect
 import signal
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aeqprop.checks import check_memory, check_type, health
 from aeqprop.config import RunConfig, validate
+from aeqprop.data import Dataset
 from aeqprop.errors import AeqpropError, ConfigurationError
 from aeqprop.store import RunStore, StoreError
+from aeqprop.substrate import CalibratingProtocol, ResumableProtocol, Substrate, TrainingProtocol
 from aeqprop.trainer import Position, Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from aeqprop.schedules import ScheduleHook
 
 #: Where the nonideal wrapper lives, found by name like the registry's built-ins.
 NONIDEAL = "sim_backends.nonideal:NonidealSubstrate"
@@ -63,7 +68,7 @@ class EventSink:
         self.run_id: int | None = None
 
     def __call__(self, kind: str, message: str) -> None:
-        if self.store is None:
+        if self.store is None or self.run_id is None:
             self.pending.append((kind, message))
         else:
             self.store.event(self.run_id, kind, message)
@@ -77,13 +82,15 @@ class EventSink:
 
 @dataclass
 class Built:
+    """A run's parts, built from its config; ``trainer`` is set once the parts check out."""
+
     config: RunConfig
-    data: Any
-    protocol: Any
-    substrate: Any
-    hook: Any = None
-    names: dict = field(default_factory=dict)
-    trainer: Any = None
+    data: Dataset
+    protocol: TrainingProtocol
+    substrate: Substrate
+    hook: ScheduleHook | None = None
+    names: dict[str, str] = field(default_factory=dict)
+    trainer: Trainer | None = None
     events: EventSink = field(default_factory=EventSink)
 
 
@@ -236,9 +243,10 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
     outcome = Outcome(run_id or 0, "failed", TrainResult())
     status, error = "failed", None
     knobbed = "aeqprop" in sub.info.capabilities
-    clock = {"store": 0.0, "last": None, "steps": 0.0}
+    clock = {"store": 0.0, "steps": 0.0}
     try:
         trainer = built.trainer
+        assert trainer is not None, "build() sets the trainer"
         start = None
         if checkpoint is not None:
             restore(sub, checkpoint["parameters"], checkpoint["knobs"])
@@ -283,11 +291,12 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         if status == "completed" and outcome.result.history:
             outcome.warnings = health(outcome.result, built.data)
             for message in outcome.warnings:
-                if store is not None:
+                if store is not None and run_id is not None:
                     store.event(run_id, "warning", message)
     except KeyboardInterrupt as exc:
         status, error = "interrupted", "stopped at once by a second Ctrl+C"
-        exc.run_id, exc.runs = run_id, None if store is None else str(store.folder)  # for the resume hint
+        # for the CLI's resume hint
+        exc.run_id, exc.runs = run_id, None if store is None else str(store.folder)  # type: ignore[attr-defined]
         raise
     except AeqpropError as exc:
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -314,23 +323,26 @@ def calibrate(built: Built, store: RunStore | None, run_id: int | None, resumed_
     import json
 
     protocol, sub = built.protocol, built.substrate
-    if not callable(getattr(protocol, "calibrate", None)):
+    if not isinstance(protocol, CalibratingProtocol):
         return
-    resumed = resumed_at is not None and store is not None
-    found = [e for e in store.metrics(run_id, "events") if e["kind"] == "calibration"] if resumed else []
+    resumed = resumed_at is not None and store is not None and run_id is not None
+    found = []
+    if resumed and store is not None and run_id is not None:
+        found = [e for e in store.metrics(run_id, "events") if e["kind"] == "calibration"]
     if found:
         protocol.apply_calibration(sub, json.loads(found[-1]["message"].split(CALIBRATION_JSON, 1)[1]))
     elif not resumed:
         width = min(built.config.schedule.batch_size, sub.info.max_batch or built.config.schedule.batch_size)
         record = protocol.calibrate(sub, built.data.x_train[:width], built.data.y_train[:width])
-        if record is not None and store is not None:
+        if record is not None and store is not None and run_id is not None:
             store.event(run_id, "calibration", record["summary"] + CALIBRATION_JSON + json.dumps(record))
-    if resumed and callable(getattr(protocol, "resume_after", None)):
+    if resumed and store is not None and run_id is not None and isinstance(protocol, ResumableProtocol):
         last = [r for r in store.metrics(run_id, "step_metrics") if r["step"] == resumed_at and r["extra"]]
         if last:
             protocol.resume_after(json.loads(last[0]["extra"]))
-    if getattr(built.hook, "eps0", None) is not None and isinstance(getattr(sub, "eps", None), dict):
-        built.hook.eps0 = dict(sub.eps)  # an eps schedule scales the calibrated eps
+    eps = getattr(sub, "eps", None)
+    if built.hook is not None and getattr(built.hook, "eps0", None) is not None and isinstance(eps, dict):
+        built.hook.eps0 = dict(eps)  # an eps schedule scales the calibrated eps
 
 
 def _finish(built: Built, store: RunStore | None, run_id: int | None, status: str, error: str | None) -> None:

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import socket
+import sqlite3
 import sys
 import time
 from typing import Any
@@ -88,7 +89,7 @@ def versions() -> dict[str, str]:
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its keyword options
     return buf.getvalue()
 
 
@@ -122,6 +123,7 @@ class RunStore(StoreFile):
                 (json.dumps(config), seed, dataset, backend, protocol, json.dumps(versions()),
                  socket.gethostname(), now),
             )
+            assert cur.lastrowid is not None  # set by the INSERT
             rid = int(cur.lastrowid)
             db.execute("INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (rid, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now))
@@ -223,7 +225,7 @@ class RunStore(StoreFile):
             with self._transaction() as db:
                 db.execute("DELETE FROM leases WHERE run_id = ? AND token = ?", (run_id, token))
 
-    def _heartbeat(self, db, run_id: int) -> None:
+    def _heartbeat(self, db: sqlite3.Connection, run_id: int) -> None:
         """Inside a write: renew this process's lease, or stop if another process took the run over."""
         token = self._tokens.get(run_id)
         if token is None:
@@ -241,7 +243,7 @@ class RunStore(StoreFile):
         self._steps.append((run_id, step, epoch, loss, json.dumps(sweeps), json.dumps(seconds),
                             json.dumps(extra) if extra else None))
 
-    def _write_steps(self, db) -> None:
+    def _write_steps(self, db: sqlite3.Connection) -> None:
         if self._steps:
             db.executemany("INSERT OR REPLACE INTO step_metrics VALUES (?, ?, ?, ?, ?, ?, ?)", self._steps)
             self._steps = []
@@ -250,7 +252,7 @@ class RunStore(StoreFile):
         with self._transaction() as db:
             self._write_steps(db)
 
-    def log_epoch(self, run_id: int, record, parameter_norm: float) -> None:
+    def log_epoch(self, run_id: int, record: Any, parameter_norm: float) -> None:
         with self._transaction() as db:
             self._heartbeat(db, run_id)
             db.execute(
@@ -278,7 +280,7 @@ class RunStore(StoreFile):
         return self._query(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", (run_id,))
 
     # -- checkpoints --------------------------------------------------------------
-    def save_checkpoint(self, run_id: int, position, parameters: dict, knobs: dict | None, random: dict) -> None:
+    def save_checkpoint(self, run_id: int, position: Any, parameters: dict, knobs: dict | None, random: dict) -> None:
         """Write buffered step metrics and one checkpoint in one transaction; keep the last few."""
         arrays = {f"p:{n}": v for n, v in parameters.items()}
         arrays.update({f"k:{n}": v for n, v in (knobs or {}).items()})

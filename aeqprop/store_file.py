@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from aeqprop.errors import AeqpropError
@@ -205,11 +205,11 @@ class StoreFile:
     class _Tx:
         """One write transaction; an SQLite error inside or at COMMIT becomes a StoreError."""
 
-        def __init__(self, store: "StoreFile"):
+        def __init__(self, store: StoreFile):
             self.store = store
             self.db = store.db
 
-        def __enter__(self):
+        def __enter__(self) -> sqlite3.Connection:
             store = self.store
             if store.readonly:
                 raise StoreError(f"{store.path} was opened read-only; nothing can be written to it")
@@ -221,7 +221,7 @@ class StoreFile:
                 raise self.store._write_error(exc) from None
             return self.db
 
-        def __exit__(self, kind, exc, tb):
+        def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
             if kind is None:
                 try:
                     self.db.execute("COMMIT")
@@ -230,7 +230,7 @@ class StoreFile:
                     self._rollback()
                     raise self.store._write_error(error) from None
             self._rollback()
-            if issubclass(kind, sqlite3.Error):
+            if isinstance(exc, sqlite3.Error):
                 raise self.store._write_error(exc) from None
             return False
 
@@ -251,7 +251,7 @@ class StoreFile:
         return StoreError(f"cannot write to the run store {self.path} ({text}); nothing of this write was kept; "
                           "free disk space or fix the folder, then continue the run with `aeqprop resume`")
 
-    def _transaction(self) -> "StoreFile._Tx":
+    def _transaction(self) -> StoreFile._Tx:
         return StoreFile._Tx(self)
 
     def close(self) -> None:

@@ -8,15 +8,17 @@ held, and :meth:`Substrate.relax` settles the state alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
 
-#: Capabilities a substrate may declare in ``SubstrateInfo.capabilities``.
-CAPABILITIES = frozenset({"eqprop", "aeqprop", "oracle"})
+#: Capabilities a substrate may declare in ``SubstrateInfo.capabilities``; each names a Protocol
+#: below (``PROTOCOLS``). "homeostasis" is optional, on top of "aeqprop".
+CAPABILITIES = frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class RelaxReport:
     converged: bool = True
     seconds: float = 0.0
 
-    def __add__(self, other: "RelaxReport") -> "RelaxReport":
+    def __add__(self, other: RelaxReport) -> RelaxReport:
         return RelaxReport(
             self.sweeps + other.sweeps,
             other.residual,
@@ -141,8 +143,11 @@ class EqPropSubstrate(Substrate, Protocol):
     def energy_gradients(self) -> dict[str, np.ndarray]:
         """dE/dtheta at the current equilibrium, batch mean."""
 
-    def set_parameters(self, theta: dict[str, np.ndarray]) -> None:
-        """Program theta, clipped to the bounds."""
+    def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Program theta, clipped to the bounds; returns the number of entries clipped per tensor.
+
+        Example return: ``{"W1": 0, "b1": 3}``.
+        """
 
 
 @runtime_checkable
@@ -162,8 +167,77 @@ class AeqpropSubstrate(Substrate, Protocol):
         (fractions allowed); None: until state and parameters settle jointly.
         """
 
+
+@runtime_checkable
+class HomeostasisSubstrate(AeqpropSubstrate, Protocol):
+    """Capability "homeostasis" (optional, with "aeqprop"): native homeostatic control.
+
+    Example: ``sub.homeostasis()`` sets the knobs u so that theta, released, stays where it is.
+    A substrate without it is held by the feedback loop (``Aeqprop(homeostasis="feedback")``).
+    """
+
     def homeostasis(self) -> None:
-        """Optional native homeostatic control: set u so theta is held still."""
+        """Set the knobs u so theta is held still."""
+
+
+@runtime_checkable
+class OracleSubstrate(Substrate, Protocol):
+    """Capability "oracle" (simulations only): the exact gradient and loss, for checks and baselines.
+
+    Example: ``sub.loss(x, y)`` -> ``0.031``; ``sub.true_gradient(x, y)["W1"].shape == (64, 256)``.
+    """
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Squared-error cost of the free equilibrium, batch mean."""
+
+    def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """d loss / d theta by an independent method (implicit differentiation or BPTT)."""
+
+
+#: The Protocol each capability promises.
+PROTOCOLS: dict[str, type] = {
+    "oracle": OracleSubstrate,
+    "eqprop": EqPropSubstrate,
+    "aeqprop": AeqpropSubstrate,
+    "homeostasis": HomeostasisSubstrate,
+}
+
+
+@runtime_checkable
+class TrainingProtocol(Protocol):
+    """A training protocol (protocols/). Example: ``EqProp(beta=0.5, lr=0.05, variant="centered")``."""
+
+    name: str
+    requires: frozenset[str]
+
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
+        """One training step; the substrate's parameters are updated when it returns."""
+
+
+@runtime_checkable
+class CalibratingProtocol(Protocol):
+    """Optional for a training protocol: it measures the substrate once before training.
+
+    Example: feedback ``Aeqprop``; ``calibrate`` returns a JSON-able record with a one-line
+    ``"summary"`` (or None when it does not calibrate), which ``apply_calibration`` puts back on resume.
+    """
+
+    def calibrate(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+        """Measure the substrate and apply the choices; the record to keep with the run."""
+
+    def apply_calibration(self, substrate: Substrate, record: dict[str, Any]) -> None:
+        """Put a recorded calibration back (a resumed run)."""
+
+
+@runtime_checkable
+class ResumableProtocol(Protocol):
+    """Optional for a training protocol: state carried from step to step in ``StepReport.extra``.
+
+    Example: ``resume_after({"homeostasis_next_probe": 0.5, ...})`` on resuming after that step.
+    """
+
+    def resume_after(self, extra: dict[str, float]) -> None:
+        """Take back what the last recorded step carried."""
 
 
 def require(substrate: Substrate, capabilities: frozenset[str] | set[str], who: str) -> None:

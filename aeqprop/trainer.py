@@ -16,14 +16,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from aeqprop.data import Dataset
 from aeqprop.errors import ConfigurationError
 from aeqprop.oracle import fidelity, flatten
-from aeqprop.substrate import StepReport, Substrate, require
+from aeqprop.substrate import OracleSubstrate, StepReport, Substrate, require
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _generators(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, np.rand
 
 def random_states(obj: Any) -> dict[str, dict]:
     """The bit-generator states of every numpy Generator that ``obj`` holds, by attribute path."""
-    return {k: g.bit_generator.state for k, g in _generators(obj).items()}
+    return {k: dict(g.bit_generator.state) for k, g in _generators(obj).items()}
 
 
 def set_random_states(obj: Any, states: dict[str, dict]) -> None:
@@ -211,7 +211,7 @@ class Trainer:
             idx = order[k * self.batch_size:(k + 1) * self.batch_size]
             measure = self.fidelity_every and (g + 1) % self.fidelity_every == 0
             if measure:  # the oracle has no side effect on parameters or random state
-                grad = sub.true_gradient(data.x_train[idx], y_all[idx])
+                grad = cast(OracleSubstrate, sub).true_gradient(data.x_train[idx], y_all[idx])  # checked in __init__
             report: StepReport = self.protocol.step(sub, data.x_train[idx], y_all[idx])
             if measure:
                 names = sorted(grad)
@@ -238,7 +238,7 @@ class Trainer:
         if "on_eval" in hooks:
             hooks["on_eval"](epoch, g, test_loss, test_acc)
         val = (float("nan"),) * 2
-        if data.x_val is not None and len(data.x_val):
+        if data.x_val is not None and data.labels_val is not None and len(data.x_val):
             val = evaluate(sub, data.x_val, data.labels_val)
         return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps, *val)
 
@@ -252,7 +252,13 @@ class Trainer:
         done = 0 if start is None else start.global_step
         bar = task = None
         if progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             columns = (
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
@@ -292,7 +298,7 @@ class Trainer:
                     result.stopped = True
                     return result
                 result.history.append(record)
-                if bar is not None:
+                if bar is not None and task is not None:
                     bar.update(task, train=record.train_accuracy)
                 if on_epoch is not None:
                     on_epoch(record)

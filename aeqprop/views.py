@@ -6,6 +6,7 @@ import csv
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def _collect(store: RunStore, rid: int) -> dict:
     return {t: store.metrics(rid, t) for t in ("step_metrics", "epoch_metrics", "evaluations", "events")}
 
 
-def _legend(ax) -> None:
+def _legend(ax: Any) -> None:
     """A legend when the axes have labelled curves (a run without epochs has none; matplotlib would warn)."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
@@ -106,7 +107,7 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
     epochs, steps, evals = m["epoch_metrics"], m["step_metrics"], m["evaluations"]
     if not epochs and not steps:
         raise StoreError(f"run {rid} has no metrics yet; nothing to plot")
-    fidelity = {}
+    fidelity: dict[str, list[tuple[int, float]]] = {}
     for s in steps:
         for k, v in json.loads(s["extra"] or "{}").items():
             if "cosine" in k or "fidelity" in k:
@@ -165,7 +166,7 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
     return path
 
 
-def plot_path(fig, runs: str, rid: int, output: str | None) -> Path:
+def plot_path(fig: Any, runs: str, rid: int, output: str | None) -> Path:
     """Where the plot goes: ``output`` (an image file; no suffix: .png added) or ``<runs>/run-<id>.png``."""
     if not output:
         return Path(runs) / f"run-{rid}.png"

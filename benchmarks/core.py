@@ -15,10 +15,10 @@ import sys
 import warnings
 
 import numpy as np
+from baselines import BackpropMLP, limit_blas_threads
 
 from aeqprop.data import load_dataset
 from aeqprop.trainer import Trainer
-from baselines import BackpropMLP, limit_blas_threads
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
 from protocols.oracle_sgd import OracleSGD

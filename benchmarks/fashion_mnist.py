@@ -18,10 +18,10 @@ import sys
 import time
 
 import numpy as np
+from baselines import BackpropMLP, limit_blas_threads
 
 from aeqprop.data import Dataset, load_dataset
 from aeqprop.trainer import Trainer
-from baselines import BackpropMLP, limit_blas_threads
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
 from sim_backends.conv import ConvHopfieldSubstrate

@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 
-
 from aeqprop.data import load_dataset
 from aeqprop.trainer import Trainer
 from protocols.aeqprop import Aeqprop

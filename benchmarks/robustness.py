@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from aeqprop.data import load_dataset
 from aeqprop.errors import AeqpropError
 from aeqprop.trainer import Trainer

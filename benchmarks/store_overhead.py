@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 
-
 from aeqprop import session
 from aeqprop.config import load_config
 from aeqprop.store import RunStore

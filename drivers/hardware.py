@@ -23,8 +23,8 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError, RelaxationError, SafetyLimitError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
-from drivers.scpi import Pulse
 from drivers.safe_state import ramp, safe_all, start_safely
+from drivers.scpi import Pulse
 from drivers.wiring import Group, WiringMap
 
 EventHook = Callable[[str, str], None]
@@ -138,7 +138,7 @@ class InstrumentSubstrate:
             raise InstrumentError("could not confirm the safe state of " + "; ".join(failures)
                                   + ". Switch the listed instruments' outputs off by hand")
 
-    def __enter__(self) -> "InstrumentSubstrate":
+    def __enter__(self) -> InstrumentSubstrate:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,12 +16,22 @@ message asked after its actions is asked again. Without a counter the run stops 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError
 from drivers.scpi_profiles import (  # noqa: F401  (re-exported)
-    ERROR_REPLY, NUMBER_LIST, OVERFLOW, PROFILES, Overload, Pulse, ScpiProfile, channel_list, fmt, parse_numbers,
+    ERROR_REPLY,
+    NUMBER_LIST,
+    OVERFLOW,
+    PROFILES,
+    Overload,
+    Pulse,
+    ScpiProfile,
+    channel_list,
+    fmt,
+    parse_numbers,
     split_reply,
 )
 from drivers.transport import GarbledReply, Transport, Unconfirmed
@@ -283,7 +293,7 @@ class ScpiInstrument:
         for i in range(0, len(queries), per):
             chunk = queries[i:i + per]
             msg = self.profile.separator.join(chunk)
-            out += self.transport.query(msg, parse=lambda r, n=len(chunk): self._numbers_chain(r, n))
+            out += self.transport.query(msg, parse=partial(self._numbers_chain, n=len(chunk)))
         return np.array(out)
 
     def _numbers_chain(self, reply: str, n: int) -> list[float]:

@@ -87,7 +87,7 @@ class _DeferInterrupt:
         self._previous: dict[int, Any] = {}
         self._active = False
 
-    def __enter__(self) -> "_DeferInterrupt":
+    def __enter__(self) -> _DeferInterrupt:
         self.pending = []
         self._previous = {}
         self._active = threading.current_thread() is threading.main_thread()
@@ -182,7 +182,7 @@ class Transport:
     def is_open(self) -> bool:
         return self._open
 
-    def open(self) -> "Transport":
+    def open(self) -> Transport:
         with self.lock:
             if not self._open:
                 try:
@@ -201,7 +201,7 @@ class Transport:
                 except Exception:  # closing a broken link must not mask the reason it broke
                     pass
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Transport:
         return self.open()
 
     def __exit__(self, *exc) -> None:

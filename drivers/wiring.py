@@ -62,7 +62,7 @@ class Limits(Strict):
     settle: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
-    def _order(self) -> "Limits":
+    def _order(self) -> Limits:
         lo, hi = self.range
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             raise ValueError(f"range {self.range}: need finite low < high")
@@ -80,7 +80,7 @@ class Group(Strict):
     limits: Limits | None = None
 
     @model_validator(mode="after")
-    def _one_way(self) -> "Group":
+    def _one_way(self) -> Group:
         if (self.channels is None) == (self.first is None):
             raise ValueError("give either channels = [...] or first = N")
         if self.scale == 0 or not np.isfinite(self.scale):
@@ -163,7 +163,7 @@ class WiringMap(Strict):
     n_outputs: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "WiringMap":
+    def _consistent(self) -> WiringMap:
         used: dict[tuple[str, int, bool], str] = {}  # a source-measure channel may both source and measure
         for role, group, count in self.groups():
             if group.instrument not in self.instruments:
@@ -230,6 +230,8 @@ class WiringMap(Strict):
             caps.add("eqprop")
         if ps and self.hold is not None and all(p.knob is not None and p.readout is not None for p in ps):
             caps.add("aeqprop")
+            if self.homeostasis is not None:
+                caps.add("homeostasis")
         return frozenset(caps)
 
 

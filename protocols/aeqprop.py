@@ -23,13 +23,21 @@ This protocol never calls energy_gradients nor the oracle.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import StepReport, Substrate, require
+from aeqprop.substrate import AeqpropSubstrate, HomeostasisSubstrate, StepReport, require
 from protocols.averaging import averaged, check_averages
-from protocols.base import check_beta, check_nudging, check_variant, difference, free_phase, round_trips
+from protocols.base import (
+    check_beta,
+    check_nudging,
+    check_variant,
+    difference,
+    free_phase,
+    round_trips,
+)
 from protocols.homeostasis import FeedbackHomeostasis
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}
@@ -77,6 +85,8 @@ class Aeqprop:
         if release is not None and not (isinstance(release, (int, float)) and release > 0 and np.isfinite(release)):
             raise ConfigurationError(f"release={release!r}: must be a duration > 0, or 'equilibrium' for joint equilibrium")
         self.homeostasis = homeostasis
+        if homeostasis == "native":  # the optional capability, asked for only when used
+            self.requires = frozenset({"aeqprop", "homeostasis"})
         self.release = release
         self.averages = check_averages(averages)
         self.calibrate_first = bool(calibrate) and homeostasis == "feedback"
@@ -124,8 +134,9 @@ class Aeqprop:
         fraction = 1.0 if self.release is None else min(self.release, 1.0)
         return {n: e * (beta2 - beta1) * fraction for n, e in substrate.eps.items()}
 
-    def step(self, substrate: Substrate, x, y) -> StepReport:
-        require(substrate, self.requires, "aeqprop")
+    def step(self, substrate: AeqpropSubstrate, x, y) -> StepReport:  # refused below unless it claims aeqprop
+        require(substrate, self.requires, "aeqprop" if self.homeostasis == "feedback"
+                else "aeqprop with native homeostasis (else --homeostasis feedback)")
         beta1, beta2 = self.betas()
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)
@@ -137,7 +148,7 @@ class Aeqprop:
             report.record("beta1", substrate.relax())
         t0 = time.perf_counter()
         if self.homeostasis == "native":
-            substrate.homeostasis()
+            cast(HomeostasisSubstrate, substrate).homeostasis()  # required when native (see __init__)
         else:
             loop = self.feedback(substrate)
             theta = loop.reference  # theta is held from the free phase on: its reads serve as the start
@@ -153,6 +164,7 @@ class Aeqprop:
         substrate.nudge(beta2, y)
         report.record("beta2", substrate.release(self.release))
         substrate.nudge(0.0)
+        assert theta is not None  # read in the free phase (native) or by the feedback loop
         report.delta = difference(averaged(substrate.parameters, self.averages), theta)
         report.extra["reads"] = float(self.averages * 2 if self.homeostasis == "native"
                                       else report.extra["homeostasis_reads"] + self.averages)

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import StepReport, Substrate
-
-
-@runtime_checkable
-class TrainingProtocol(Protocol):
-    """A training protocol. Example: ``EqProp(beta=0.5, lr=0.05, variant="centered")``."""
-
-    name: str
-    requires: frozenset[str]
-
-    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
-        """One training step; the substrate's parameters are updated when it returns."""
+from aeqprop.substrate import StepReport, Substrate, TrainingProtocol  # noqa: F401  (re-exported)
 
 
 def check_beta(beta: float) -> float:

@@ -157,7 +157,8 @@ class Calibrator:
         sigma = max(cal.read_noise.values())
         m = int(min(64, max(1, math.ceil((cfg.kick_sigmas * sigma / cfg.kick) ** 2))))  # reads per averaged read
         kick = max(cfg.kick, cfg.kick_sigmas * sigma / math.sqrt(m))
-        read = lambda: averaged(substrate.parameters, m)
+        def read():
+            return averaged(substrate.parameters, m)
         hold = FeedbackHomeostasis(max_iter=60, probe=0.25, averages=m, on_cap="hold", probes=8)
 
         def restore() -> None:
@@ -254,7 +255,8 @@ class Calibrator:
         substrate.set_knobs(u)
         # The first ratio is a Rayleigh quotient over the random kick; later ones approach the largest
         # eigenvalue, until units cross their box bounds (the net is piecewise linear): take the largest.
-        norm = lambda d: math.sqrt(sum(float(np.sum(v * v)) for v in d.values()))
+        def norm(d):
+            return math.sqrt(sum(float(np.sum(v * v)) for v in d.values()))
         pairs = [(norm(b) / norm(a), j + 1) for j, (a, b) in enumerate(pairwise(moves)) if norm(a) > 0]
         ratios = [r for r, _ in pairs]  # (levels: a move may vanish)
         j = max(pairs)[1] if pairs else 0

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import RelaxReport, StepReport, Substrate, require
+from aeqprop.substrate import EqPropSubstrate, RelaxReport, StepReport, require
 from protocols.base import check_beta, check_nudging, difference, free_phase, rates
 
 
@@ -51,7 +51,7 @@ class ContinualEqProp:
         """First-order learning rate per tensor: the summed update is ``-lr * g_hat`` (positive EqProp)."""
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def step(self, substrate: Substrate, x, y) -> StepReport:
+    def step(self, substrate: EqPropSubstrate, x, y) -> StepReport:  # refused below unless it claims eqprop
         require(substrate, self.requires, "continual eqprop")
         if not hasattr(substrate, "max_sweeps"):
             raise ConfigurationError(

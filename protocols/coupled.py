@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import StepReport, Substrate, require
+from aeqprop.substrate import EqPropSubstrate, StepReport, require
 from protocols.base import check_beta, free_phase, rates, sgd_update
 
 
@@ -52,7 +52,7 @@ class CoupledLearning:
     def expected_rates(self, substrate) -> dict[str, float]:
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def step(self, substrate: Substrate, x, y) -> StepReport:
+    def step(self, substrate: EqPropSubstrate, x, y) -> StepReport:  # refused below unless it claims eqprop
         require(substrate, self.requires, "coupled learning")
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         report.loss, report.outputs, _ = free_phase(substrate, x, y, report)

@@ -17,9 +17,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aeqprop.substrate import StepReport, Substrate, require
+from aeqprop.substrate import EqPropSubstrate, StepReport, require
 from protocols.averaging import averaged, check_averages
-from protocols.base import check_beta, check_nudging, check_variant, free_phase, rates, round_trips, sgd_update
+from protocols.base import (
+    check_beta,
+    check_nudging,
+    check_variant,
+    free_phase,
+    rates,
+    round_trips,
+    sgd_update,
+)
 
 VARIANTS = {"centered": (-1.0, 1.0), "positive": (0.0, 1.0), "negative": (-1.0, 0.0), "random-sign": None}
 
@@ -49,14 +57,16 @@ class EqProp:
         if self.variant == "random-sign":
             sign = 1.0 if self.rng.random() < 0.5 else -1.0
             return (0.0, sign * self.beta) if sign > 0 else (sign * self.beta, 0.0)
-        lo, hi = VARIANTS[self.variant]
+        pair = VARIANTS[self.variant]
+        assert pair is not None  # only random-sign has none, handled above
+        lo, hi = pair
         return lo * self.beta, hi * self.beta
 
     def expected_rates(self, substrate) -> dict[str, float]:
         """Learning rate per tensor: the update is ``-lr * g_hat``."""
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def estimate(self, substrate: Substrate, x, y, report: StepReport | None = None):
+    def estimate(self, substrate: EqPropSubstrate, x, y, report: StepReport | None = None):
         """Return (g_hat, loss, outputs), leaving the parameters untouched."""
         beta1, beta2 = self.betas()
         loss, o, _ = free_phase(substrate, x, y, report)
@@ -76,7 +86,7 @@ class EqProp:
         substrate.nudge(0.0)
         return g_hat, loss, o
 
-    def step(self, substrate: Substrate, x, y) -> StepReport:
+    def step(self, substrate: EqPropSubstrate, x, y) -> StepReport:  # refused below unless it claims eqprop
         require(substrate, self.requires, "eqprop")
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)

@@ -157,7 +157,8 @@ class FeedbackHomeostasis:
     def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
         """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
         cfg, m = self.settings, self.averages
-        read = lambda: averaged(substrate.parameters, m)
+        def read():
+            return averaged(substrate.parameters, m)
         first, again = read(), read()
         ref = {n: 0.5 * (first[n] + again[n]) for n in first} if reference is None else reference
         sigma = rms(difference(again, first)) / np.sqrt(2.0) * np.sqrt(m)  # one read's noise
@@ -171,9 +172,9 @@ class FeedbackHomeostasis:
         holds: list[dict[str, np.ndarray]] = []
         settled: list[bool] = []  # whether each estimate was taken within the tolerance
         residuals: list[float] = []
-        offsets: list[float] = []
+        offsets: list[np.ndarray] = []  # RMS offset per tensor, per probe
         best, since_best = np.inf, 0
-        tol = None
+        tol: float | None = None
         runaway = False
         for it in range(1, self.max_iter + 1):
             if self.release_noise > 0:  # dither the knob by a level's worth of theta move, so the
@@ -231,5 +232,5 @@ class FeedbackHomeostasis:
         last = [h for j, (h, ok) in enumerate(zip(holds, settled)) if ok and j >= cfg.transient] or holds[-1:]
         substrate.set_knobs({n: sum(h[n] for h in last) / len(last) for n in u})
         self.probe = p if runaway else min(self.max_probe, p * cfg.recover)
-        report.probe, report.tolerance = p, tol
+        report.probe, report.tolerance = p, float("nan") if tol is None else tol  # set by the first probe
         return report

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aeqprop.substrate import StepReport, Substrate, require
+from aeqprop.substrate import OracleSubstrate, StepReport, require
 from protocols.base import rates, sgd_update
 
 
@@ -28,7 +28,7 @@ class OracleSGD:
     def expected_rates(self, substrate) -> dict[str, float]:
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def step(self, substrate: Substrate, x, y) -> StepReport:
+    def step(self, substrate: OracleSubstrate, x, y) -> StepReport:  # refused below unless it claims oracle
         require(substrate, self.requires, self.name)
         t0 = time.perf_counter()
         grad = substrate.true_gradient(x, y)

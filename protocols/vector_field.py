@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +30,16 @@ from aeqprop.substrate import StepReport, Substrate
 from protocols.base import check_beta, check_nudging, difference, free_phase, rates
 
 _NAME = re.compile(r"^([WBb])(\d+)$")
+
+
+class LayeredSubstrate(Substrate, Protocol):
+    """What the vector-field rule reads and programs beyond the contract (no capability names it)."""
+
+    def state(self) -> list[np.ndarray]:
+        """The layers' states, one (batch, n_l) array per layer."""
+
+    def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Program theta, clipped to its bounds; entries clipped per tensor."""
 
 
 class VectorFieldEqProp:
@@ -72,7 +83,7 @@ class VectorFieldEqProp:
                     out[name] = out[name] + ds[l - 1].T @ s0[l] / n
         return out
 
-    def step(self, substrate: Substrate, x, y) -> StepReport:
+    def step(self, substrate: LayeredSubstrate, x, y) -> StepReport:  # its methods are checked below
         for method in ("state", "set_parameters"):
             if not callable(getattr(substrate, method, None)):
                 raise ConfigurationError(f"vector-field eqprop needs the substrate method {method}() to read layers and program theta")

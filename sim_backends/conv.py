@@ -125,7 +125,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         self.info = SubstrateInfo(
             n_inputs=layers[0], n_outputs=layers[-1], parameter_shapes=shapes,
             parameter_bounds={n: (-float(bound), float(bound)) for n in names}, max_batch=max_batch,
-            capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
             description="conv Hopfield network " + " -> ".join("x".join(map(str, s)) for s in self.shapes)
                         + (", softmax readout" if self.readout else ""),
         )

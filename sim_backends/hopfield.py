@@ -117,7 +117,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
             parameter_shapes=shapes,
             parameter_bounds={n: (-float(bound), float(bound)) for n in names},
             max_batch=max_batch,
-            capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
             description=f"layered Hopfield network {'-'.join(map(str, layers))}"
                         + (", softmax readout" if self.readout else ""),
         )

@@ -89,7 +89,7 @@ class NetlistSubstrate(FloatingParameters):
         self.info = SubstrateInfo(
             n_inputs=c.n_inputs, n_outputs=len(c.outputs),
             parameter_shapes={"g": (len(trainable),)}, parameter_bounds={"g": (self.g_min, self.g_max)},
-            max_batch=max_batch, capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            max_batch=max_batch, capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
             description=f"resistor-diode circuit {source}: {len(c.nodes)} nodes, {len(trainable)} trainable resistors",
         )
         self.eps = per_tensor("eps", eps, ["g"])
@@ -146,10 +146,12 @@ class NetlistSubstrate(FloatingParameters):
         self.out = np.array([idx[o] for o in c.outputs], dtype=int)
         if np.any(group[self.out] < 0):
             raise ConfigurationError(f"{c.source}: an output node is held by sources tied to ground; read another node")
-        inc = lambda nodes: incidence(nodes, n) @ self.P  # rows (e_a - e_b)^T P, in z
+        def inc(nodes):
+            return incidence(nodes, n) @ self.P  # rows (e_a - e_b)^T P, in z
         self.Ar, self.Ad, self.Ax = inc(self.r_nodes), inc(self.d_nodes), inc(self.x_nodes)
         self.Ao = self.P[self.out]
-        gr = lambda col: np.where(group[self.d_nodes[:, col]] < 0, n_free, group[self.d_nodes[:, col]])
+        def gr(col):
+            return np.where(group[self.d_nodes[:, col]] < 0, n_free, group[self.d_nodes[:, col]])
         self.st = Structure(n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1),
                             incidence(self.r_nodes, n), self.P)
 

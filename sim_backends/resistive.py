@@ -88,7 +88,7 @@ class ResistiveSubstrate(FloatingParameters):
             parameter_shapes=shapes,
             parameter_bounds={n: (0.0, self.g_max) for n in shapes},
             max_batch=max_batch,
-            capabilities=frozenset({"eqprop", "aeqprop", "oracle"}),
+            capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
             description=f"deep resistive network {'-'.join(map(str, layers))} with ideal diodes",
         )
         self.eps = per_tensor("eps", eps, list(shapes))

@@ -116,6 +116,25 @@ class UntiedSubstrate(HopfieldSubstrate):
             "the untied network has no energy, so no dE/dtheta; use the vector-field protocol"
         )
 
+    # -- no floating parameters: capability "aeqprop" (and "homeostasis") is not claimed -------------
+    def _no_knobs(self) -> ConfigurationError:
+        return ConfigurationError(
+            "the untied network has no energy for its parameters to float against, so no knobs or release; "
+            "use the vector-field protocol"
+        )
+
+    def knobs(self) -> dict[str, np.ndarray]:
+        raise self._no_knobs()
+
+    def set_knobs(self, u: Mapping[str, np.ndarray]) -> None:
+        raise self._no_knobs()
+
+    def release(self, duration: float | None = None) -> RelaxReport:
+        raise self._no_knobs()
+
+    def homeostasis(self) -> None:
+        raise self._no_knobs()
+
     # -- parameters ---------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
         out = super().parameters()

@@ -33,7 +33,6 @@ import threading
 import time
 import tty
 
-
 from drivers.board import crc8
 from sim_backends.lab_fronts import BoardFront, ScpiFront
 from sim_backends.lab_model import CHANNELS, Faults, LabError, LabModel  # noqa: F401  (re-exported)
@@ -83,7 +82,7 @@ class ScpiServer:
         self.server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ScpiServer":
+    def __enter__(self) -> ScpiServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -134,7 +133,7 @@ class BoardServer:
             except OSError:
                 pass
 
-    def __enter__(self) -> "BoardServer":
+    def __enter__(self) -> BoardServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -97,7 +97,7 @@ def test_help_shows_defaults_and_protocols_show_lists_variants():
     assert "variant (str): default 'centered'; one of centered, positive, negative, random-sign" in shown
     assert "needs of a substrate: eqprop" in shown
     assert "one of centered, optimistic, pessimistic" in invoke("protocols", "show", "aeqprop").stdout
-    assert "capabilities: aeqprop, eqprop, oracle" in invoke("backends", "show", "hopfield").stdout
+    assert "capabilities: aeqprop, eqprop, homeostasis, oracle" in invoke("backends", "show", "hopfield").stdout
     assert "unknown protocol 'nope'" in one_line(invoke("protocols", "show", "nope"))
 
 

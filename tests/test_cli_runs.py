@@ -70,7 +70,7 @@ def two_runs(tmp_path_factory):
     a, b = small(tmp, "aeqprop", name="a.toml"), small(tmp, "eqprop", epochs=4, name="b.toml")
     procs = [popen("train", str(a), "-q"), popen("train", str(b), "-q")]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     return tmp / "runs"
 

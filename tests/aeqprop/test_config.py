@@ -1,3 +1,4 @@
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -5,8 +6,6 @@ import pytest
 from aeqprop import registry
 from aeqprop.config import load_config, parse_value
 from aeqprop.errors import ConfigurationError
-
-import tomllib
 
 # run configs among the examples (wiring maps live there too): the files with a [protocol] table
 EXAMPLES = [p for p in sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))

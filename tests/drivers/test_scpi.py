@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import ReplyTimeout, ScriptedTransport
 
 from aeqprop.errors import ConfigurationError, InstrumentError
 from drivers.scpi import Overload, ScpiInstrument, channel_list, split_reply
 from drivers.transport import VisaTransport
-from fakes import ReplyTimeout, ScriptedTransport
 
 SIM = Path(__file__).resolve().parents[2] / "examples" / "sim-instruments.yaml"
 OK_2450 = '0,"No error;0;0 0"'

@@ -3,10 +3,10 @@ import signal
 import time
 
 import pytest
+from fakes import Disconnected, ReplyTimeout, ScriptedTransport
 
 from aeqprop.errors import InstrumentError
 from drivers.transport import GarbledReply, SerialTransport, open_transport
-from fakes import Disconnected, ReplyTimeout, ScriptedTransport
 
 
 def test_a_reply_is_returned_and_every_message_is_logged_with_a_timestamp():

@@ -6,7 +6,13 @@ import pytest
 
 from aeqprop.errors import ConfigurationError
 from drivers.board import crc8, frame, unframe
-from drivers.cli_support import build_substrate, check_wiring, list_instruments, probe, protocol_betas
+from drivers.cli_support import (
+    build_substrate,
+    check_wiring,
+    list_instruments,
+    probe,
+    protocol_betas,
+)
 from drivers.wiring import load_wiring, parse_wiring
 from sim_backends.hopfield import HopfieldSubstrate
 from sim_backends.virtual_lab import BoardServer, ScpiServer
@@ -19,7 +25,7 @@ def lab_map():
 
 
 def test_the_example_maps_validate_with_the_capabilities_they_wire():
-    assert load_wiring(EXAMPLES / "wiring-virtual-lab.toml").capabilities() == {"eqprop", "aeqprop"}
+    assert load_wiring(EXAMPLES / "wiring-virtual-lab.toml").capabilities() == {"eqprop", "aeqprop", "homeostasis"}
     assert load_wiring(EXAMPLES / "wiring-smu-bench.toml").capabilities() == {"aeqprop"}
 
 

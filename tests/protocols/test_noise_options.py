@@ -3,9 +3,9 @@ import pytest
 
 from aeqprop.errors import ConfigurationError
 from protocols.aeqprop import Aeqprop
-from protocols.homeostasis import FeedbackHomeostasis
 from protocols.averaging import averaged
 from protocols.eqprop import EqProp
+from protocols.homeostasis import FeedbackHomeostasis
 from sim_backends.hopfield import HopfieldSubstrate
 from sim_backends.nonideal import NonidealSubstrate
 

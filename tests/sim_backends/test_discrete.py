@@ -39,7 +39,7 @@ def phi(sub, s):
 def test_satisfies_the_contract_and_is_registered():
     sub = DiscreteSubstrate((4, 5, 3))
     assert isinstance(sub, Substrate) and isinstance(sub, EqPropSubstrate) and isinstance(sub, AeqpropSubstrate)
-    assert sub.info.capabilities == {"eqprop", "aeqprop", "oracle"}
+    assert sub.info.capabilities == {"eqprop", "aeqprop", "homeostasis", "oracle"}
     assert registry.load("backends", "discrete") is DiscreteSubstrate
     assert "discrete-time" in sub.info.description
 

@@ -1,0 +1,69 @@
+"""Start-up time of `aeqprop --help` against `python -c "import aeqprop"` and `python -c pass`.
+
+Each command is a fresh interpreter, run from the repository root (so this tree's code is the
+one imported); the commands are run in turn, ``--repeats`` rounds, and the median wall time of each
+is printed with its ratio to the other two. The ratios are the figures: contention on the
+machine slows all alike. `python -c "import typer"` is shown as the floor of a typer CLI. Also lists which slow modules (pyvisa, serial, matplotlib, scipy,
+dask) `aeqprop --help` imported: none is expected.
+
+    python benchmarks/startup.py [--repeats 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW = ("pyvisa", "serial", "matplotlib", "scipy", "dask", "distributed")
+COMMANDS = {
+    "python -c pass": [sys.executable, "-c", "pass"],
+    'python -c "import aeqprop"': [sys.executable, "-c", "import aeqprop"],
+    'python -c "import typer"': [sys.executable, "-c", "import typer"],  # the floor of any typer CLI
+    "aeqprop --help": [sys.executable, "-m", "cli", "--help"],
+}
+
+
+def wall(cmd: list[str]) -> float:
+    """Seconds from start to exit of one command (its output discarded)."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def slow_imports() -> list[str]:
+    """The slow top-level modules that `aeqprop --help` imports."""
+    probe = ("import json, sys, runpy; sys.argv = ['aeqprop', '--help']\n"
+             "try:\n    runpy.run_module('cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             f"print(json.dumps(sorted(m for m in {SLOW!r} if m in sys.modules)), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stderr.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9, help="rounds of the commands (median taken)")
+    args = parser.parse_args()
+    for cmd in COMMANDS.values():  # warm the file cache and bytecode
+        wall(cmd)
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for _ in range(args.repeats):
+        for name, cmd in COMMANDS.items():
+            times[name].append(wall(cmd))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    base, imp = med["python -c pass"], med['python -c "import aeqprop"']
+    print(f"start-up, median of {args.repeats} rounds")
+    print(f"| {'command':<28} | {'median (ms)':>11} | {'/ python -c pass':>16} | {'/ import aeqprop':>16} |")
+    print(f"|{'-' * 30}|{'-' * 13}|{'-' * 18}|{'-' * 18}|")
+    for name, m in med.items():
+        print(f"| {name:<28} | {1e3 * m:>11.0f} | {m / base:>16.2f} | {m / imp:>16.2f} |")
+    print(f"slow modules imported by aeqprop --help: {', '.join(slow_imports()) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
