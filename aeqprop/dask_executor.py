@@ -54,6 +54,7 @@ class DaskExecutor(Executor):
             self.dashboard = _dashboard(self.cluster)
             address = self.cluster.scheduler_address
         else:
+            assert scheduler is not None  # exactly one of the two, checked above
             if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")):
                 raise ConfigurationError(f"--scheduler {scheduler!r}: give the scheduler's address as tcp://HOST:PORT")
             address = scheduler

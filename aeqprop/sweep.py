@@ -50,7 +50,7 @@ class Distribution(BaseModel):
     choice: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
+    def _exactly_one(self) -> Distribution:
         given = [k for k in ("uniform", "log_uniform", "integers", "choice") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of uniform, log_uniform, integers, choice")
@@ -68,6 +68,7 @@ class Distribution(BaseModel):
             return float(np.exp(rng.uniform(low, high)))
         if self.integers is not None:
             return int(rng.integers(self.integers[0], self.integers[1] + 1))
+        assert self.choice is not None  # the model's check: exactly one distribution is given
         return self.choice[int(rng.integers(len(self.choice)))]
 
 
@@ -148,7 +149,7 @@ def _label(overrides: dict[str, Any]) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}={text(v)}" for k, v in overrides.items()) or "base"
 
 
-def _points(spec: SweepConfig) -> list[tuple[str | None, dict[str, Any]]]:
+def _points(spec: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
     listed = [(p.get("label"), flat({k: v for k, v in p.items() if k != "label"})) for p in spec.points] or [(None, {})]
     grid = flat(spec.grid, leaf=lambda v: False)
     for key, values in grid.items():

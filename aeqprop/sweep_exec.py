@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import (
     FIRST_COMPLETED,
     BrokenExecutor,
@@ -26,7 +27,7 @@ from concurrent.futures import (
     wait,
 )
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aeqprop.errors import AeqpropError, ConfigurationError
 from aeqprop.store import RunStore
@@ -57,7 +58,7 @@ def run_job(config: dict, blas_threads: int = 1) -> RunRecord:
 
     from aeqprop import session
     from aeqprop.config import validate
-    from aeqprop.errors import AeqpropError, ConfigurationError
+    from aeqprop.errors import AeqpropError
 
     t0 = time.perf_counter()
     record = RunRecord(host=socket.gethostname(), pid=os.getpid())
@@ -147,6 +148,7 @@ def run_jobs(store: RunStore, todo: list[dict[str, Any]], make_executor: Callabl
     report = SweepReport()
     t0 = time.perf_counter()
     executor = make_executor()
+    stopped = False  # the executor was stopped at once (Ctrl+C, a failing store): no orderly shutdown
     pending: dict[Future, tuple[dict, Executor]] = {}
     lost: dict[int, int] = {}
 
@@ -192,13 +194,13 @@ def run_jobs(store: RunStore, todo: list[dict[str, Any]], make_executor: Callabl
         for future in pending:
             future.cancel()
         _stop(executor)
-        executor = None
+        stopped = True
     except BaseException:  # the store failed under us: leave nothing running
         _stop(executor)
-        executor = None
+        stopped = True
         raise
     finally:
-        if executor is not None:
+        if not stopped:
             executor.shutdown(wait=True)
         report.seconds = time.perf_counter() - t0
     return report

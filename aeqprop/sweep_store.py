@@ -72,7 +72,7 @@ def create_sweep(store: RunStore, sweep: Sweep) -> int:
     with store._transaction() as db:
         cur = db.execute("INSERT INTO sweeps (name, spec, runs, created) VALUES (?, ?, ?, ?)",
                          (sweep.name, json.dumps(sweep.spec), sweep.runs, time.time()))
-        sweep_id = int(cur.lastrowid)
+        sweep_id = int(cur.lastrowid or 0)
         db.executemany(
             "INSERT INTO sweep_jobs (sweep_id, point, label, overrides, seed, config) VALUES (?, ?, ?, ?, ?, ?)",
             [(sweep_id, j.point, j.label, json.dumps(j.overrides), j.seed, json.dumps(j.config)) for j in sweep.jobs])
@@ -120,7 +120,7 @@ def record_run(store: RunStore, job_id: int, config: dict, record: RunRecord) ->
                 "VALUES (?, 'failed', ?, ?, ?, ?, ?, ?)",
                 (json.dumps(config), config.get("seed"), record.host, time.time() - record.seconds, time.time(),
                  record.error or "the run stopped before it was recorded", job_id))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
         run = {**record.tables["runs"][0], "config": json.dumps(config), "sweep_job": job_id}
         run_id = _insert(db, "runs", run, drop=("id",))
         for table, rows in record.tables.items():

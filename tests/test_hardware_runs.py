@@ -154,6 +154,19 @@ def test_an_aeqprop_only_bench_resumes_through_its_knobs_or_refuses_without_touc
     assert resumed.status == "completed"
 
 
+def sigterm_at(execute, n: int | None):
+    """The lab's line handler, sending this process SIGTERM as the n-th line arrives (None: never)."""
+    received = []
+
+    def execute_and_signal(line, trip):
+        received.append(line)
+        if len(received) == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return execute(line, trip)
+
+    return execute_and_signal
+
+
 def test_a_virtual_lab_run_stopped_by_sigterm_and_resumed_is_bitwise_the_uninterrupted_lab_run(tmp_path):
     """Resume over real I/O: the resumed run's parameters equal, bit for bit, those of the same run on the
     same kind of bench that was never stopped (not just the simulation's to 1e-9)."""
@@ -165,15 +178,7 @@ def test_a_virtual_lab_run_stopped_by_sigterm_and_resumed_is_bitwise_the_uninter
             wiring = tmp_path / f"{name}.toml"
             wiring.write_text(lab_wiring_toml(HopfieldSubstrate(**SIM).info, lab.address, timeout=2.0))
             runs = str(tmp_path / name)
-            received, execute = [], lab.front.execute
-
-            def execute_and_signal(line, trip):
-                received.append(line)
-                if len(received) == stop_at:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                return execute(line, trip)
-
-            lab.front.execute = execute_and_signal
+            lab.front.execute = sigterm_at(lab.front.execute, stop_at)
             outcome = session.start(load_config(None, fields={**fields, "runs": runs, "substrate.wiring": str(wiring)}))
             if stop_at is not None:
                 assert outcome.status == "interrupted"
