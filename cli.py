@@ -26,8 +26,7 @@ class OneLineGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
-                              **extra)
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0  # click returns an Exit's code
         except typer.Exit as exc:
             code = exc.exit_code
@@ -38,9 +37,14 @@ class OneLineGroup(TyperGroup):
             exc.show()
             code = exc.exit_code
         except click_exceptions.UsageError as exc:
-            where = f"aeqprop {exc.ctx.command_path.partition(' ')[2]} --help".replace("  ", " ") if exc.ctx else "aeqprop --help"
-            typer.secho(f"error: {exc.format_message().splitlines()[0]} (see `{where.strip()}`)", fg=typer.colors.RED,
-                        err=True)
+            where = (
+                f"aeqprop {exc.ctx.command_path.partition(' ')[2]} --help".replace("  ", " ")
+                if exc.ctx
+                else "aeqprop --help"
+            )
+            typer.secho(
+                f"error: {exc.format_message().splitlines()[0]} (see `{where.strip()}`)", fg=typer.colors.RED, err=True
+            )
             code = exc.exit_code
         except click_exceptions.ClickException as exc:
             typer.secho(f"error: {exc.format_message().splitlines()[0]}", fg=typer.colors.RED, err=True)
@@ -97,8 +101,11 @@ def one_line_errors(func):
             if os.environ.get("AEQPROP_TRACEBACK"):
                 raise
             text = str(exc).splitlines()[0] if str(exc) else ""
-            fail(f"internal error ({type(exc).__name__}: {text[:200]}); this is a bug, please report it with the "
-                 "command; AEQPROP_TRACEBACK=1 shows the traceback", code=INTERNAL_ERROR)
+            fail(
+                f"internal error ({type(exc).__name__}: {text[:200]}); this is a bug, please report it with the "
+                "command; AEQPROP_TRACEBACK=1 shows the traceback",
+                code=INTERNAL_ERROR,
+            )
 
     return wrapper
 
@@ -114,7 +121,9 @@ def parse_hidden(hidden: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(h) for h in hidden.split(",") if h.strip())
     except ValueError:
-        raise ConfigurationError(f"--hidden {hidden!r}: give hidden layer sizes as integers, e.g. 256 or 128,64") from None
+        raise ConfigurationError(
+            f"--hidden {hidden!r}: give hidden layer sizes as integers, e.g. 256 or 128,64"
+        ) from None
     if not sizes:
         raise ConfigurationError(f"--hidden {hidden!r}: give at least one layer size, e.g. 256 or 128,64")
     if any(h < 1 for h in sizes):
@@ -146,30 +155,53 @@ def _build(kind: str, name: str, options: dict):
 @one_line_errors
 def train(
     config: Optional[str] = typer.Argument(None, help="Run config (TOML); without it the built-in default run."),
-    set_: list[str] = typer.Option([], "--set", help="Override one config field, e.g. --set schedule.epochs=5 (repeatable)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override one config field, e.g. --set schedule.epochs=5 (repeatable)."
+    ),
     runs: Optional[str] = typer.Option(None, help="Runs folder holding the run store [default: the config's, runs]."),
-    dataset: Optional[str] = typer.Option(None, help="Bundled dataset (digits, iris, wine, breast_cancer), a named one (mnist, fashion-mnist, kmnist, emnist-SPLIT, cifar10, cifar100; see `aeqprop data list`) or a .csv/.npz path [default: digits]."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder of the named datasets [default: $AEQPROP_DATA, ~/.cache/aeqprop/datasets, system folders]."),
+    dataset: Optional[str] = typer.Option(
+        None,
+        help="Bundled dataset (digits, iris, wine, breast_cancer), a named one (mnist, fashion-mnist, kmnist, emnist-SPLIT, cifar10, cifar100; see `aeqprop data list`) or a .csv/.npz path [default: digits].",
+    ),
+    data_dir: Optional[str] = typer.Option(
+        None, help="Folder of the named datasets [default: $AEQPROP_DATA, ~/.cache/aeqprop/datasets, system folders]."
+    ),
     backend: Optional[str] = typer.Option(None, help="Simulated substrate by name [default: hopfield]."),
-    wiring: Optional[str] = typer.Option(None, help="Train instruments wired as in this map (TOML; see docs/hardware.md)."),
+    wiring: Optional[str] = typer.Option(
+        None, help="Train instruments wired as in this map (TOML; see docs/hardware.md)."
+    ),
     netlist: Optional[str] = typer.Option(None, help="Netlist file of the circuit for --backend netlist."),
     hidden: Optional[str] = typer.Option(None, help="Hidden layer sizes, comma-separated [default: 512]."),
-    protocol: Optional[str] = typer.Option(None, help="Training protocol by name, or a file: path/to/file.py:ClassName [default: aeqprop]."),
+    protocol: Optional[str] = typer.Option(
+        None, help="Training protocol by name, or a file: path/to/file.py:ClassName [default: aeqprop]."
+    ),
     variant: Optional[str] = typer.Option(None, help="Nudging variant of the protocol [default: centered]."),
-    beta: Optional[float] = typer.Option(None, help="Nudging strength b [default: the protocol's, 1.0 for aeqprop, 0.5 for eqprop]."),
+    beta: Optional[float] = typer.Option(
+        None, help="Nudging strength b [default: the protocol's, 1.0 for aeqprop, 0.5 for eqprop]."
+    ),
     eps: Optional[float] = typer.Option(None, help="Aeqprop coupling compliance eps (the substrate's) [default: 0.1]."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of EqProp and oracle SGD [default: 0.1]."),
     homeostasis: Optional[str] = typer.Option(None, help="Aeqprop homeostasis: native or feedback [default: native]."),
-    release: Optional[str] = typer.Option(None, help="Aeqprop release: a duration (1.0 = one parameter update) or 'equilibrium' [default: 1.0]."),
+    release: Optional[str] = typer.Option(
+        None, help="Aeqprop release: a duration (1.0 = one parameter update) or 'equilibrium' [default: 1.0]."
+    ),
     epochs: Optional[int] = typer.Option(None, help="Passes over the training split [default: 30]."),
     batch_size: Optional[int] = typer.Option(None, help="Samples per step [default: 16]."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the split, the initial parameters and the data order [default: 0]."),
+    seed: Optional[int] = typer.Option(
+        None, help="Seed of the split, the initial parameters and the data order [default: 0]."
+    ),
     test_fraction: Optional[float] = typer.Option(None, help="Held-out fraction for the test accuracy [default: 0.2]."),
-    tol: Optional[float] = typer.Option(None, help="Relaxation tolerance: largest unit change in a sweep [default: 1e-3]."),
+    tol: Optional[float] = typer.Option(
+        None, help="Relaxation tolerance: largest unit change in a sweep [default: 1e-3]."
+    ),
     max_sweeps: Optional[int] = typer.Option(None, help="Relaxation sweep cap per phase [default: 100]."),
-    lr_schedule: Optional[str] = typer.Option(None, help="Learning-rate schedule: constant, step[:0.5,0.75[:0.1]], cosine[:END], exponential[:END]."),
+    lr_schedule: Optional[str] = typer.Option(
+        None, help="Learning-rate schedule: constant, step[:0.5,0.75[:0.1]], cosine[:END], exponential[:END]."
+    ),
     beta_schedule: Optional[str] = typer.Option(None, help="Beta schedule, written as --lr-schedule (must stay > 0)."),
-    fidelity_every: Optional[int] = typer.Option(None, help="Steps between measurements of the update's cosine with the oracle gradient (simulation; 0: never)."),
+    fidelity_every: Optional[int] = typer.Option(
+        None, help="Steps between measurements of the update's cosine with the oracle gradient (simulation; 0: never)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a substrate and record the run; by default centered Aeqprop on a 64-512-10 Hopfield network on digits."""
@@ -180,13 +212,25 @@ def train(
         backend = backend or "instrument"
         batch_size = batch_size or 1  # instruments settle one sample at a time
     flags = {
-        "runs": runs, "dataset.name": dataset, "dataset.data_dir": data_dir, "substrate.backend": backend, "protocol.name": protocol,
-        "substrate.wiring": wiring, "substrate.options.netlist": netlist,
-        "protocol.options.variant": variant, "protocol.options.beta": beta, "substrate.options.eps": eps,
-        "protocol.options.lr": lr, "protocol.options.homeostasis": homeostasis,
+        "runs": runs,
+        "dataset.name": dataset,
+        "dataset.data_dir": data_dir,
+        "substrate.backend": backend,
+        "protocol.name": protocol,
+        "substrate.wiring": wiring,
+        "substrate.options.netlist": netlist,
+        "protocol.options.variant": variant,
+        "protocol.options.beta": beta,
+        "substrate.options.eps": eps,
+        "protocol.options.lr": lr,
+        "protocol.options.homeostasis": homeostasis,
         "protocol.options.release": None if release is None else parse_release(release),
-        "schedule.epochs": epochs, "schedule.batch_size": batch_size, "seed": seed,
-        "dataset.test_fraction": test_fraction, "substrate.options.tol": tol, "substrate.options.max_sweeps": max_sweeps,
+        "schedule.epochs": epochs,
+        "schedule.batch_size": batch_size,
+        "seed": seed,
+        "dataset.test_fraction": test_fraction,
+        "substrate.options.tol": tol,
+        "substrate.options.max_sweeps": max_sweeps,
         "substrate.options.hidden": None if hidden is None else list(parse_hidden(hidden)),
         "schedule.lr": parse_schedule(lr_schedule, "--lr-schedule"),
         "evaluation.fidelity_every": fidelity_every,
@@ -249,7 +293,9 @@ def list_registered(kind: str) -> None:
 
 protocols_app = typer.Typer(no_args_is_help=True, help="Training protocols: built in, and added by installed packages.")
 app.add_typer(protocols_app, name="protocols")
-backends_app = typer.Typer(no_args_is_help=True, help="Simulated substrates: built in, and added by installed packages.")
+backends_app = typer.Typer(
+    no_args_is_help=True, help="Simulated substrates: built in, and added by installed packages."
+)
 app.add_typer(backends_app, name="backends")
 
 
@@ -267,13 +313,17 @@ def backends_list():
     list_registered("backends")
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Named datasets (MNIST family, CIFAR): where they are, and downloading them.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Named datasets (MNIST family, CIFAR): where they are, and downloading them."
+)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("list")
 @one_line_errors
-def data_list(data_dir: Optional[str] = typer.Option(None, help="Folder of the datasets [default: see `train --help`].")):
+def data_list(
+    data_dir: Optional[str] = typer.Option(None, help="Folder of the datasets [default: see `train --help`]."),
+):
     """Each named dataset, its image shape and the folder it loads from (or 'not found')."""
     from aeqprop.catalog import CATALOG, locate
     from aeqprop.errors import DataError
@@ -298,9 +348,13 @@ def data_fetch(
 
     folder = fetch(name, data_dir, mirrors=mirror or None, on_file=lambda f, status: typer.echo(f"{status:<10} {f}"))
     typer.echo(f"{name} in {folder}")
+
+
 @protocols_app.command("show")
 @one_line_errors
-def protocols_show(name: str = typer.Argument(..., help="Protocol name (see `aeqprop protocols list`) or file.py:Class.")):
+def protocols_show(
+    name: str = typer.Argument(..., help="Protocol name (see `aeqprop protocols list`) or file.py:Class."),
+):
     """A protocol's options with defaults, its variants, and what it needs of a substrate."""
     from aeqprop import describe
 
@@ -358,7 +412,9 @@ def plot(
 def export(
     run: str = typer.Argument(..., help="Run id."),
     runs: str = typer.Option("runs", help="Runs folder."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the files [default: <runs>/run-<id>]."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="Folder for the files [default: <runs>/run-<id>]."
+    ),
 ):
     """A run as CSV files (steps, epochs, evaluations, events) and one JSON file (config and everything)."""
     from aeqprop import views
@@ -382,7 +438,9 @@ def gradcheck(
     batch_size: int = typer.Option(8),
     entries: int = typer.Option(40, help="Entries per tensor checked by finite differences."),
     seed: int = typer.Option(0),
-    gdu: bool = typer.Option(False, "--gdu", help="Per-step EqProp updates against per-step BPTT gradients (discrete-time backend)."),
+    gdu: bool = typer.Option(
+        False, "--gdu", help="Per-step EqProp updates against per-step BPTT gradients (discrete-time backend)."
+    ),
     k: int = typer.Option(10, "--k", help="With --gdu: nudged time steps compared."),
     png: str = typer.Option("gdu.png", "--png", help="With --gdu: where the figure is written."),
 ):
@@ -398,13 +456,24 @@ def gradcheck(
 
     sizes = parse_hidden(layers)
     if gdu:
-        return gdu_table(backend or "discrete", sizes, variant, 1e-3 if beta is None else beta, k, batch_size, seed, png)
+        return gdu_table(
+            backend or "discrete", sizes, variant, 1e-3 if beta is None else beta, k, batch_size, seed, png
+        )
     backend, beta = backend or "hopfield", 0.01 if beta is None else beta
     substrate = _build("backends", backend, dict(layers=sizes, eps=eps, seed=seed, tol=1e-13, max_sweeps=100_000))
-    prot = _build("protocols", protocol, dict(
-        beta=beta, lr=lr, variant=variant, homeostasis=homeostasis,
-        release=parse_release(release), seed=seed, homeostasis_rtol=1e-9,
-    ))
+    prot = _build(
+        "protocols",
+        protocol,
+        dict(
+            beta=beta,
+            lr=lr,
+            variant=variant,
+            homeostasis=homeostasis,
+            release=parse_release(release),
+            seed=seed,
+            homeostasis_rtol=1e-9,
+        ),
+    )
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (batch_size, sizes[0]))
     y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
@@ -420,7 +489,12 @@ def gradcheck(
             b = np.concatenate([fd[n][masks[n]] for n in grad])
         else:
             a, b = grad[name][masks[name]], fd[name][masks[name]]
-        table.add_row(name, f"{update[name].cosine:.6f}", f"{update[name].rel_error:.2e}", f"{oracle.fidelity(a, b).rel_error:.2e}")
+        table.add_row(
+            name,
+            f"{update[name].cosine:.6f}",
+            f"{update[name].rel_error:.2e}",
+            f"{oracle.fidelity(a, b).rel_error:.2e}",
+        )
     Console().print(table)
     substrate.close()
 
@@ -438,8 +512,10 @@ def gdu_table(backend: str, sizes, variant: str, beta: float, k: int, batch_size
     x = rng.uniform(0, 1, (batch_size, sizes[0]))
     y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
     report = gdu_check(substrate, x, y, beta=beta, K=k, variant=variant)
-    for what, title in (("rel_error", "relative error ||D_EP + g_BPTT|| / ||g_BPTT||"),
-                        ("sign_agreement", "sign agreement of D_EP with -g_BPTT")):
+    for what, title in (
+        ("rel_error", "relative error ||D_EP + g_BPTT|| / ||g_BPTT||"),
+        ("sign_agreement", "sign agreement of D_EP with -g_BPTT"),
+    ):
         table = Table(title=f"{title}; {variant}, beta={beta:g}, T={report.T} free steps (· : not reached at step t)")
         rows = table_rows(report, what)
         table.add_column("t", justify="right")
@@ -452,13 +528,17 @@ def gdu_table(backend: str, sizes, variant: str, beta: float, k: int, batch_size
     substrate.close()
 
 
-instruments_app = typer.Typer(no_args_is_help=True, help="Find, probe and check instruments (nothing here changes an output).")
+instruments_app = typer.Typer(
+    no_args_is_help=True, help="Find, probe and check instruments (nothing here changes an output)."
+)
 app.add_typer(instruments_app, name="instruments")
 
 
 @instruments_app.command("list")
 @one_line_errors
-def instruments_list(visa_backend: str = typer.Option("@py", help="VISA backend: @py (pyvisa-py), @ivi, or FILE.yaml@sim.")):
+def instruments_list(
+    visa_backend: str = typer.Option("@py", help="VISA backend: @py (pyvisa-py), @ivi, or FILE.yaml@sim."),
+):
     """VISA resources and serial ports this machine sees."""
     from drivers.cli_support import list_instruments
 
@@ -473,7 +553,9 @@ def instruments_list(visa_backend: str = typer.Option("@py", help="VISA backend:
 @one_line_errors
 def instruments_probe(
     address: str = typer.Argument(..., help="VISA resource (TCPIP::127.0.0.1::5025::SOCKET) or serial port."),
-    profile: Optional[str] = typer.Option(None, help="keithley2450, keysight-b2900, multichannel or board [default: from the identity]."),
+    profile: Optional[str] = typer.Option(
+        None, help="keithley2450, keysight-b2900, multichannel or board [default: from the identity]."
+    ),
     channel: Optional[int] = typer.Option(None, help="Channel whose programmed source level is read back."),
     visa_backend: str = typer.Option("@py", help="VISA backend."),
     timeout: float = typer.Option(2.0, help="Read timeout in s."),
@@ -492,7 +574,9 @@ def instruments_probe(
 @one_line_errors
 def instruments_check(
     wiring: str = typer.Argument(..., help="Wiring map (TOML)."),
-    config: Optional[str] = typer.Option(None, help="Run config whose data and nudging are checked against the limits."),
+    config: Optional[str] = typer.Option(
+        None, help="Run config whose data and nudging are checked against the limits."
+    ),
 ):
     """Validate a wiring map, and the values a run would send, without opening any instrument."""
     from aeqprop.config import load_config
@@ -503,12 +587,15 @@ def instruments_check(
     if config is not None:
         cfg = load_config(config)
         ds = cfg.dataset
-        x = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column).x_train
+        x = load_dataset(
+            ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column
+        ).x_train
         from aeqprop import registry
         from aeqprop.session import build_with
 
-        protocol = build_with(registry.load("protocols", cfg.protocol.name), cfg.protocol.options,
-                              {"seed": cfg.seed}, "protocol.options")  # refuses options no protocol takes, as train does
+        protocol = build_with(
+            registry.load("protocols", cfg.protocol.name), cfg.protocol.options, {"seed": cfg.seed}, "protocol.options"
+        )  # refuses options no protocol takes, as train does
         betas = protocol_betas(cfg.protocol.name, cfg.protocol.options)
         needs = tuple(getattr(protocol, "requires", ()))
     for line in check_wiring(wiring, betas=betas, x=x, capabilities=needs):
@@ -587,12 +674,21 @@ def serve_sim(
     from sim_backends.virtual_lab import Faults, serve
 
     options = {"layers": list(parse_hidden(layers)), "max_batch": 1, "seed": seed}
-    faults = Faults(delay=delay, drop=drop, garble=garble, disconnect=disconnect, compliance_trip=compliance_trip,
-                    settle=settle, seed=seed)
+    faults = Faults(
+        delay=delay,
+        drop=drop,
+        garble=garble,
+        disconnect=disconnect,
+        compliance_trip=compliance_trip,
+        settle=settle,
+        seed=seed,
+    )
     serve(backend, options, port=port, serial=serial, faults=faults, wiring_out=wiring_out, echo=typer.echo)
 
 
-sweep_app = typer.Typer(no_args_is_help=True, help="Sweeps: many runs from one file, on a local process pool or a Dask cluster.")
+sweep_app = typer.Typer(
+    no_args_is_help=True, help="Sweeps: many runs from one file, on a local process pool or a Dask cluster."
+)
 app.add_typer(sweep_app, name="sweep")
 _RUNS_OF_FILE = typer.Option(None, help="Runs folder (default: the sweep file's, else its base config's, else runs).")
 _WORKERS = typer.Option(None, help="Worker processes of the local pool or --cluster local (default: one per core).")
@@ -615,6 +711,7 @@ def sweep_executor(workers: Optional[int], scheduler: Optional[str], cluster: Op
             where = f"dashboard {ex.dashboard}" if ex.dashboard else "no dashboard (install bokeh for one)"
             typer.echo(f"dask scheduler {ex.address}, {ex.workers} workers, {where}")
             return ex
+
         return make
     from aeqprop.sweep_exec import LocalPool
 
@@ -627,8 +724,10 @@ def report_sweep(sweep_id: int, report, runs: str, quiet: bool) -> None:
     done = ", ".join(f"{n} {k}" for k, n in sorted(report.recorded.items())) or "no run"
     retried = f", {report.resubmitted} resubmitted after a lost worker" if report.resubmitted else ""
     if report.interrupted:
-        typer.echo(f"sweep {sweep_id} interrupted after {report.seconds:.1f} s: {done} recorded{retried}; "
-                   f"continue it with `aeqprop sweep resume {sweep_id} --runs {runs}`")
+        typer.echo(
+            f"sweep {sweep_id} interrupted after {report.seconds:.1f} s: {done} recorded{retried}; "
+            f"continue it with `aeqprop sweep resume {sweep_id} --runs {runs}`"
+        )
         raise typer.Exit(1)
     if not quiet:
         sweep_views.print_sweep(runs, str(sweep_id))
@@ -637,34 +736,55 @@ def report_sweep(sweep_id: int, report, runs: str, quiet: bool) -> None:
 
 @sweep_app.command("run")
 @one_line_errors
-def sweep_run(sweep_file: str = typer.Argument(..., help="Sweep file (TOML), e.g. benchmarks/learning_rules.toml."),
-              runs: Optional[str] = _RUNS_OF_FILE, workers: Optional[int] = _WORKERS,
-              scheduler: Optional[str] = _SCHEDULER, cluster: Optional[str] = _CLUSTER, retries: int = _RETRIES,
-              quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table.")):
+def sweep_run(
+    sweep_file: str = typer.Argument(..., help="Sweep file (TOML), e.g. benchmarks/learning_rules.toml."),
+    runs: Optional[str] = _RUNS_OF_FILE,
+    workers: Optional[int] = _WORKERS,
+    scheduler: Optional[str] = _SCHEDULER,
+    cluster: Optional[str] = _CLUSTER,
+    retries: int = _RETRIES,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
+):
     """Expand a sweep file into runs and run them all, each recorded in the run store under the sweep's id."""
     from aeqprop.sweep import load_sweep
     from aeqprop.sweep_exec import SweepSettings, start_sweep
 
     sweep = load_sweep(sweep_file, runs)
     make = sweep_executor(workers, scheduler, cluster)
-    sweep_id, report = start_sweep(sweep, make, SweepSettings(retries=retries), progress=not quiet,
-                                   on_created=lambda sid: typer.echo(f"sweep {sid}: {len(sweep.jobs)} runs in {sweep.runs}"),
-                                   one_at_a_time=workers == 1 and scheduler is None and cluster is None)
+    sweep_id, report = start_sweep(
+        sweep,
+        make,
+        SweepSettings(retries=retries),
+        progress=not quiet,
+        on_created=lambda sid: typer.echo(f"sweep {sid}: {len(sweep.jobs)} runs in {sweep.runs}"),
+        one_at_a_time=workers == 1 and scheduler is None and cluster is None,
+    )
     report_sweep(sweep_id, report, sweep.runs, quiet)
 
 
 @sweep_app.command("resume")
 @one_line_errors
-def sweep_resume(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = typer.Option("runs", help="Runs folder."),
-                 workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
-                 cluster: Optional[str] = _CLUSTER, retries: int = _RETRIES,
-                 quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table.")):
+def sweep_resume(
+    sweep: str = typer.Argument(..., help="Sweep id."),
+    runs: str = typer.Option("runs", help="Runs folder."),
+    workers: Optional[int] = _WORKERS,
+    scheduler: Optional[str] = _SCHEDULER,
+    cluster: Optional[str] = _CLUSTER,
+    retries: int = _RETRIES,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
+):
     """Run the runs of a sweep that did not complete (never started, failed, lost, stopped)."""
     from aeqprop.sweep_exec import SweepSettings, resume_sweep
 
     make = sweep_executor(workers, scheduler, cluster)
-    sweep_id, todo, report = resume_sweep(runs, sweep, make, SweepSettings(retries=retries), progress=not quiet,
-                                          one_at_a_time=workers == 1 and scheduler is None and cluster is None)
+    sweep_id, todo, report = resume_sweep(
+        runs,
+        sweep,
+        make,
+        SweepSettings(retries=retries),
+        progress=not quiet,
+        one_at_a_time=workers == 1 and scheduler is None and cluster is None,
+    )
     if not todo:
         typer.echo(f"sweep {sweep_id}: every run already completed; nothing to resume")
         return
@@ -674,8 +794,11 @@ def sweep_resume(sweep: str = typer.Argument(..., help="Sweep id."), runs: str =
 
 @sweep_app.command("show")
 @one_line_errors
-def sweep_show(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = typer.Option("runs", help="Runs folder."),
-               markdown: bool = typer.Option(False, help="A Markdown table (for a README).")):
+def sweep_show(
+    sweep: str = typer.Argument(..., help="Sweep id."),
+    runs: str = typer.Option("runs", help="Runs folder."),
+    markdown: bool = typer.Option(False, help="A Markdown table (for a README)."),
+):
     """A table per point: final test accuracy, mean ± std over seeds, ranked, the best marked."""
     from aeqprop import sweep_views
 
@@ -684,8 +807,11 @@ def sweep_show(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = t
 
 @sweep_app.command("plot")
 @one_line_errors
-def sweep_plot(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = typer.Option("runs", help="Runs folder."),
-               output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path (default: RUNS/sweep-ID.png).")):
+def sweep_plot(
+    sweep: str = typer.Argument(..., help="Sweep id."),
+    runs: str = typer.Option("runs", help="Runs folder."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path (default: RUNS/sweep-ID.png)."),
+):
     """PNG: final test accuracy against each swept axis, with the spread over seeds."""
     from aeqprop import sweep_views
 
@@ -694,8 +820,11 @@ def sweep_plot(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = t
 
 @sweep_app.command("export")
 @one_line_errors
-def sweep_export(sweep: str = typer.Argument(..., help="Sweep id."), runs: str = typer.Option("runs", help="Runs folder."),
-                 output: Optional[str] = typer.Option(None, "--output", "-o", help="CSV path (default: RUNS/sweep-ID.csv).")):
+def sweep_export(
+    sweep: str = typer.Argument(..., help="Sweep id."),
+    runs: str = typer.Option("runs", help="Runs folder."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="CSV path (default: RUNS/sweep-ID.csv)."),
+):
     """CSV: one row per run of the sweep (point, seed, swept values, status, figures)."""
     from aeqprop import sweep_views
 

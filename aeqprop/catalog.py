@@ -72,8 +72,10 @@ class DatasetSpec:
 
 
 _MNIST_NAMES = {
-    "train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz",
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 
 
@@ -87,11 +89,19 @@ _EMNIST_ZIP = Remote("gzip.zip", "58c8d27c78d21e728a6bc7b3cc06412e")
 
 
 def _emnist(split: str) -> DatasetSpec:
-    idx = {r: f"emnist-{split}-{r.split('_')[0]}-{r.split('_')[1]}-idx{3 if r.endswith('images') else 1}-ubyte.gz"
-           for r in IDX_ROLES}
+    idx = {
+        r: f"emnist-{split}-{r.split('_')[0]}-{r.split('_')[1]}-idx{3 if r.endswith('images') else 1}-ubyte.gz"
+        for r in IDX_ROLES
+    }
     return DatasetSpec(
-        f"emnist-{split}", "idx", (1, 28, 28), (_EMNIST_ZIP,), ("https://biometrics.nist.gov/cs_links/EMNIST/",),
-        idx=idx, members=tuple(f"gzip/{n}" for n in idx.values()), transpose=True,
+        f"emnist-{split}",
+        "idx",
+        (1, 28, 28),
+        (_EMNIST_ZIP,),
+        ("https://biometrics.nist.gov/cs_links/EMNIST/",),
+        idx=idx,
+        members=tuple(f"gzip/{n}" for n in idx.values()),
+        transpose=True,
         homepage="https://www.nist.gov/itl/products-and-services/emnist-dataset",
     )
 
@@ -99,34 +109,54 @@ def _emnist(split: str) -> DatasetSpec:
 CATALOG: dict[str, DatasetSpec] = {
     "mnist": _mnist_like(
         "mnist",
-        ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-         "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         homepage="http://yann.lecun.com/exdb/mnist/",
     ),
     "fashion-mnist": _mnist_like(
         "fashion-mnist",
-        ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-         "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         homepage="https://github.com/zalandoresearch/fashion-mnist",
     ),
     "kmnist": _mnist_like(
         "kmnist",
-        ("bdb82020997e1d708af4cf47b453dcf7", "e144d726b3acfaa3e44228e80efcd344",
-         "5c965bf0a639b31b8f53240b1b52f4d7", "7320c461ea6c1c855c0b718fb2a4b134"),
+        (
+            "bdb82020997e1d708af4cf47b453dcf7",
+            "e144d726b3acfaa3e44228e80efcd344",
+            "5c965bf0a639b31b8f53240b1b52f4d7",
+            "7320c461ea6c1c855c0b718fb2a4b134",
+        ),
         ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
         homepage="https://github.com/rois-codh/kmnist",
     ),
     **{f"emnist-{s}": _emnist(s) for s in EMNIST_SPLITS},
     "cifar10": DatasetSpec(
-        "cifar10", "cifar10", (3, 32, 32), (Remote("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
-        ("https://www.cs.toronto.edu/~kriz/",), homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        "cifar10",
+        "cifar10",
+        (3, 32, 32),
+        (Remote("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+        ("https://www.cs.toronto.edu/~kriz/",),
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
     ),
     "cifar100": DatasetSpec(
-        "cifar100", "cifar100", (3, 32, 32), (Remote("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
-        ("https://www.cs.toronto.edu/~kriz/",), homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        "cifar100",
+        "cifar100",
+        (3, 32, 32),
+        (Remote("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
+        ("https://www.cs.toronto.edu/~kriz/",),
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
     ),
 }
 

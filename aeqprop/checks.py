@@ -50,8 +50,14 @@ def check_type(value: Any, param: inspect.Parameter, what: str) -> None:
     verdicts = [_accepts(part, value) for part in annotation.split("|")]
     if any(v is None or v for v in verdicts):
         return
-    hint = {"float": "a finite number", "int": "an integer", "bool": "true or false", "str": "a text in quotes",
-            "Mapping[str, float]": "a table of finite numbers per tensor", "Sequence[int]": "a list of integers"}
+    hint = {
+        "float": "a finite number",
+        "int": "an integer",
+        "bool": "true or false",
+        "str": "a text in quotes",
+        "Mapping[str, float]": "a table of finite numbers per tensor",
+        "Sequence[int]": "a list of integers",
+    }
     wanted = " or ".join(hint.get(p.strip(), p.strip()) for p in annotation.split("|"))
     raise ConfigurationError(f"{what} = {value!r:.60}: give {wanted}")
 
@@ -120,7 +126,9 @@ def health(result: Any, data: Any, policy: HealthPolicy = HealthPolicy()) -> lis
     best = result.best_test_accuracy
     sampling = policy.z * float(np.sqrt(majority * (1.0 - majority) / labels.size))
     if best <= majority + max(policy.margin, sampling):
-        return [f"the run did not learn: best test accuracy {best:.1%}, no better than always answering the most "
-                f"common class ({majority:.1%} of {labels.size} test samples); check beta, lr and eps (a step too "
-                "small underflows, one too large throws the parameters to their bounds)"]
+        return [
+            f"the run did not learn: best test accuracy {best:.1%}, no better than always answering the most "
+            f"common class ({majority:.1%} of {labels.size} test samples); check beta, lr and eps (a step too "
+            "small underflows, one too large throws the parameters to their bounds)"
+        ]
     return []

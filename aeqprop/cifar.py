@@ -29,9 +29,12 @@ LAYOUT = {
 }
 
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
     ("_codecs", "encode"),
 }
 
@@ -89,6 +92,7 @@ def read_cifar(source: str | Path, variant: str) -> tuple[np.ndarray, np.ndarray
             if stream is None:
                 raise DataError(f"{source}: {folder}/{name} is not a regular file; is it the {variant} python archive?")
             return stream.read()
+
     parts = [_load_batch(read(n), f"{source}:{n}", key) for n in train_names]
     x_test, y_test = _load_batch(read(test_name), f"{source}:{test_name}", key)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test

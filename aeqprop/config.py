@@ -48,11 +48,16 @@ class _Strict(BaseModel):
 def _sizes(value: Any, what: str, minimum_length: int) -> None:
     """Refuse layer sizes that are not positive integers (``[4.7]``, ``"abc"``, ``true``, ``[]``)."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not isinstance(value, (list, tuple, int)) or isinstance(value, bool) or len(items) < minimum_length or any(
-        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in items
+    if (
+        not isinstance(value, (list, tuple, int))
+        or isinstance(value, bool)
+        or len(items) < minimum_length
+        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in items)
     ):
-        raise ValueError(f"{what} = {value!r}: give layer sizes as positive integers, e.g. [256] or [128, 64]"
-                         + (f" (at least {minimum_length})" if minimum_length > 1 else ""))
+        raise ValueError(
+            f"{what} = {value!r}: give layer sizes as positive integers, e.g. [256] or [128, 64]"
+            + (f" (at least {minimum_length})" if minimum_length > 1 else "")
+        )
 
 
 class DatasetConfig(_Strict):
@@ -165,8 +170,10 @@ class RunConfig(_Strict):
 #: The built-in run of ``aeqprop train`` with no file: centered Aeqprop, Hopfield 64-512-10 on digits
 #: (float32: the same accuracies as float64 on 3 seeds in benchmarks/core.py, and faster).
 DEFAULT: dict[str, Any] = {
-    "substrate": {"backend": "hopfield", "options": {"hidden": [512], "eps": 0.1, "tol": 1e-3, "max_sweeps": 100,
-                                                     "dtype": "float32"}},
+    "substrate": {
+        "backend": "hopfield",
+        "options": {"hidden": [512], "eps": 0.1, "tol": 1e-3, "max_sweeps": 100, "dtype": "float32"},
+    },
     "protocol": {"name": "aeqprop", "options": {"variant": "centered", "homeostasis": "native", "release": 1.0}},
 }
 
@@ -198,7 +205,7 @@ def _one_line(exc: ValidationError) -> ConfigurationError:
     else:
         message = err["msg"][0].lower() + err["msg"][1:]
         if message.startswith("value error, "):
-            message = message[len("value error, "):]
+            message = message[len("value error, ") :]
         elif err["type"].endswith("_type"):
             message += f" (got {err.get('input')!r:.60})"
     if err["type"] == "extra_forbidden":
@@ -246,16 +253,21 @@ def apply_override(raw: dict, assignment: str) -> None:
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigurationError(f"config file {path} does not exist" if not path.exists()
-                                 else f"config file {path} is not a file; give a TOML file")
+        raise ConfigurationError(
+            f"config file {path} does not exist"
+            if not path.exists()
+            else f"config file {path} is not a file; give a TOML file"
+        )
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-                                 "a config is a TOML file saved as UTF-8") from None
+        raise ConfigurationError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "a config is a TOML file saved as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read the config file {path} ({exc.strerror or exc})") from None
 
@@ -267,22 +279,26 @@ def validate(raw: dict) -> RunConfig:
         raise _one_line(exc) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                fields: dict[str, Any] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, fields: dict[str, Any] | None = None
+) -> RunConfig:
     """Read a TOML file (or the built-in default), apply ``key=value`` overrides and
     ``fields`` (dotted key -> value, e.g. from command-line flags), validate."""
     import copy
 
     raw = read_toml(path) if path is not None else copy.deepcopy(DEFAULT)
     if path is None:  # the default run's options belong to its protocol and backend
-        chosen = {**(fields or {}), **{k.strip(): parse_value(v.strip()) for k, _, v in
-                                       (a.partition("=") for a in overrides or [])}}
+        chosen = {
+            **(fields or {}),
+            **{k.strip(): parse_value(v.strip()) for k, _, v in (a.partition("=") for a in overrides or [])},
+        }
         if chosen.get("protocol.name", DEFAULT["protocol"]["name"]) != DEFAULT["protocol"]["name"]:
             raw["protocol"]["options"] = {}
         backend = chosen.get("substrate.backend", DEFAULT["substrate"]["backend"])
         if backend != DEFAULT["substrate"]["backend"]:
             raw["substrate"]["options"] = copy.deepcopy(
-                BACKEND_DEFAULTS.get(backend, {"hidden": DEFAULT["substrate"]["options"]["hidden"]}))
+                BACKEND_DEFAULTS.get(backend, {"hidden": DEFAULT["substrate"]["options"]["hidden"]})
+            )
     for key, value in (fields or {}).items():
         set_field(raw, key, value)
     for assignment in overrides or []:

@@ -37,8 +37,13 @@ class DaskExecutor(Executor):
     ``timeout``: seconds to wait for the scheduler to answer.
     """
 
-    def __init__(self, scheduler: str | None = None, cluster: str | None = None, workers: int | None = None,
-                 timeout: float = 10.0):
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        cluster: str | None = None,
+        workers: int | None = None,
+        timeout: float = 10.0,
+    ):
         distributed = _distributed()
         self.cluster = None
         self.dashboard: str | None = None
@@ -46,11 +51,18 @@ class DaskExecutor(Executor):
             raise ConfigurationError("give either --scheduler tcp://HOST:PORT or --cluster local, not both")
         if cluster is not None:
             if cluster != "local":
-                raise ConfigurationError(f"--cluster {cluster!r}: only 'local' is known; for another cluster start "
-                                         "its scheduler and give --scheduler tcp://HOST:PORT")
+                raise ConfigurationError(
+                    f"--cluster {cluster!r}: only 'local' is known; for another cluster start "
+                    "its scheduler and give --scheduler tcp://HOST:PORT"
+                )
             self.cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", silence_logs=40)
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                silence_logs=40,
+            )
             self.dashboard = _dashboard(self.cluster)
             address = self.cluster.scheduler_address
         else:
@@ -63,8 +75,10 @@ class DaskExecutor(Executor):
         except OSError as exc:
             if self.cluster is not None:
                 self.cluster.close()
-            raise ConfigurationError(f"--scheduler {address}: no Dask scheduler answered ({exc}); "
-                                     "start one with `dask scheduler` or check the address") from None
+            raise ConfigurationError(
+                f"--scheduler {address}: no Dask scheduler answered ({exc}); "
+                "start one with `dask scheduler` or check the address"
+            ) from None
         self.address = address
         self._executor = self.client.get_executor(pure=False)
 

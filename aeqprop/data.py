@@ -46,7 +46,6 @@ class Dataset:
     def y_test(self) -> np.ndarray:
         return one_hot(self.labels_test, self.n_classes)
 
-
     @property
     def y_val(self) -> np.ndarray | None:
         return None if self.labels_val is None else one_hot(self.labels_val, self.n_classes)
@@ -118,8 +117,14 @@ def _header_lines(path: Path) -> int:
         return 1
 
 
-def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, target_column: int = -1,
-                 validation: float | None = None, data_dir: str | Path | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    target_column: int = -1,
+    validation: float | None = None,
+    data_dir: str | Path | None = None,
+) -> Dataset:
     """Load a bundled dataset or a named one (``mnist``, ``fashion-mnist``, ``cifar10``, ... with
     their official test split, read from ``data_dir`` or the usual folders), or a .csv / .npz
     file by path; split, scale to [0, 1].
@@ -136,8 +141,10 @@ def load_dataset(name: str, test_fraction: float = 0.2, seed: int = 0, target_co
         from aeqprop.catalog import CATALOG, load_named
 
         if name not in CATALOG:
-            raise DataError(f"unknown dataset {name!r}; valid: {', '.join(BUNDLED)}, {', '.join(CATALOG)}, "
-                            "or a .csv / .npz file path")
+            raise DataError(
+                f"unknown dataset {name!r}; valid: {', '.join(BUNDLED)}, {', '.join(CATALOG)}, "
+                "or a .csv / .npz file path"
+            )
         x_train, l_train, x_test, l_test, n_classes, shape = load_named(name, data_dir)
         data = Dataset(str(name), x_train, l_train, x_test, l_test, n_classes, shape=shape)
         return _carve_validation(data, 0.1 if validation is None else validation, seed)

@@ -52,9 +52,12 @@ def show(kind: str, name: str) -> list[str]:
         lines.append(f"  {p.name}{annotation}: {default}" + (f"; one of {', '.join(choices)}" if choices else ""))
     if kind == "protocols":
         requires = sorted(getattr(factory, "requires", ()) or ())
-        lines.append("needs of a substrate: " + (", ".join(requires) or "nothing beyond the contract")
-                     + "  (capabilities: eqprop = measure dE/dtheta and program theta; aeqprop = knobs and release; "
-                     "homeostasis = native hold of theta)")
+        lines.append(
+            "needs of a substrate: "
+            + (", ".join(requires) or "nothing beyond the contract")
+            + "  (capabilities: eqprop = measure dE/dtheta and program theta; aeqprop = knobs and release; "
+            "homeostasis = native hold of theta)"
+        )
     else:
         lines.append("capabilities: " + _capabilities(factory))
     return lines

@@ -63,9 +63,14 @@ def _download(url: str, dest: Path, md5: str, settings: FetchSettings) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def fetch(name: str, data_dir: str | Path | None = None, mirrors: list[str] | None = None,
-          dataset: DatasetSpec | None = None, settings: FetchSettings = FetchSettings(),
-          on_file: Callable[[str, str], None] | None = None) -> Path:
+def fetch(
+    name: str,
+    data_dir: str | Path | None = None,
+    mirrors: list[str] | None = None,
+    dataset: DatasetSpec | None = None,
+    settings: FetchSettings = FetchSettings(),
+    on_file: Callable[[str, str], None] | None = None,
+) -> Path:
     """Download ``name`` into :func:`target_dir`; return that folder.
 
     ``mirrors`` replace the spec's (base URLs ending in ``/``); ``dataset`` replaces

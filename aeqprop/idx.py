@@ -61,5 +61,5 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     body = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
     body += np.ascontiguousarray(array, array.dtype.newbyteorder(">")).tobytes()
     compress = path.suffix == ".gz" if compress is None else compress
-    with (gzip.open(path, "wb") if compress else open(path, "wb")) as f:
+    with gzip.open(path, "wb") if compress else open(path, "wb") as f:
         f.write(body)

@@ -79,8 +79,10 @@ def check(recorded: list[dict], config: dict) -> dict:
             changed.append(f"{item['key']}: {path} is gone")
             continue
         if digest != item["sha256"]:
-            changed.append(f"{item['key']}: {path} changed since the run started "
-                           f"({item['bytes']} -> {size} bytes, sha256 {item['sha256'][:12]} -> {digest[:12]})")
+            changed.append(
+                f"{item['key']}: {path} changed since the run started "
+                f"({item['bytes']} -> {size} bytes, sha256 {item['sha256'][:12]} -> {digest[:12]})"
+            )
             continue
         node = config
         *parts, last = item["key"].split(".")

@@ -43,8 +43,9 @@ def compare(estimate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
     return out
 
 
-def finite_difference(substrate: Any, x: np.ndarray, y: np.ndarray, h: float = 1e-6, entries: int | None = None,
-                      seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def finite_difference(
+    substrate: Any, x: np.ndarray, y: np.ndarray, h: float = 1e-6, entries: int | None = None, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Central differences of the loss, ``(L(theta + h e) - L(theta - h e)) / 2h``.
 
     ``entries`` limits the check to that many randomly chosen entries per tensor.

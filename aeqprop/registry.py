@@ -144,7 +144,9 @@ def _protocol_class_from_file(spec: str):
         loader_spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # the user's module failed on import: one line, the exception named
         del sys.modules[module_name]
-        raise ConfigurationError(f"protocol file {path_text}: importing it raised {type(exc).__name__}: {exc}") from None
+        raise ConfigurationError(
+            f"protocol file {path_text}: importing it raised {type(exc).__name__}: {exc}"
+        ) from None
     classes = [n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module_name]
     if not cls_name:
         if len(classes) != 1:

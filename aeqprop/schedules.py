@@ -85,7 +85,7 @@ class Schedule(BaseModel):
             return self.gamma ** sum(step >= m * total for m in self.milestones)
         if self.kind == "cosine":
             return self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * t))
-        return self.final ** t
+        return self.final**t
 
     def positive(self) -> bool:
         """True if the factor never reaches 0 (a beta schedule must stay > 0)."""
@@ -139,8 +139,14 @@ class ScheduleHook:
     The protocol's values at construction are the initial ones (factor 1).
     """
 
-    def __init__(self, protocol: Any, lr: str | Mapping | Schedule | None = None, beta: str | Mapping | Schedule | None = None,
-                 substrate: Any = None, eps: str | Mapping | Schedule | None = None) -> None:
+    def __init__(
+        self,
+        protocol: Any,
+        lr: str | Mapping | Schedule | None = None,
+        beta: str | Mapping | Schedule | None = None,
+        substrate: Any = None,
+        eps: str | Mapping | Schedule | None = None,
+    ) -> None:
         self.protocol, self.substrate = protocol, substrate
         self.eps = None if eps is None else Schedule.parse(eps, "eps schedule")
         if self.eps is not None:
@@ -193,7 +199,8 @@ class ScheduleHook:
             self.substrate.eps.update({n: v * f for n, v in self.eps0.items()})
 
 
-def hook(protocol: Any, substrate: Any = None, beta: ScheduleSpec = None, lr: ScheduleSpec = None,
-         eps: ScheduleSpec = None) -> ScheduleHook:
+def hook(
+    protocol: Any, substrate: Any = None, beta: ScheduleSpec = None, lr: ScheduleSpec = None, eps: ScheduleSpec = None
+) -> ScheduleHook:
     """The trainer's ``before_step`` for schedules given as tables (run config) or strings."""
     return ScheduleHook(protocol, lr=lr, beta=beta, substrate=substrate, eps=eps)

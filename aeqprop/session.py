@@ -103,8 +103,14 @@ def build(config: RunConfig) -> Built:
     make_substrate = registry.load("backends", backend)
     make_protocol = registry.load("protocols", config.protocol.name)
     ds = config.dataset
-    data = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=config.data_seed, target_column=ds.target_column,
-                        validation=ds.validation, data_dir=ds.data_dir)
+    data = load_dataset(
+        ds.name,
+        test_fraction=ds.test_fraction,
+        seed=config.data_seed,
+        target_column=ds.target_column,
+        validation=ds.validation,
+        data_dir=ds.data_dir,
+    )
     protocol = build_with(make_protocol, config.protocol.options, {"seed": config.seed}, "protocol.options")
     options = dict(config.substrate.options)
     injected: dict[str, Any] = {"seed": config.seed}
@@ -116,12 +122,17 @@ def build(config: RunConfig) -> Built:
         injected["layers"] = (data.n_features, *hidden, data.n_classes)
     layers = options.get("layers", injected.get("layers"))
     if isinstance(layers, (list, tuple)) and all(isinstance(n, int) for n in layers):
-        check_memory(layers, config.schedule.batch_size, "substrate.options.layers" if "layers" in options
-                     else "layers (features, hidden, classes)")
+        check_memory(
+            layers,
+            config.schedule.batch_size,
+            "substrate.options.layers" if "layers" in options else "layers (features, hidden, classes)",
+        )
     if config.substrate.wiring is not None:
         if "wiring" not in inspect.signature(make_substrate).parameters:
-            raise ConfigurationError(f"substrate.wiring: backend {backend!r} takes no wiring map (instruments do: "
-                                     "backend 'instrument'); drop --wiring or the backend")
+            raise ConfigurationError(
+                f"substrate.wiring: backend {backend!r} takes no wiring map (instruments do: "
+                "backend 'instrument'); drop --wiring or the backend"
+            )
         injected["wiring"] = config.substrate.wiring
     events = EventSink()
     injected["on_event"] = events  # instruments report faults and retries
@@ -136,10 +147,18 @@ def build(config: RunConfig) -> Built:
     built = Built(config, data, protocol, substrate, names=names, events=events)
     try:
         built.hook = schedule_hook(config, protocol, substrate)
-        built.trainer = Trainer(substrate, protocol, data, config.schedule.epochs, config.schedule.batch_size,
-                                seed=config.seed, before_step=built.hook, eval_every=config.evaluation.every,
-                                fidelity_every=config.evaluation.fidelity_every,
-                                checkpoint_every=config.checkpoint.every)
+        built.trainer = Trainer(
+            substrate,
+            protocol,
+            data,
+            config.schedule.epochs,
+            config.schedule.batch_size,
+            seed=config.seed,
+            before_step=built.hook,
+            eval_every=config.evaluation.every,
+            fidelity_every=config.evaluation.fidelity_every,
+            checkpoint_every=config.checkpoint.every,
+        )
     except BaseException:
         substrate.close()
         raise
@@ -234,8 +253,9 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)  # what the user must hear although the run completed
 
 
-def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint: dict | None = None,
-            progress: bool = False) -> Outcome:
+def execute(
+    built: Built, store: RunStore | None, run_id: int | None, checkpoint: dict | None = None, progress: bool = False
+) -> Outcome:
     """Train a built run, recording into ``store`` (None: no store, for the overhead benchmark)."""
     import time
 
@@ -251,8 +271,13 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         if checkpoint is not None:
             restore(sub, checkpoint["parameters"], checkpoint["knobs"])
             trainer.set_random_states(checkpoint["random"])
-            start = Position(checkpoint["epoch"], checkpoint["step"], checkpoint["global_step"],
-                             checkpoint["order"], tuple(checkpoint["sums"]))
+            start = Position(
+                checkpoint["epoch"],
+                checkpoint["step"],
+                checkpoint["global_step"],
+                checkpoint["order"],
+                tuple(checkpoint["sums"]),
+            )
         spe = trainer.steps_per_epoch()
         calibrate(built, store, run_id, None if checkpoint is None else checkpoint["global_step"])
 
@@ -261,12 +286,14 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
                 t0 = time.perf_counter()
                 fn(*args)
                 clock["store"] += time.perf_counter() - t0
+
             return wrapper if store is not None else (lambda *a: None)
 
         @timed
         def on_step(epoch, k, report):
-            store.log_step(run_id, (epoch - 1) * spe + k + 1, epoch, report.loss, report.sweeps, report.seconds,
-                           report.extra)
+            store.log_step(
+                run_id, (epoch - 1) * spe + k + 1, epoch, report.loss, report.sweeps, report.seconds, report.extra
+            )
 
         @timed
         def on_eval(epoch, g, loss, acc):
@@ -284,8 +311,15 @@ def execute(built: Built, store: RunStore | None, run_id: int | None, checkpoint
         t0 = time.perf_counter()
         # overflow and NaN end the run through the trainer's non-finite loss check, in one line
         with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            outcome.result = trainer.run(progress=progress, on_step=on_step, on_epoch=on_epoch, on_eval=on_eval,
-                                         on_checkpoint=on_checkpoint, should_stop=stop, start=start)
+            outcome.result = trainer.run(
+                progress=progress,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                on_eval=on_eval,
+                on_checkpoint=on_checkpoint,
+                should_stop=stop,
+                start=start,
+            )
         outcome.step_seconds = time.perf_counter() - t0 - clock["store"]
         status = "interrupted" if outcome.result.stopped else "completed"
         if status == "completed" and outcome.result.history:
@@ -367,7 +401,9 @@ def _finish(built: Built, store: RunStore | None, run_id: int | None, status: st
             store._steps = []
         if error is not None:
             store.event(run_id, "fault" if status == "failed" else "warning", error)
-        store.event(run_id, "closed", f"substrate closed ({status})" + (f"; close failed: {close_error}" if close_error else ""))
+        store.event(
+            run_id, "closed", f"substrate closed ({status})" + (f"; close failed: {close_error}" if close_error else "")
+        )
         store.set_status(run_id, status, error)
         store.release(run_id)
     except (StoreError, sqlite3.Error) as exc:
@@ -400,8 +436,11 @@ def version_changes(recorded: dict) -> list[str]:
     from aeqprop.store import versions
 
     now = versions()
-    return [f"{k} {recorded.get(k, 'absent')} -> {now.get(k, 'absent')}"
-            for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
+    return [
+        f"{k} {recorded.get(k, 'absent')} -> {now.get(k, 'absent')}"
+        for k in sorted(set(recorded) | set(now))
+        if recorded.get(k) != now.get(k)
+    ]
 
 
 def resume(runs: str, run_id: int | str, progress: bool = False, on_warning=None) -> Outcome:
@@ -438,8 +477,10 @@ def resume(runs: str, run_id: int | str, progress: bool = False, on_warning=None
         warnings.append(f"run {rid} was left running by {ownership.describe(previous)}, which is gone; taking it over")
     changes = version_changes(row["versions"])
     if changes:
-        warnings.append(f"package versions differ from the run's start ({', '.join(changes)}); "
-                        "the resumed part may not match bitwise")
+        warnings.append(
+            f"package versions differ from the run's start ({', '.join(changes)}); "
+            "the resumed part may not match bitwise"
+        )
     try:
         store.set_status(rid, "running")
         store.event(rid, "resumed", f"resumed after step {done}", step=done)
@@ -467,4 +508,5 @@ def check_restorable(substrate, checkpoint: dict | None, status: str, atol: floa
         raise ConfigurationError(
             f"this substrate cannot program its parameters (no eqprop wiring) and they differ from the "
             f"checkpoint's by up to {off:.3g}; the run stays {status}. Resume on the bench that still holds them, "
-            "or wire program channels")
+            "or wire program channels"
+        )

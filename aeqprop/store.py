@@ -108,8 +108,9 @@ class RunStore(StoreFile):
     SCHEMA_VERSION = SCHEMA_VERSION
 
     # -- runs ---------------------------------------------------------------------
-    def create_run(self, config: dict, seed: int, dataset: str, backend: str, protocol: str,
-                   inputs: list[dict] | None = None) -> int:
+    def create_run(
+        self, config: dict, seed: int, dataset: str, backend: str, protocol: str, inputs: list[dict] | None = None
+    ) -> int:
         """Record a new run, owned by this process (its lease taken in the same transaction),
         with the digests of its input files (rows of :func:`aeqprop.inputs.record`)."""
         from aeqprop import ownership
@@ -120,16 +121,28 @@ class RunStore(StoreFile):
             cur = db.execute(
                 "INSERT INTO runs (config, status, seed, dataset, backend, protocol, versions, host, started) "
                 "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                (json.dumps(config), seed, dataset, backend, protocol, json.dumps(versions()),
-                 socket.gethostname(), now),
+                (
+                    json.dumps(config),
+                    seed,
+                    dataset,
+                    backend,
+                    protocol,
+                    json.dumps(versions()),
+                    socket.gethostname(),
+                    now,
+                ),
             )
             assert cur.lastrowid is not None  # set by the INSERT
             rid = int(cur.lastrowid)
-            db.execute("INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (rid, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now))
+            db.execute(
+                "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rid, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now),
+            )
             for item in inputs or []:
-                db.execute("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?)",
-                           (rid, item["key"], item["value"], item["path"], item["sha256"], item["bytes"]))
+                db.execute(
+                    "INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?)",
+                    (rid, item["key"], item["value"], item["path"], item["sha256"], item["bytes"]),
+                )
         self._tokens[rid] = lease["token"]
         return rid
 
@@ -185,8 +198,9 @@ class RunStore(StoreFile):
         """The input files recorded when the run started (key, value as given, absolute path, sha256, bytes)."""
         if self.version < 2:
             return []
-        return self._query("SELECT key, value, path, sha256, bytes FROM inputs WHERE run_id = ? ORDER BY key",
-                           (run_id,))
+        return self._query(
+            "SELECT key, value, path, sha256, bytes FROM inputs WHERE run_id = ? ORDER BY key", (run_id,)
+        )
 
     # -- ownership ------------------------------------------------------------------
     def _leases(self, run_id: int | None = None) -> list[dict[str, Any]]:
@@ -205,16 +219,20 @@ class RunStore(StoreFile):
 
         lease, now = ownership.me(), time.time()
         with self._transaction() as db:
-            rows = [dict(zip(("run_id", "token", "host", "pid", "pid_start", "acquired", "heartbeat"), r))
-                    for r in db.execute("SELECT * FROM leases WHERE run_id = ?", (run_id,))]
+            rows = [
+                dict(zip(("run_id", "token", "host", "pid", "pid_start", "acquired", "heartbeat"), r))
+                for r in db.execute("SELECT * FROM leases WHERE run_id = ?", (run_id,))
+            ]
             previous = rows[0] if rows else None
             if previous is not None and ownership.is_live(previous, now):
                 raise StoreError(
                     f"run {run_id} is being trained by {ownership.describe(previous, now)}; one process at a time: "
                     f"stop it first (kill -INT {previous['pid']}) or wait for it to end"
                 )
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (run_id, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now))
+            db.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, lease["token"], lease["host"], lease["pid"], lease["pid_start"], now, now),
+            )
         self._tokens[run_id] = lease["token"]
         return previous
 
@@ -236,12 +254,14 @@ class RunStore(StoreFile):
             raise StoreError(f"run {run_id} was taken over by another process; this one stops without writing")
 
     # -- metrics and events -------------------------------------------------------
-    def log_step(self, run_id: int, step: int, epoch: int, loss: float, sweeps: dict, seconds: dict,
-                 extra: dict) -> None:
+    def log_step(
+        self, run_id: int, step: int, epoch: int, loss: float, sweeps: dict, seconds: dict, extra: dict
+    ) -> None:
         """Buffer one step's metrics (loss, relaxation sweeps and seconds per phase, the protocol's
         extra figures); they are written with the next checkpoint or flush."""
-        self._steps.append((run_id, step, epoch, loss, json.dumps(sweeps), json.dumps(seconds),
-                            json.dumps(extra) if extra else None))
+        self._steps.append(
+            (run_id, step, epoch, loss, json.dumps(sweeps), json.dumps(seconds), json.dumps(extra) if extra else None)
+        )
 
     def _write_steps(self, db: sqlite3.Connection) -> None:
         if self._steps:
@@ -257,21 +277,37 @@ class RunStore(StoreFile):
             self._heartbeat(db, run_id)
             db.execute(
                 "INSERT OR REPLACE INTO epoch_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, record.epoch, record.train_loss, record.train_accuracy, record.test_loss,
-                 record.test_accuracy, record.seconds, record.sweeps_per_step, parameter_norm),
+                (
+                    run_id,
+                    record.epoch,
+                    record.train_loss,
+                    record.train_accuracy,
+                    record.test_loss,
+                    record.test_accuracy,
+                    record.seconds,
+                    record.sweeps_per_step,
+                    parameter_norm,
+                ),
             )
-            db.execute("UPDATE runs SET best_accuracy = (SELECT MAX(test_accuracy) FROM epoch_metrics "
-                       "WHERE run_id = ?) WHERE id = ?", (run_id, run_id))
+            db.execute(
+                "UPDATE runs SET best_accuracy = (SELECT MAX(test_accuracy) FROM epoch_metrics "
+                "WHERE run_id = ?) WHERE id = ?",
+                (run_id, run_id),
+            )
 
     def log_eval(self, run_id: int, epoch: int, step: int, loss: float, accuracy: float) -> None:
         with self._transaction() as db:
             self._heartbeat(db, run_id)
-            db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?)", (run_id, step, epoch, loss, accuracy))
+            db.execute(
+                "INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?)", (run_id, step, epoch, loss, accuracy)
+            )
 
     def event(self, run_id: int, kind: str, message: str, step: int | None = None) -> None:
         with self._transaction() as db:
-            db.execute("INSERT INTO events (run_id, time, step, kind, message) VALUES (?, ?, ?, ?, ?)",
-                       (run_id, time.time(), step, kind, message))
+            db.execute(
+                "INSERT INTO events (run_id, time, step, kind, message) VALUES (?, ?, ?, ?, ?)",
+                (run_id, time.time(), step, kind, message),
+            )
 
     def metrics(self, run_id: int, table: str) -> list[dict[str, Any]]:
         if table not in ("step_metrics", "epoch_metrics", "evaluations", "events"):
@@ -286,16 +322,32 @@ class RunStore(StoreFile):
         arrays.update({f"k:{n}": v for n, v in (knobs or {}).items()})
         arrays["order"] = np.asarray(position.order)
         blob = _pack(arrays)
-        meta = json.dumps({"epoch": position.epoch, "step": position.step, "global_step": position.global_step,
-                           "sums": list(position.sums), "random": random, "knobs": knobs is not None})
+        meta = json.dumps(
+            {
+                "epoch": position.epoch,
+                "step": position.step,
+                "global_step": position.global_step,
+                "sums": list(position.sums),
+                "random": random,
+                "knobs": knobs is not None,
+            }
+        )
         with self._transaction() as db:
             self._heartbeat(db, run_id)
             self._write_steps(db)
             db.execute(
                 "INSERT INTO checkpoints (run_id, step, epoch, step_in_epoch, created, arrays, meta, digest) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, position.global_step, position.epoch, position.step, time.time(), blob, meta,
-                 _digest(blob, meta)),
+                (
+                    run_id,
+                    position.global_step,
+                    position.epoch,
+                    position.step,
+                    time.time(),
+                    blob,
+                    meta,
+                    _digest(blob, meta),
+                ),
             )
             db.execute(
                 "DELETE FROM checkpoints WHERE run_id = ? AND id NOT IN "

@@ -71,8 +71,10 @@ class StoreFile:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 self._create_file()
             except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot create the run store in {self.folder} ({getattr(exc, 'strerror', None) or exc}); "
-                                 "give a writable folder with --runs") from None
+                raise StoreError(
+                    f"cannot create the run store in {self.folder} ({getattr(exc, 'strerror', None) or exc}); "
+                    "give a writable folder with --runs"
+                ) from None
         elif self.path.stat().st_size == 0:
             raise StoreError(
                 f"{self.path} is empty (0 bytes): the run store was truncated and its runs are lost unless you have "
@@ -85,8 +87,10 @@ class StoreFile:
             except OSError as exc:
                 raise StoreError(f"cannot read {self.path} ({exc.strerror or exc}); check its permissions") from None
             if header != b"SQLite format 3\x00":
-                raise StoreError(f"{self.path} is not a run store (not an SQLite file: file is not a database); "
-                                 "move it aside or use another runs folder")
+                raise StoreError(
+                    f"{self.path} is not a run store (not an SQLite file: file is not a database); "
+                    "move it aside or use another runs folder"
+                )
 
     def _create_file(self) -> None:
         """Write an empty store beside the final name and link it into place: another process never sees a
@@ -154,8 +158,11 @@ class StoreFile:
         """Tables and their columns at a schema version (from the schema text itself)."""
         mem = sqlite3.connect(":memory:")
         mem.executescript(cls.SCHEMAS[version])
-        tables = [r[0] for r in mem.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                  if not r[0].startswith("sqlite_")]
+        tables = [
+            r[0]
+            for r in mem.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not r[0].startswith("sqlite_")
+        ]
         out = {t: {r[1] for r in mem.execute(f"PRAGMA table_info({t})")} for t in tables}
         mem.close()
         return out
@@ -167,8 +174,11 @@ class StoreFile:
             detail = " ".join(" ".join(result[:3]).split())  # one line
             raise self._damaged(f"quick_check: {detail[:300]}")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        present = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                   if not r[0].startswith("sqlite_")}
+        present = {
+            r[0]
+            for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not r[0].startswith("sqlite_")
+        }
         if version > self.SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has store schema {version}, this version reads up to {self.SCHEMA_VERSION}; "
@@ -176,8 +186,10 @@ class StoreFile:
             )
         if version == 0:
             if present:
-                raise StoreError(f"{self.path} is an SQLite file but not a run store (tables: "
-                                 f"{', '.join(sorted(present))}); use another runs folder")
+                raise StoreError(
+                    f"{self.path} is an SQLite file but not a run store (tables: "
+                    f"{', '.join(sorted(present))}); use another runs folder"
+                )
             if self.readonly:
                 raise StoreError(f"{self.path} holds no run store yet; train a run into {self.folder} first")
         else:
@@ -248,8 +260,10 @@ class StoreFile:
             return self._damaged(exc)
         if "readonly" in text or "read-only" in text:
             return StoreError(f"{self.path} is read-only ({text}); training and resuming need a writable runs folder")
-        return StoreError(f"cannot write to the run store {self.path} ({text}); nothing of this write was kept; "
-                          "free disk space or fix the folder, then continue the run with `aeqprop resume`")
+        return StoreError(
+            f"cannot write to the run store {self.path} ({text}); nothing of this write was kept; "
+            "free disk space or fix the folder, then continue the run with `aeqprop resume`"
+        )
 
     def _transaction(self) -> StoreFile._Tx:
         return StoreFile._Tx(self)
@@ -266,4 +280,3 @@ class StoreFile:
             if "malformed" in str(exc) or "not a database" in str(exc):
                 raise self._damaged(exc) from None
             raise StoreError(f"{self.path}: cannot read the run store ({exc})") from None
-

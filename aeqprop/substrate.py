@@ -42,9 +42,7 @@ class SubstrateInfo:
     def __post_init__(self) -> None:
         unknown = set(self.capabilities) - CAPABILITIES
         if unknown:
-            raise ConfigurationError(
-                f"unknown capabilities {sorted(unknown)}; valid: {sorted(CAPABILITIES)}"
-            )
+            raise ConfigurationError(f"unknown capabilities {sorted(unknown)}; valid: {sorted(CAPABILITIES)}")
         if set(self.parameter_shapes) != set(self.parameter_bounds):
             raise ConfigurationError("parameter_shapes and parameter_bounds name different tensors")
 

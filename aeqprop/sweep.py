@@ -146,7 +146,10 @@ def _label(overrides: dict[str, Any]) -> str:
     def text(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    return ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}={text(v)}" for k, v in overrides.items()) or "base"
+    return (
+        ", ".join(f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}={text(v)}" for k, v in overrides.items())
+        or "base"
+    )
 
 
 def _points(spec: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -160,7 +163,9 @@ def _points(spec: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
     if spec.random is not None:
         axes = spec.random.axes()
         if not axes:
-            raise ConfigurationError("random: give at least one axis, e.g. \"protocol.options.beta\" = { uniform = [0.1, 1.0] }")
+            raise ConfigurationError(
+                'random: give at least one axis, e.g. "protocol.options.beta" = { uniform = [0.1, 1.0] }'
+            )
         rng = np.random.default_rng(spec.random.seed)
         draws = [{k: d.draw(rng) for k, d in axes.items()} for _ in range(spec.random.count)]
     out = []
@@ -182,7 +187,11 @@ def expand(raw: dict, origin: Path | None = None, runs: str | None = None) -> Sw
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "sweep"
-        valid = f"; valid: {', '.join(SweepConfig.model_fields)}" if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 else ""
+        valid = (
+            f"; valid: {', '.join(SweepConfig.model_fields)}"
+            if err["type"] == "extra_forbidden" and len(err["loc"]) == 1
+            else ""
+        )
         raise ConfigurationError(f"sweep {loc}: {err['msg'][0].lower() + err['msg'][1:]}{valid}") from None
     base: dict[str, Any] = {}
     if spec.base is not None:

@@ -107,8 +107,9 @@ class LocalPool(Executor):
         if workers is None:
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.workers = workers
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_ignore_sigint)
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+        )
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._pool.submit(fn, *args, **kwargs)
@@ -139,9 +140,13 @@ class SweepReport:
     run_ids: list[int] = field(default_factory=list)
 
 
-def run_jobs(store: RunStore, todo: list[dict[str, Any]], make_executor: Callable[[], Executor],
-             settings: SweepSettings = SweepSettings(), on_record: Callable[[dict, int, RunRecord], None] | None = None,
-             ) -> SweepReport:
+def run_jobs(
+    store: RunStore,
+    todo: list[dict[str, Any]],
+    make_executor: Callable[[], Executor],
+    settings: SweepSettings = SweepSettings(),
+    on_record: Callable[[dict, int, RunRecord], None] | None = None,
+) -> SweepReport:
     """Run ``todo`` (rows of ``sweep_jobs``: id, config) on executors from ``make_executor`` (a new one
     when a process pool breaks) and record each run as it ends. Returns a SweepReport; Ctrl+C returns
     one with ``interrupted`` set after abandoning the runs in flight."""
@@ -225,18 +230,25 @@ def check_names(sweep) -> None:
 
     for name in sorted({j.config["substrate"]["backend"] or "instrument" for j in sweep.jobs}):
         registry.load("backends", name)
-    protocols = {(j.config["protocol"]["name"], json.dumps(j.config["protocol"]["options"], sort_keys=True)): j
-                 for j in sweep.jobs}
+    protocols = {
+        (j.config["protocol"]["name"], json.dumps(j.config["protocol"]["options"], sort_keys=True)): j
+        for j in sweep.jobs
+    }
     for (name, _), job in sorted(protocols.items()):
         try:
-            build_with(registry.load("protocols", name), job.config["protocol"]["options"], {"seed": job.seed},
-                       "protocol.options")
+            build_with(
+                registry.load("protocols", name),
+                job.config["protocol"]["options"],
+                {"seed": job.seed},
+                "protocol.options",
+            )
         except AeqpropError as exc:
             raise type(exc)(f"sweep point {job.label!r}: {exc}") from None
 
 
-def _progress_runs(store: RunStore, todo: list[dict], make_executor, settings: SweepSettings, progress: bool,
-                   title: str) -> SweepReport:
+def _progress_runs(
+    store: RunStore, todo: list[dict], make_executor, settings: SweepSettings, progress: bool, title: str
+) -> SweepReport:
     if not progress:
         return run_jobs(store, todo, make_executor, settings)
     from rich.progress import (
@@ -248,8 +260,14 @@ def _progress_runs(store: RunStore, todo: list[dict], make_executor, settings: S
         TimeRemainingColumn,
     )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(title, total=len(todo))
 
@@ -262,12 +280,20 @@ def _progress_runs(store: RunStore, todo: list[dict], make_executor, settings: S
 def check_instruments(configs: list[dict], one_at_a_time: bool) -> None:
     """Runs on instruments (``substrate.wiring``) share one bench: they run one at a time, here."""
     if not one_at_a_time and any(c["substrate"].get("wiring") for c in configs):
-        raise ConfigurationError("this sweep trains instruments (substrate.wiring), one bench that runs cannot "
-                                 "share; run it with --workers 1 and without --scheduler or --cluster")
+        raise ConfigurationError(
+            "this sweep trains instruments (substrate.wiring), one bench that runs cannot "
+            "share; run it with --workers 1 and without --scheduler or --cluster"
+        )
 
 
-def start_sweep(sweep, make_executor, settings: SweepSettings = SweepSettings(), progress: bool = False,
-                on_created: Callable[[int], None] | None = None, one_at_a_time: bool = False) -> tuple[int, SweepReport]:
+def start_sweep(
+    sweep,
+    make_executor,
+    settings: SweepSettings = SweepSettings(),
+    progress: bool = False,
+    on_created: Callable[[int], None] | None = None,
+    one_at_a_time: bool = False,
+) -> tuple[int, SweepReport]:
     """Record a new sweep (validated and expanded by ``aeqprop.sweep``) and run all its jobs.
     ``one_at_a_time``: the executor runs one job at a time on this machine (required for instruments)."""
     from aeqprop.sweep_store import create_sweep, jobs, open_store
@@ -285,8 +311,14 @@ def start_sweep(sweep, make_executor, settings: SweepSettings = SweepSettings(),
         store.close()
 
 
-def resume_sweep(runs: str, sweep_id: int | str, make_executor, settings: SweepSettings = SweepSettings(),
-                 progress: bool = False, one_at_a_time: bool = False) -> tuple[int, int, SweepReport]:
+def resume_sweep(
+    runs: str,
+    sweep_id: int | str,
+    make_executor,
+    settings: SweepSettings = SweepSettings(),
+    progress: bool = False,
+    one_at_a_time: bool = False,
+) -> tuple[int, int, SweepReport]:
     """Run the jobs of a recorded sweep that have no completed run (never run, failed, lost, stopped).
     Returns (sweep id, jobs run, report)."""
     from aeqprop.sweep_store import jobs, open_store, sweep_row

@@ -70,12 +70,15 @@ def _columns(db, table: str) -> list[str]:
 
 def create_sweep(store: RunStore, sweep: Sweep) -> int:
     with store._transaction() as db:
-        cur = db.execute("INSERT INTO sweeps (name, spec, runs, created) VALUES (?, ?, ?, ?)",
-                         (sweep.name, json.dumps(sweep.spec), sweep.runs, time.time()))
+        cur = db.execute(
+            "INSERT INTO sweeps (name, spec, runs, created) VALUES (?, ?, ?, ?)",
+            (sweep.name, json.dumps(sweep.spec), sweep.runs, time.time()),
+        )
         sweep_id = int(cur.lastrowid or 0)
         db.executemany(
             "INSERT INTO sweep_jobs (sweep_id, point, label, overrides, seed, config) VALUES (?, ?, ?, ?, ?, ?)",
-            [(sweep_id, j.point, j.label, json.dumps(j.overrides), j.seed, json.dumps(j.config)) for j in sweep.jobs])
+            [(sweep_id, j.point, j.label, json.dumps(j.overrides), j.seed, json.dumps(j.config)) for j in sweep.jobs],
+        )
     return sweep_id
 
 
@@ -101,7 +104,9 @@ def jobs(store: RunStore, sweep_id: int) -> list[dict[str, Any]]:
         "(SELECT test_loss FROM epoch_metrics e WHERE e.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS test_loss, "
         "(SELECT SUM(seconds) FROM epoch_metrics e WHERE e.run_id = r.id) AS seconds "
         "FROM sweep_jobs j LEFT JOIN runs r ON r.id = (SELECT MAX(id) FROM runs x WHERE x.sweep_job = j.id) "
-        "WHERE j.sweep_id = ? ORDER BY j.point, j.seed", (sweep_id,))
+        "WHERE j.sweep_id = ? ORDER BY j.point, j.seed",
+        (sweep_id,),
+    )
     for row in rows:
         row["overrides"] = json.loads(row["overrides"])
         row["config"] = json.loads(row["config"])
@@ -118,22 +123,34 @@ def record_run(store: RunStore, job_id: int, config: dict, record: RunRecord) ->
             cur = db.execute(
                 "INSERT INTO runs (config, status, seed, host, started, ended, error, sweep_job) "
                 "VALUES (?, 'failed', ?, ?, ?, ?, ?, ?)",
-                (json.dumps(config), config.get("seed"), record.host, time.time() - record.seconds, time.time(),
-                 record.error or "the run stopped before it was recorded", job_id))
+                (
+                    json.dumps(config),
+                    config.get("seed"),
+                    record.host,
+                    time.time() - record.seconds,
+                    time.time(),
+                    record.error or "the run stopped before it was recorded",
+                    job_id,
+                ),
+            )
             return int(cur.lastrowid or 0)
         run = {**record.tables["runs"][0], "config": json.dumps(config), "sweep_job": job_id}
         run_id = _insert(db, "runs", run, drop=("id",))
         for table, rows in record.tables.items():
             if table != "runs":
                 for row in rows:
-                    _insert(db, table, {**row, "run_id": run_id}, drop=("id",) if table in ("events", "checkpoints") else ())
+                    _insert(
+                        db, table, {**row, "run_id": run_id}, drop=("id",) if table in ("events", "checkpoints") else ()
+                    )
         return run_id
 
 
 def _insert(db, table: str, row: dict, drop=()) -> int:
     columns = [c for c in _columns(db, table) if c in row and c not in drop]
-    cur = db.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                     [row[c] for c in columns])
+    cur = db.execute(
+        f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [row[c] for c in columns],
+    )
     return int(cur.lastrowid)
 
 
@@ -164,10 +181,19 @@ def summarize(rows: list[dict[str, Any]]) -> list[PointSummary]:
     for point, group in points.items():
         done = [r for r in group if r["status"] == "completed" and r["test_accuracy"] is not None]
         acc = np.array([r["test_accuracy"] for r in done])
-        out.append(PointSummary(
-            point, group[0]["label"], group[0]["overrides"], len(done), len(group),
-            float(acc.mean()) if len(acc) else float("nan"), float(acc.std()) if len(acc) else float("nan"),
-            tuple(float(a) for a in acc), float(np.mean([r["seconds"] or 0.0 for r in done])) if done else float("nan")))
+        out.append(
+            PointSummary(
+                point,
+                group[0]["label"],
+                group[0]["overrides"],
+                len(done),
+                len(group),
+                float(acc.mean()) if len(acc) else float("nan"),
+                float(acc.std()) if len(acc) else float("nan"),
+                tuple(float(a) for a in acc),
+                float(np.mean([r["seconds"] or 0.0 for r in done])) if done else float("nan"),
+            )
+        )
     out.sort(key=lambda s: (-(s.mean if s.completed else -1.0), s.point))
     if out and out[0].completed:
         first = out[0]
@@ -183,11 +209,15 @@ def run_digest(store: RunStore, run_id: int) -> str:
     h = hashlib.sha256()
     for row in store._query("SELECT step, loss FROM step_metrics WHERE run_id = ? ORDER BY step", (run_id,)):
         h.update(f"{row['step']}:{row['loss']!r};".encode())
-    for row in store._query("SELECT epoch, train_loss, train_accuracy, test_loss, test_accuracy FROM epoch_metrics "
-                            "WHERE run_id = ? ORDER BY epoch", (run_id,)):
+    for row in store._query(
+        "SELECT epoch, train_loss, train_accuracy, test_loss, test_accuracy FROM epoch_metrics "
+        "WHERE run_id = ? ORDER BY epoch",
+        (run_id,),
+    ):
         h.update(repr(tuple(row.values())).encode())
-    for row in store._query("SELECT step, test_loss, test_accuracy FROM evaluations WHERE run_id = ? ORDER BY step",
-                            (run_id,)):
+    for row in store._query(
+        "SELECT step, test_loss, test_accuracy FROM evaluations WHERE run_id = ? ORDER BY step", (run_id,)
+    ):
         h.update(repr(tuple(row.values())).encode())
     checkpoint = store.load_checkpoint(run_id)
     if checkpoint is not None:

@@ -39,21 +39,35 @@ def print_sweep(runs: str, sweep_id: str, markdown: bool = False) -> list[PointS
     for p in points:
         spread = "-" if not p.completed else f"{_pct(p.mean)} ± {_pct(p.std)}"
         seconds = "-" if math.isnan(p.seconds) else f"{p.seconds:.2f}"
-        table.add_row("*" if p.best else "", p.label, f"{p.completed}/{p.jobs}", spread,
-                      ", ".join(_pct(a) for a in p.accuracies), seconds)
+        table.add_row(
+            "*" if p.best else "",
+            p.label,
+            f"{p.completed}/{p.jobs}",
+            spread,
+            ", ".join(_pct(a) for a in p.accuracies),
+            seconds,
+        )
     console = Console(width=140)
     if markdown:
         console.print(f"{table.title}\n", markup=False)
-        console.print("| best | point | runs | test accuracy (mean ± std) | per seed | s per run |\n|---|---|---:|---:|---|---:|",
-                      markup=False)
+        console.print(
+            "| best | point | runs | test accuracy (mean ± std) | per seed | s per run |\n|---|---|---:|---:|---|---:|",
+            markup=False,
+        )
         for p in points:
             spread = "-" if not p.completed else f"{_pct(p.mean)} ± {_pct(p.std)}"
             seconds = "-" if math.isnan(p.seconds) else f"{p.seconds:.2f}"
-            console.print(f"| {'*' if p.best else ''} | {p.label} | {p.completed}/{p.jobs} | {spread} | "
-                          f"{', '.join(_pct(a) for a in p.accuracies)} | {seconds} |", markup=False, soft_wrap=True)
+            console.print(
+                f"| {'*' if p.best else ''} | {p.label} | {p.completed}/{p.jobs} | {spread} | "
+                f"{', '.join(_pct(a) for a in p.accuracies)} | {seconds} |",
+                markup=False,
+                soft_wrap=True,
+            )
     else:
         console.print(table)
-    console.print("runs: " + ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())) + "; * best point", markup=False)
+    console.print(
+        "runs: " + ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())) + "; * best point", markup=False
+    )
     return points
 
 
@@ -63,15 +77,42 @@ def export_sweep(runs: str, sweep_id: str, output: str | None = None) -> Path:
     axes = sorted({k for r in rows for k in r["overrides"]})
     path = Path(output) if output else Path(runs) / f"sweep-{row['id']}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["sweep", "point", "label", "seed", *axes, "run_id", "status", "attempts", "test_accuracy",
-              "best_accuracy", "test_loss", "seconds", "error"]
+    fields = [
+        "sweep",
+        "point",
+        "label",
+        "seed",
+        *axes,
+        "run_id",
+        "status",
+        "attempts",
+        "test_accuracy",
+        "best_accuracy",
+        "test_loss",
+        "seconds",
+        "error",
+    ]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(fields)
         for r in rows:
-            writer.writerow([row["id"], r["point"], r["label"], r["seed"], *(r["overrides"].get(a, "") for a in axes),
-                             r["run_id"], r["status"] or "not run", r["attempts"], r["test_accuracy"],
-                             r["best_accuracy"], r["test_loss"], r["seconds"], r["error"]])
+            writer.writerow(
+                [
+                    row["id"],
+                    r["point"],
+                    r["label"],
+                    r["seed"],
+                    *(r["overrides"].get(a, "") for a in axes),
+                    r["run_id"],
+                    r["status"] or "not run",
+                    r["attempts"],
+                    r["test_accuracy"],
+                    r["best_accuracy"],
+                    r["test_loss"],
+                    r["seconds"],
+                    r["error"],
+                ]
+            )
     return path
 
 

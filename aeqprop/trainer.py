@@ -110,7 +110,7 @@ def evaluate(substrate: Substrate, x: np.ndarray, labels: np.ndarray) -> tuple[f
     loss = correct = 0.0
     substrate.nudge(0.0)
     for i in range(0, len(x), width):
-        xb, lb = x[i:i + width], labels[i:i + width]
+        xb, lb = x[i : i + width], labels[i : i + width]
         substrate.clamp(xb)
         substrate.nudge(0.0)
         substrate.relax()
@@ -158,7 +158,9 @@ class Trainer:
         if eval_every < 0 or checkpoint_every < 0 or fidelity_every < 0:
             raise ConfigurationError("eval_every, checkpoint_every and fidelity_every must be >= 0")
         if fidelity_every and "oracle" not in substrate.info.capabilities:
-            raise ConfigurationError("gradient fidelity needs the oracle of a simulated substrate; set fidelity_every = 0")
+            raise ConfigurationError(
+                "gradient fidelity needs the oracle of a simulated substrate; set fidelity_every = 0"
+            )
         require(substrate, protocol.requires, f"protocol {protocol.name!r}")
         substrate.info.check_batch(batch_size)
         if data.n_features != substrate.info.n_inputs or data.n_classes != substrate.info.n_outputs:
@@ -192,8 +194,9 @@ class Trainer:
         set_random_states(self.protocol, states["protocol"])
         set_random_states(self.substrate, states["substrate"])
 
-    def run_epoch(self, epoch: int, on_step: Callable | None = None, start: Position | None = None,
-                  hooks: dict | None = None) -> EpochRecord | None:
+    def run_epoch(
+        self, epoch: int, on_step: Callable | None = None, start: Position | None = None, hooks: dict | None = None
+    ) -> EpochRecord | None:
         """One epoch (from ``start`` if given); None if ``should_stop`` ended it early."""
         data, sub, hooks = self.data, self.substrate, hooks or {}
         if start is None:
@@ -208,7 +211,7 @@ class Trainer:
         for k in range(k0, n_steps):
             if self.before_step is not None:
                 self.before_step(epoch, k, g, total)
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
             measure = self.fidelity_every and (g + 1) % self.fidelity_every == 0
             if measure:  # the oracle has no side effect on parameters or random state
                 grad = cast(OracleSubstrate, sub).true_gradient(data.x_train[idx], y_all[idx])  # checked in __init__
@@ -242,9 +245,16 @@ class Trainer:
             val = evaluate(sub, data.x_val, data.labels_val)
         return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps, *val)
 
-    def run(self, progress: bool = False, on_step: Callable | None = None, on_epoch: Callable | None = None,
-            on_eval: Callable | None = None, on_checkpoint: Callable | None = None,
-            should_stop: Callable | None = None, start: Position | None = None) -> TrainResult:
+    def run(
+        self,
+        progress: bool = False,
+        on_step: Callable | None = None,
+        on_epoch: Callable | None = None,
+        on_eval: Callable | None = None,
+        on_checkpoint: Callable | None = None,
+        should_stop: Callable | None = None,
+        start: Position | None = None,
+    ) -> TrainResult:
         """Train from the start, or from ``start`` (a Position restored with the run's state)."""
         hooks = {k: v for k, v in (("on_checkpoint", on_checkpoint), ("should_stop", should_stop)) if v is not None}
         result = TrainResult()
@@ -268,8 +278,16 @@ class Trainer:
                 TimeRemainingColumn(),
             )
             bar = Progress(*columns, transient=False)
-            task = bar.add_task("train", total=self.total_steps(), completed=done, epoch=first, epochs=self.epochs,
-                                loss=float("nan"), train=0.0, test="-")
+            task = bar.add_task(
+                "train",
+                total=self.total_steps(),
+                completed=done,
+                epoch=first,
+                epochs=self.epochs,
+                loss=float("nan"),
+                train=0.0,
+                test="-",
+            )
         running = {"loss": 0.0, "n": 0}
 
         def step_hook(epoch, k, report):

@@ -43,8 +43,9 @@ def print_runs(runs: str) -> list[dict]:
         table.add_column(col, justify="right" if col in ("id", "best accuracy", "duration") else "left")
     for r in rows:
         best = "-" if r["best_accuracy"] is None else f"{r['best_accuracy']:.2%}"
-        table.add_row(str(r["id"]), status(r), str(r["dataset"]), str(r["backend"]), str(r["protocol"]), best,
-                      _duration(r))
+        table.add_row(
+            str(r["id"]), status(r), str(r["dataset"]), str(r["backend"]), str(r["protocol"]), best, _duration(r)
+        )
     Console(width=120).print(table)
     return rows
 
@@ -59,8 +60,11 @@ def print_run(runs: str, run_id: str) -> dict:
     events = store.metrics(rid, "events")
     steps = store.metrics(rid, "step_metrics")
     console = Console(width=120)
-    console.print(f"run {rid}  {status(row)}  {row['dataset']} / {row['backend']} / {row['protocol']}"
-                  f"  seed {row['seed']}  host {row['host']}  duration {_duration(row)}", markup=False)
+    console.print(
+        f"run {rid}  {status(row)}  {row['dataset']} / {row['backend']} / {row['protocol']}"
+        f"  seed {row['seed']}  host {row['host']}  duration {_duration(row)}",
+        markup=False,
+    )
     if status(row) == "killed":
         console.print(f"its process is gone (killed?); continue it with `aeqprop resume {rid}`", markup=False)
     if row["error"]:
@@ -70,9 +74,11 @@ def print_run(runs: str, run_id: str) -> dict:
     if epochs:
         best = max(epochs, key=lambda e: e["test_accuracy"])
         last = epochs[-1]
-        console.print(f"{len(epochs)} epochs, {len(steps)} steps recorded; last epoch {last['epoch']}: "
-                      f"train loss {last['train_loss']:.4f}, train {last['train_accuracy']:.2%}, "
-                      f"test {last['test_accuracy']:.2%}; best test {best['test_accuracy']:.2%} (epoch {best['epoch']})")
+        console.print(
+            f"{len(epochs)} epochs, {len(steps)} steps recorded; last epoch {last['epoch']}: "
+            f"train loss {last['train_loss']:.4f}, train {last['train_accuracy']:.2%}, "
+            f"test {last['test_accuracy']:.2%}; best test {best['test_accuracy']:.2%} (epoch {best['epoch']})"
+        )
     else:
         console.print(f"no epoch finished; {len(steps)} steps recorded")
     for e in events:
@@ -127,8 +133,13 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
         ax.plot(e, [r["test_accuracy"] for r in epochs], "s-", label="test")
     if evals and steps:
         per_epoch = max(s["step"] for s in steps) / max(s["epoch"] for s in steps)
-        ax.plot([v["step"] / per_epoch for v in evals], [v["test_accuracy"] for v in evals], ".", alpha=0.5,
-                label="test (every N steps)")
+        ax.plot(
+            [v["step"] / per_epoch for v in evals],
+            [v["test_accuracy"] for v in evals],
+            ".",
+            alpha=0.5,
+            label="test (every N steps)",
+        )
     ax.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
     _legend(ax)
     ax = axes[2]
@@ -160,7 +171,9 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
     except OSError as exc:
-        raise StoreError(f"cannot write the plot to {output or path} ({exc.strerror or exc}); give another -o") from None
+        raise StoreError(
+            f"cannot write the plot to {output or path} ({exc.strerror or exc}); give another -o"
+        ) from None
     finally:
         plt.close(fig)
     return path
@@ -178,8 +191,9 @@ def plot_path(fig: Any, runs: str, rid: int, output: str | None) -> Path:
     if not suffix:
         return path.with_name(path.name + ".png")
     if suffix not in formats:
-        raise StoreError(f"-o {output}: unknown image format .{suffix}; use one of "
-                         f"{', '.join('.' + f for f in sorted(formats))}")
+        raise StoreError(
+            f"-o {output}: unknown image format .{suffix}; use one of {', '.join('.' + f for f in sorted(formats))}"
+        )
     return path
 
 
@@ -199,8 +213,12 @@ def export_run(runs: str, run_id: str, output: str | None = None) -> list[Path]:
         raise StoreError(f"cannot create the export folder {folder} ({exc.strerror or exc}); give another -o") from None
     m = _collect(store, rid)
     paths = []
-    for table, name in (("step_metrics", "steps"), ("epoch_metrics", "epochs"), ("evaluations", "evaluations"),
-                        ("events", "events")):
+    for table, name in (
+        ("step_metrics", "steps"),
+        ("epoch_metrics", "epochs"),
+        ("evaluations", "evaluations"),
+        ("events", "events"),
+    ):
         path = folder / f"{name}.csv"
         rows = m[table]
         columns = list(rows[0]) if rows else [d[1] for d in store.db.execute(f"PRAGMA table_info({table})")]

@@ -58,7 +58,7 @@ class BackpropMLP:
         t0 = time.perf_counter()
         order = self.rng.permutation(len(x))
         for i in range(0, len(x), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             xb, yb = x[idx], y[idx]
             pres, acts = self.forward(xb)
             out = acts[-1]
@@ -76,6 +76,8 @@ class BackpropMLP:
         return time.perf_counter() - t0
 
     def accuracy(self, x: np.ndarray, labels: np.ndarray, width: int = 4096) -> float:
-        correct = sum(int(np.sum(self.predict(x[i:i + width]).argmax(1) == labels[i:i + width]))
-                      for i in range(0, len(x), width))
+        correct = sum(
+            int(np.sum(self.predict(x[i : i + width]).argmax(1) == labels[i : i + width]))
+            for i in range(0, len(x), width)
+        )
         return correct / len(x)

@@ -27,12 +27,21 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     data = load_dataset("fashion-mnist", seed=args.seed)
-    x, y = data.x_train[:args.batch].astype(np.float64), data.y_train[:args.batch]
+    x, y = data.x_train[: args.batch].astype(np.float64), data.y_train[: args.batch]
     cmd = "python benchmarks/conv_gradcheck.py " + " ".join(argv if argv is not None else sys.argv[1:])
     rows = []
     for cost in ("squared", "cross-entropy"):
-        sub = ConvHopfieldSubstrate((784, 10), input_shape=(1, 28, 28), channels=tuple(args.channels), kernel=5,
-                                    pool=2, cost=cost, seed=args.seed, tol=1e-12, max_sweeps=100_000)
+        sub = ConvHopfieldSubstrate(
+            (784, 10),
+            input_shape=(1, 28, 28),
+            channels=tuple(args.channels),
+            kernel=5,
+            pool=2,
+            cost=cost,
+            seed=args.seed,
+            tol=1e-12,
+            max_sweeps=100_000,
+        )
         oracle = sub.true_gradient(x, y)
         fd, masks = finite_difference(sub, x, y, h=1e-6, entries=args.entries, seed=args.seed)
         picked = {n: oracle[n][masks[n]] for n in oracle}
@@ -42,14 +51,20 @@ def main(argv=None) -> None:
             fid = compare(g_hat, oracle)
             worst = max((n for n in oracle), key=lambda n: fid[n].rel_error)
             rows.append((cost, beta, fid["all"], worst, fid[worst], fd_fid))
-    print(f"\n`{cmd.strip()}`: {sub.info.description.replace(', softmax readout', '')}, "
-          f"{args.batch} Fashion-MNIST training images, at initialisation (seed {args.seed})\n")
-    print("| cost | beta | EqProp centered vs oracle: relative error | cosine | worst tensor (rel. error) | "
-          f"oracle vs finite differences ({args.entries} entries per tensor): relative error |")
+    print(
+        f"\n`{cmd.strip()}`: {sub.info.description.replace(', softmax readout', '')}, "
+        f"{args.batch} Fashion-MNIST training images, at initialisation (seed {args.seed})\n"
+    )
+    print(
+        "| cost | beta | EqProp centered vs oracle: relative error | cosine | worst tensor (rel. error) | "
+        f"oracle vs finite differences ({args.entries} entries per tensor): relative error |"
+    )
     print("|---|---|---|---|---|---|")
     for cost, beta, fid, worst, wf, fd_fid in rows:
-        print(f"| {cost} | {beta:g} | {fid.rel_error:.1e} | {fid.cosine:.8f} | {worst} ({wf.rel_error:.1e}) | "
-              f"{fd_fid.rel_error:.1e} |")
+        print(
+            f"| {cost} | {beta:g} | {fid.rel_error:.1e} | {fid.cosine:.8f} | {worst} ({wf.rel_error:.1e}) | "
+            f"{fd_fid.rel_error:.1e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -98,14 +98,18 @@ def main(argv=None) -> None:
         acc[BACKPROP].append(bp.accuracy(data.x_test, data.labels_test))
 
     cmd = "python benchmarks/core.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"\n`{cmd.strip()}`: digits, 64-{args.hidden}-10, batch {args.batch}, {args.epochs} epochs, "
-          f"final-epoch test accuracy, seeds {args.seeds}, BLAS threads {args.threads or 'default'}\n")
+    print(
+        f"\n`{cmd.strip()}`: digits, 64-{args.hidden}-10, batch {args.batch}, {args.epochs} epochs, "
+        f"final-epoch test accuracy, seeds {args.seeds}, BLAS threads {args.threads or 'default'}\n"
+    )
     print("| method | test accuracy (mean of seeds) | per seed |")
     print("|---|---|---|")
     for name, values in acc.items():
         print(f"| {name} | {np.mean(values):.2%} | {' / '.join(f'{v:.2%}' for v in values)} |")
-    print("\nTime of one training epoch (median over epochs and seeds); each epoch's ratio is to the numpy "
-          "backprop epoch of the same precision run just before it:\n")
+    print(
+        "\nTime of one training epoch (median over epochs and seeds); each epoch's ratio is to the numpy "
+        "backprop epoch of the same precision run just before it:\n"
+    )
     print("| method | seconds per epoch | relative to backprop (median of per-epoch ratios) |")
     print("|---|---|---|")
     for dtype, values in bp_seconds.items():

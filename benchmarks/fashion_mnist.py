@@ -37,8 +37,17 @@ def subset(data: Dataset, n: int, seed: int) -> Dataset:
     if not n or n >= len(data.x_train):
         return data
     keep = np.sort(np.random.default_rng(seed).permutation(len(data.x_train))[:n])
-    return Dataset(data.name, data.x_train[keep], data.labels_train[keep], data.x_test, data.labels_test,
-                   data.n_classes, data.x_val, data.labels_val, data.shape)
+    return Dataset(
+        data.name,
+        data.x_train[keep],
+        data.labels_train[keep],
+        data.x_test,
+        data.labels_test,
+        data.n_classes,
+        data.x_val,
+        data.labels_val,
+        data.shape,
+    )
 
 
 def selected(history) -> tuple[float, float, int]:
@@ -66,8 +75,9 @@ def main(argv=None) -> None:
     layers = (784, args.hidden, 10)
     lr = {n: e * BETA for n, e in EPS.items()}  # EqProp at Aeqprop's first-order rate eps (beta2 - beta1)
     methods = {
-        f"Aeqprop, centered (b = {BETA}, eps = W {EPS['W1']}/{EPS['W2']}, b {EPS['b1']}/{EPS['b2']})":
-            lambda: Aeqprop(beta=BETA),
+        f"Aeqprop, centered (b = {BETA}, eps = W {EPS['W1']}/{EPS['W2']}, b {EPS['b1']}/{EPS['b2']})": lambda: Aeqprop(
+            beta=BETA
+        ),
         f"EqProp, centered (b = {BETA / 2}, lr = eps b)": lambda: EqProp(beta=BETA / 2, lr=lr),
     }
     bp_name = "numpy backprop, same net (SGD, lr = 0.05)"
@@ -79,8 +89,14 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         data = subset(load_dataset("fashion-mnist", seed=seed, data_dir=args.data_dir), args.train_size, seed)
         trainers = {
-            name: Trainer(HopfieldSubstrate(layers, eps=EPS, tol=1e-3, seed=seed, dtype=args.dtype, cost=args.cost),
-                          make(), data, epochs=args.epochs, batch_size=args.batch, seed=seed)
+            name: Trainer(
+                HopfieldSubstrate(layers, eps=EPS, tol=1e-3, seed=seed, dtype=args.dtype, cost=args.cost),
+                make(),
+                data,
+                epochs=args.epochs,
+                batch_size=args.batch,
+                seed=seed,
+            )
             for name, make in methods.items()
         }
         bp = BackpropMLP(layers, lr=0.05, seed=seed, cost=args.cost, dtype=args.dtype)
@@ -88,36 +104,50 @@ def main(argv=None) -> None:
         for epoch in range(1, args.epochs + 1):
             t_bp = bp.epoch(data.x_train, data.y_train, args.batch)
             seconds[bp_name].append(t_bp)
-            history[bp_name].append((epoch, bp.accuracy(data.x_val, data.labels_val), bp.accuracy(data.x_test, data.labels_test)))
+            history[bp_name].append(
+                (epoch, bp.accuracy(data.x_val, data.labels_val), bp.accuracy(data.x_test, data.labels_test))
+            )
             for name, trainer in trainers.items():
                 rec = trainer.run_epoch(epoch)
                 seconds[name].append(rec.seconds)
                 ratios[name].append(rec.seconds / t_bp)
                 sweeps[name].append(rec.sweeps_per_step)
                 history[name].append((epoch, rec.val_accuracy, rec.test_accuracy))
-                print(f"  seed {seed} epoch {epoch}: {name}: val {rec.val_accuracy:.2%} test {rec.test_accuracy:.2%} "
-                      f"({rec.seconds:.1f} s, backprop {t_bp:.1f} s)", file=sys.stderr, flush=True)
+                print(
+                    f"  seed {seed} epoch {epoch}: {name}: val {rec.val_accuracy:.2%} test {rec.test_accuracy:.2%} "
+                    f"({rec.seconds:.1f} s, backprop {t_bp:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for name in results:
             results[name].append(selected(history[name]))
 
     cmd = "python benchmarks/fashion_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"\n`{cmd.strip()}`: Fashion-MNIST, {'-'.join(map(str, layers))} Hopfield ({args.dtype}, {args.cost} cost), "
-          f"batch {args.batch}, {args.epochs} epochs, trained on {len(data.x_train)} samples, validation "
-          f"{len(data.x_val)}, official test split {len(data.x_test)}, seeds {args.seeds}, "
-          f"BLAS threads {args.threads or 'default'}\n")
-    print("| method | test accuracy at best validation epoch (mean) | per seed (epoch) | final-epoch test accuracy (mean) |")
+    print(
+        f"\n`{cmd.strip()}`: Fashion-MNIST, {'-'.join(map(str, layers))} Hopfield ({args.dtype}, {args.cost} cost), "
+        f"batch {args.batch}, {args.epochs} epochs, trained on {len(data.x_train)} samples, validation "
+        f"{len(data.x_val)}, official test split {len(data.x_test)}, seeds {args.seeds}, "
+        f"BLAS threads {args.threads or 'default'}\n"
+    )
+    print(
+        "| method | test accuracy at best validation epoch (mean) | per seed (epoch) | final-epoch test accuracy (mean) |"
+    )
     print("|---|---|---|---|")
     for name, rows in results.items():
         per = " / ".join(f"{t:.2%} ({e})" for t, _, e in rows)
         print(f"| {name} | {np.mean([r[0] for r in rows]):.2%} | {per} | {np.mean([r[1] for r in rows]):.2%} |")
     bp_s = float(np.median(seconds[bp_name]))
-    print(f"\nTraining epoch time (median; each epoch's ratio is to the backprop epoch run just before it, "
-          f"median backprop epoch {bp_s:.2f} s):\n")
+    print(
+        f"\nTraining epoch time (median; each epoch's ratio is to the backprop epoch run just before it, "
+        f"median backprop epoch {bp_s:.2f} s):\n"
+    )
     print("| method | seconds per epoch | relative to backprop | relaxation sweeps per step |")
     print("|---|---|---|---|")
     print(f"| {bp_name} | {bp_s:.2f} | 1.0x | - |")
     for name in methods:
-        print(f"| {name} | {np.median(seconds[name]):.2f} | {np.median(ratios[name]):.1f}x | {np.mean(sweeps[name]):.1f} |")
+        print(
+            f"| {name} | {np.median(seconds[name]):.2f} | {np.median(ratios[name]):.1f}x | {np.mean(sweeps[name]):.1f} |"
+        )
     if args.conv_epochs:
         conv_run(args, cmd)
 
@@ -126,20 +156,35 @@ def conv_run(args, cmd: str) -> None:
     """The conv substrate on a training subset: accuracy on the official test split, and its time."""
     seed = args.seeds[0]
     data = subset(load_dataset("fashion-mnist", seed=seed, data_dir=args.data_dir), args.conv_train_size, seed)
-    sub = ConvHopfieldSubstrate((784, 10), input_shape=(1, 28, 28), channels=tuple(args.conv_channels), kernel=5,
-                                pool=2, cost=args.cost, eps=0.1, tol=1e-3, seed=seed)
+    sub = ConvHopfieldSubstrate(
+        (784, 10),
+        input_shape=(1, 28, 28),
+        channels=tuple(args.conv_channels),
+        kernel=5,
+        pool=2,
+        cost=args.cost,
+        eps=0.1,
+        tol=1e-3,
+        seed=seed,
+    )
     trainer = Trainer(sub, Aeqprop(beta=BETA), data, epochs=args.conv_epochs, batch_size=args.batch, seed=seed)
     t0 = time.perf_counter()
     result = trainer.run()
     wall = time.perf_counter() - t0
     best = max(result.history, key=lambda r: r.val_accuracy)
-    print(f"\nConv Hopfield ({sub.info.description}), centered Aeqprop b = {BETA}, eps = 0.1, batch {args.batch}, "
-          f"{args.conv_epochs} epochs on {len(data.x_train)} training samples, seed {seed} (same command):\n")
-    print("| substrate | test accuracy at best validation epoch (epoch) | final test accuracy | training s per epoch | "
-          "wall time incl. evaluation |")
+    print(
+        f"\nConv Hopfield ({sub.info.description}), centered Aeqprop b = {BETA}, eps = 0.1, batch {args.batch}, "
+        f"{args.conv_epochs} epochs on {len(data.x_train)} training samples, seed {seed} (same command):\n"
+    )
+    print(
+        "| substrate | test accuracy at best validation epoch (epoch) | final test accuracy | training s per epoch | "
+        "wall time incl. evaluation |"
+    )
     print("|---|---|---|---|---|")
-    print(f"| conv Hopfield, average pooling | {best.test_accuracy:.2%} ({best.epoch}) | {result.final.test_accuracy:.2%} | "
-          f"{np.median([r.seconds for r in result.history]):.0f} | {wall / 60:.1f} min |")
+    print(
+        f"| conv Hopfield, average pooling | {best.test_accuracy:.2%} ({best.epoch}) | {result.final.test_accuracy:.2%} | "
+        f"{np.median([r.seconds for r in result.history]):.0f} | {wall / 60:.1f} min |"
+    )
 
 
 if __name__ == "__main__":

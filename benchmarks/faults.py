@@ -80,9 +80,12 @@ def past_limit(log, w) -> int:
                 ranges[ch] = group.limits.range
     bad = 0
     for _, line in log:
-        pairs = [(int(c), v) for v, c in SCPI_SET.findall(line)] + \
-            [(int(c), v) for cmd in line.split(";") if cmd.strip().split(" ")[-2:-1] == [] or "SET" in cmd
-             for c, v in BOARD_SET.findall(cmd.partition("SET")[2])]
+        pairs = [(int(c), v) for v, c in SCPI_SET.findall(line)] + [
+            (int(c), v)
+            for cmd in line.split(";")
+            if cmd.strip().split(" ")[-2:-1] == [] or "SET" in cmd
+            for c, v in BOARD_SET.findall(cmd.partition("SET")[2])
+        ]
         for ch, v in pairs:
             lo, hi = ranges.get(ch, (-np.inf, np.inf))
             bad += not (lo <= float(v) <= hi)
@@ -98,6 +101,7 @@ def case(item, name, bus):
     def wrap(fn):
         CASES.append((item, name, bus, fn))
         return fn
+
     return wrap
 
 
@@ -110,6 +114,7 @@ def train(hw, protocol, data):
 
 # -- safety ---------------------------------------------------------------------------------------
 for _bus, _server, _profile in (("SCPI", ScpiServer, "multichannel"), ("board", BoardServer, "board")):
+
     @case(1, "levels left at 4.9 V / -3.0 V, range +/-0.6 V", _bus)
     def _(row, server_cls=_server, profile=_profile):
         with server_cls(make_sim()) as lab:
@@ -143,9 +148,17 @@ def _signal_run(row, sig):
             return execute(line, trip)
 
         lab.front.execute = hook
-        fields = {"substrate.backend": "instrument", "substrate.wiring": str(path), "checkpoint.every": 5,
-                  "dataset.name": "iris", "protocol.name": "eqprop", "schedule.epochs": 1,
-                  "schedule.batch_size": 1, "runs": str(Path(tmp) / "runs"), "evaluation.every": 1000}
+        fields = {
+            "substrate.backend": "instrument",
+            "substrate.wiring": str(path),
+            "checkpoint.every": 5,
+            "dataset.name": "iris",
+            "protocol.name": "eqprop",
+            "schedule.epochs": 1,
+            "schedule.batch_size": 1,
+            "runs": str(Path(tmp) / "runs"),
+            "evaluation.every": 1000,
+        }
         outcome = session.start(load_config(None, fields=fields))
         store = RunStore(str(Path(tmp) / "runs"), create=False)
         cp = store.load_checkpoint(outcome.run_id)
@@ -157,11 +170,14 @@ def _signal_run(row, sig):
         off = any(line.startswith("OUTP OFF") for line in lines[60:])
         row["lost"] = 0 if cp is not None and not at_once else 1
         row["ok"] = outcome.status == "interrupted" and off and not at_once
-        row["seen"] = f"{outcome.status}, checkpoint at step {cp['global_step'] if cp else None}, " \
-                      f"OUTP OFF {'sent' if off else 'not sent'}" + (f", {steps} steps" if steps else "")
+        row["seen"] = (
+            f"{outcome.status}, checkpoint at step {cp['global_step'] if cp else None}, "
+            f"OUTP OFF {'sent' if off else 'not sent'}" + (f", {steps} steps" if steps else "")
+        )
 
 
 for _item, _sig in ((2, "SIGTERM"), (2, "SIGHUP"), (3, "SIGINT")):
+
     @case(_item, f"one {_sig} during an exchange", "SCPI")
     def _(row, sig=_sig):
         _signal_run(row, getattr(signal, sig))
@@ -220,8 +236,13 @@ def _(row):
             parts = data.decode().strip().split(";:")
             self.sets += any(p.startswith("SOUR:VOLT ") for p in parts)
             self.on = (self.on or "OUTP ON" in parts) and "OUTP OFF" not in parts
-            answers = {"*LANG?": "SCPI", "SOUR:VOLT:ILIM:TRIP?": "1" if self.sets >= 3 else "0",
-                       "SYST:ERR?": '0,"No error;0;0 0"', "SOUR:VOLT?": "0.0", "MEAS:VOLT?": "0.1"}
+            answers = {
+                "*LANG?": "SCPI",
+                "SOUR:VOLT:ILIM:TRIP?": "1" if self.sets >= 3 else "0",
+                "SYST:ERR?": '0,"No error;0;0 0"',
+                "SOUR:VOLT?": "0.0",
+                "MEAS:VOLT?": "0.1",
+            }
             self.reply = ";".join(answers[p] for p in parts if p.endswith("?"))
 
         def _receive_raw(self):
@@ -258,6 +279,7 @@ def _(row):
 
 
 for _bus, _server, _profile in (("SCPI", ScpiServer, "multichannel"), ("board", BoardServer, "board")):
+
     @case(8, "5 % late replies, native Aeqprop, 20 samples", _bus)
     def _(row, server_cls=_server, profile=_profile):
         data = toy_data(n_train=20)
@@ -272,8 +294,9 @@ for _bus, _server, _profile in (("SCPI", ScpiServer, "multichannel"), ("board", 
             diff = max(float(np.max(np.abs(theta[n] - direct.parameters()[n]))) for n in theta)
             row["on"] = len(lab.model.outputs_on)
             row["ok"] = diff <= 1e-9
-            row["seen"] = f"{lab.front.injected['late']} late; {calls.count('release')} releases; " \
-                          f"|theta - direct| {diff:.1e}"
+            row["seen"] = (
+                f"{lab.front.injected['late']} late; {calls.count('release')} releases; |theta - direct| {diff:.1e}"
+            )
 
 
 @case(10, "serial device unplugged mid-run", "board")
@@ -291,8 +314,11 @@ def _(row):
         row["ok"], row["seen"] = True, "one InstrumentError naming the port"
 
 
-for _bus, _server, _profile, _what in (("board", BoardServer, "board", "'nan'"), ("SCPI", ScpiServer, "multichannel",
-                                                                                   "9.91e37")):
+for _bus, _server, _profile, _what in (
+    ("board", BoardServer, "board", "'nan'"),
+    ("SCPI", ScpiServer, "multichannel", "9.91e37"),
+):
+
     @case(10, f"reading of {_what}", _bus)
     def _(row, server_cls=_server, profile=_profile):
         with server_cls(make_sim(), faults=Faults(nan=1.0, seed=0)) as lab:
@@ -381,8 +407,13 @@ def _(row):
     with ScpiServer(make_sim()) as lab, socket.create_connection(("127.0.0.1", lab.port), timeout=2) as s:
         f = s.makefile("rwb")
         got = []
-        for line in ("SOUR:VOLT 0.5,(@1001)", "SOUR:VOLT 50.0,(@1001);:SYST:ERR?", "FROB;:SYST:ERR?",
-                     "SOUR:VOLT nan,(@1001);:SYST:ERR?", "SOUR:VOLT? (@1001)"):
+        for line in (
+            "SOUR:VOLT 0.5,(@1001)",
+            "SOUR:VOLT 50.0,(@1001);:SYST:ERR?",
+            "FROB;:SYST:ERR?",
+            "SOUR:VOLT nan,(@1001);:SYST:ERR?",
+            "SOUR:VOLT? (@1001)",
+        ):
             f.write(line.encode() + b"\n")
             f.flush()
             if "?" in line:
@@ -408,17 +439,22 @@ def _(row):
 def _(row):
     import ast
 
-    found = [p.name for p in (Path(__file__).resolve().parents[1] / "drivers").glob("*.py")
-             for node in ast.walk(ast.parse(p.read_text()))
-             if isinstance(node, (ast.Import, ast.ImportFrom))
-             and "sim_backends" in (getattr(node, "module", None) or " ".join(a.name for a in node.names))]
+    found = [
+        p.name
+        for p in (Path(__file__).resolve().parents[1] / "drivers").glob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and "sim_backends" in (getattr(node, "module", None) or " ".join(a.name for a in node.names))
+    ]
     row["ok"], row["seen"] = not found, f"{len(found)} imports of sim_backends in drivers/"
 
 
 def main() -> None:
     print("Command: python benchmarks/faults.py\n")
-    print("| item | case | bus | held | values past a limit | outputs left on | duplicate actions | lost steps "
-          "| tracebacks | seen |")
+    print(
+        "| item | case | bus | held | values past a limit | outputs left on | duplicate actions | lost steps "
+        "| tracebacks | seen |"
+    )
     print("|---:|---|---|---|---:|---:|---:|---:|---:|---|")
     rows = []
     for item, name, bus, fn in CASES:
@@ -430,8 +466,10 @@ def main() -> None:
             row["ok"] = False
         held = row["ok"] and not (row["past"] or row["on"] or row["dup"] or row["lost"] or row["tb"])
         rows.append(held)
-        print(f"| {item} | {name} | {bus} | {'yes' if held else 'NO'} | {row['past']} | {row['on']} | {row['dup']} "
-              f"| {row['lost']} | {row['tb']} | {row['seen']} |")
+        print(
+            f"| {item} | {name} | {bus} | {'yes' if held else 'NO'} | {row['past']} | {row['on']} | {row['dup']} "
+            f"| {row['lost']} | {row['tb']} | {row['seen']} |"
+        )
         sys.stdout.flush()
     print(f"\n{sum(rows)} of {len(rows)} cases held")
 

@@ -75,10 +75,17 @@ def _template(runs: Path, data: Path, kind: str) -> None:
     from aeqprop import session
     from aeqprop.config import validate
 
-    cfg = validate({"seed": 1, "runs": str(runs), "dataset": {"name": str(data)},
-                    "substrate": {"backend": "hopfield", "options": {"hidden": [3]}},
-                    "schedule": {"epochs": 2, "batch_size": 5}, "checkpoint": {"every": 2},
-                    "evaluation": {"every": 3}})
+    cfg = validate(
+        {
+            "seed": 1,
+            "runs": str(runs),
+            "dataset": {"name": str(data)},
+            "substrate": {"backend": "hopfield", "options": {"hidden": [3]}},
+            "schedule": {"epochs": 2, "batch_size": 5},
+            "checkpoint": {"every": 2},
+            "evaluation": {"every": 3},
+        }
+    )
     if kind == "interrupted":
         calls = {"n": 0}
         original = session.StopFlag.__call__
@@ -105,7 +112,7 @@ def _damage(db: Path, detail: tuple, fix: Path) -> None:
     if kind == "bytes":
         data = bytearray(db.read_bytes())
         at = int(frac * max(1, len(data) - 100)) + 100
-        data[at:at + size] = r.randbytes(min(size, max(0, len(data) - at)))
+        data[at : at + size] = r.randbytes(min(size, max(0, len(data) - at)))
         db.write_bytes(bytes(data))
     elif kind == "truncate":
         data = db.read_bytes()
@@ -118,13 +125,16 @@ def _damage(db: Path, detail: tuple, fix: Path) -> None:
     elif kind in ("drop", "blob", "version"):
         con = sqlite3.connect(db)
         if kind == "drop":
-            table = r.choice(["runs", "step_metrics", "epoch_metrics", "evaluations", "events", "checkpoints", "leases",
-                              "inputs"])
+            table = r.choice(
+                ["runs", "step_metrics", "epoch_metrics", "evaluations", "events", "checkpoints", "leases", "inputs"]
+            )
             con.execute(f"DROP TABLE {table}")
         elif kind == "blob":
             blob = bytearray(con.execute("SELECT arrays FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()[0])
             blob[int(frac * (len(blob) - 1))] ^= 0xFF
-            con.execute("UPDATE checkpoints SET arrays = ? WHERE id = (SELECT MAX(id) FROM checkpoints)", (bytes(blob),))
+            con.execute(
+                "UPDATE checkpoints SET arrays = ? WHERE id = (SELECT MAX(id) FROM checkpoints)", (bytes(blob),)
+            )
         else:
             con.execute("PRAGMA user_version = 99")
         con.commit()
@@ -159,8 +169,15 @@ def run_case(case: Case, fix: Path, work: Path) -> tuple[str, str]:
         code = result.exit_code
         errors = [l for l in err.splitlines() if l.startswith("error:")]
         others = [l for l in err.splitlines() if l.strip() and not l.startswith(("error:", "warning:"))]
-        what = (errors[0] if errors else (f"{type(result.exception).__name__}: {result.exception}" if escaped
-                                          else (out.strip().splitlines() or ["(no output)"])[-1]))[:160]
+        what = (
+            errors[0]
+            if errors
+            else (
+                f"{type(result.exception).__name__}: {result.exception}"
+                if escaped
+                else (out.strip().splitlines() or ["(no output)"])[-1]
+            )
+        )[:160]
         if escaped or code == 3 or "Traceback" in out + err:
             return "traceback", what
         lost = _lost(case, db, before, code)

@@ -28,8 +28,20 @@ class Case:
 
 # -- generators -----------------------------------------------------------------------
 
-BASE = ["train", "--quiet", "--runs", "{tmp}/runs", "--dataset", "{fix}/tiny.csv", "--hidden", "3", "--epochs", "1",
-        "--batch-size", "10"]
+BASE = [
+    "train",
+    "--quiet",
+    "--runs",
+    "{tmp}/runs",
+    "--dataset",
+    "{fix}/tiny.csv",
+    "--hidden",
+    "3",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "10",
+]
 
 #: flag -> (valid values, invalid values, suspect values)
 FLAGS: dict[str, tuple[list, list, list]] = {
@@ -46,11 +58,27 @@ FLAGS: dict[str, tuple[list, list, list]] = {
     "--homeostasis": (["native", "feedback"], ["x", ""], []),
     "--release": (["1.0", "equilibrium", "0.5"], ["abc", "nan", "-1", "inf"], []),
     "--runs": (["{tmp}/r2"], ["", "/dev/null", "/proc/aeqprop", "{fix}/file.txt", "{fix}/tiny.csv"], []),
-    "--dataset": (["iris"], ["nope", "{fix}/missing.csv", "{fix}/bad.csv", "{fix}", "/dev/null", "{fix}/empty.csv",
-                             "{fix}/nan.csv", "{fix}/one.csv", ""], []),
+    "--dataset": (
+        ["iris"],
+        [
+            "nope",
+            "{fix}/missing.csv",
+            "{fix}/bad.csv",
+            "{fix}",
+            "/dev/null",
+            "{fix}/empty.csv",
+            "{fix}/nan.csv",
+            "{fix}/one.csv",
+            "",
+        ],
+        [],
+    ),
     "--backend": (["hopfield"], ["nope", "", "instrument"], []),
-    "--protocol": (["aeqprop"], ["nope", "{fix}/exit.py:P", "{fix}/binary.py:P", "{fix}/missing.py:P",
-                                 "{fix}/raise.py:P", ""], []),
+    "--protocol": (
+        ["aeqprop"],
+        ["nope", "{fix}/exit.py:P", "{fix}/binary.py:P", "{fix}/missing.py:P", "{fix}/raise.py:P", ""],
+        [],
+    ),
     "--lr-schedule": (["cosine", "step"], ["x", "cosine:abc", "step:2,3"], []),
     "--fidelity-every": (["0", "5"], ["-1", "x"], []),
     "--wiring": ([], ["{fix}/missing.toml", "{fix}/tiny.csv", "/dev/null"], []),
@@ -95,22 +123,73 @@ def gen_flags(rng: random.Random) -> Case:
         kinds.append(kind)
         if any(f in chosen for f in AEQPROP_ONLY):
             kinds.append("either")  # an aeqprop option for eqprop is refused, rightly
-    return Case("flags", argv, _combine(kinds), label=" ".join(argv[len(BASE):]))
+    return Case("flags", argv, _combine(kinds), label=" ".join(argv[len(BASE) :]))
 
 
 #: --set key -> kind of value it takes
 SET_KEYS = {
-    "schedule.epochs": "epochs", "schedule.batch_size": "posint", "seed": "seed", "dataset.seed": "seed",
-    "dataset.test_fraction": "fraction", "substrate.options.hidden": "hidden", "substrate.options.eps": "eps",
-    "substrate.options.tol": "eps", "protocol.options.beta": "beta", "protocol.options.variant": "variant",
-    "evaluation.every": "natural", "checkpoint.every": "natural", "evaluation.fidelity_every": "natural",
-    "nonideal.read_noise": "noise", "nonideal.seed": "seed", "nonideal.levels": "levels", "runs": "runs",
-    "substrate.options.bogus": "unknown", "protocol.options.bogus": "unknown", "schedule.bogus": "unknown",
-    "bogus": "unknown", "substrate.options.max_sweeps": "posint",
+    "schedule.epochs": "epochs",
+    "schedule.batch_size": "posint",
+    "seed": "seed",
+    "dataset.seed": "seed",
+    "dataset.test_fraction": "fraction",
+    "substrate.options.hidden": "hidden",
+    "substrate.options.eps": "eps",
+    "substrate.options.tol": "eps",
+    "protocol.options.beta": "beta",
+    "protocol.options.variant": "variant",
+    "evaluation.every": "natural",
+    "checkpoint.every": "natural",
+    "evaluation.fidelity_every": "natural",
+    "nonideal.read_noise": "noise",
+    "nonideal.seed": "seed",
+    "nonideal.levels": "levels",
+    "runs": "runs",
+    "substrate.options.bogus": "unknown",
+    "protocol.options.bogus": "unknown",
+    "schedule.bogus": "unknown",
+    "bogus": "unknown",
+    "substrate.options.max_sweeps": "posint",
 }
-VALUES = ["0", "1", "2", "-1", "3.5", "4.7", "1e400", "-1e400", "nan", "inf", "true", "false", '"abc"', "abc", "''",
-          '""', "[]", "[1]", "[4.7]", "[1, 2]", "[0]", "[-3]", '["a"]', "{}", "{a = 1}", str(2**63), str(2**64),
-          "1e-300", "1e300", "0.5", "0.1", "9" * 40, "[[1]]", "1979-05-27", '"\\u00e9\\u4e2d"', "0x10", "1_000"]
+VALUES = [
+    "0",
+    "1",
+    "2",
+    "-1",
+    "3.5",
+    "4.7",
+    "1e400",
+    "-1e400",
+    "nan",
+    "inf",
+    "true",
+    "false",
+    '"abc"',
+    "abc",
+    "''",
+    '""',
+    "[]",
+    "[1]",
+    "[4.7]",
+    "[1, 2]",
+    "[0]",
+    "[-3]",
+    '["a"]',
+    "{}",
+    "{a = 1}",
+    str(2**63),
+    str(2**64),
+    "1e-300",
+    "1e300",
+    "0.5",
+    "0.1",
+    "9" * 40,
+    "[[1]]",
+    "1979-05-27",
+    '"\\u00e9\\u4e2d"',
+    "0x10",
+    "1_000",
+]
 
 
 def _set_oracle(kind: str, text: str) -> str:
@@ -132,10 +211,15 @@ def _set_oracle(kind: str, text: str) -> str:
     if kind == "seed":
         return "valid" if is_int and 0 <= v < 2**63 else "invalid"
     if kind == "fraction":
-        return "valid" if finite and 0 < v < 1 and 1 / v < 100 else ("invalid" if not finite or not 0 < v < 1 else "either")
+        return (
+            "valid"
+            if finite and 0 < v < 1 and 1 / v < 100
+            else ("invalid" if not finite or not 0 < v < 1 else "either")
+        )
     if kind == "hidden":
-        ok = (is_int and v >= 1) or (isinstance(v, list) and v and all(
-            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v))
+        ok = (is_int and v >= 1) or (
+            isinstance(v, list) and v and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v)
+        )
         sizes = v if isinstance(v, list) else [v]
         return ("valid" if all(h <= 64 for h in sizes) else "either") if ok else "invalid"
     if kind in ("eps", "beta"):
@@ -184,7 +268,7 @@ def gen_toml(rng: random.Random) -> Case:
         data = rng.randbytes(rng.randint(1, 400))
         label = "random bytes"
     elif r < 0.35:
-        text = GOOD_TOML + '# caf\u00e9 \u4e2d\n'
+        text = GOOD_TOML + "# caf\u00e9 \u4e2d\n"
         enc = rng.choice(["utf-16", "utf-16-le", "latin-1", "utf-32", "cp1252"])
         data = text.encode(enc, errors="replace")
         label = f"a valid config in {enc}"
@@ -203,10 +287,16 @@ def gen_toml(rng: random.Random) -> Case:
         label = "a config cut and broken"
     else:  # random tables and values
         sections = ["schedule", "dataset", "substrate", "protocol", "evaluation", "checkpoint", "nonideal", "bogus"]
-        keys = {"schedule": ["epochs", "batch_size", "bogus"], "dataset": ["name", "test_fraction", "seed"],
-                "substrate": ["backend", "options", "wiring"], "protocol": ["name", "options"],
-                "evaluation": ["every", "fidelity_every"], "checkpoint": ["every"],
-                "nonideal": ["read_noise", "seed", "levels", "bogus"], "bogus": ["x"]}
+        keys = {
+            "schedule": ["epochs", "batch_size", "bogus"],
+            "dataset": ["name", "test_fraction", "seed"],
+            "substrate": ["backend", "options", "wiring"],
+            "protocol": ["name", "options"],
+            "evaluation": ["every", "fidelity_every"],
+            "checkpoint": ["every"],
+            "nonideal": ["read_noise", "seed", "levels", "bogus"],
+            "bogus": ["x"],
+        }
         out, kinds = [], []
         for section in rng.sample(sections, rng.randint(1, 3)):
             out.append(f"[{section}]")
@@ -220,8 +310,22 @@ def gen_toml(rng: random.Random) -> Case:
 
 def gen_netlist(rng: random.Random) -> Case:
     base = (ROOT / "examples" / "netlist_small.cir").read_text().splitlines()
-    argv = ["train", "--quiet", "--runs", "{tmp}/runs", "--backend", "netlist", "--netlist", "{tmp}/n.cir",
-            "--dataset", "{fix}/tiny2.csv", "--epochs", "1", "--batch-size", "10"]
+    argv = [
+        "train",
+        "--quiet",
+        "--runs",
+        "{tmp}/runs",
+        "--backend",
+        "netlist",
+        "--netlist",
+        "{tmp}/n.cir",
+        "--dataset",
+        "{fix}/tiny2.csv",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+    ]
     r = rng.random()
     expect = "either"
     if r < 0.1:
@@ -252,8 +356,9 @@ def gen_netlist(rng: random.Random) -> Case:
                 lines.insert(i + 1, lines[i])
                 expect = "invalid"
             elif m == "output":
-                lines = [l for l in lines if not l.startswith(".output")] + [rng.choice(
-                    [".output o1 o1", ".output", ".output nowhere o2", ".output o1 o2 o1"])]
+                lines = [l for l in lines if not l.startswith(".output")] + [
+                    rng.choice([".output o1 o1", ".output", ".output nowhere o2", ".output o1 o2 o1"])
+                ]
                 expect = "invalid"
                 continue
             elif m == "input" and parts[0].startswith("V"):
@@ -273,8 +378,16 @@ def gen_netlist(rng: random.Random) -> Case:
 
 def gen_store(rng: random.Random) -> Case:
     kind = rng.choice(["completed", "interrupted"])
-    command = rng.choice([["runs", "list"], ["runs", "show", "1"], ["export", "1", "-o", "{tmp}/out"],
-                          ["plot", "1", "-o", "{tmp}/p.png"], ["resume", "1", "--quiet"], ["resume", "1", "--quiet"]])
+    command = rng.choice(
+        [
+            ["runs", "list"],
+            ["runs", "show", "1"],
+            ["export", "1", "-o", "{tmp}/out"],
+            ["plot", "1", "-o", "{tmp}/p.png"],
+            ["resume", "1", "--quiet"],
+            ["resume", "1", "--quiet"],
+        ]
+    )
     argv = command + ["--runs", "{tmp}/runs"]
     damage = rng.choice(["bytes", "bytes", "truncate", "zero", "drop", "blob", "version", "append", "none", "input"])
     detail = (damage, rng.random(), rng.randint(1, 16384), rng.randrange(2**32))
@@ -287,17 +400,34 @@ def gen_store(rng: random.Random) -> Case:
         expect = "either"
     else:
         expect = "invalid" if damage in ("zero", "drop", "version") or resume_completed else "either"
-    return Case("store", argv, expect, store=kind, damage=detail, label=f"{damage} on a {kind} run, then "
-                                                                             f"{' '.join(command)}")
+    return Case(
+        "store", argv, expect, store=kind, damage=detail, label=f"{damage} on a {kind} run, then {' '.join(command)}"
+    )
 
 
 #: -o of plot and export: what each should get (the run id aside)
-PLOT_OUTPUTS = {"{tmp}/x.png": "valid", "{tmp}/x": "valid", "{tmp}/x.bogus": "invalid", "{fix}/file.txt": "invalid",
-                "{fix}": "invalid", "/dev/null": "either", "/proc/x.png": "invalid", "{tmp}/sub/dir/x.svg": "valid",
-                "{tmp}/": "invalid"}
-EXPORT_OUTPUTS = {"{tmp}/x.png": "valid", "{tmp}/x": "valid", "{tmp}/x.bogus": "valid", "{fix}/file.txt": "invalid",
-                  "{fix}": "valid", "/dev/null": "invalid", "/proc/x.png": "invalid", "{tmp}/sub/dir/x.svg": "valid",
-                  "{tmp}/": "valid"}
+PLOT_OUTPUTS = {
+    "{tmp}/x.png": "valid",
+    "{tmp}/x": "valid",
+    "{tmp}/x.bogus": "invalid",
+    "{fix}/file.txt": "invalid",
+    "{fix}": "invalid",
+    "/dev/null": "either",
+    "/proc/x.png": "invalid",
+    "{tmp}/sub/dir/x.svg": "valid",
+    "{tmp}/": "invalid",
+}
+EXPORT_OUTPUTS = {
+    "{tmp}/x.png": "valid",
+    "{tmp}/x": "valid",
+    "{tmp}/x.bogus": "valid",
+    "{fix}/file.txt": "invalid",
+    "{fix}": "valid",
+    "/dev/null": "invalid",
+    "/proc/x.png": "invalid",
+    "{tmp}/sub/dir/x.svg": "valid",
+    "{tmp}/": "valid",
+}
 
 
 def gen_views(rng: random.Random) -> Case:
@@ -316,8 +446,14 @@ def gen_views(rng: random.Random) -> Case:
     return Case("views", argv + ["--runs", "{tmp}/runs"], expect, store="completed", label=" ".join(argv))
 
 
-GENERATORS = {"flags": gen_flags, "set": gen_set, "toml": gen_toml, "netlist": gen_netlist, "store": gen_store,
-              "views": gen_views}
+GENERATORS = {
+    "flags": gen_flags,
+    "set": gen_set,
+    "toml": gen_toml,
+    "netlist": gen_netlist,
+    "store": gen_store,
+    "views": gen_views,
+}
 WEIGHTS = {"flags": 0.25, "set": 0.25, "toml": 0.15, "netlist": 0.1, "store": 0.15, "views": 0.1}
 
 
@@ -325,5 +461,3 @@ def cases(n: int, seed: int = 0, categories=CATEGORIES) -> list[Case]:
     rng = random.Random(seed)
     cats = [c for c in CATEGORIES if c in categories]
     return [GENERATORS[c](rng) for c in rng.choices(cats, [WEIGHTS[c] for c in cats], k=n)]
-
-

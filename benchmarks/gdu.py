@@ -77,9 +77,11 @@ def main(argv=None) -> None:
     print(f"`{command}`\n")
 
     first = reports[args.seeds[0], "centered", 1e-3]
-    print(f"Per-step relative error ||D_EP + g_BPTT|| / ||g_BPTT||, centered, beta 1e-3, K = 10, digits batch of "
-          f"{args.batch}, {net_name} at initialisation, seed {args.seeds[0]} (T = {first.T} free steps; "
-          "· : BPTT's gradient is exactly zero at that step)\n")
+    print(
+        f"Per-step relative error ||D_EP + g_BPTT|| / ||g_BPTT||, centered, beta 1e-3, K = 10, digits batch of "
+        f"{args.batch}, {net_name} at initialisation, seed {args.seeds[0]} (T = {first.T} free steps; "
+        "· : BPTT's gradient is exactly zero at that step)\n"
+    )
     rows = table_rows(first)
     print("| t | " + " | ".join(n for n, _ in rows) + " |")
     print("|---:|" + "---:|" * len(rows))
@@ -94,8 +96,10 @@ def main(argv=None) -> None:
             r = reports[seed, variant, 1e-3]
             cells = np.concatenate(list(r.rel_error.values()))
             cells = cells[np.isfinite(cells)]
-            print(f"| {seed} | {variant} | {r.worst('s'):.1e} | {r.worst('W'):.1e} | {r.worst('b'):.1e} | "
-                  f"{np.mean(cells <= 1e-2):.0%} |")
+            print(
+                f"| {seed} | {variant} | {r.worst('s'):.1e} | {r.worst('W'):.1e} | {r.worst('b'):.1e} | "
+                f"{np.mean(cells <= 1e-2):.0%} |"
+            )
 
     print("\nWorst per-step relative error (every layer and step) against beta, per seed\n")
     print("| beta | " + " | ".join(f"one-sided, seed {s} | centered, seed {s}" for s in args.seeds) + " |")
@@ -104,8 +108,10 @@ def main(argv=None) -> None:
         cells = [f"{reports[s, v, beta].worst():.1e}" for s in args.seeds for v in ("positive", "centered")]
         print(f"| {beta:g} | " + " | ".join(cells) + " |")
 
-    print("\nSign agreement of the weight updates with -g_BPTT at beta 0.1 (aim >= 99 %): pooled over every "
-          "step and weight tensor, and of the update summed over the K steps\n")
+    print(
+        "\nSign agreement of the weight updates with -g_BPTT at beta 0.1 (aim >= 99 %): pooled over every "
+        "step and weight tensor, and of the update summed over the K steps\n"
+    )
     print("| seed | variant | per step, pooled | worst step | summed over K |")
     print("|---:|---|---:|---:|---:|")
     for seed in args.seeds:
@@ -121,8 +127,10 @@ def main(argv=None) -> None:
             print(f"| {seed} | {variant} | {r.sign_agreement_of('W'):.2%} | {worst:.2%} | {agree / total:.2%} |")
 
     if runs:
-        print(f"\nDigits test accuracy after {args.epochs} epochs, discrete-time {net_name}, batch {args.batch}, "
-              f"tol 1e-3, max 200 time steps per phase, seeds {args.seeds} (aim: within 0.5 point)\n")
+        print(
+            f"\nDigits test accuracy after {args.epochs} epochs, discrete-time {net_name}, batch {args.batch}, "
+            f"tol 1e-3, max 200 time steps per phase, seeds {args.seeds} (aim: within 0.5 point)\n"
+        )
         print("| method | settings | test accuracy (mean ± std) | per seed | s per run |")
         print("|---|---|---:|---|---:|")
         means = {}
@@ -130,8 +138,10 @@ def main(argv=None) -> None:
             got = sorted((s, acc, sec) for name, s, acc, sec in runs if name == m)
             acc = np.array([g[1] for g in got])
             means[m] = acc.mean()
-            print(f"| {m} | {METHODS[m][1]} | {acc.mean():.2%} ± {acc.std():.2%} | "
-                  f"{', '.join(f'{g[1]:.2%}' for g in got)} | {np.mean([g[2] for g in got]):.0f} |")
+            print(
+                f"| {m} | {METHODS[m][1]} | {acc.mean():.2%} ± {acc.std():.2%} | "
+                f"{', '.join(f'{g[1]:.2%}' for g in got)} | {np.mean([g[2] for g in got]):.0f} |"
+            )
         print(f"\nEqProp - BPTT: {100 * (means['EqProp'] - means['BPTT']):+.2f} points")
     if args.figure:
         print(f"\nFigure: {plot_gdu(first, args.figure, seed=args.seeds[0])}")

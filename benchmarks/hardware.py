@@ -43,8 +43,18 @@ SEED = 3  # the lab's Hopfield network: HopfieldSubstrate(layers, seed=3, max_ba
 @contextlib.contextmanager
 def lab_process(layers):
     """``aeqprop serve-sim`` in a child process; yields its addresses {"SCPI": ..., "board": ...}."""
-    cmd = [sys.executable, "-m", "cli", "serve-sim", "--layers", ",".join(map(str, layers)), "--port", "0",
-           "--seed", str(SEED)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve-sim",
+        "--layers",
+        ",".join(map(str, layers)),
+        "--port",
+        "0",
+        "--seed",
+        str(SEED),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         addresses = {}
@@ -78,11 +88,16 @@ def measure(layers, protocol, bus, profile, samples: int, seed: int = 0) -> dict
             rt0, io0, (out0, in0) = hw.round_trips, hw.io_seconds, hw.bytes
             t0 = time.perf_counter()
             for i in range(samples):
-                proto.step(hw, x[i:i + 1], y[i:i + 1])
+                proto.step(hw, x[i : i + 1], y[i : i + 1])
             wall = time.perf_counter() - t0
             rt, io, (out1, in1) = hw.round_trips - rt0, hw.io_seconds - io0, hw.bytes
-    return {"calibration_round_trips": cal_trips, "round_trips": rt / samples, "bytes": (out1 - out0 + in1 - in0) / samples,
-            "controller_ms": (wall - io) / samples * 1e3, "wall_ms": wall / samples * 1e3}
+    return {
+        "calibration_round_trips": cal_trips,
+        "round_trips": rt / samples,
+        "bytes": (out1 - out0 + in1 - in0) / samples,
+        "controller_ms": (wall - io) / samples * 1e3,
+        "wall_ms": wall / samples * 1e3,
+    }
 
 
 def main(argv=None) -> None:
@@ -92,16 +107,22 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     layers = tuple(int(n) for n in args.layers.split(","))
     print(f"Command: python benchmarks/hardware.py --samples {args.samples} --layers {args.layers}\n")
-    print(f"Hopfield {'-'.join(map(str, layers))} in the virtual lab; floor = {PHASES_PER_STEP} round trips "
-          "per sample (one per phase)\n")
-    print("| protocol | bus | round trips / sample | x floor | bytes / sample | controller ms / sample "
-          "| wall ms / sample | calibration round trips (once per run) |")
+    print(
+        f"Hopfield {'-'.join(map(str, layers))} in the virtual lab; floor = {PHASES_PER_STEP} round trips "
+        "per sample (one per phase)\n"
+    )
+    print(
+        "| protocol | bus | round trips / sample | x floor | bytes / sample | controller ms / sample "
+        "| wall ms / sample | calibration round trips (once per run) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for pname, protocol in PROTOCOLS.items():
         for bname, (bus, profile) in BUSES.items():
             r = measure(layers, protocol, bus, profile, args.samples)
-            print(f"| {pname} | {bname} | {r['round_trips']:.1f} | {r['round_trips'] / PHASES_PER_STEP:.2f} "
-                  f"| {r['bytes']:.0f} | {r['controller_ms']:.3f} | {r['wall_ms']:.3f} | {r['calibration_round_trips']} |")
+            print(
+                f"| {pname} | {bname} | {r['round_trips']:.1f} | {r['round_trips'] / PHASES_PER_STEP:.2f} "
+                f"| {r['bytes']:.0f} | {r['controller_ms']:.3f} | {r['wall_ms']:.3f} | {r['calibration_round_trips']} |"
+            )
             sys.stdout.flush()
 
 

@@ -32,7 +32,9 @@ def angle_cosines(hidden: int, seeds, beta: float = 0.01, batch: int = 64) -> di
         idx = np.random.default_rng(seed).choice(len(data.x_train), batch, replace=False)
         x, y = data.x_train[idx], data.y_train[idx]
         for a in ANGLES:
-            net = UntiedSubstrate((data.n_features, hidden, data.n_classes), angle=a, seed=seed, tol=1e-10, max_sweeps=20_000)
+            net = UntiedSubstrate(
+                (data.n_features, hidden, data.n_classes), angle=a, seed=seed, tol=1e-10, max_sweeps=20_000
+            )
             delta = protocol_update(net, VectorFieldEqProp(beta=beta, lr=1.0), x, y)
             tied = {n: v + delta.get("B" + n[1:], 0.0) if n[0] == "W" else v for n, v in delta.items() if n[0] != "B"}
             grad = net.symmetric_gradient(x, y)
@@ -50,8 +52,10 @@ def main(argv=None) -> None:
     cosines = angle_cosines(args.hidden, args.seeds)
 
     print(f"`{command}`\n")
-    print(f"Vector-field EqProp on the untied 64-{args.hidden}-10 network (digits, batch 64, beta 0.01): "
-          f"cosine with the oracle gradient of the symmetric network, mean ± std over seeds {args.seeds}\n")
+    print(
+        f"Vector-field EqProp on the untied 64-{args.hidden}-10 network (digits, batch 64, beta 0.01): "
+        f"cosine with the oracle gradient of the symmetric network, mean ± std over seeds {args.seeds}\n"
+    )
     print("| angle (deg) | cosine |")
     print("|---:|---:|")
     for a in ANGLES:

@@ -38,9 +38,15 @@ def spice_table(n: int) -> str:
 
     if ngspice_available() is None:
         return "ngspice is not installed: no comparison (apt-get install ngspice)"
-    out = [f"{n} random circuits per kind, 5-40 nodes, against ngspice's operating point (ngspice -b)", "",
-           ("| circuits | agree with ngspice | worst node difference | worst difference / tolerance | "
-            "worst KCL residual of a converged report |"), "|---|---|---|---|---|"]
+    out = [
+        f"{n} random circuits per kind, 5-40 nodes, against ngspice's operating point (ngspice -b)",
+        "",
+        (
+            "| circuits | agree with ngspice | worst node difference | worst difference / tolerance | "
+            "worst KCL residual of a converged report |"
+        ),
+        "|---|---|---|---|---|",
+    ]
     for kind in KINDS:
         agree, worst, ratio, kcl = 0, 0.0, 0.0, 0.0
         for seed in range(n):
@@ -81,6 +87,7 @@ def solver_table(batch: int, repeats: int, seed: int) -> str:
         def run():
             res.clamp(x)
             res._relax(tol, 100_000)
+
         return run
 
     def netlist():
@@ -90,22 +97,32 @@ def solver_table(batch: int, repeats: int, seed: int) -> str:
     from threadpoolctl import threadpool_limits
 
     rows = []
-    with threadpool_limits(1):  # one BLAS thread for both: on a shared machine spinning threads cost more than they gain
+    with threadpool_limits(
+        1
+    ):  # one BLAS thread for both: on a shared machine spinning threads cost more than they gain
         rows += _timed(x, layered, netlist, repeats)
     diff = float(np.max(np.abs(res.outputs() - net.outputs())))
     base = rows[0][1]
-    out = [(f"64x2-256-10 resistive circuit (gain 48 V), batch of {batch} digits, median of {repeats}, one BLAS thread; "
-            f"netlist built in {build:.1f} s, outputs agree with the layered solver at 1e-9 V to {diff:.0e} V"), "",
-           "| solver | us per sample | vs layered at 1e-5 V |", "|---|---|---|"]
+    out = [
+        (
+            f"64x2-256-10 resistive circuit (gain 48 V), batch of {batch} digits, median of {repeats}, one BLAS thread; "
+            f"netlist built in {build:.1f} s, outputs agree with the layered solver at 1e-9 V to {diff:.0e} V"
+        ),
+        "",
+        "| solver | us per sample | vs layered at 1e-5 V |",
+        "|---|---|---|",
+    ]
     out += [f"| {name} | {1e6 * t / batch:.1f} | {t / base:.1f}x |" for name, t in rows]
     return "\n".join(out)
 
 
 def _timed(x, layered, netlist, repeats: int) -> list[tuple[str, float]]:
     rows = []
-    for name, run in (("layered, block coordinate descent, tol 1e-5 V (training)", layered(1e-5)),
-                      ("layered, block coordinate descent, tol 1e-9 V", layered(1e-9)),
-                      ("netlist, batched active set (exact; checked to KCL 1e-9)", netlist)):
+    for name, run in (
+        ("layered, block coordinate descent, tol 1e-5 V (training)", layered(1e-5)),
+        ("layered, block coordinate descent, tol 1e-9 V", layered(1e-9)),
+        ("netlist, batched active set (exact; checked to KCL 1e-9)", netlist),
+    ):
         run()
         rows.append((name, median_time(run, repeats)))
     return rows
@@ -119,19 +136,29 @@ def cli_run(args: list[str]) -> tuple[float, float, str]:
     with tempfile.TemporaryDirectory() as runs:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "cli", "train", *args, "--runs", runs, "-q"], cwd=ROOT,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "train", *args, "--runs", runs, "-q"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         seconds = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m = re.search(r"test accuracy ([0-9.]+ ?%) after \d+ epochs \(train ([0-9.]+ ?%)", done.stdout)
-    return seconds, cpu, (f"{m.group(1)} | {m.group(2)}" if m else
-                          f"failed: {(done.stderr or done.stdout).strip()[-200:]} |")
+    return (
+        seconds,
+        cpu,
+        (f"{m.group(1)} | {m.group(2)}" if m else f"failed: {(done.stderr or done.stdout).strip()[-200:]} |"),
+    )
 
 
 def runs_table() -> str:
-    out = ["| command | wall time (fresh process) | CPU time | final test accuracy | final train accuracy |",
-           "|---|---|---|---|---|"]
+    out = [
+        "| command | wall time (fresh process) | CPU time | final test accuracy | final train accuracy |",
+        "|---|---|---|---|---|",
+    ]
     for args in (["examples/netlist_aeqprop.toml"], ["--backend", "resistive"]):
         seconds, cpu, acc = cli_run(args)
         out.append(f"| `aeqprop train {' '.join(args)}` | {seconds:.1f} s | {cpu:.1f} s | {acc} |")

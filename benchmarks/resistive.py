@@ -46,17 +46,31 @@ def train_table(epochs: int, hidden: int, lr: float, beta: float, gain: float, s
     rows = []
     for name, make in runs.items():
         # Aeqprop's step is -eps (beta2 - beta1) g_hat: eps = lr / (2 beta) gives the same learning rate
-        sub = ResistiveSubstrate(layers=(64, hidden, 10), gain=gain, eps=lr / (2 * beta), tol=1e-5, max_sweeps=100, seed=seed)
+        sub = ResistiveSubstrate(
+            layers=(64, hidden, 10), gain=gain, eps=lr / (2 * beta), tol=1e-5, max_sweeps=100, seed=seed
+        )
         t0 = time.perf_counter()
         result = Trainer(sub, make(), data, epochs=epochs, batch_size=16, seed=seed).run()
-        rows.append((name, result.final.test_accuracy, result.best_test_accuracy, result.final.sweeps_per_step,
-                     time.perf_counter() - t0))
+        rows.append(
+            (
+                name,
+                result.final.test_accuracy,
+                result.best_test_accuracy,
+                result.final.sweeps_per_step,
+                time.perf_counter() - t0,
+            )
+        )
     oracle = rows[-1][1]
-    out = [f"digits, 64x2-{hidden}-10 resistive network, batch 16, {epochs} epochs, lr {lr}, b {beta}, gain {gain} V, seed {seed}",
-           "", "| protocol | final test acc. | best test acc. | vs oracle (points) | sweeps/step | seconds |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        f"digits, 64x2-{hidden}-10 resistive network, batch 16, {epochs} epochs, lr {lr}, b {beta}, gain {gain} V, seed {seed}",
+        "",
+        "| protocol | final test acc. | best test acc. | vs oracle (points) | sweeps/step | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, acc, best, sweeps, sec in rows:
-        out.append(f"| {name} | {100 * acc:.2f} % | {100 * best:.2f} % | {100 * (acc - oracle):+.2f} | {sweeps:.0f} | {sec:.1f} |")
+        out.append(
+            f"| {name} | {100 * acc:.2f} % | {100 * best:.2f} % | {100 * (acc - oracle):+.2f} | {sweeps:.0f} | {sec:.1f} |"
+        )
     return "\n".join(out)
 
 
@@ -79,8 +93,13 @@ def relative_residual(sub: ResistiveSubstrate, target: float | None = None) -> f
     res = float(np.max(np.abs(sub.kkt_residual())))
     if target is not None:
         s, th = sub._s, sub.theta  # the state as it stands, not re-settled
-        bound = max(max((np.max(np.abs(s[l - 1])) + np.max(np.abs(s[l]))) * np.max(th[f"W{l}"]),
-                        (np.max(np.abs(s[l])) + sub.v_bias) * np.max(th[f"b{l}"])) for l in range(1, sub.L + 1))
+        bound = max(
+            max(
+                (np.max(np.abs(s[l - 1])) + np.max(np.abs(s[l]))) * np.max(th[f"W{l}"]),
+                (np.max(np.abs(s[l])) + sub.v_bias) * np.max(th[f"b{l}"]),
+            )
+            for l in range(1, sub.L + 1)
+        )
         if res > target * bound:
             return np.inf
     return res / sub.largest_current()
@@ -111,8 +130,10 @@ def relax_row(name: str, init_g, batch: int, hidden: int, target: float, seed: i
         e, g = sub.free_energy(split(flat), constant=False)
         return e, np.concatenate([a.ravel() for a in g])
 
-    bounds = Bounds(np.concatenate([np.broadcast_to(sub.lo[l], (batch, n)).ravel() for l, n in enumerate(sizes, 1)]),
-                    np.concatenate([np.broadcast_to(sub.hi[l], (batch, n)).ravel() for l, n in enumerate(sizes, 1)]))
+    bounds = Bounds(
+        np.concatenate([np.broadcast_to(sub.lo[l], (batch, n)).ravel() for l, n in enumerate(sizes, 1)]),
+        np.concatenate([np.broadcast_to(sub.hi[l], (batch, n)).ravel() for l, n in enumerate(sizes, 1)]),
+    )
     x0 = np.zeros(sum(batch * n for n in sizes))
 
     # warm-up and search: the first sweep / iteration at which the residual reaches the target
@@ -155,16 +176,21 @@ def relax_row(name: str, init_g, batch: int, hidden: int, target: float, seed: i
     t_lb = time_median(lbfgsb, repeats)
     sub._s[1:] = split(out["opt"].x)
     r_lb = relative_residual(sub)
-    return [f"| {name} | exact block coordinate descent | {sweeps} sweeps | {r_bcd:.1e} | {t_bcd:.4f} | 1 |",
-            f"| {name} | scipy L-BFGS-B (box bounds for the diodes) | {out['opt'].nit} iterations, "
-        f"{out['opt'].nfev} evaluations | {r_lb:.1e} | {t_lb:.4f} | {t_lb / t_bcd:.1f}x slower |"]
+    return [
+        f"| {name} | exact block coordinate descent | {sweeps} sweeps | {r_bcd:.1e} | {t_bcd:.4f} | 1 |",
+        f"| {name} | scipy L-BFGS-B (box bounds for the diodes) | {out['opt'].nit} iterations, "
+        f"{out['opt'].nfev} evaluations | {r_lb:.1e} | {t_lb:.4f} | {t_lb / t_bcd:.1f}x slower |",
+    ]
 
 
 def relax_table(batch: int, hidden: int, target: float, seed: int, repeats: int) -> str:
-    out = [f"784x2-{hidden}-10 resistive network, batch {batch} random inputs in [0, 1], gain 1 V, "
-           f"target relative residual {target:g}; median of {repeats} timed runs after a warm-up",
-           "", "| operating point | solver | iterations | reached residual | seconds | ratio |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        f"784x2-{hidden}-10 resistive network, batch {batch} random inputs in [0, 1], gain 1 V, "
+        f"target relative residual {target:g}; median of {repeats} timed runs after a warm-up",
+        "",
+        "| operating point | solver | iterations | reached residual | seconds | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, init_g in OPERATING_POINTS.items():
         out += relax_row(name, init_g, batch, hidden, target, seed, repeats)
     return "\n".join(out)

@@ -57,8 +57,15 @@ EFFECTS: dict[str, list[tuple[str, dict]]] = {
     "settling": [(f"{n} sweeps", {"settle_sweeps": n}) for n in (20, 8, 3)],
 }
 MIX = {
-    "read_noise": 1e-3, "program_noise": 1e-3, "write_nonlinearity": 0.3, "write_asymmetry": 0.1,
-    "levels": 1024, "drift": 1e-4, "variability": 0.3, "stuck": 0.01, "settle_sweeps": 20,
+    "read_noise": 1e-3,
+    "program_noise": 1e-3,
+    "write_nonlinearity": 0.3,
+    "write_asymmetry": 0.1,
+    "levels": 1024,
+    "drift": 1e-4,
+    "variability": 0.3,
+    "stuck": 0.01,
+    "settle_sweeps": 20,
 }
 PROTOCOLS = ("eqprop", "aeqprop")
 
@@ -77,8 +84,14 @@ def make_protocol(name: str, homeostasis_iterations: int):
         return EqProp(beta=0.5, lr=0.1, variant="centered")
     if name == "native":
         return Aeqprop(beta=1.0, variant="centered", homeostasis="native", release=1.0)
-    return Aeqprop(beta=1.0, variant="centered", homeostasis="feedback", release=1.0,
-                   homeostasis_iterations=homeostasis_iterations, homeostasis_on_cap="hold")
+    return Aeqprop(
+        beta=1.0,
+        variant="centered",
+        homeostasis="feedback",
+        release=1.0,
+        homeostasis_iterations=homeostasis_iterations,
+        homeostasis_on_cap="hold",
+    )
 
 
 def count_reads(sub) -> dict:
@@ -114,8 +127,15 @@ def run_one(task: dict) -> dict:
         reads = (counts["reads"] - before) / max(len(capped), 1)
     except AeqpropError as exc:  # a run that breaks down counts as chance level, and says why
         accuracy, error, reads = 1.0 / data.n_classes, str(exc), float("nan")
-    return {**task, "accuracy": accuracy, "error": error, "seconds": time.perf_counter() - t0,
-            "capped": float(np.mean(capped)) if capped else 0.0, "reads": reads, "calibration": calibration}
+    return {
+        **task,
+        "accuracy": accuracy,
+        "error": error,
+        "seconds": time.perf_counter() - t0,
+        "capped": float(np.mean(capped)) if capped else 0.0,
+        "reads": reads,
+        "calibration": calibration,
+    }
 
 
 def summarise(results: list[dict], conds, protocols=PROTOCOLS) -> dict:
@@ -126,8 +146,12 @@ def summarise(results: list[dict], conds, protocols=PROTOCOLS) -> dict:
             rs = [r for r in results if r["effect"] == effect and r["level"] == level and r["protocol"] == p]
             if rs:
                 acc = [r["accuracy"] for r in rs]
-                row[p] = (100 * float(np.mean(acc)), 100 * float(np.std(acc)), len(acc),
-                          float(np.mean([r["reads"] for r in rs])))
+                row[p] = (
+                    100 * float(np.mean(acc)),
+                    100 * float(np.std(acc)),
+                    len(acc),
+                    float(np.mean([r["reads"] for r in rs])),
+                )
         table[(effect, level)] = (label, row)
     return table
 
@@ -138,8 +162,11 @@ NAMES = {"eqprop": "EqProp", "aeqprop": "Aeqprop (feedback)", "native": "Aeqprop
 def markdown(table: dict, protocols=PROTOCOLS) -> str:
     ideal = table.get(("ideal", 0), (None, {}))[1]
     a, b = protocols
-    lines = [f"| effect | magnitude | {NAMES[a]} test acc. (%) | reads / step | {NAMES[b]} test acc. (%) "
-             f"| reads / step | {NAMES[b]} - {NAMES[a]} |", "|---|---|---|---:|---|---:|---|"]
+    lines = [
+        f"| effect | magnitude | {NAMES[a]} test acc. (%) | reads / step | {NAMES[b]} test acc. (%) "
+        f"| reads / step | {NAMES[b]} - {NAMES[a]} |",
+        "|---|---|---|---:|---|---:|---|",
+    ]
     for (effect, _), (label, row) in table.items():
         cells = []
         for p in protocols:
@@ -173,12 +200,19 @@ def plot(table: dict, path: Path) -> None:
         for p, colour in zip(PROTOCOLS, ("tab:blue", "tab:orange")):
             pts = [ideal.get(p)] + [table[k][1].get(p) for k in keys]
             xs = [i for i, v in enumerate(pts) if v is not None]
-            ax.errorbar(xs, [pts[i][0] for i in xs], yerr=[pts[i][1] for i in xs], marker="o", capsize=3,
-                        color=colour, label={"eqprop": "EqProp", "aeqprop": "Aeqprop (feedback)"}[p])
+            ax.errorbar(
+                xs,
+                [pts[i][0] for i in xs],
+                yerr=[pts[i][1] for i in xs],
+                marker="o",
+                capsize=3,
+                color=colour,
+                label={"eqprop": "EqProp", "aeqprop": "Aeqprop (feedback)"}[p],
+            )
         ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=7)
         ax.set_title(effect.replace("_", " "))
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(effects):]:
+    for ax in axes.flat[len(effects) :]:
         ax.axis("off")
     axes[0][0].set_ylabel("digits test accuracy (%)")
     axes[0][0].legend(fontsize=7)
@@ -206,9 +240,20 @@ def main(argv=None) -> None:
     conds = conditions(only)
     layers = tuple(int(n) for n in args.layers.split(","))
     tasks = [
-        {"protocol": p, "effect": e, "level": lv, "label": lab, "config": cfg, "seed": s, "layers": layers,
-         "epochs": args.epochs, "homeostasis_iterations": args.homeostasis_iterations}
-        for p in reversed(protocols) for (e, lv, lab, cfg) in conds for s in range(args.seeds)
+        {
+            "protocol": p,
+            "effect": e,
+            "level": lv,
+            "label": lab,
+            "config": cfg,
+            "seed": s,
+            "layers": layers,
+            "epochs": args.epochs,
+            "homeostasis_iterations": args.homeostasis_iterations,
+        }
+        for p in reversed(protocols)
+        for (e, lv, lab, cfg) in conds
+        for s in range(args.seeds)
     ]  # Aeqprop (slow) first, so the two workers finish together
     t0 = time.perf_counter()
     results = []
@@ -216,9 +261,12 @@ def main(argv=None) -> None:
         for r in pool.imap_unordered(run_one, tasks):
             results.append(r)
             note = f"  [{r['error'][:60]}]" if r["error"] else ""
-            print(f"{len(results):3d}/{len(tasks)} {r['protocol']:8s} {r['effect']:15s} {r['label']:18s} "
-                  f"seed {r['seed']}  {100 * r['accuracy']:5.1f} %  {r['reads']:6.1f} reads/step  "
-                  f"{r['seconds']:5.1f} s{note}", file=sys.stderr)
+            print(
+                f"{len(results):3d}/{len(tasks)} {r['protocol']:8s} {r['effect']:15s} {r['label']:18s} "
+                f"seed {r['seed']}  {100 * r['accuracy']:5.1f} %  {r['reads']:6.1f} reads/step  "
+                f"{r['seconds']:5.1f} s{note}",
+                file=sys.stderr,
+            )
             if r["calibration"]:
                 print(f"    calibration: {r['calibration']}", file=sys.stderr)
     table = summarise(results, conds, protocols)
@@ -226,12 +274,16 @@ def main(argv=None) -> None:
     if not args.native:
         plot(table, out)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    print(f"Digits, Hopfield {'-'.join(map(str, layers))}, {args.epochs} epochs, batch 16, {args.seeds} seeds; "
-          f"final test accuracy, mean ± std (change from the ideal device).\n")
+    print(
+        f"Digits, Hopfield {'-'.join(map(str, layers))}, {args.epochs} epochs, batch 16, {args.seeds} seeds; "
+        f"final test accuracy, mean ± std (change from the ideal device).\n"
+    )
     print(markdown(table, protocols))
     capped = [r["capped"] for r in results if r["protocol"] == "aeqprop"]
-    print(f"\nAeqprop homeostasis steps at the iteration cap ({args.homeostasis_iterations}): "
-          f"{100 * np.mean(capped) if capped else 0:.0f} % on average.")
+    print(
+        f"\nAeqprop homeostasis steps at the iteration cap ({args.homeostasis_iterations}): "
+        f"{100 * np.mean(capped) if capped else 0:.0f} % on average."
+    )
     print(f"Wall time {time.perf_counter() - t0:.0f} s with {args.workers} workers. Plot: {out}")
 
 

@@ -38,9 +38,11 @@ def wall(cmd: list[str]) -> float:
 
 def slow_imports() -> list[str]:
     """The slow top-level modules that `aeqprop --help` imports."""
-    probe = ("import json, sys, runpy; sys.argv = ['aeqprop', '--help']\n"
-             "try:\n    runpy.run_module('cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             f"print(json.dumps(sorted(m for m in {SLOW!r} if m in sys.modules)), file=sys.stderr)")
+    probe = (
+        "import json, sys, runpy; sys.argv = ['aeqprop', '--help']\n"
+        "try:\n    runpy.run_module('cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        f"print(json.dumps(sorted(m for m in {SLOW!r} if m in sys.modules)), file=sys.stderr)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stderr.strip().splitlines()[-1])
 

@@ -28,8 +28,11 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0, help="0: at each epoch end (the default run)")
     parser.add_argument("--eval-every", type=int, default=50)
     args = parser.parse_args()
-    overrides = [f"schedule.epochs={args.epochs}", f"checkpoint.every={args.checkpoint_every}",
-                 f"evaluation.every={args.eval_every}"]
+    overrides = [
+        f"schedule.epochs={args.epochs}",
+        f"checkpoint.every={args.checkpoint_every}",
+        f"evaluation.every={args.eval_every}",
+    ]
     with tempfile.TemporaryDirectory() as runs:
         cfg = load_config(overrides=overrides + [f'runs="{runs}"'])
         built = session.build(cfg)
@@ -50,9 +53,11 @@ def main() -> None:
     print(f"`{' '.join(['python', 'benchmarks/store_overhead.py', *sys.argv[1:]])}`\n")
     print("| run | steps | step time (ms) | store time per step (ms) | store / step time | wall time, store on / off |")
     print("|-----|------:|---------------:|-------------------------:|------------------:|--------------------------:|")
-    print(f"| default, {args.epochs} epochs, checkpoint every {args.checkpoint_every}, evaluation every "
-          f"{args.eval_every} ({checkpoints} checkpoints kept) | {steps} | {1e3 * outcome.step_seconds / steps:.2f} | "
-          f"{1e3 * outcome.store_seconds / steps:.3f} | {share:.2%} | {with_store:.1f} s / {without:.1f} s |")
+    print(
+        f"| default, {args.epochs} epochs, checkpoint every {args.checkpoint_every}, evaluation every "
+        f"{args.eval_every} ({checkpoints} checkpoints kept) | {steps} | {1e3 * outcome.step_seconds / steps:.2f} | "
+        f"{1e3 * outcome.store_seconds / steps:.3f} | {share:.2%} | {with_store:.1f} s / {without:.1f} s |"
+    )
 
 
 if __name__ == "__main__":

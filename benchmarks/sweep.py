@@ -39,11 +39,16 @@ from aeqprop.sweep_store import create_sweep, jobs, open_store, record_run, run_
 
 
 def sweep_spec(dataset: str, hidden: int, epochs: int, seeds: list[int], betas: list[float]) -> dict:
-    return {"seeds": seeds, "grid": {"protocol.options.beta": betas},
-            "config": {"dataset": {"name": dataset},
-                       "substrate": {"backend": "hopfield", "options": {"hidden": [hidden], "eps": 0.1, "tol": 1e-3}},
-                       "protocol": {"name": "eqprop", "options": {"lr": 0.1}},
-                       "schedule": {"epochs": epochs, "batch_size": 16}}}
+    return {
+        "seeds": seeds,
+        "grid": {"protocol.options.beta": betas},
+        "config": {
+            "dataset": {"name": dataset},
+            "substrate": {"backend": "hopfield", "options": {"hidden": [hidden], "eps": 0.1, "tol": 1e-3}},
+            "protocol": {"name": "eqprop", "options": {"lr": 0.1}},
+            "schedule": {"epochs": epochs, "batch_size": 16},
+        },
+    }
 
 
 def new_sweep(folder: Path, spec: dict):
@@ -134,8 +139,10 @@ def main(argv=None) -> None:
 
     # 4. a worker killed once the first run is recorded
     killed = {}
-    for name, make, is_pool in (("local pool", lambda: LocalPool(args.workers), True),
-                                ("Dask LocalCluster", lambda: dask_cluster(args.workers), False)):
+    for name, make, is_pool in (
+        ("local pool", lambda: LocalPool(args.workers), True),
+        ("Dask LocalCluster", lambda: dask_cluster(args.workers), False),
+    ):
         store, sid = new_sweep(tmp / f"kill-{is_pool}", spec)
         box: list = []
 
@@ -149,23 +156,33 @@ def main(argv=None) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"`{command}`\n")
-    print(f"Load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
-          f"after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} cores\n")
+    print(
+        f"Load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
+        f"after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} cores\n"
+    )
     print("| figure | measured | goal |")
     print("|---|---:|---:|")
-    print(f"| 8-run sweep (digits, 64-{args.hidden}-10, {args.epochs} epochs), {args.workers} local workers vs one "
-          f"after another | {sequential / pool.seconds:.2f}x ({pool.seconds:.1f} s vs {sequential:.1f} s) | >= 1.8x |")
-    print(f"| scheduling and recording overhead per run, Dask LocalCluster (1 worker, {len(trained)} iris runs) | "
-          f"{overhead:.3f} s ({over.seconds:.1f} s vs {direct:.1f} s in one process) | <= 0.3 s |")
+    print(
+        f"| 8-run sweep (digits, 64-{args.hidden}-10, {args.epochs} epochs), {args.workers} local workers vs one "
+        f"after another | {sequential / pool.seconds:.2f}x ({pool.seconds:.1f} s vs {sequential:.1f} s) | >= 1.8x |"
+    )
+    print(
+        f"| scheduling and recording overhead per run, Dask LocalCluster (1 worker, {len(trained)} iris runs) | "
+        f"{overhead:.3f} s ({over.seconds:.1f} s vs {direct:.1f} s in one process) | <= 0.3 s |"
+    )
     same = sum(dask_digests[k] == pool_digests[k] for k in pool_digests)
     alone = sum(pool_digests[k] == reference[k] for k in reference)
-    print(f"| Dask LocalCluster ({args.workers} workers) vs local pool, same seeds: runs bitwise equal | "
-          f"{same}/{len(pool_digests)} (pool vs one after another: {alone}/{len(reference)}) | all |")
+    print(
+        f"| Dask LocalCluster ({args.workers} workers) vs local pool, same seeds: runs bitwise equal | "
+        f"{same}/{len(pool_digests)} (pool vs one after another: {alone}/{len(reference)}) | all |"
+    )
     for name, (counts, report, found) in killed.items():
         equal = sum(found[k] == reference[k] for k in reference)
-        print(f"| a {name} worker killed after the first run: runs recorded per job | "
-              f"{'exactly once' if counts == [1] * len(counts) else counts} ({len(counts)} jobs, "
-              f"{report.resubmitted} resubmitted, {equal}/{len(reference)} bitwise equal) | exactly once |")
+        print(
+            f"| a {name} worker killed after the first run: runs recorded per job | "
+            f"{'exactly once' if counts == [1] * len(counts) else counts} ({len(counts)} jobs, "
+            f"{report.resubmitted} resubmitted, {equal}/{len(reference)} bitwise equal) | exactly once |"
+        )
     print(f"\nDask run of the 8-run sweep: {dask_run.seconds:.1f} s ({args.workers} workers, cluster start excluded)")
 
 

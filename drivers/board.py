@@ -156,7 +156,8 @@ class BoardInstrument:
                 if code == "8":
                     raise BoardReset(
                         f"board {self.address} has reset since it was armed ({text}): its outputs are off and its "
-                        "levels at 0 V, so the run cannot go on; check its power and cable, then resume the run")
+                        "levels at 0 V, so the run cannot go on; check its power and cable, then resume the run"
+                    )
                 meaning = ERROR_CODES.get(int(code) if code.isdigit() else -1, "unknown error")
                 raise InstrumentError(
                     f"board {self.address} refused {line[:60]!r}: ERR {code} ({meaning}: {text}); "
@@ -224,11 +225,12 @@ class BoardInstrument:
     def _read(self, name: str, channels: Sequence[int], before: Sequence[str] = ()) -> np.ndarray:
         """``before`` then GET/SRC of ``channels`` in blocks of MAX_READ; the readings, checked in the exchange."""
         chs = [int(c) for c in channels]
-        blocks = [chs[i:i + MAX_READ] for i in range(0, len(chs), MAX_READ)]
+        blocks = [chs[i : i + MAX_READ] for i in range(0, len(chs), MAX_READ)]
         values: list[float] = []
         for k, block in enumerate(blocks):
-            payloads = self.command(*(list(before) if k == 0 else []), f"{name} {self._channels(block)}",
-                                    count=len(block))
+            payloads = self.command(
+                *(list(before) if k == 0 else []), f"{name} {self._channels(block)}", count=len(block)
+            )
             values += parse_numbers(payloads[-1], len(block))
         return np.array(values)
 
@@ -261,4 +263,3 @@ class BoardInstrument:
         from drivers.scpi import channel_list
 
         return channel_list(channels).replace(":", "-")
-

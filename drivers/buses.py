@@ -23,7 +23,9 @@ class VisaTransport(Transport):
         if self._rm is None:
             self._rm = pyvisa.ResourceManager(self.backend)
         self._res = self._rm.open_resource(
-            self.address, read_termination=self.termination, write_termination="",
+            self.address,
+            read_termination=self.termination,
+            write_termination="",
             timeout=int(self.timeout * 1000),
         )
 
@@ -100,8 +102,13 @@ class SerialTransport(Transport):
     def _open_raw(self) -> None:
         import serial
 
-        port = serial.serial_for_url(self.address, baudrate=self.baudrate, timeout=self.timeout,
-                                     write_timeout=self.write_timeout, do_not_open=True)
+        port = serial.serial_for_url(
+            self.address,
+            baudrate=self.baudrate,
+            timeout=self.timeout,
+            write_timeout=self.write_timeout,
+            do_not_open=True,
+        )
         port.dtr = False  # pyserial raises DTR on open, which resets Arduino-class boards: keep it low
         port.rts = False
         port.open()

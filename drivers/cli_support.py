@@ -49,8 +49,14 @@ def guess_profile(identity: str) -> str:
     return "multichannel"
 
 
-def probe(address: str, profile: str | None = None, channel: int | None = None, backend: str = "@py",
-          timeout: float = 2.0, baudrate: int = 115200) -> dict:
+def probe(
+    address: str,
+    profile: str | None = None,
+    channel: int | None = None,
+    backend: str = "@py",
+    timeout: float = 2.0,
+    baudrate: int = 115200,
+) -> dict:
     """Identity, error queue and one safe read (a programmed source level) of one instrument.
 
     ``profile``: a SCPI profile or "board"; None guesses from the identity
@@ -78,8 +84,14 @@ def probe(address: str, profile: str | None = None, channel: int | None = None, 
             channel = 1001 if "virtual-lab" in identity else 1
         errors = inst.errors()
         safe_read = float(inst.source_levels([channel])[0])
-        return {"address": address, "profile": profile, "identity": identity, "errors": errors,
-                "safe_read": (channel, safe_read), "round_trips": transport.round_trips}
+        return {
+            "address": address,
+            "profile": profile,
+            "identity": identity,
+            "errors": errors,
+            "safe_read": (channel, safe_read),
+            "round_trips": transport.round_trips,
+        }
     finally:
         transport.close()
 
@@ -98,8 +110,13 @@ def protocol_betas(name: str, options: dict | None = None, beta_max: float | Non
     return sorted({lo * b for lo in table} | {0.0})
 
 
-def check_wiring(path: str | Path, betas: Sequence[float] = (), x: np.ndarray | None = None,
-                 targets: tuple[float, float] = (0.0, 1.0), capabilities: Sequence[str] = ()) -> list[str]:
+def check_wiring(
+    path: str | Path,
+    betas: Sequence[float] = (),
+    x: np.ndarray | None = None,
+    targets: tuple[float, float] = (0.0, 1.0),
+    capabilities: Sequence[str] = (),
+) -> list[str]:
     """Validate a wiring map and the values a run will send, without opening anything.
 
     ``betas``: nudging strengths of the run (see protocol_betas); ``x``: the
@@ -108,9 +125,11 @@ def check_wiring(path: str | Path, betas: Sequence[float] = (), x: np.ndarray | 
     each; raises ConfigurationError with every problem found.
     """
     w = load_wiring(path)
-    lines = [f"{path}: valid; {w.n_inputs} inputs, {w.n_outputs} outputs, "
-             f"{sum(int(np.prod(p.shape)) for p in w.parameters.values())} parameters, "
-             f"capabilities {sorted(w.capabilities()) or 'none'}"]
+    lines = [
+        f"{path}: valid; {w.n_inputs} inputs, {w.n_outputs} outputs, "
+        f"{sum(int(np.prod(p.shape)) for p in w.parameters.values())} parameters, "
+        f"capabilities {sorted(w.capabilities()) or 'none'}"
+    ]
     problems = []
     missing = set(capabilities) - w.capabilities()
     if missing:
@@ -152,5 +171,4 @@ def build_substrate(wiring: str | Path | WiringMap, on_event: Callable[[str, str
     return InstrumentSubstrate(w, on_event=on_event)
 
 
-__all__ = ["list_instruments", "probe", "check_wiring", "protocol_betas", "build_substrate",
-           "InstrumentError"]
+__all__ = ["list_instruments", "probe", "check_wiring", "protocol_betas", "build_substrate", "InstrumentError"]

@@ -90,8 +90,9 @@ def run_conformance(transport, channels: Channels = Channels()) -> list[Check]:
 
     def payload_per_command():
         got = raw.ok(f"SET {ch.source}=0.25; SRC {ch.source}")
-        return got is not None and len(got) == 2 and got[0] == "" and _num(got[1]) == 0.25, \
-            f"payloads {got} (want ['', '0.25'])"
+        return got is not None and len(got) == 2 and got[0] == "" and _num(
+            got[1]
+        ) == 0.25, f"payloads {got} (want ['', '0.25'])"
 
     def bare_separator():
         got = raw.ok(f"SET {ch.source}=0.125;SRC {ch.source}")
@@ -114,8 +115,9 @@ def run_conformance(transport, channels: Channels = Channels()) -> list[Check]:
     def out_of_range():
         code = raw.err(f"SET {ch.source}=1e+30")
         level = raw.ok(f"SRC {ch.source}")
-        return code == "5" and level is not None and _num(level[0]) == 0.125, \
-            f"ERR {code} (want 5), level after: {level} (want unchanged 0.125)"
+        return code == "5" and level is not None and _num(
+            level[0]
+        ) == 0.125, f"ERR {code} (want 5), level after: {level} (want unchanged 0.125)"
 
     def nan():
         code = raw.err(f"SET {ch.source}=nan")
@@ -147,8 +149,9 @@ def run_conformance(transport, channels: Channels = Channels()) -> list[Check]:
 
     def pulse():
         got = raw.ok(f"PULSE {ch.hold} 0.01 1.0; SRC {ch.hold}")
-        return got is not None and len(got) == 2 and _num(got[1]) == 0.0, \
-            f"payloads {got} (want the hold line back at 0 V when PULSE replies)"
+        return got is not None and len(got) == 2 and _num(
+            got[1]
+        ) == 0.0, f"payloads {got} (want the hold line back at 0 V when PULSE replies)"
 
     def outputs():
         return raw.ok(f"OUT ON {ch.source}") == [""] and raw.ok("OUT OFF ALL") == [""], "OUT ON / OUT OFF ALL"
@@ -160,19 +163,25 @@ def run_conformance(transport, channels: Channels = Channels()) -> list[Check]:
         levels = [_num(v) for v in got[1].split(",")] if got and len(got) == 2 else None
         return levels == [0.0, 0.0] and again == [""], f"levels after SAFE {levels} (want 0 V), SAFE twice: {again}"
 
-    for name, fn in [("ID answers one line of text without ';'", ident), ("ARM is accepted", arm),
-                     ("a lone empty payload is 'OK'", empty_payload),
-                     ("one payload per command, empty ones kept", payload_per_command),
-                     ("';' without a space separates commands", bare_separator),
-                     ("a lower-case CRC is accepted", lower_crc), ("a bad CRC is ERR 1", bad_crc),
-                     ("an unknown command is ERR 3", unknown),
-                     ("a value past the board's range is ERR 5 and nothing changes", out_of_range),
-                     ("NaN is ERR 2", nan), ("LIM on an ADC channel is ERR 4", lim_on_adc),
-                     ("a repeated seq is answered again, not redone", duplicate),
-                     (f"a {MAX_LINE}-byte line is accepted", long_line),
-                     ("SETTLE then GET reads a finite number", readings),
-                     ("PULSE replies when the line is back at 0 V", pulse), ("outputs switch", outputs),
-                     ("SAFE zeroes every DAC and may repeat", safe)]:
+    for name, fn in [
+        ("ID answers one line of text without ';'", ident),
+        ("ARM is accepted", arm),
+        ("a lone empty payload is 'OK'", empty_payload),
+        ("one payload per command, empty ones kept", payload_per_command),
+        ("';' without a space separates commands", bare_separator),
+        ("a lower-case CRC is accepted", lower_crc),
+        ("a bad CRC is ERR 1", bad_crc),
+        ("an unknown command is ERR 3", unknown),
+        ("a value past the board's range is ERR 5 and nothing changes", out_of_range),
+        ("NaN is ERR 2", nan),
+        ("LIM on an ADC channel is ERR 4", lim_on_adc),
+        ("a repeated seq is answered again, not redone", duplicate),
+        (f"a {MAX_LINE}-byte line is accepted", long_line),
+        ("SETTLE then GET reads a finite number", readings),
+        ("PULSE replies when the line is back at 0 V", pulse),
+        ("outputs switch", outputs),
+        ("SAFE zeroes every DAC and may repeat", safe),
+    ]:
         check(name, fn)
     return checks
 
@@ -184,8 +193,9 @@ def _num(text: str) -> float | None:
         return None
 
 
-def conformance(address: str, channels: Channels = Channels(), baudrate: int = 115200,
-                timeout: float = 2.0) -> list[Check]:
+def conformance(
+    address: str, channels: Channels = Channels(), baudrate: int = 115200, timeout: float = 2.0
+) -> list[Check]:
     """Open ``address`` (serial port or URL) without retries, run every check, leave the board SAFE."""
     from drivers.transport import open_transport
 

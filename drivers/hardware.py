@@ -36,8 +36,13 @@ def open_instrument(spec, on_event: EventHook | None = None):
     from drivers.scpi import ScpiInstrument
     from drivers.transport import open_transport
 
-    options = dict(timeout=spec.timeout, write_timeout=spec.write_timeout, min_interval=spec.min_interval,
-                   retries=spec.retries, on_event=on_event)
+    options = dict(
+        timeout=spec.timeout,
+        write_timeout=spec.write_timeout,
+        min_interval=spec.min_interval,
+        retries=spec.retries,
+        on_event=on_event,
+    )
     if "::" in spec.address:
         options["backend"] = spec.backend
     else:
@@ -84,9 +89,13 @@ class InstrumentSubstrate:
         self.on_event = on_event
         shapes = {n: tuple(p.shape) for n, p in w.parameters.items()}
         self.info = SubstrateInfo(
-            n_inputs=w.n_inputs, n_outputs=w.n_outputs, parameter_shapes=shapes,
+            n_inputs=w.n_inputs,
+            n_outputs=w.n_outputs,
+            parameter_shapes=shapes,
             parameter_bounds={n: tuple(p.bounds) for n, p in w.parameters.items()},
-            max_batch=1, capabilities=w.capabilities(), description=w.description or "instrument substrate",
+            max_batch=1,
+            capabilities=w.capabilities(),
+            description=w.description or "instrument substrate",
         )
         self.roles: dict[str, _Role] = {name: _Role(name, g, n) for name, g, n in w.groups()}
         self._pending: list[tuple[_Role, np.ndarray]] = []
@@ -135,8 +144,11 @@ class InstrumentSubstrate:
         if failures:
             if self.on_event:
                 self.on_event("failed", "safe state not confirmed: " + "; ".join(failures))
-            raise InstrumentError("could not confirm the safe state of " + "; ".join(failures)
-                                  + ". Switch the listed instruments' outputs off by hand")
+            raise InstrumentError(
+                "could not confirm the safe state of "
+                + "; ".join(failures)
+                + ". Switch the listed instruments' outputs off by hand"
+            )
 
     def __enter__(self) -> InstrumentSubstrate:
         return self
@@ -160,13 +172,19 @@ class InstrumentSubstrate:
         self._outputs = None
         self._gradients = None
 
-    def _flush(self, trigger: bool = False, pulse: tuple[_Role, Pulse] | None = None,
-               reads: list[_Role] = ()) -> dict[str, np.ndarray]:
+    def _flush(
+        self, trigger: bool = False, pulse: tuple[_Role, Pulse] | None = None, reads: list[_Role] = ()
+    ) -> dict[str, np.ndarray]:
         """Send pending writes (+ pulse, trigger, reads), one exchange per instrument; readings per role."""
         pending, self._pending = self._pending, []
-        names = [n for n in self.instruments
-                 if trigger or any(r.inst == n for r, _ in pending) or any(r.inst == n for r in reads)
-                 or (pulse and pulse[0].inst == n)]
+        names = [
+            n
+            for n in self.instruments
+            if trigger
+            or any(r.inst == n for r, _ in pending)
+            or any(r.inst == n for r in reads)
+            or (pulse and pulse[0].inst == n)
+        ]
         out = {}
         for n in names:
             sets: list = []
@@ -181,7 +199,7 @@ class InstrumentSubstrate:
             values = self.instruments[n].exchange(sets=sets, kind=kind, trigger=trigger, pulse=p, reads=chs)
             i = 0
             for r in mine:
-                out[r.name] = np.asarray(values[i:i + len(r.channels)]) / r.scale
+                out[r.name] = np.asarray(values[i : i + len(r.channels)]) / r.scale
                 i += len(r.channels)
         return out
 
@@ -215,8 +233,11 @@ class InstrumentSubstrate:
         if settle == 0 and not cfg.poll:
             got = self._flush(trigger=True, reads=[out] + grads)
             o = got["outputs"]
-            self._gradients = {n: got[r.name].reshape(r_shape) for (n, r_shape), r in
-                               zip(self.info.parameter_shapes.items(), grads)} if grads else None
+            self._gradients = (
+                {n: got[r.name].reshape(r_shape) for (n, r_shape), r in zip(self.info.parameter_shapes.items(), grads)}
+                if grads
+                else None
+            )
             report = RelaxReport(sweeps=1, residual=0.0, converged=True)
         else:
             self._flush(trigger=True)
@@ -293,7 +314,9 @@ class InstrumentSubstrate:
             self._knobs = {}
             for n, s in self.info.parameter_shapes.items():
                 role = self.roles[f"parameters.{n}.knob"]
-                self._knobs[n] = self.instruments[role.inst].source_levels(role.channels, role.group.kind).reshape(s) / role.scale
+                self._knobs[n] = (
+                    self.instruments[role.inst].source_levels(role.channels, role.group.kind).reshape(s) / role.scale
+                )
         return {n: v.copy() for n, v in self._knobs.items()}
 
     def set_knobs(self, u: Mapping[str, np.ndarray]) -> None:
@@ -330,7 +353,8 @@ class InstrumentSubstrate:
             raise SafetyLimitError(
                 f"release of {duration!r} units = {seconds!r} s on {role.inst} channel {role.channels[0]} is outside "
                 f"[0, {hold.max_seconds}] s (hold.max_seconds); nothing was sent. Shorten the release, or raise "
-                "max_seconds in the wiring map if the device allows it")
+                "max_seconds in the wiring map if the device allows it"
+            )
         if seconds is not None and hold.release == "pulse":
             self._flush(pulse=(role, Pulse(role.channels[0], seconds, hold.release_level * role.scale)))
         else:
@@ -397,5 +421,7 @@ class InstrumentSubstrate:
 
     def _need(self, capability: str) -> None:
         if capability not in self.info.capabilities:
-            raise ConfigurationError(f"the wiring map does not wire what capability {capability!r} needs "
-                                     "(eqprop: program and gradient; aeqprop: knob, readout and hold)")
+            raise ConfigurationError(
+                f"the wiring map does not wire what capability {capability!r} needs "
+                "(eqprop: program and gradient; aeqprop: knob, readout and hold)"
+            )

@@ -55,8 +55,11 @@ def start_safely(instruments: Mapping, roles, on_event: EventHook | None = None)
             inst.exchange(sets=[(ch, target) for ch, b in zip(role.channels, bad) if b], kind=role.group.kind)
             if on_event is not None:
                 i = int(np.flatnonzero(bad)[0])
-                on_event("safety", f"{role.name}: {int(bad.sum())} channel(s) found outside [{lo}, {hi}] "
-                                   f"(channel {role.channels[i]} at {level[i]!r}); set to {target} with the output off")
+                on_event(
+                    "safety",
+                    f"{role.name}: {int(bad.sum())} channel(s) found outside [{lo}, {hi}] "
+                    f"(channel {role.channels[i]} at {level[i]!r}); set to {target} with the output off",
+                )
             level = np.where(bad, target, level)
             moved += int(bad.sum())
         role.level = level

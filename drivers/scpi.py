@@ -64,8 +64,10 @@ class ScpiInstrument:
             query, wanted = p.language
             got = self.transport.query(query, parse=self._text).strip().strip('"')
             if got.upper() != wanted:
-                raise InstrumentError(f"{self.address} speaks {got!r}, not {wanted}: switch its command set to "
-                                      f"{wanted} on the front panel (menu System > Settings), then start again")
+                raise InstrumentError(
+                    f"{self.address} speaks {got!r}, not {wanted}: switch its command set to "
+                    f"{wanted} on the front panel (menu System > Settings), then start again"
+                )
         commands = [c for t in p.setup for c in (self._fill_many(t, p.channels) if "{ch}" in t else [t])]
         if commands:
             self._send_checked(commands)
@@ -186,8 +188,9 @@ class ScpiInstrument:
             return [template.format(ch=c) for c in chs]
         return [template]
 
-    def _send_checked(self, commands: list[str], tail: tuple[str, int] | None = None,
-                      acting: set[int] = frozenset()) -> list[str]:
+    def _send_checked(
+        self, commands: list[str], tail: tuple[str, int] | None = None, acting: set[int] = frozenset()
+    ) -> list[str]:
         """Send commands chained, each message ending with the error query; raise on a reported error.
 
         ``tail``: (measurement query, number of values) to read in the last message, before the
@@ -196,12 +199,13 @@ class ScpiInstrument:
         channels sourced. Returns the replies of the last message.
         """
         p = self.profile
-        meta = ([p.action_count] if p.action_count else []) + \
-            ([p.trip_query.format(ch=c) for c in sorted(self.sourcing)] if p.trip_query else [])
+        meta = ([p.action_count] if p.action_count else []) + (
+            [p.trip_query.format(ch=c) for c in sorted(self.sourcing)] if p.trip_query else []
+        )
         per = max(1, p.max_chain - 1 - len(meta) - (tail is not None))
         replies: list[str] = []
         for i in range(0, len(commands), per):
-            chunk = commands[i:i + per]
+            chunk = commands[i : i + per]
             extra = [tail[0]] if (i + per >= len(commands) and tail is not None) else []
             acts = sorted(k - i for k in acting if i <= k < i + per)
             replies = self._message(chunk, meta, extra, tail[1] if extra else 0, acts)
@@ -214,8 +218,9 @@ class ScpiInstrument:
         def send(parts: list[str], resend: bool) -> list[str]:
             message = p.separator.join(parts + meta + extra + [p.error_query])
             n = sum(c.count("?") for c in parts + meta + extra) + 1
-            replies = self.transport.query(message, parse=lambda r: self._check_chain(r, n, count, len(meta),
-                                                                                     bool(extra)), resend=resend)
+            replies = self.transport.query(
+                message, parse=lambda r: self._check_chain(r, n, count, len(meta), bool(extra)), resend=resend
+            )
             self._check_meta(replies, meta, len(extra), message)
             return replies
 
@@ -229,8 +234,10 @@ class ScpiInstrument:
                 return send(chunk, False)
             except Unconfirmed as exc:
                 if before is None:
-                    raise InstrumentError(f"{exc}; profile {p.name} has no action counter to tell whether it was "
-                                          "acted on, so the run stops here: resume it") from exc
+                    raise InstrumentError(
+                        f"{exc}; profile {p.name} has no action counter to tell whether it was "
+                        "acted on, so the run stops here: resume it"
+                    ) from exc
                 now = self._action_count()
                 if now == before:  # not acted on: send it again
                     self.transport._event("retry", f"{self.address}: retry {attempt + 1} of a message not acted on")
@@ -238,11 +245,15 @@ class ScpiInstrument:
                 if now == before + len(acts):  # acted on: ask again only what followed the last action
                     self.transport._event("retry", f"{self.address}: message was acted on; asking its replies again")
                     self.actions = now
-                    return send(chunk[acts[-1] + 1:], True)
-                raise InstrumentError(f"{exc}; {now - before} of its {len(acts)} actions ran, so the state is "
-                                      "unknown: the run stops here, resume it from its checkpoint") from exc
-        raise InstrumentError(f"{self.address}: a message that acts got no reply after "
-                              f"{self.transport.retries + 1} attempts; resume the run when the instrument answers")
+                    return send(chunk[acts[-1] + 1 :], True)
+                raise InstrumentError(
+                    f"{exc}; {now - before} of its {len(acts)} actions ran, so the state is "
+                    "unknown: the run stops here, resume it from its checkpoint"
+                ) from exc
+        raise InstrumentError(
+            f"{self.address}: a message that acts got no reply after "
+            f"{self.transport.retries + 1} attempts; resume the run when the instrument answers"
+        )
 
     def _action_count(self) -> int:
         return int(self.transport.query(self.profile.action_count, parse=lambda r: parse_numbers(r, 1))[0])
@@ -259,14 +270,15 @@ class ScpiInstrument:
             )
         if not meta:
             return
-        values = [float(r) for r in replies[len(replies) - 1 - n_extra - len(meta):len(replies) - 1 - n_extra]]
+        values = [float(r) for r in replies[len(replies) - 1 - n_extra - len(meta) : len(replies) - 1 - n_extra]]
         if self.profile.action_count:
             self.actions, values = int(values[0]), values[1:]
         tripped = [c for c, v in zip(sorted(self.sourcing), values) if v != 0]
         if tripped:
             raise InstrumentError(
                 f"{self.address}: channel(s) {', '.join(map(str, tripped))} tripped their current compliance "
-                "(the instrument's trip state); check the device and the compliance in the wiring map, then resume")
+                "(the instrument's trip state); check the device and the compliance in the wiring map, then resume"
+            )
 
     def _check_chain(self, reply: str, n: int, count: int = 0, n_meta: int = 0, extra: bool = False) -> list[str]:
         parts = split_reply(reply)
@@ -278,7 +290,7 @@ class ScpiInstrument:
             if count:
                 parse_numbers(parts[-2], count)
             end = len(parts) - 1 - extra
-            for text in parts[end - n_meta:end]:
+            for text in parts[end - n_meta : end]:
                 parse_numbers(text, 1)
         return parts
 
@@ -291,7 +303,7 @@ class ScpiInstrument:
         out: list[float] = []
         per = max(1, self.profile.max_chain)
         for i in range(0, len(queries), per):
-            chunk = queries[i:i + per]
+            chunk = queries[i : i + per]
             msg = self.profile.separator.join(chunk)
             out += self.transport.query(msg, parse=partial(self._numbers_chain, n=len(chunk)))
         return np.array(out)

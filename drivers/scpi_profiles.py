@@ -87,33 +87,60 @@ class ScpiProfile:
 
 PROFILES: dict[str, ScpiProfile] = {
     "keithley2450": ScpiProfile(
-        "keithley2450", (1,),
-        set_voltage="SOUR:VOLT {value}", set_current="SOUR:CURR {value}",
-        get_voltage="SOUR:VOLT?", get_current="SOUR:CURR?",
-        measure_voltage="MEAS:VOLT?", measure_current="MEAS:CURR?",
-        output_on="OUTP ON", output_off="OUTP OFF", compliance="SOUR:VOLT:ILIM {value}",
-        multi=False, max_chain=16,
-        setup=("*RST", "*CLS", "SOUR:FUNC VOLT", "OUTP:SMOD HIMP"), language=("*LANG?", "SCPI"),
-        trip_query="SOUR:VOLT:ILIM:TRIP?", voltage_range=(-210.0, 210.0), current_range=(-1.05, 1.05),
+        "keithley2450",
+        (1,),
+        set_voltage="SOUR:VOLT {value}",
+        set_current="SOUR:CURR {value}",
+        get_voltage="SOUR:VOLT?",
+        get_current="SOUR:CURR?",
+        measure_voltage="MEAS:VOLT?",
+        measure_current="MEAS:CURR?",
+        output_on="OUTP ON",
+        output_off="OUTP OFF",
+        compliance="SOUR:VOLT:ILIM {value}",
+        multi=False,
+        max_chain=16,
+        setup=("*RST", "*CLS", "SOUR:FUNC VOLT", "OUTP:SMOD HIMP"),
+        language=("*LANG?", "SCPI"),
+        trip_query="SOUR:VOLT:ILIM:TRIP?",
+        voltage_range=(-210.0, 210.0),
+        current_range=(-1.05, 1.05),
     ),
     "keysight-b2900": ScpiProfile(
-        "keysight-b2900", (1, 2),
-        set_voltage="SOUR{ch}:VOLT {value}", set_current="SOUR{ch}:CURR {value}",
-        get_voltage="SOUR{ch}:VOLT?", get_current="SOUR{ch}:CURR?",
-        measure_voltage="MEAS:VOLT? (@{chs})", measure_current="MEAS:CURR? (@{chs})",
-        output_on="OUTP{ch} ON", output_off="OUTP{ch} OFF", compliance="SENS{ch}:CURR:PROT {value}",
+        "keysight-b2900",
+        (1, 2),
+        set_voltage="SOUR{ch}:VOLT {value}",
+        set_current="SOUR{ch}:CURR {value}",
+        get_voltage="SOUR{ch}:VOLT?",
+        get_current="SOUR{ch}:CURR?",
+        measure_voltage="MEAS:VOLT? (@{chs})",
+        measure_current="MEAS:CURR? (@{chs})",
+        output_on="OUTP{ch} ON",
+        output_off="OUTP{ch} OFF",
+        compliance="SENS{ch}:CURR:PROT {value}",
         max_chain=32,
         setup=("*RST", "*CLS", "SOUR{ch}:FUNC:MODE VOLT", "OUTP{ch}:OFF:MODE HIZ", "OUTP{ch}:ON:AUTO OFF"),
-        trip_query="SENS{ch}:CURR:PROT:TRIP?", voltage_range=(-210.0, 210.0), current_range=(-3.03, 3.03),
+        trip_query="SENS{ch}:CURR:PROT:TRIP?",
+        voltage_range=(-210.0, 210.0),
+        current_range=(-3.03, 3.03),
     ),
     "multichannel": ScpiProfile(
-        "multichannel", None,
-        set_voltage="SOUR:VOLT {value},(@{ch})", set_current="SOUR:CURR {value},(@{ch})",
-        get_voltage="SOUR:VOLT? (@{chs})", get_current="SOUR:CURR? (@{chs})",
-        measure_voltage="MEAS:VOLT? (@{chs})", measure_current="MEAS:CURR? (@{chs})",
-        output_on="OUTP ON,(@{chs})", output_off="OUTP OFF,(@{chs})", compliance="SOUR:CURR:LIM {value},(@{ch})",
-        trigger="INIT;:*OPC?", pulse="SOUR:PULS {value},(@{ch})", max_chain=100_000,
-        setup=("*CLS",), action_count="SYST:ACT:COUN?",
+        "multichannel",
+        None,
+        set_voltage="SOUR:VOLT {value},(@{ch})",
+        set_current="SOUR:CURR {value},(@{ch})",
+        get_voltage="SOUR:VOLT? (@{chs})",
+        get_current="SOUR:CURR? (@{chs})",
+        measure_voltage="MEAS:VOLT? (@{chs})",
+        measure_current="MEAS:CURR? (@{chs})",
+        output_on="OUTP ON,(@{chs})",
+        output_off="OUTP OFF,(@{chs})",
+        compliance="SOUR:CURR:LIM {value},(@{ch})",
+        trigger="INIT;:*OPC?",
+        pulse="SOUR:PULS {value},(@{ch})",
+        max_chain=100_000,
+        setup=("*CLS",),
+        action_count="SYST:ACT:COUN?",
     ),
 }
 
@@ -128,7 +155,7 @@ def channel_list(channels: Iterable[int]) -> str:
             j += 1
         parts.append(str(chs[i]) if j - i < 2 else f"{chs[i]}:{chs[j]}")
         if 0 < j - i < 2:
-            parts.extend(str(c) for c in chs[i + 1:j + 1])
+            parts.extend(str(c) for c in chs[i + 1 : j + 1])
         i = j + 1
     return ",".join(parts)
 
@@ -154,8 +181,10 @@ def parse_numbers(text: str, count: int) -> list[float]:
     values = [float(t) for t in tokens]
     for i, v in enumerate(values):
         if abs(v) >= OVERFLOW:
-            raise Overload(f"reading {i + 1} of {count} is {v:g}, the overflow value (overload or no valid "
-                           "reading); check the channel's range and wiring, then resume the run")
+            raise Overload(
+                f"reading {i + 1} of {count} is {v:g}, the overflow value (overload or no valid "
+                "reading); check the channel's range and wiring, then resume the run"
+            )
     return values
 
 
@@ -165,5 +194,3 @@ def fmt(value: float) -> str:
     if not np.isfinite(value):
         raise ConfigurationError(f"refusing to send the non-finite value {value}")
     return repr(value)
-
-

@@ -265,8 +265,10 @@ class Transport:
                         ) from exc
                     self._recover()
                     if not resend:
-                        raise Unconfirmed(f"{self.address}: no usable reply to {message[:60]!r} ({kind}: {exc}), "
-                                          "which must not be sent twice") from exc
+                        raise Unconfirmed(
+                            f"{self.address}: no usable reply to {message[:60]!r} ({kind}: {exc}), "
+                            "which must not be sent twice"
+                        ) from exc
                     self._event("retry", f"{self.address}: retry {attempt + 1}/{self.retries} of {message[:60]!r}")
             raise AssertionError("unreachable")
 

@@ -25,8 +25,18 @@ PROFILE_NAMES = ("keithley2450", "keysight-b2900", "multichannel", "board")
 
 #: Channel layout of a ``multichannel`` instrument serving a whole substrate (the virtual lab):
 #: first channel of each role; parameters are flattened tensor by tensor, row-major.
-LAB_CHANNELS = {"input": 1001, "output": 2001, "beta": 3000, "target": 3001, "hold": 9000, "homeostasis": 9001,
-                "knob": 100001, "readout": 200001, "program": 300001, "gradient": 400001}
+LAB_CHANNELS = {
+    "input": 1001,
+    "output": 2001,
+    "beta": 3000,
+    "target": 3001,
+    "hold": 9000,
+    "homeostasis": 9001,
+    "knob": 100001,
+    "readout": 200001,
+    "program": 300001,
+    "gradient": 400001,
+}
 
 
 class Strict(BaseModel):
@@ -184,8 +194,10 @@ class WiringMap(Strict):
                 if g is not None and role == "program":
                     a, b = sorted((lo * g.scale, hi * g.scale))
                     if a < g.limits.range[0] or b > g.limits.range[1]:
-                        raise ValueError(f"parameters.{name}.program limits {g.limits.range} do not cover the bounds "
-                                         f"{p.bounds} times scale {g.scale}")
+                        raise ValueError(
+                            f"parameters.{name}.program limits {g.limits.range} do not cover the bounds "
+                            f"{p.bounds} times scale {g.scale}"
+                        )
         return self
 
     def _within_device(self, role: str, group: Group) -> None:
@@ -193,13 +205,16 @@ class WiringMap(Strict):
         from drivers.scpi_profiles import PROFILES
 
         profile = PROFILES.get(self.instruments[group.instrument].profile)
-        device = None if profile is None else \
-            profile.voltage_range if group.kind == "voltage" else profile.current_range
+        device = (
+            None if profile is None else profile.voltage_range if group.kind == "voltage" else profile.current_range
+        )
         lo, hi = group.limits.range
         if device is not None and not (device[0] <= lo and hi <= device[1]):
             unit = "V" if group.kind == "voltage" else "A"
-            raise ValueError(f"{role} limits [{lo}, {hi}] {unit} exceed the {profile.name}'s source range "
-                             f"[{device[0]}, {device[1]}] {unit}; narrow the range in the wiring map")
+            raise ValueError(
+                f"{role} limits [{lo}, {hi}] {unit} exceed the {profile.name}'s source range "
+                f"[{device[0]}, {device[1]}] {unit}; narrow the range in the wiring map"
+            )
 
     def source_roles(self) -> set[str]:
         roles = {"inputs", "nudge.targets", "nudge.strength", "hold", "homeostasis"}
@@ -209,8 +224,12 @@ class WiringMap(Strict):
 
     def groups(self) -> list[tuple[str, Group, int]]:
         """(role, group, channel count) for every wired role."""
-        out = [("inputs", self.inputs, self.n_inputs), ("outputs", self.outputs, self.n_outputs),
-               ("nudge.targets", self.nudge.targets, self.n_outputs), ("nudge.strength", self.nudge.strength, 1)]
+        out = [
+            ("inputs", self.inputs, self.n_inputs),
+            ("outputs", self.outputs, self.n_outputs),
+            ("nudge.targets", self.nudge.targets, self.n_outputs),
+            ("nudge.strength", self.nudge.strength, 1),
+        ]
         if self.hold is not None:
             out.append(("hold", self.hold, 1))
         if self.homeostasis is not None:
@@ -262,30 +281,65 @@ def load_wiring(path: str | Path) -> WiringMap:
     return parse_wiring(data, str(path))
 
 
-def lab_wiring_toml(info, address: str, profile: str = "multichannel", timeout: float = 2.0, retries: int = 3,
-                    knob_range: float = 100.0) -> str:
+def lab_wiring_toml(
+    info, address: str, profile: str = "multichannel", timeout: float = 2.0, retries: int = 3, knob_range: float = 100.0
+) -> str:
     """A wiring map (TOML text) for an instrument laid out as ``LAB_CHANNELS`` serving a substrate with this info."""
     C = LAB_CHANNELS
     big = f"limits = {{ range = [{-knob_range}, {knob_range}] }}"
     lines = [
         f'description = "virtual lab: {info.description}"',
-        f"n_inputs = {info.n_inputs}", f"n_outputs = {info.n_outputs}", "",
-        "[instruments.lab]", f'address = "{address}"', f'profile = "{profile}"',
-        f"timeout = {timeout}", f"retries = {retries}", "",
-        "[inputs]", 'instrument = "lab"', f"first = {C['input']}", "limits = { range = [-10.0, 10.0] }", "",
-        "[outputs]", 'instrument = "lab"', f"first = {C['output']}", "",
-        "[nudge.targets]", 'instrument = "lab"', f"first = {C['target']}", "limits = { range = [-10.0, 10.0] }", "",
-        "[nudge.strength]", 'instrument = "lab"', f"channels = [{C['beta']}]", "limits = { range = [-0.99, 100.0] }", "",
-        "[hold]", 'instrument = "lab"', f"channels = [{C['hold']}]", "limits = { range = [0.0, 1.0] }", "",
-        "[homeostasis]", 'instrument = "lab"', f"channels = [{C['homeostasis']}]", "limits = { range = [0.0, 1.0] }", "",
+        f"n_inputs = {info.n_inputs}",
+        f"n_outputs = {info.n_outputs}",
+        "",
+        "[instruments.lab]",
+        f'address = "{address}"',
+        f'profile = "{profile}"',
+        f"timeout = {timeout}",
+        f"retries = {retries}",
+        "",
+        "[inputs]",
+        'instrument = "lab"',
+        f"first = {C['input']}",
+        "limits = { range = [-10.0, 10.0] }",
+        "",
+        "[outputs]",
+        'instrument = "lab"',
+        f"first = {C['output']}",
+        "",
+        "[nudge.targets]",
+        'instrument = "lab"',
+        f"first = {C['target']}",
+        "limits = { range = [-10.0, 10.0] }",
+        "",
+        "[nudge.strength]",
+        'instrument = "lab"',
+        f"channels = [{C['beta']}]",
+        "limits = { range = [-0.99, 100.0] }",
+        "",
+        "[hold]",
+        'instrument = "lab"',
+        f"channels = [{C['hold']}]",
+        "limits = { range = [0.0, 1.0] }",
+        "",
+        "[homeostasis]",
+        'instrument = "lab"',
+        f"channels = [{C['homeostasis']}]",
+        "limits = { range = [0.0, 1.0] }",
+        "",
     ]
     offset = 0
     for name, shape in info.parameter_shapes.items():
         lo, hi = info.parameter_bounds[name]
-        lines += [f"[parameters.{name}]", f"shape = {list(shape)}", f"bounds = [{lo}, {hi}]",
-                  f'knob = {{ instrument = "lab", first = {C["knob"] + offset}, {big} }}',
-                  f'readout = {{ instrument = "lab", first = {C["readout"] + offset} }}',
-                  f'program = {{ instrument = "lab", first = {C["program"] + offset}, {big} }}',
-                  f'gradient = {{ instrument = "lab", first = {C["gradient"] + offset} }}', ""]
+        lines += [
+            f"[parameters.{name}]",
+            f"shape = {list(shape)}",
+            f"bounds = [{lo}, {hi}]",
+            f'knob = {{ instrument = "lab", first = {C["knob"] + offset}, {big} }}',
+            f'readout = {{ instrument = "lab", first = {C["readout"] + offset} }}',
+            f'program = {{ instrument = "lab", first = {C["program"] + offset}, {big} }}',
+            f'gradient = {{ instrument = "lab", first = {C["gradient"] + offset} }}',
+            "",
+        ]
         offset += int(np.prod(shape, dtype=int))
     return "\n".join(lines)

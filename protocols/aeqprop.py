@@ -42,6 +42,8 @@ from protocols.homeostasis import FeedbackHomeostasis
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}
 HOMEOSTASIS = ("native", "feedback")
+
+
 class Aeqprop:
     """Aeqprop with a variant of nudging, a homeostasis and a release length.
 
@@ -83,7 +85,9 @@ class Aeqprop:
         if release == "equilibrium":
             release = None
         if release is not None and not (isinstance(release, (int, float)) and release > 0 and np.isfinite(release)):
-            raise ConfigurationError(f"release={release!r}: must be a duration > 0, or 'equilibrium' for joint equilibrium")
+            raise ConfigurationError(
+                f"release={release!r}: must be a duration > 0, or 'equilibrium' for joint equilibrium"
+            )
         self.homeostasis = homeostasis
         if homeostasis == "native":  # the optional capability, asked for only when used
             self.requires = frozenset({"aeqprop", "homeostasis"})
@@ -91,8 +95,13 @@ class Aeqprop:
         self.averages = check_averages(averages)
         self.calibrate_first = bool(calibrate) and homeostasis == "feedback"
         self.feedback = FeedbackHomeostasis(
-            homeostasis_rtol, homeostasis_iterations, probe=homeostasis_probe, atol=homeostasis_atol,
-            averages=averages, on_cap=homeostasis_on_cap, probes=homeostasis_probes,
+            homeostasis_rtol,
+            homeostasis_iterations,
+            probe=homeostasis_probe,
+            atol=homeostasis_atol,
+            averages=averages,
+            on_cap=homeostasis_on_cap,
+            probes=homeostasis_probes,
         )
 
     def calibrate(self, substrate, x, y) -> dict | None:
@@ -135,8 +144,13 @@ class Aeqprop:
         return {n: e * (beta2 - beta1) * fraction for n, e in substrate.eps.items()}
 
     def step(self, substrate: AeqpropSubstrate, x, y) -> StepReport:  # refused below unless it claims aeqprop
-        require(substrate, self.requires, "aeqprop" if self.homeostasis == "feedback"
-                else "aeqprop with native homeostasis (else --homeostasis feedback)")
+        require(
+            substrate,
+            self.requires,
+            "aeqprop"
+            if self.homeostasis == "feedback"
+            else "aeqprop with native homeostasis (else --homeostasis feedback)",
+        )
         beta1, beta2 = self.betas()
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)
@@ -152,13 +166,19 @@ class Aeqprop:
         else:
             loop = self.feedback(substrate)
             theta = loop.reference  # theta is held from the free phase on: its reads serve as the start
-            report.extra.update({
-                "homeostasis_iterations": float(loop.probes), "homeostasis_reads": float(loop.reads),
-                "homeostasis_residual": loop.residual, "homeostasis_tolerance": loop.tolerance,
-                "homeostasis_probe": loop.probe, "homeostasis_max_iter": float(self.feedback.max_iter),
-                "homeostasis_capped": float(loop.capped), "read_noise": loop.read_noise,
-                "homeostasis_next_probe": self.feedback.probe,  # carried to the next step (resume)
-            })
+            report.extra.update(
+                {
+                    "homeostasis_iterations": float(loop.probes),
+                    "homeostasis_reads": float(loop.reads),
+                    "homeostasis_residual": loop.residual,
+                    "homeostasis_tolerance": loop.tolerance,
+                    "homeostasis_probe": loop.probe,
+                    "homeostasis_max_iter": float(self.feedback.max_iter),
+                    "homeostasis_capped": float(loop.capped),
+                    "read_noise": loop.read_noise,
+                    "homeostasis_next_probe": self.feedback.probe,  # carried to the next step (resume)
+                }
+            )
         report.seconds["homeostasis"] = time.perf_counter() - t0
 
         substrate.nudge(beta2, y)
@@ -166,7 +186,8 @@ class Aeqprop:
         substrate.nudge(0.0)
         assert theta is not None  # read in the free phase (native) or by the feedback loop
         report.delta = difference(averaged(substrate.parameters, self.averages), theta)
-        report.extra["reads"] = float(self.averages * 2 if self.homeostasis == "native"
-                                      else report.extra["homeostasis_reads"] + self.averages)
+        report.extra["reads"] = float(
+            self.averages * 2 if self.homeostasis == "native" else report.extra["homeostasis_reads"] + self.averages
+        )
         report.round_trips = round_trips(substrate) - trips
         return report

@@ -117,16 +117,19 @@ class Calibration:
         noise = max(self.read_noise.values(), default=0.0)
         eps = ", ".join(f"{n} {v:g}" for n, v in self.eps.items()) if self.eps else "physical (not settable)"
         gain = ", ".join(f"{n} {v:.3g}" for n, v in self.gain.items())
-        return (f"read noise {noise:.3g} (largest per tensor), release scatter {self.release_noise:.3g}, "
-                f"gain {gain}; stiffness k {self.stiffness_before:.3g} "
-                f"-> {self.stiffness:.3g}; eps {eps}; probe {self.probe:.3g}; averages {self.averages}; "
-                f"step signal {self.signal:.3g}; beta {self.beta[0]:g} / {self.beta[1]:g}")
+        return (
+            f"read noise {noise:.3g} (largest per tensor), release scatter {self.release_noise:.3g}, "
+            f"gain {gain}; stiffness k {self.stiffness_before:.3g} "
+            f"-> {self.stiffness:.3g}; eps {eps}; probe {self.probe:.3g}; averages {self.averages}; "
+            f"step signal {self.signal:.3g}; beta {self.beta[0]:g} / {self.beta[1]:g}"
+        )
 
 
 def used_gain(cal: Calibration, max_error: float = CalibrationSettings.gain_error) -> dict[str, float]:
     """The gains the loop uses: the measured ones known to ``max_error`` (and within 0.5 to 2), 1 for the others."""
-    return {n: (g if cal.gain_error.get(n, np.inf) <= max_error and 0.5 <= g <= 2.0 else 1.0)
-            for n, g in cal.gain.items()}
+    return {
+        n: (g if cal.gain_error.get(n, np.inf) <= max_error and 0.5 <= g <= 2.0 else 1.0) for n, g in cal.gain.items()
+    }
 
 
 def _settable_eps(substrate) -> dict | None:
@@ -157,8 +160,10 @@ class Calibrator:
         sigma = max(cal.read_noise.values())
         m = int(min(64, max(1, math.ceil((cfg.kick_sigmas * sigma / cfg.kick) ** 2))))  # reads per averaged read
         kick = max(cfg.kick, cfg.kick_sigmas * sigma / math.sqrt(m))
+
         def read():
             return averaged(substrate.parameters, m)
+
         hold = FeedbackHomeostasis(max_iter=60, probe=0.25, averages=m, on_cap="hold", probes=8)
 
         def restore() -> None:
@@ -194,8 +199,8 @@ class Calibrator:
             scatter += float(np.sum((d - np.mean(per_entry) * signs[n] * 2 * p * kick * (1 + p / 2)) ** 2))
             count += d.size
         # d's variance beyond three averaged reads (6 sigma^2 / m) is the scatter of two releases
-        sigma_read = float(np.sqrt(np.mean([v ** 2 for v in cal.read_noise.values()])))
-        scatter = float(np.sqrt(max(0.0, scatter / count - 6 * sigma_read ** 2 / m) / 2))
+        sigma_read = float(np.sqrt(np.mean([v**2 for v in cal.read_noise.values()])))
+        scatter = float(np.sqrt(max(0.0, scatter / count - 6 * sigma_read**2 / m) / 2))
         largest = max(names, key=lambda n: ref[n].size)
         lost = not 0.5 <= cal.gain[largest] <= 2.0  # most of the probe's move lost or made up
         if cfg.release_scatter and lost:  # the release cannot resolve the probe's move (levels)
@@ -253,10 +258,12 @@ class Calibrator:
                 break
         cal.reads += m * (1 + len(moves))
         substrate.set_knobs(u)
+
         # The first ratio is a Rayleigh quotient over the random kick; later ones approach the largest
         # eigenvalue, until units cross their box bounds (the net is piecewise linear): take the largest.
         def norm(d):
             return math.sqrt(sum(float(np.sum(v * v)) for v in d.values()))
+
         pairs = [(norm(b) / norm(a), j + 1) for j, (a, b) in enumerate(pairwise(moves)) if norm(a) > 0]
         ratios = [r for r, _ in pairs]  # (levels: a move may vanish)
         j = max(pairs)[1] if pairs else 0

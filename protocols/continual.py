@@ -39,7 +39,9 @@ class ContinualEqProp:
     description = "Continual EqProp: theta changes at every relaxation sweep of the nudged phase"
     requires = frozenset({"eqprop"})
 
-    def __init__(self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.01, max_steps: int | None = None, seed: int = 0):
+    def __init__(
+        self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.01, max_steps: int | None = None, seed: int = 0
+    ):
         self.beta = check_beta(beta)
         check_nudging((0.0, self.beta), "continual eqprop")
         self.lr = lr

@@ -41,7 +41,9 @@ class CoupledLearning:
     description = "Coupled learning: clamp outputs to (1-eta) o_free + eta y, contrast the two states"
     requires = frozenset({"eqprop"})
 
-    def __init__(self, eta: float = 0.5, lr: float | Mapping[str, float] = 0.1, clamp_beta: float = 1000.0, seed: int = 0):
+    def __init__(
+        self, eta: float = 0.5, lr: float | Mapping[str, float] = 0.1, clamp_beta: float = 1000.0, seed: int = 0
+    ):
         eta = float(eta)
         if not (np.isfinite(eta) and 0.0 < eta <= 1.0):
             raise ConfigurationError(f"eta={eta}: the clamping fraction must be in (0, 1]")

@@ -44,7 +44,14 @@ class EqProp:
     description = "Equilibrium propagation: measure dE/dtheta at two nudged equilibria, program theta"
     requires = frozenset({"eqprop"})
 
-    def __init__(self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.1, variant: str = "centered", seed: int = 0, averages: int = 1):
+    def __init__(
+        self,
+        beta: float = 0.5,
+        lr: float | Mapping[str, float] = 0.1,
+        variant: str = "centered",
+        seed: int = 0,
+        averages: int = 1,
+    ):
         self.beta = check_beta(beta)
         self.averages = check_averages(averages)
         self.lr = lr

@@ -157,8 +157,10 @@ class FeedbackHomeostasis:
     def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
         """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
         cfg, m = self.settings, self.averages
+
         def read():
             return averaged(substrate.parameters, m)
+
         first, again = read(), read()
         ref = {n: 0.5 * (first[n] + again[n]) for n in first} if reference is None else reference
         sigma = rms(difference(again, first)) / np.sqrt(2.0) * np.sqrt(m)  # one read's noise
@@ -207,7 +209,8 @@ class FeedbackHomeostasis:
                 report.floored = True
                 break
             grown = len(offsets) >= 3 and np.any(
-                (offsets[-1] > cfg.growth * offsets[-3]) & (offsets[-1] > cfg.noise_margin * floors / p))
+                (offsets[-1] > cfg.growth * offsets[-3]) & (offsets[-1] > cfg.noise_margin * floors / p)
+            )
             if grown:
                 if p == 1.0:
                     ratio = np.max(offsets[-1] / np.maximum(offsets[-3], 1e-300))

@@ -86,7 +86,9 @@ class VectorFieldEqProp:
     def step(self, substrate: LayeredSubstrate, x, y) -> StepReport:  # its methods are checked below
         for method in ("state", "set_parameters"):
             if not callable(getattr(substrate, method, None)):
-                raise ConfigurationError(f"vector-field eqprop needs the substrate method {method}() to read layers and program theta")
+                raise ConfigurationError(
+                    f"vector-field eqprop needs the substrate method {method}() to read layers and program theta"
+                )
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         report.loss, report.outputs, _ = free_phase(substrate, x, y, report)
         s0 = substrate.state()

@@ -88,12 +88,19 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             input_shape = (1, side, side)
         input_shape = tuple(int(v) for v in input_shape)
         if len(input_shape) != 3 or int(np.prod(input_shape)) != layers[0]:
-            raise ConfigurationError(f"input_shape={input_shape} has {int(np.prod(input_shape))} values, "
-                                     f"the inputs are {layers[0]}; give [C, H, W] with C * H * W = {layers[0]}")
+            raise ConfigurationError(
+                f"input_shape={input_shape} has {int(np.prod(input_shape))} values, "
+                f"the inputs are {layers[0]}; give [C, H, W] with C * H * W = {layers[0]}"
+            )
         if not channels or min(channels) < 1 or kernel < 1 or pool < 1:
-            raise ConfigurationError(f"channels={list(channels)}, kernel={kernel}, pool={pool}: need at least one "
-                                     "conv layer, all sizes >= 1")
-        for name, value, ok in (("bound", bound, bound > 0), ("tol", tol, tol > 0), ("max_sweeps", max_sweeps, max_sweeps >= 1)):
+            raise ConfigurationError(
+                f"channels={list(channels)}, kernel={kernel}, pool={pool}: need at least one conv layer, all sizes >= 1"
+            )
+        for name, value, ok in (
+            ("bound", bound, bound > 0),
+            ("tol", tol, tol > 0),
+            ("max_sweeps", max_sweeps, max_sweeps >= 1),
+        ):
             if not ok:
                 raise ConfigurationError(f"{name}={value}: must be {'>= 1' if name == 'max_sweeps' else '> 0'}")
         self.readout = check_cost(cost, 1 + len(channels) + len(layers) - 1)
@@ -123,11 +130,15 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             shapes[f"W{l}"] = self.maps[l].weight_shape
             shapes[f"b{l}"] = bias_shape(self.maps[l].out_shape)
         self.info = SubstrateInfo(
-            n_inputs=layers[0], n_outputs=layers[-1], parameter_shapes=shapes,
-            parameter_bounds={n: (-float(bound), float(bound)) for n in names}, max_batch=max_batch,
+            n_inputs=layers[0],
+            n_outputs=layers[-1],
+            parameter_shapes=shapes,
+            parameter_bounds={n: (-float(bound), float(bound)) for n in names},
+            max_batch=max_batch,
             capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
-            description="conv Hopfield network " + " -> ".join("x".join(map(str, s)) for s in self.shapes)
-                        + (", softmax readout" if self.readout else ""),
+            description="conv Hopfield network "
+            + " -> ".join("x".join(map(str, s)) for s in self.shapes)
+            + (", softmax readout" if self.readout else ""),
         )
         self.eps = per_tensor("eps", eps, names)
         rng = np.random.default_rng(seed)
@@ -167,8 +178,10 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         """Nudging toward y with strength beta (0 removes it); with the squared cost beta <= -1 is refused."""
         beta = float(beta)
         if not np.isfinite(beta) or (beta <= -1.0 and not self.readout):
-            raise ConfigurationError(f"beta={beta}: with the squared cost and unit output self-energy, beta <= -1 "
-                                     "destroys the minimum of F; use beta > -1")
+            raise ConfigurationError(
+                f"beta={beta}: with the squared cost and unit output self-energy, beta <= -1 "
+                "destroys the minimum of F; use beta > -1"
+            )
         if beta != 0.0 and y is None:
             raise ConfigurationError("nudge with beta != 0 needs a target y")
         if y is not None:

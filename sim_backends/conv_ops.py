@@ -65,7 +65,7 @@ class Conv:
         out = np.zeros((b, *self.in_shape[1:], c_in), dtype=cols.dtype)
         for u in range(k):
             for v in range(k):
-                out[:, u:u + ho, v:v + wo, :] += cols[:, :, :, :, u, v]
+                out[:, u : u + ho, v : v + wo, :] += cols[:, :, :, :, u, v]
         return out.transpose(0, 3, 1, 2)
 
     def gradient(self, a: np.ndarray, c: np.ndarray) -> np.ndarray:

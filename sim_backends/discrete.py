@@ -69,7 +69,9 @@ class DiscreteSubstrate(HopfieldSubstrate):
     def __init__(self, layers: Sequence[int] = (64, 256, 10), T: int | None = None, **options):
         options.setdefault("max_sweeps", 200)
         if options.get("cost", "squared") != "squared":
-            raise ConfigurationError("the discrete-time network has the squared cost only (its BPTT oracle); remove cost")
+            raise ConfigurationError(
+                "the discrete-time network has the squared cost only (its BPTT oracle); remove cost"
+            )
         super().__init__(layers, **options)
         if T is not None and int(T) < 1:
             raise ConfigurationError(f"T={T}: the oracle's free phase needs at least 1 time step")

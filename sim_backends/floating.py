@@ -23,8 +23,9 @@ from aeqprop.errors import ConfigurationError, RelaxationError, StiffnessError
 from aeqprop.substrate import RelaxReport
 
 
-def within_bounds(name: str, value, shape: tuple[int, ...], bounds: tuple[float, float],
-                  copy: bool = True, dtype=np.float64) -> tuple[np.ndarray, int]:
+def within_bounds(
+    name: str, value, shape: tuple[int, ...], bounds: tuple[float, float], copy: bool = True, dtype=np.float64
+) -> tuple[np.ndarray, int]:
     """``value`` as ``dtype`` (float64 unless the substrate computes in float32) clipped to
     ``bounds``, and how many entries were clipped.
 

@@ -88,8 +88,16 @@ class GDUReport:
         return agree / total if total else float("nan")
 
 
-def ep_updates(substrate, x: np.ndarray, y: np.ndarray, beta: float, K: int, variant: str = "centered",
-               T: int | None = None, settings: GDUSettings = GDUSettings()):
+def ep_updates(
+    substrate,
+    x: np.ndarray,
+    y: np.ndarray,
+    beta: float,
+    K: int,
+    variant: str = "centered",
+    T: int | None = None,
+    settings: GDUSettings = GDUSettings(),
+):
     """EqProp's per-step updates through the contract; returns (T, neurons, params).
 
     T None: the free phase runs until settled to ``settings.free_tol`` and T is
@@ -133,15 +141,32 @@ def ep_updates(substrate, x: np.ndarray, y: np.ndarray, beta: float, K: int, var
         substrate.max_sweeps, substrate.tol = cap, tol
         substrate.nudge(0.0)
     n = len(trajectories)
-    neurons = [[sum(sg * (st[t + 1][l] - st[t][l]) for sg, st, _ in trajectories) / (n * beta)
-                for l in range(1, len(trajectories[0][1][0]))] for t in range(K)]
-    params = [{name: -sum(sg * (gr[t + 1][name] - gr[t][name]) for sg, _, gr in trajectories) / (n * beta)
-               for name in trajectories[0][2][0]} for t in range(K)]
+    neurons = [
+        [
+            sum(sg * (st[t + 1][l] - st[t][l]) for sg, st, _ in trajectories) / (n * beta)
+            for l in range(1, len(trajectories[0][1][0]))
+        ]
+        for t in range(K)
+    ]
+    params = [
+        {
+            name: -sum(sg * (gr[t + 1][name] - gr[t][name]) for sg, _, gr in trajectories) / (n * beta)
+            for name in trajectories[0][2][0]
+        }
+        for t in range(K)
+    ]
     return int(T), neurons, params
 
 
-def gdu_check(substrate, x: np.ndarray, y: np.ndarray, beta: float = 1e-3, K: int = 10, variant: str = "centered",
-              settings: GDUSettings = GDUSettings()) -> GDUReport:
+def gdu_check(
+    substrate,
+    x: np.ndarray,
+    y: np.ndarray,
+    beta: float = 1e-3,
+    K: int = 10,
+    variant: str = "centered",
+    settings: GDUSettings = GDUSettings(),
+) -> GDUReport:
     """Per-step EqProp updates (neurons and parameters) against BPTT's per-step gradients over K steps.
 
     ``substrate`` is a discrete-time substrate with ``bptt(x, y, T, K)``
@@ -170,8 +195,9 @@ def gdu_check(substrate, x: np.ndarray, y: np.ndarray, beta: float = 1e-3, K: in
             keep = np.abs(g) > settings.sign_floor * np.abs(g).max()
             sign[name][t] = float(np.mean(np.sign(e[keep]) == -np.sign(g[keep])))
             counts[name][t] = int(keep.sum())
-    return GDUReport(beta=float(beta), variant=variant, T=T, K=K, rel_error=rel, sign_agreement=sign,
-                     ep=ep, bptt=bp, counts=counts)
+    return GDUReport(
+        beta=float(beta), variant=variant, T=T, K=K, rel_error=rel, sign_agreement=sign, ep=ep, bptt=bp, counts=counts
+    )
 
 
 def plot_gdu(report: GDUReport, path: str, entries: int = 5, seed: int = 0) -> str:
@@ -207,7 +233,9 @@ def plot_gdu(report: GDUReport, path: str, entries: int = 5, seed: int = 0) -> s
     axes[0][0].plot([], [], "k-", label=r"$\Delta^{EP}$")
     axes[0][0].plot([], [], "k--", label=r"$-\nabla^{BPTT}$")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"EqProp updates vs BPTT gradients ({report.variant}, beta={report.beta:g}, T={report.T}, K={report.K})")
+    fig.suptitle(
+        f"EqProp updates vs BPTT gradients ({report.variant}, beta={report.beta:g}, T={report.T}, K={report.K})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -92,7 +92,11 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         layers = tuple(int(n) for n in layers)
         if len(layers) < 2 or min(layers) < 1:
             raise ConfigurationError(f"layers={layers}: need at least an input and an output size, all >= 1")
-        for name, value, ok in (("bound", bound, bound > 0), ("tol", tol, tol > 0), ("max_sweeps", max_sweeps, max_sweeps >= 1)):
+        for name, value, ok in (
+            ("bound", bound, bound > 0),
+            ("tol", tol, tol > 0),
+            ("max_sweeps", max_sweeps, max_sweeps >= 1),
+        ):
             if not ok:
                 raise ConfigurationError(f"{name}={value}: must be {'>= 1' if name == 'max_sweeps' else '> 0'}")
         if str(dtype) not in DTYPES:
@@ -119,7 +123,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
             max_batch=max_batch,
             capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
             description=f"layered Hopfield network {'-'.join(map(str, layers))}"
-                        + (", softmax readout" if self.readout else ""),
+            + (", softmax readout" if self.readout else ""),
         )
         self.eps = per_tensor("eps", eps, names)
         rng = np.random.default_rng(seed)

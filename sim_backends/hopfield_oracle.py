@@ -27,7 +27,7 @@ def implicit_gradient(W: list, s: list, boxes: list, dC_ds: np.ndarray) -> dict[
     """
     L = len(s) - 1
     s = [np.asarray(a, dtype=np.float64) for a in s]
-    W = [None] + [np.asarray(w, dtype=np.float64) for w in W[1:L + 1]]
+    W = [None] + [np.asarray(w, dtype=np.float64) for w in W[1 : L + 1]]
     masks = [None] + [((s[l] > boxes[l][0]) & (s[l] < boxes[l][1])).astype(np.float64) for l in range(1, L + 1)]
     rhs = [None] + [np.zeros_like(s[l]) for l in range(1, L + 1)]
     rhs[L] = np.asarray(dC_ds, dtype=np.float64) * masks[L]
@@ -41,8 +41,12 @@ def implicit_gradient(W: list, s: list, boxes: list, dC_ds: np.ndarray) -> dict[
         red.append(rhs[l] + np.einsum("bij,bi->bj", A, Dinv_r))
     lams = [np.zeros_like(s[0])] + [None] * L
     for l in range(L, 0, -1):
-        r = red[l] if l == L else red[l] + np.einsum(
-            "bij,bj->bi", masks[l][:, :, None] * W[l + 1][None] * masks[l + 1][:, None, :], lams[l + 1])
+        r = (
+            red[l]
+            if l == L
+            else red[l]
+            + np.einsum("bij,bj->bi", masks[l][:, :, None] * W[l + 1][None] * masks[l + 1][:, None, :], lams[l + 1])
+        )
         lams[l] = r if D[l] is None else np.linalg.solve(D[l], r[:, :, None])[:, :, 0]
     B = s[0].shape[0]
     grads = {}
@@ -102,9 +106,8 @@ class HopfieldOracle:
                 grads = implicit_gradient(self.W, s, boxes, s[L] - y)
             else:
                 err = predict(s[T], self.W[L], self.b[L]) - y
-                grads = implicit_gradient(self.W, s[:T + 1], boxes, err @ self.W[L].T)
+                grads = implicit_gradient(self.W, s[: T + 1], boxes, err @ self.W[L].T)
                 grads[f"W{L}"], grads[f"b{L}"] = s[T].T @ err / len(err), err.mean(axis=0)
         if self.dtype != np.float64:
             self.clamp(x)
         return grads
-

@@ -23,8 +23,15 @@ class _Front:
         self.rng_more = np.random.default_rng([self.faults.seed, 1])  # the later faults: old seeds keep their draws
         self.bytes_received = 0
         self.messages = 0
-        self.injected: dict[str, int] = {"drop": 0, "garble": 0, "disconnect": 0, "compliance_trip": 0,
-                                         "late": 0, "reset": 0, "nan": 0}
+        self.injected: dict[str, int] = {
+            "drop": 0,
+            "garble": 0,
+            "disconnect": 0,
+            "compliance_trip": 0,
+            "late": 0,
+            "reset": 0,
+            "nan": 0,
+        }
         self._last: tuple[str, str | None] | None = None
         self.nan_now = False
 
@@ -57,7 +64,7 @@ class _Front:
         if roll[2] < f.garble and reply:
             self.injected["garble"] += 1
             k = int(self.rng.integers(len(reply)))
-            return reply[:k] + chr(0x80 + int(self.rng.integers(0x7F))) + reply[k + 1:]
+            return reply[:k] + chr(0x80 + int(self.rng.integers(0x7F))) + reply[k + 1 :]
         return reply
 
     def reboot(self) -> None:
@@ -85,7 +92,7 @@ class _Front:
 
 
 def _channels(text: str) -> list[int]:
-    """"(@1001:1004,2001)" or "1001-1004,2001" -> channel numbers."""
+    """ "(@1001:1004,2001)" or "1001-1004,2001" -> channel numbers."""
     text = text.strip().removeprefix("(@").removesuffix(")")
     out = []
     for part in text.replace("-", ":").split(","):
@@ -113,8 +120,13 @@ class ScpiFront(_Front):
             queries += head.endswith("?")
             if failed:  # after an error only queries are answered, one answer each
                 if head.endswith("?"):
-                    replies.append(m.errors.pop(0) if head == "SYST:ERR?" and m.errors else
-                                   '0,"No error"' if head == "SYST:ERR?" else "0")
+                    replies.append(
+                        m.errors.pop(0)
+                        if head == "SYST:ERR?" and m.errors
+                        else '0,"No error"'
+                        if head == "SYST:ERR?"
+                        else "0"
+                    )
                 continue
             try:
                 trip = self._command(head, arg, replies, trip)
@@ -254,5 +266,3 @@ class BoardFront(_Front):
             code = exc.code if isinstance(exc, LabError) else 2
             return frame(seq, f"ERR {code} {exc}".replace("*", "x").replace(";", ","))
         return frame(seq, ("OK " + ";".join(payloads)).rstrip())
-
-

@@ -38,8 +38,14 @@ class Faults:
 
 
 #: SCPI error number for each lab error code (the board protocol's codes, docs/board-protocol.md).
-SCPI_ERRORS = {2: (-224, "Illegal parameter value"), 3: (-113, "Undefined header"), 4: (-224, "Illegal parameter value"),
-               5: (-222, "Data out of range"), 6: (-9001, "Compliance tripped"), 7: (-200, "Execution error")}
+SCPI_ERRORS = {
+    2: (-224, "Illegal parameter value"),
+    3: (-113, "Undefined header"),
+    4: (-224, "Illegal parameter value"),
+    5: (-222, "Data out of range"),
+    6: (-9001, "Compliance tripped"),
+    7: (-200, "Execution error"),
+}
 
 
 class LabError(Exception):
@@ -54,8 +60,15 @@ class LabError(Exception):
 
 
 #: The lab's own limits per source group, V (what its DACs can do; a wiring map's limits must lie inside).
-LAB_RANGES = {"input": (-10.0, 10.0), "target": (-10.0, 10.0), "beta": (-1.0, 100.0), "hold": (0.0, 10.0),
-              "homeostasis": (0.0, 10.0), "knob": (-1000.0, 1000.0), "program": (-1000.0, 1000.0)}
+LAB_RANGES = {
+    "input": (-10.0, 10.0),
+    "target": (-10.0, 10.0),
+    "beta": (-1.0, 100.0),
+    "hold": (0.0, 10.0),
+    "homeostasis": (0.0, 10.0),
+    "knob": (-1000.0, 1000.0),
+    "program": (-1000.0, 1000.0),
+}
 
 
 class LabModel:
@@ -70,10 +83,15 @@ class LabModel:
         self.n_params = info.n_parameters
         c = CHANNELS
         self.groups = {
-            "input": (c["input"], info.n_inputs), "output": (c["output"], info.n_outputs),
-            "target": (c["target"], info.n_outputs), "beta": (c["beta"], 1), "hold": (c["hold"], 1),
-            "homeostasis": (c["homeostasis"], 1), "knob": (c["knob"], self.n_params),
-            "readout": (c["readout"], self.n_params), "program": (c["program"], self.n_params),
+            "input": (c["input"], info.n_inputs),
+            "output": (c["output"], info.n_outputs),
+            "target": (c["target"], info.n_outputs),
+            "beta": (c["beta"], 1),
+            "hold": (c["hold"], 1),
+            "homeostasis": (c["homeostasis"], 1),
+            "knob": (c["knob"], self.n_params),
+            "readout": (c["readout"], self.n_params),
+            "program": (c["program"], self.n_params),
             "gradient": (c["gradient"], self.n_params),
         }
         self.levels = {g: np.zeros(n) for g, (_, n) in self.groups.items()}
@@ -100,7 +118,7 @@ class LabModel:
         out, i = {}, 0
         for n in self.names:
             size = int(np.prod(self.shapes[n], dtype=int))
-            out[n] = v[i:i + size].reshape(self.shapes[n]).copy()
+            out[n] = v[i : i + size].reshape(self.shapes[n]).copy()
             i += size
         return out
 
@@ -169,8 +187,11 @@ class LabModel:
         """A pulse on the hold line releases for ``seconds``; on the homeostasis line it triggers homeostasis."""
         group, _ = self.locate(ch)
         if group not in ("hold", "homeostasis"):
-            raise LabError(4, f"channel {ch} cannot pulse (only the hold and homeostasis lines, "
-                              f"{CHANNELS['hold']} and {CHANNELS['homeostasis']})")
+            raise LabError(
+                4,
+                f"channel {ch} cannot pulse (only the hold and homeostasis lines, "
+                f"{CHANNELS['hold']} and {CHANNELS['homeostasis']})",
+            )
         if not (seconds >= 0 and level != 0):
             raise LabError(5, f"pulse of {seconds} s at {level} V: need a length >= 0 s and a non-zero level")
         lo, hi = LAB_RANGES[group]

@@ -87,9 +87,12 @@ class NetlistSubstrate(FloatingParameters):
         self.g_min, self.g_max, self.tol, self.max_sweeps = float(g_min), float(g_max), float(tol), int(max_sweeps)
         self.joint_rtol, self.max_joint_updates = float(joint_rtol), int(max_joint_updates)
         self.info = SubstrateInfo(
-            n_inputs=c.n_inputs, n_outputs=len(c.outputs),
-            parameter_shapes={"g": (len(trainable),)}, parameter_bounds={"g": (self.g_min, self.g_max)},
-            max_batch=max_batch, capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
+            n_inputs=c.n_inputs,
+            n_outputs=len(c.outputs),
+            parameter_shapes={"g": (len(trainable),)},
+            parameter_bounds={"g": (self.g_min, self.g_max)},
+            max_batch=max_batch,
+            capabilities=frozenset({"eqprop", "aeqprop", "homeostasis", "oracle"}),
             description=f"resistor-diode circuit {source}: {len(c.nodes)} nodes, {len(trainable)} trainable resistors",
         )
         self.eps = per_tensor("eps", eps, ["g"])
@@ -146,14 +149,19 @@ class NetlistSubstrate(FloatingParameters):
         self.out = np.array([idx[o] for o in c.outputs], dtype=int)
         if np.any(group[self.out] < 0):
             raise ConfigurationError(f"{c.source}: an output node is held by sources tied to ground; read another node")
+
         def inc(nodes):
             return incidence(nodes, n) @ self.P  # rows (e_a - e_b)^T P, in z
+
         self.Ar, self.Ad, self.Ax = inc(self.r_nodes), inc(self.d_nodes), inc(self.x_nodes)
         self.Ao = self.P[self.out]
+
         def gr(col):
             return np.where(group[self.d_nodes[:, col]] < 0, n_free, group[self.d_nodes[:, col]])
-        self.st = Structure(n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1),
-                            incidence(self.r_nodes, n), self.P)
+
+        self.st = Structure(
+            n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1), incidence(self.r_nodes, n), self.P
+        )
 
     def _conductances(self) -> np.ndarray:
         g = self.r_fixed.copy()
@@ -202,19 +210,29 @@ class NetlistSubstrate(FloatingParameters):
         bt = self._batch(g, self._beta)
         if len(self.d_nodes) and np.any(self.st.held[None, :] & (bt.bd < -1e-12)):
             k = int(np.flatnonzero(np.any(self.st.held[None, :] & (bt.bd < -1e-12), axis=0))[0])
-            raise RelaxationError(f"diode {self.d_names[k]} is forward-biased by sources alone; reverse it or add a resistor")
+            raise RelaxationError(
+                f"diode {self.d_names[k]} is forward-biased by sources alone; reverse it or add a resistor"
+            )
         sol = solve(self.st, bt, g, self._z, self._W, tol, max_sweeps)
         self._z, self._W, self._mu = sol.z, sol.W, sol.mu
         chk = check(self.st, bt, g, sol)
         newton_done = bool(np.all(sol.step <= tol))
         if not np.all(chk.ok):
             self._stale = True
-            node = self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])] if chk.worst_group >= 0 else "?"
+            node = (
+                self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])]
+                if chk.worst_group >= 0
+                else "?"
+            )
             raise RelaxationError(
                 f"the operating point fails its check{'' if newton_done else f' after {max_sweeps} Newton steps'}: "
                 f"KCL at node {node!r} is off by {chk.worst:.1e} of the largest branch current (limit "
                 f"{SETTINGS.kcl_rtol:g}) or an ideal diode conducts backwards; "
-                + ("raise max_sweeps" if not newton_done else "check the circuit's values (a conductance ratio near 1e16?)")
+                + (
+                    "raise max_sweeps"
+                    if not newton_done
+                    else "check the circuit's values (a conductance ratio near 1e16?)"
+                )
             )
         self.total_sweeps += int(sol.iterations.max(initial=0))
         self._stale = False
@@ -243,8 +261,9 @@ class NetlistSubstrate(FloatingParameters):
             raise ConfigurationError(f"unknown parameter(s) {sorted(set(theta) - {'g'})}; valid: ['g']")
         if "g" not in theta:
             return {}
-        self.theta["g"], clipped = within_bounds("g", theta["g"], self.info.parameter_shapes["g"],
-                                                 self.info.parameter_bounds["g"], copy)
+        self.theta["g"], clipped = within_bounds(
+            "g", theta["g"], self.info.parameter_shapes["g"], self.info.parameter_bounds["g"], copy
+        )
         self._stale = True
         return {"g": clipped}
 
@@ -313,6 +332,8 @@ def layered_netlist(sub) -> str:
                 lines.append(f"Rb{l}_{r}_{j} {rail} {name(l, j)} {float(1.0 / b[r, j])!r} train")
         if l < L:
             half = (sub.sizes[l] + 1) // 2
-            lines += [f"D{l}_{j} 0 {name(l, j)}" if j < half else f"D{l}_{j} {name(l, j)} 0" for j in range(sub.sizes[l])]
+            lines += [
+                f"D{l}_{j} 0 {name(l, j)}" if j < half else f"D{l}_{j} {name(l, j)} 0" for j in range(sub.sizes[l])
+            ]
     lines.append(".output " + " ".join(name(L, j) for j in range(sub.sizes[L])))
     return "\n".join(lines) + "\n"

@@ -94,7 +94,11 @@ class Structure:
 
     def __init__(self, nz: int, Ar, Ad, Ax, Ao, x_par: np.ndarray, ga: np.ndarray, gc: np.ndarray, inc, P):
         self.nz, self.m = nz, Ad.shape[0]
-        self.inc, self.abs_inc, self.P = sp.csr_matrix(inc), abs(sp.csr_matrix(inc)), sp.csr_matrix(P)  # resistors x nodes
+        self.inc, self.abs_inc, self.P = (
+            sp.csr_matrix(inc),
+            abs(sp.csr_matrix(inc)),
+            sp.csr_matrix(P),
+        )  # resistors x nodes
         self.ga, self.gc = ga, gc  # free group of each ideal diode's anode and cathode; nz: held by sources
         parent = list(range(nz + 1))
         self.diode_forest = True  # no loop of ideal diodes: no working set has dependent rows
@@ -108,8 +112,12 @@ class Structure:
         self.AdT = self.Ad.T.tocsr()
         self.absAr = abs(self.Ar)
         self.x_par = x_par
-        pat = (abs(self.Ar.T) @ abs(self.Ar) + abs(self.Ax.T) @ abs(self.Ax) + abs(self.Ao.T) @ abs(self.Ao)
-               + sp.identity(nz)).tocoo()
+        pat = (
+            abs(self.Ar.T) @ abs(self.Ar)
+            + abs(self.Ax.T) @ abs(self.Ax)
+            + abs(self.Ao.T) @ abs(self.Ao)
+            + sp.identity(nz)
+        ).tocoo()
         key = np.unique(pat.row.astype(np.int64) * nz + pat.col)
         self.pr, self.pc, self.key = key // nz, key % nz, key
         self.Mr, self.Mx, self.Mo = (_pair_map(M, key, nz) for M in (self.Ar, self.Ax, self.Ao))
@@ -162,7 +170,9 @@ class Structure:
         vals = np.where(fixed[:, self.pr] | fixed[:, self.pc], 0.0, hvals) + (self.pdiag[None, :] & fixed[:, self.pr])
         order, indices, indptr = self._block_csc(B)
         K = sp.csc_matrix((vals[:, order].ravel(), indices, indptr), shape=(B * nz, B * nz))
-        sol = self._lu(K, "NATURAL", symmetric=True).solve(np.take_along_axis(rhs, np.broadcast_to(np.argsort(self.ip), (B, nz)), 1).ravel())
+        sol = self._lu(K, "NATURAL", symmetric=True).solve(
+            np.take_along_axis(rhs, np.broadcast_to(np.argsort(self.ip), (B, nz)), 1).ravel()
+        )
         p = sol.reshape(B, nz)[:, self.ip]
         mu = np.zeros((B, self.m))
         mu[b, k] = (top[b, j] - self.hessian_times(hvals, p)[b, j]) / self.bval[k]
@@ -261,8 +271,13 @@ def batch(st: Structure, off: np.ndarray, g: np.ndarray, r_nodes, x_nodes, d_nod
     c = rows(st.Ar.T @ sp.diags(g) @ st.inc, off)
     if beta:
         c = c + beta * rows(st.Ao.T, off[:, out] - y)
-    return Batch(off[:, x_nodes[:, 0]] - off[:, x_nodes[:, 1]], off[:, d_nodes[:, 1]] - off[:, d_nodes[:, 0]],
-                 np.asarray(c), float(beta), off)
+    return Batch(
+        off[:, x_nodes[:, 0]] - off[:, x_nodes[:, 1]],
+        off[:, d_nodes[:, 1]] - off[:, d_nodes[:, 0]],
+        np.asarray(c),
+        float(beta),
+        off,
+    )
 
 
 def exp_drops(st: Structure, bt: Batch, z: np.ndarray, sel=slice(None)) -> np.ndarray:

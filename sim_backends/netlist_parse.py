@@ -36,8 +36,19 @@ from pathlib import Path
 
 from aeqprop.errors import ConfigurationError
 
-SUFFIX = {"t": 1e12, "g": 1e9, "meg": 1e6, "k": 1e3, "mil": 25.4e-6, "m": 1e-3, "u": 1e-6, "n": 1e-9,
-          "p": 1e-12, "f": 1e-15, "a": 1e-18}
+SUFFIX = {
+    "t": 1e12,
+    "g": 1e9,
+    "meg": 1e6,
+    "k": 1e3,
+    "mil": 25.4e-6,
+    "m": 1e-3,
+    "u": 1e-6,
+    "n": 1e-9,
+    "p": 1e-12,
+    "f": 1e-15,
+    "a": 1e-18,
+}
 # k T / q at TNOM = 27 C = 300.15 K, with the constants ngspice uses (CODATA 2014)
 VT_TNOM = 1.38064852e-23 * 300.15 / 1.6021766208e-19
 GROUND = ("0", "gnd")
@@ -80,8 +91,10 @@ def read_netlist(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"{path.name}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
-                                 "save the netlist as UTF-8 (or plain ASCII)") from None
+        raise ConfigurationError(
+            f"{path.name}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+            "save the netlist as UTF-8 (or plain ASCII)"
+        ) from None
 
 
 def number(text: str, where: str) -> float:
@@ -156,7 +169,9 @@ def _models(statements: list[_Line]) -> dict[str, dict]:
         if st.tokens[0].lower() != ".model":
             continue
         if len(st.tokens) < 3:
-            raise ConfigurationError(f"{st.where}: .model needs a name and a type, e.g. .model D1N4148 D (IS=2.5n N=1.8)")
+            raise ConfigurationError(
+                f"{st.where}: .model needs a name and a type, e.g. .model D1N4148 D (IS=2.5n N=1.8)"
+            )
         name, rest = st.tokens[1].lower(), " ".join(st.tokens[2:]).lower().replace("(", " ").replace(")", " ")
         kind, _, params = rest.strip().partition(" ")
         if kind != "d":
@@ -245,7 +260,9 @@ def _diode(tok: list[str], where: str, models: dict[str, dict]) -> dict:
         )
     d = dict(models[opts[0]])
     if len(opts) > 2 or (len(opts) == 2 and opts[1] == "off"):
-        raise ConfigurationError(f"{where}: diode {tok[0]} takes a model and an optional area, got {' '.join(tok[3:])!r}")
+        raise ConfigurationError(
+            f"{where}: diode {tok[0]} takes a model and an optional area, got {' '.join(tok[3:])!r}"
+        )
     if len(opts) == 2:
         area = number(opts[1], where)
         if area <= 0 or not d:

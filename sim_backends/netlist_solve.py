@@ -107,12 +107,14 @@ def feasible(st: Structure, bd: np.ndarray) -> np.ndarray:
 
 
 def _tight_scale(z: np.ndarray, bd: np.ndarray) -> np.ndarray:
-    return SETTINGS.tight_rtol * (1.0 + np.maximum(np.max(np.abs(z), axis=1, initial=0.0),
-                                                   np.max(np.abs(bd), axis=1, initial=0.0)))
+    return SETTINGS.tight_rtol * (
+        1.0 + np.maximum(np.max(np.abs(z), axis=1, initial=0.0), np.max(np.abs(bd), axis=1, initial=0.0))
+    )
 
 
-def primal_active_set(st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np.ndarray, W: np.ndarray,
-                      max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def primal_active_set(
+    st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np.ndarray, W: np.ndarray, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One sample: min 1/2 p^T H p + grad^T p subject to A p <= slack (slack >= 0: p = 0 is feasible).
 
     After a full step that no diode blocks, the point minimises F on its face by construction and the
@@ -146,8 +148,9 @@ def primal_active_set(st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np
     raise RelaxationError(f"the diode active set did not settle in {max_iter} iterations; raise max_sweeps")
 
 
-def model_step(st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np.ndarray, W: np.ndarray,
-               tight: np.ndarray, max_iter: int):
+def model_step(
+    st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np.ndarray, W: np.ndarray, tight: np.ndarray, max_iter: int
+):
     """Minimise the quadratic model of every sample subject to the ideal diodes, A p <= slack.
 
     Returns (p, W, mu, iterations per sample)."""
@@ -173,14 +176,14 @@ def model_step(st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np.ndarra
             return p, W, mu, n
     for b in pend:  # the working set cycles: the exact method, from the feasible p = 0
         tight_now = np.abs(slack[b]) <= tight[b]
-        p[b], W[b], mu[b], k = primal_active_set(st, hv[0 if hv.shape[0] == 1 else b], grad[b],
-                                                 np.maximum(slack[b], 0.0), tight_now, max_iter)
+        p[b], W[b], mu[b], k = primal_active_set(
+            st, hv[0 if hv.shape[0] == 1 else b], grad[b], np.maximum(slack[b], 0.0), tight_now, max_iter
+        )
         n[b] += k
     return p, W, mu, n
 
 
-def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray, tol: float,
-          max_iter: int) -> Solution:
+def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray, tol: float, max_iter: int) -> Solution:
     """Operating point of every sample from z (any), working-set guess W."""
     B = z.shape[0]
     z = z.copy()
@@ -273,8 +276,12 @@ def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution) -> Check:
     if np.any(np.max(excess, axis=1, initial=0.0) > SETTINGS.kcl_rtol * largest):  # the floor, where it matters
         floor = 1e-13 * (st.absAr.T @ (g[:, None] * (st.abs_inc @ np.ascontiguousarray(np.abs(V).T)))).T
         excess = np.maximum(excess - floor, 0.0)
-    ok = ((np.max(excess, axis=1, initial=0.0) <= SETTINGS.kcl_rtol * largest) & np.all(drops <= tight, axis=1)
-          & np.all(mu >= -SETTINGS.kcl_rtol * largest[:, None], axis=1) & np.all(~W | (np.abs(drops) <= tight), axis=1))
+    ok = (
+        (np.max(excess, axis=1, initial=0.0) <= SETTINGS.kcl_rtol * largest)
+        & np.all(drops <= tight, axis=1)
+        & np.all(mu >= -SETTINGS.kcl_rtol * largest[:, None], axis=1)
+        & np.all(~W | (np.abs(drops) <= tight), axis=1)
+    )
     rel = np.max(np.abs(res), axis=1, initial=0.0) / largest
     b = int(np.argmax(np.max(excess, axis=1, initial=0.0) / largest)) if len(rel) else 0
     worst_group = int(np.argmax(excess[b])) if st.nz else -1

@@ -117,11 +117,11 @@ def random_circuit(seed: int, kind: str, n_nodes: int | None = None) -> SpiceCir
     deck += sorted(models)
     delta = N_SHARP * VT_TNOM * math.log1p(imax / IS_SHARP)
     reltol, vntol = SHARP if n_ideal else TIGHT
-    tol = (FLOOR + reltol * vmax + vntol + (n_d + n_ideal) * GMIN * vmax * rmax
-           + n_ideal * (delta + IS_SHARP * rmax))
+    tol = FLOOR + reltol * vmax + vntol + (n_d + n_ideal) * GMIN * vmax * rmax + n_ideal * (delta + IS_SHARP * rmax)
     title = f"random {kind} circuit, seed {seed}"
-    return SpiceCircuit(f"* {title}\n" + "\n".join(ours) + "\n", f"{title}\n" + "\n".join(deck) + "\n",
-                        names, tol, reltol, vntol)
+    return SpiceCircuit(
+        f"* {title}\n" + "\n".join(ours) + "\n", f"{title}\n" + "\n".join(deck) + "\n", names, tol, reltol, vntol
+    )
 
 
 def ngspice_available() -> str | None:
@@ -129,20 +129,24 @@ def ngspice_available() -> str | None:
     return shutil.which("ngspice")
 
 
-def ngspice_op(deck: str, reltol: float, vntol: float, timeout: float = 30.0,
-               nodeset: dict[str, float] | None = None) -> dict[str, float]:
+def ngspice_op(
+    deck: str, reltol: float, vntol: float, timeout: float = 30.0, nodeset: dict[str, float] | None = None
+) -> dict[str, float]:
     """Node voltages (V) of ngspice's DC operating point of ``deck`` (ngspice -b, in a temporary folder).
 
     ``nodeset``: starting voltages for ngspice's Newton iteration (``.nodeset``); they do not change
     the operating point it converges to, which is unique in a resistor-diode circuit."""
     if nodeset:
         deck += ".nodeset " + " ".join(f"v({k})={v!r}" for k, v in nodeset.items()) + "\n"
-    control = (f".options gmin={GMIN!r} reltol={reltol!r} vntol={vntol!r} abstol=1e-18 itl1=1000\n"
-               ".control\nop\nset filetype=ascii\nwrite op.raw all\n.endc\n.end\n")
+    control = (
+        f".options gmin={GMIN!r} reltol={reltol!r} vntol={vntol!r} abstol=1e-18 itl1=1000\n"
+        ".control\nop\nset filetype=ascii\nwrite op.raw all\n.endc\n.end\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "deck.cir").write_text(deck + control)
-        run = subprocess.run(["ngspice", "-b", "deck.cir"], cwd=tmp, capture_output=True, text=True, timeout=timeout,
-                             check=False)
+        run = subprocess.run(
+            ["ngspice", "-b", "deck.cir"], cwd=tmp, capture_output=True, text=True, timeout=timeout, check=False
+        )
         raw = Path(tmp, "op.raw")
         if not raw.is_file():  # ngspice -b exits 1 after a successful .control block as well
             raise RuntimeError(f"ngspice failed ({run.returncode}): {(run.stderr or run.stdout).strip()[-300:]}")

@@ -170,8 +170,7 @@ class NonidealSubstrate:
             value = np.where(self.stuck_mask[name], self.stuck_value[name], value)
         return value
 
-    def _response(self, name: str, before: np.ndarray, delta: np.ndarray, gain: bool,
-                  noise: bool = True) -> np.ndarray:
+    def _response(self, name: str, before: np.ndarray, delta: np.ndarray, gain: bool, noise: bool = True) -> np.ndarray:
         """The change the device makes when asked for ``delta`` from ``before``."""
         cfg = self.config
         if gain and self.factor is not None:
@@ -186,8 +185,9 @@ class NonidealSubstrate:
             delta = delta + np.where(delta != 0, noise, 0.0)
         return delta
 
-    def _write(self, before: Mapping[str, np.ndarray], wanted: Mapping[str, np.ndarray], gain: bool,
-               noise: bool = True) -> dict:
+    def _write(
+        self, before: Mapping[str, np.ndarray], wanted: Mapping[str, np.ndarray], gain: bool, noise: bool = True
+    ) -> dict:
         out = {}
         for n, w in wanted.items():
             if n not in before:

@@ -50,8 +50,9 @@ def cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.sum(y * np.log(np.maximum(p, 1e-300))) / len(p))
 
 
-def readout_gradients(s_top: np.ndarray, W_r: np.ndarray, b_r: np.ndarray, y: np.ndarray | None,
-                      beta: float) -> tuple[np.ndarray, np.ndarray]:
+def readout_gradients(
+    s_top: np.ndarray, W_r: np.ndarray, b_r: np.ndarray, y: np.ndarray | None, beta: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``beta dC/dW_r, beta dC/db_r`` (batch means), zero without nudging."""
     if beta == 0.0 or y is None:
         return np.zeros_like(W_r), np.zeros_like(b_r)

@@ -374,7 +374,7 @@ class ResistiveSubstrate(FloatingParameters):
             ve = np.linalg.solve(M, (t * fe)[:, :, None])[:, :, 0]
         v = [None] * (L + 1)
         for m in even:
-            v[m] = ve[:, off[m]:off[m] + self.sizes[m]]
+            v[m] = ve[:, off[m] : off[m] + self.sizes[m]]
         for l in range(1, L + 1, 2):
             acc = r[l].copy()
             for k in (l - 1, l + 1):

@@ -39,7 +39,9 @@ class UntiedSubstrate(HopfieldSubstrate):
 
     description = "layered network with untied forward/backward weights (no energy), angle setting"
 
-    def __init__(self, layers: Sequence[int] = (64, 256, 10), angle: float = 0.0, seed: int = 0, bound: float = 1.0, **options):
+    def __init__(
+        self, layers: Sequence[int] = (64, 256, 10), angle: float = 0.0, seed: int = 0, bound: float = 1.0, **options
+    ):
         angle = float(angle)
         if not (np.isfinite(angle) and 0.0 <= angle <= 180.0):
             raise ConfigurationError(f"angle={angle}: the forward/backward angle must be in degrees, 0 to 180")
@@ -112,9 +114,7 @@ class UntiedSubstrate(HopfieldSubstrate):
         raise ConfigurationError("the untied network has no energy (its dynamics are not a gradient)")
 
     def energy_gradients(self) -> dict[str, np.ndarray]:
-        raise ConfigurationError(
-            "the untied network has no energy, so no dE/dtheta; use the vector-field protocol"
-        )
+        raise ConfigurationError("the untied network has no energy, so no dE/dtheta; use the vector-field protocol")
 
     # -- no floating parameters: capability "aeqprop" (and "homeostasis") is not claimed -------------
     def _no_knobs(self) -> ConfigurationError:
@@ -160,7 +160,9 @@ class UntiedSubstrate(HopfieldSubstrate):
     def symmetric(self) -> HopfieldSubstrate:
         """The Hopfield network with the same forward weights and biases (B_l = W_l)."""
         lo, hi = self.info.parameter_bounds["W1"]
-        net = HopfieldSubstrate(self.layers, bound=hi, tol=self.tol, max_sweeps=self.max_sweeps, max_batch=self.info.max_batch)
+        net = HopfieldSubstrate(
+            self.layers, bound=hi, tol=self.tol, max_sweeps=self.max_sweeps, max_batch=self.info.max_batch
+        )
         net.set_parameters({n: v for n, v in self.parameters().items() if not n.startswith("B")})
         return net
 

@@ -140,8 +140,15 @@ class BoardServer:
         self.stop()
 
 
-def serve(backend: str = "hopfield", options: dict | None = None, port: int = 5025, serial: bool = True,
-          faults: Faults | None = None, wiring_out: str | None = None, echo=print) -> None:
+def serve(
+    backend: str = "hopfield",
+    options: dict | None = None,
+    port: int = 5025,
+    serial: bool = True,
+    faults: Faults | None = None,
+    wiring_out: str | None = None,
+    echo=print,
+) -> None:
     """Run the virtual lab until Ctrl+C (``aeqprop serve-sim``): SCPI on 127.0.0.1:port, a board on a pty.
 
     Prints the addresses and, if ``wiring_out`` is given, writes a wiring map for them.

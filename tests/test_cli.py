@@ -26,11 +26,17 @@ def assert_one_line_error(result, *fragments):
 
 
 def test_unknown_dataset():
-    assert_one_line_error(aeqprop("train", "--dataset", "nope"), "unknown dataset 'nope'", "digits, iris, wine, breast_cancer")
+    assert_one_line_error(
+        aeqprop("train", "--dataset", "nope"), "unknown dataset 'nope'", "digits, iris, wine, breast_cancer"
+    )
 
 
 def test_unknown_protocol():
-    assert_one_line_error(aeqprop("train", "--protocol", "backprop"), "unknown protocol 'backprop'", "aeqprop, continual, coupled, eqprop, sgd-oracle, vector-field")
+    assert_one_line_error(
+        aeqprop("train", "--protocol", "backprop"),
+        "unknown protocol 'backprop'",
+        "aeqprop, continual, coupled, eqprop, sgd-oracle, vector-field",
+    )
 
 
 def test_beta_that_destroys_the_minimum():
@@ -78,4 +84,6 @@ def test_an_option_the_protocol_does_not_take_is_refused():
 
 
 def test_a_misspelt_substrate_option_is_refused():
-    assert_one_line_error(aeqprop("train", "--set", "substrate.options.hiden=5"), "unknown option(s) hiden", "valid: layers")
+    assert_one_line_error(
+        aeqprop("train", "--set", "substrate.options.hiden=5"), "unknown option(s) hiden", "valid: layers"
+    )

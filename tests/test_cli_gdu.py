@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def aeqprop(*args):
-    return subprocess.run([sys.executable, "-m", "cli", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_one_line_error(result, fragment):

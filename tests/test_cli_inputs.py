@@ -17,40 +17,48 @@ def invoke(*args):
 
 def one_line(result, code=2):
     lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert result.exit_code == code and len(lines) == 1 and lines[0].startswith("error: "), (result.exit_code,
-                                                                                           result.stderr)
+    assert result.exit_code == code and len(lines) == 1 and lines[0].startswith("error: "), (
+        result.exit_code,
+        result.stderr,
+    )
     return lines[0]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--seed", "-1"], "seed: must be >= 0"),
-    (["--seed", str(2**63)], "seed: must be <= 9223372036854775807"),
-    (["--set", "substrate.options.hidden=abc"], "options.hidden = 'abc': give layer sizes as positive integers"),
-    (["--set", "substrate.options.hidden=[4.7]"], "options.hidden = [4.7]"),
-    (["--set", "substrate.options.eps=abc"], "substrate.options.eps = 'abc': give a finite number or a table"),
-    (["--set", "protocol.options.beta=big"], "protocol.options.beta = 'big': give a finite number"),
-    (["--set", "protocol.options.beta=1e400"], "protocol.options.beta = inf: give a finite number"),
-    (["--set", "schedule.epochs=true"], "schedule.epochs: input should be a valid integer (got True)"),
-    (["--set", "nonideal.read_noise=false"], "nonideal.read_noise = false: give a number"),
-    (["--hidden", ""], "--hidden '': give at least one layer size"),
-    (["--hidden", "10000000"], "parameters need about"),
-    (["--runs", ""], "runs: must not be empty"),
-    (["--runs", "/dev/null"], "runs folder /dev/null is a file, not a folder"),
-    (["--runs", "/proc/aeqprop-runs"], "cannot create the run store in /proc/aeqprop-runs"),
-    (["--epochs", "abc"], "Invalid value for '--epochs'"),
-    (["--bogus"], "No such option: --bogus"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--seed", "-1"], "seed: must be >= 0"),
+        (["--seed", str(2**63)], "seed: must be <= 9223372036854775807"),
+        (["--set", "substrate.options.hidden=abc"], "options.hidden = 'abc': give layer sizes as positive integers"),
+        (["--set", "substrate.options.hidden=[4.7]"], "options.hidden = [4.7]"),
+        (["--set", "substrate.options.eps=abc"], "substrate.options.eps = 'abc': give a finite number or a table"),
+        (["--set", "protocol.options.beta=big"], "protocol.options.beta = 'big': give a finite number"),
+        (["--set", "protocol.options.beta=1e400"], "protocol.options.beta = inf: give a finite number"),
+        (["--set", "schedule.epochs=true"], "schedule.epochs: input should be a valid integer (got True)"),
+        (["--set", "nonideal.read_noise=false"], "nonideal.read_noise = false: give a number"),
+        (["--hidden", ""], "--hidden '': give at least one layer size"),
+        (["--hidden", "10000000"], "parameters need about"),
+        (["--runs", ""], "runs: must not be empty"),
+        (["--runs", "/dev/null"], "runs folder /dev/null is a file, not a folder"),
+        (["--runs", "/proc/aeqprop-runs"], "cannot create the run store in /proc/aeqprop-runs"),
+        (["--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["--bogus"], "No such option: --bogus"),
+    ],
+)
 def test_hostile_train_inputs_are_one_line(tmp_path, args, fragment):
     base = TINY + ["--runs", str(tmp_path / "runs")]
     line = one_line(invoke("train", *base, *args))
     assert fragment in line, line
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("seed = 1\n# caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 14)"),
-    ("seed = 1\n".encode("utf-16"), "not UTF-8 text (byte 0xff at offset 0)"),
-    (bytes(range(256)), "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("seed = 1\n# caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 14)"),
+        ("seed = 1\n".encode("utf-16"), "not UTF-8 text (byte 0xff at offset 0)"),
+        (bytes(range(256)), "not UTF-8 text"),
+    ],
+)
 def test_config_files_in_other_encodings_are_one_line(tmp_path, content, fragment):
     path = tmp_path / "run.toml"
     path.write_bytes(content)
@@ -70,8 +78,9 @@ def test_a_run_whose_step_underflows_says_it_did_not_learn(tmp_path):
     assert "warning: the run did not learn: best test accuracy" in result.stderr
     show = invoke("runs", "show", "1", "--runs", tmp_path / "runs")
     assert "warning: the run did not learn" in show.stdout
-    healthy = invoke("train", "--quiet", "--dataset", "iris", "--hidden", "8", "--epochs", "3", "--runs",
-                     tmp_path / "runs")
+    healthy = invoke(
+        "train", "--quiet", "--dataset", "iris", "--hidden", "8", "--epochs", "3", "--runs", tmp_path / "runs"
+    )
     assert healthy.exit_code == 0 and "warning" not in healthy.stderr, healthy.stderr
 
 
@@ -80,12 +89,14 @@ def test_plot_and_export_outputs(tmp_path):
     assert invoke("train", *TINY, "--runs", runs).exit_code == 0
     plain = invoke("plot", "1", "--runs", runs, "-o", tmp_path / "curves")
     assert plain.stdout.strip() == str(tmp_path / "curves.png") and (tmp_path / "curves.png").stat().st_size > 1000
-    assert "unknown image format .bogus; use one of" in one_line(invoke("plot", "1", "--runs", runs, "-o",
-                                                                        tmp_path / "x.bogus"))
+    assert "unknown image format .bogus; use one of" in one_line(
+        invoke("plot", "1", "--runs", runs, "-o", tmp_path / "x.bogus")
+    )
     assert "is a folder" in one_line(invoke("plot", "1", "--runs", runs, "-o", tmp_path))
     (tmp_path / "file").write_text("x")
-    assert "is a file; export writes several files" in one_line(invoke("export", "1", "--runs", runs, "-o",
-                                                                       tmp_path / "file"))
+    assert "is a file; export writes several files" in one_line(
+        invoke("export", "1", "--runs", runs, "-o", tmp_path / "file")
+    )
     assert "no run 9223372036854775808" in one_line(invoke("runs", "show", str(2**63), "--runs", runs))
     assert "runs folder" in one_line(invoke("runs", "list", "--runs", tmp_path / "file"))
 

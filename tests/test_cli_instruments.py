@@ -9,15 +9,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_serve_sim_then_probe_and_check_then_stop(tmp_path):
     wiring = tmp_path / "lab.toml"
     server = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve-sim", "--layers", "4,5,3", "--port", "0", "--wiring-out", str(wiring)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         lines = []

@@ -45,8 +45,9 @@ def aeqprop(*args):
 
 
 def popen(*args):
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def small(tmp_path, protocol="aeqprop", epochs=3, name="run.toml"):
@@ -130,10 +131,18 @@ def test_malformed_config_one_line_and_nothing_written(tmp_path):
     one_line_error(aeqprop("train", str(path)), "schedule.epochs: must be >= 1")
     path.write_text(path.read_text().replace("epochs = 0", "epochs = 3\nlearning_rate = 2"))
     one_line_error(aeqprop("train", str(path)), "schedule.learning_rate: unknown field", "valid: epochs, batch_size")
-    one_line_error(aeqprop("train", str(small(tmp_path)), "--set", "protocol.name=backprop"),
-                   "unknown protocol 'backprop'", "aeqprop", "eqprop", "sgd-oracle")
-    one_line_error(aeqprop("train", str(small(tmp_path)), "--set", "substrate.backend=nope"),
-                   "unknown backend 'nope'; valid:", "hopfield")
+    one_line_error(
+        aeqprop("train", str(small(tmp_path)), "--set", "protocol.name=backprop"),
+        "unknown protocol 'backprop'",
+        "aeqprop",
+        "eqprop",
+        "sgd-oracle",
+    )
+    one_line_error(
+        aeqprop("train", str(small(tmp_path)), "--set", "substrate.backend=nope"),
+        "unknown backend 'nope'; valid:",
+        "hopfield",
+    )
     one_line_error(aeqprop("train", str(small(tmp_path)), "--batch-size", "0"), "schedule.batch_size: must be >= 1")
     assert not (tmp_path / "runs").exists()
 

@@ -63,8 +63,15 @@ def reference(tmp_path_factory):
 
 
 def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          env=ENV, timeout=kwargs.pop("timeout", 120), **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=kwargs.pop("timeout", 120),
+        **kwargs,
+    )
 
 
 def inproc(*args):
@@ -83,16 +90,25 @@ def popen(*args, scratch: Path | None = None):
     """The command in a subprocess; ``scratch``: the workers' temporary folder (a killed worker leaves its
     scratch store there)."""
     env = ENV if scratch is None else {**ENV, "TMPDIR": str(scratch)}
-    return subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def recorded(runs: Path, sweep_id: int = 1) -> list[dict]:
     """The runs of a sweep, one row per run (not per job), with their job's point and seed."""
     store = open_store(str(runs), create=False)
     try:
-        rows = store._query("SELECT r.id, r.status, j.point, j.seed FROM runs r JOIN sweep_jobs j ON j.id = r.sweep_job "
-                            "WHERE j.sweep_id = ? ORDER BY r.id", (sweep_id,))
+        rows = store._query(
+            "SELECT r.id, r.status, j.point, j.seed FROM runs r JOIN sweep_jobs j ON j.id = r.sweep_job "
+            "WHERE j.sweep_id = ? ORDER BY r.id",
+            (sweep_id,),
+        )
         for row in rows:
             row["digest"] = run_digest(store, row["id"])
         return rows
@@ -167,7 +183,11 @@ def test_a_local_pool_worker_killed_mid_sweep_has_its_run_recorded_once(tmp_path
     proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q", scratch=tmp_path)
     try:
         wait_for_runs(tmp_path / "runs", 1, proc)
-        workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
+        workers = [
+            c
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
         assert workers, "no pool worker found"
         workers[0].kill()
         out, err = proc.communicate(timeout=120)
@@ -217,12 +237,40 @@ def dask_cluster(tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     logs = open(tmp_path / "dask.log", "w")
     common = dict(cwd=tmp_path, env={**ENV, "TMPDIR": str(tmp_path)}, stdout=logs, stderr=logs)
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"], **common)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            **common,
+        )
+    ]
     try:
         for _ in range(2):
-            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
-                                           "127.0.0.1", "--nthreads", "1", "--no-nanny", "--no-dashboard"], **common))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                    ],
+                    **common,
+                )
+            )
         from distributed import Client
 
         with Client(address, timeout=30) as client:

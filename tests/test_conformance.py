@@ -50,8 +50,7 @@ BUILDS = {
     "resistive": lambda s: ResistiveSubstrate(LAYERS, seed=0),
     "discrete": lambda s: DiscreteSubstrate(LAYERS, seed=0),
     "untied": lambda s: UntiedSubstrate(LAYERS, seed=0),
-    "conv": lambda s: ConvHopfieldSubstrate((36, 4, 2), input_shape=(1, 6, 6), channels=(2,), kernel=3, pool=2,
-                                            seed=0),
+    "conv": lambda s: ConvHopfieldSubstrate((36, 4, 2), input_shape=(1, 6, 6), channels=(2,), kernel=3, pool=2, seed=0),
     "netlist": lambda s: NetlistSubstrate(text=layered_netlist(ResistiveSubstrate(LAYERS, seed=0))),
     "instrument": _lab,
 }
@@ -89,7 +88,8 @@ def _exercise(cap: str, sub, x, y) -> None:
         assert isinstance(clipped, dict) and set(clipped) == set(sub.info.parameter_shapes)
         # every entry was past its bound of at most 1: each tensor reports all its entries clipped
         assert {n: int(c) for n, c in clipped.items()} == {
-            n: int(np.prod(s, dtype=int)) for n, s in sub.info.parameter_shapes.items()
+            n: int(np.prod(s, dtype=int))
+            for n, s in sub.info.parameter_shapes.items()
             if sub.info.parameter_bounds[n][1] < 2.0
         } | {n: 0 for n in sub.info.parameter_shapes if sub.info.parameter_bounds[n][1] >= 2.0}
     elif cap == "aeqprop":

@@ -71,15 +71,38 @@ def test_any_config_file_is_a_config_or_one_configuration_error(tmp_path, data):
     _one_line_config_error(lambda: load_config(path))
 
 
-KEYS = st.sampled_from(["seed", "runs", "schedule.epochs", "schedule.batch_size", "dataset.test_fraction",
-                        "dataset.seed", "substrate.options.hidden", "substrate.options.layers", "nonideal.seed",
-                        "nonideal.read_noise", "evaluation.every", "checkpoint.every", "schedule", "dataset.name.x"])
-VALUES = st.one_of(st.integers(), st.floats(), st.booleans(), st.text(max_size=20),
-                   st.lists(st.one_of(st.integers(), st.floats(), st.booleans()), max_size=3)).map(repr)
+KEYS = st.sampled_from(
+    [
+        "seed",
+        "runs",
+        "schedule.epochs",
+        "schedule.batch_size",
+        "dataset.test_fraction",
+        "dataset.seed",
+        "substrate.options.hidden",
+        "substrate.options.layers",
+        "nonideal.seed",
+        "nonideal.read_noise",
+        "evaluation.every",
+        "checkpoint.every",
+        "schedule",
+        "dataset.name.x",
+    ]
+)
+VALUES = st.one_of(
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=20),
+    st.lists(st.one_of(st.integers(), st.floats(), st.booleans()), max_size=3),
+).map(repr)
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(assignments=st.lists(st.one_of(st.tuples(KEYS, VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"), st.text(max_size=30)),
-                            max_size=3))
+@given(
+    assignments=st.lists(
+        st.one_of(st.tuples(KEYS, VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"), st.text(max_size=30)), max_size=3
+    )
+)
 def test_any_set_override_is_a_config_or_one_configuration_error(assignments):
     _one_line_config_error(lambda: load_config(overrides=assignments))

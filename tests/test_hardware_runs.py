@@ -18,15 +18,24 @@ SIM = dict(layers=(4, 5, 3), eps=0.1, seed=0, tol=1e-3, max_sweeps=100, max_batc
 
 
 def run(tmp_path, **fields):
-    base = {"dataset.name": "iris", "protocol.name": "eqprop", "schedule.epochs": 1, "schedule.batch_size": 1,
-            "runs": str(tmp_path / "runs"), "checkpoint.every": 1000, "evaluation.every": 1000}
+    base = {
+        "dataset.name": "iris",
+        "protocol.name": "eqprop",
+        "schedule.epochs": 1,
+        "schedule.batch_size": 1,
+        "runs": str(tmp_path / "runs"),
+        "checkpoint.every": 1000,
+        "evaluation.every": 1000,
+    }
     outcome = session.start(load_config(None, fields={**base, **fields}))
     store = RunStore(str(tmp_path / "runs"), create=False)
     return outcome, store.load_checkpoint(outcome.run_id)["parameters"], store.metrics(outcome.run_id, "events")
 
 
 def test_faults_on_the_wire_are_events_and_do_not_change_the_result(tmp_path):
-    direct, theta_direct, _ = run(tmp_path, **{"substrate.backend": "hopfield", "substrate.options": {**SIM, "hidden": [5]}})
+    direct, theta_direct, _ = run(
+        tmp_path, **{"substrate.backend": "hopfield", "substrate.options": {**SIM, "hidden": [5]}}
+    )
     assert direct.status == "completed"
 
     faults = Faults(drop=0.01, garble=0.01, seed=2)
@@ -81,11 +90,19 @@ def test_step_reports_count_the_instrument_round_trips():
 def test_one_signal_during_an_exchange_stops_gracefully_outputs_off_and_the_run_resumes(tmp_path, sig):
     """The signal lands while a SCPI reply is in flight: the exchange finishes, the step ends, a checkpoint is
     written, OUTP OFF goes out, the run is interrupted (not stopped at once) and resumes to the same result."""
-    fields = {"substrate.backend": "instrument", "checkpoint.every": 5, "dataset.name": "iris",
-              "protocol.name": "eqprop", "schedule.epochs": 1, "schedule.batch_size": 1,
-              "runs": str(tmp_path / "runs"), "evaluation.every": 1000}
-    direct, theta_direct, _ = run(tmp_path / "direct", **{"substrate.backend": "hopfield",
-                                                           "substrate.options": {**SIM, "hidden": [5]}})
+    fields = {
+        "substrate.backend": "instrument",
+        "checkpoint.every": 5,
+        "dataset.name": "iris",
+        "protocol.name": "eqprop",
+        "schedule.epochs": 1,
+        "schedule.batch_size": 1,
+        "runs": str(tmp_path / "runs"),
+        "evaluation.every": 1000,
+    }
+    direct, theta_direct, _ = run(
+        tmp_path / "direct", **{"substrate.backend": "hopfield", "substrate.options": {**SIM, "hidden": [5]}}
+    )
     with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
         wiring = tmp_path / "lab.toml"
         wiring.write_text(lab_wiring_toml(HopfieldSubstrate(**SIM).info, lab.address, timeout=2.0))
@@ -123,9 +140,17 @@ def _aeqprop_only(info, address):
 
 @pytest.mark.slow
 def test_an_aeqprop_only_bench_resumes_through_its_knobs_or_refuses_without_touching_the_status(tmp_path):
-    fields = {"substrate.backend": "instrument", "checkpoint.every": 5, "dataset.name": "iris",
-              "protocol.name": "aeqprop", "schedule.epochs": 1, "schedule.batch_size": 1, "dataset.test_fraction": 0.9,
-              "runs": str(tmp_path / "runs"), "evaluation.every": 1000}
+    fields = {
+        "substrate.backend": "instrument",
+        "checkpoint.every": 5,
+        "dataset.name": "iris",
+        "protocol.name": "aeqprop",
+        "schedule.epochs": 1,
+        "schedule.batch_size": 1,
+        "dataset.test_fraction": 0.9,
+        "runs": str(tmp_path / "runs"),
+        "evaluation.every": 1000,
+    }
     with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
         wiring = tmp_path / "lab.toml"
         wiring.write_text(_aeqprop_only(HopfieldSubstrate(**SIM).info, lab.address))
@@ -170,8 +195,15 @@ def sigterm_at(execute, n: int | None):
 def test_a_virtual_lab_run_stopped_by_sigterm_and_resumed_is_bitwise_the_uninterrupted_lab_run(tmp_path):
     """Resume over real I/O: the resumed run's parameters equal, bit for bit, those of the same run on the
     same kind of bench that was never stopped (not just the simulation's to 1e-9)."""
-    fields = {"substrate.backend": "instrument", "dataset.name": "iris", "protocol.name": "eqprop",
-              "schedule.epochs": 1, "schedule.batch_size": 1, "checkpoint.every": 5, "evaluation.every": 1000}
+    fields = {
+        "substrate.backend": "instrument",
+        "dataset.name": "iris",
+        "protocol.name": "eqprop",
+        "schedule.epochs": 1,
+        "schedule.batch_size": 1,
+        "checkpoint.every": 5,
+        "evaluation.every": 1000,
+    }
     finals = {}
     for name, stop_at in (("whole", None), ("stopped", 45)):
         with ScpiServer(HopfieldSubstrate(**SIM)) as lab:

@@ -8,8 +8,11 @@ from aeqprop.config import load_config, parse_value
 from aeqprop.errors import ConfigurationError
 
 # run configs among the examples (wiring maps live there too): the files with a [protocol] table
-EXAMPLES = [p for p in sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
-            if "protocol" in tomllib.loads(p.read_text())]
+EXAMPLES = [
+    p
+    for p in sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
+    if "protocol" in tomllib.loads(p.read_text())
+]
 
 
 def test_the_default_is_the_built_in_run():
@@ -22,8 +25,15 @@ def test_the_default_is_the_built_in_run():
 
 
 def test_overrides_parse_toml_values_and_create_tables():
-    cfg = load_config(overrides=["schedule.epochs=5", "substrate.options.hidden=[32, 16]", "dataset.name=wine",
-                                 "protocol.options.beta=0.5", "schedule.beta={ start = 1.0, end = 0.1 }"])
+    cfg = load_config(
+        overrides=[
+            "schedule.epochs=5",
+            "substrate.options.hidden=[32, 16]",
+            "dataset.name=wine",
+            "protocol.options.beta=0.5",
+            "schedule.beta={ start = 1.0, end = 0.1 }",
+        ]
+    )
     assert cfg.schedule.epochs == 5
     assert cfg.substrate.options["hidden"] == [32, 16]
     assert cfg.substrate.options["eps"] == 0.1  # the rest of the table is kept

@@ -5,7 +5,9 @@ from aeqprop.data import BUNDLED, load_dataset, stratified_split
 from aeqprop.errors import DataError
 
 
-@pytest.mark.parametrize("name,n_features,n_classes", [("digits", 64, 10), ("iris", 4, 3), ("wine", 13, 3), ("breast_cancer", 30, 2)])
+@pytest.mark.parametrize(
+    "name,n_features,n_classes", [("digits", 64, 10), ("iris", 4, 3), ("wine", 13, 3), ("breast_cancer", 30, 2)]
+)
 def test_bundled_datasets_are_split_and_scaled(name, n_features, n_classes):
     d = load_dataset(name, test_fraction=0.25, seed=1)
     assert name in BUNDLED

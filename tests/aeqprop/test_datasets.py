@@ -49,13 +49,19 @@ def make_mnist(folder: Path, n_train=60, n_test=20, seed=0, gz=True, prefix="", 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.float64])
 def test_idx_round_trip_gzipped_and_plain(tmp_path, dtype):
-    a = (np.arange(2 * 3 * 5) - 7).astype(dtype).reshape(2, 3, 5) if dtype != np.uint8 else np.arange(30, dtype=dtype).reshape(2, 3, 5)
+    a = (
+        (np.arange(2 * 3 * 5) - 7).astype(dtype).reshape(2, 3, 5)
+        if dtype != np.uint8
+        else np.arange(30, dtype=dtype).reshape(2, 3, 5)
+    )
     for name in ("a.gz", "a"):
         write_idx(tmp_path / name, a)
         back = read_idx(tmp_path / name)
         assert back.dtype == a.dtype and np.array_equal(back, a)
     assert (tmp_path / "a.gz").read_bytes()[:2] == b"\x1f\x8b"
-    assert (tmp_path / "a").read_bytes()[:4] == bytes([0, 0, {np.uint8: 8, np.int16: 11, np.int32: 12, np.float32: 13, np.float64: 14}[dtype], 3])
+    assert (tmp_path / "a").read_bytes()[:4] == bytes(
+        [0, 0, {np.uint8: 8, np.int16: 11, np.int32: 12, np.float32: 13, np.float64: 14}[dtype], 3]
+    )
 
 
 def test_idx_header_and_length_are_checked(tmp_path):
@@ -101,7 +107,7 @@ def test_emnist_images_are_transposed_and_labels_start_at_zero(tmp_path):
     folder = tmp_path / "emnist-letters"
     for p in folder.iterdir():  # EMNIST file names
         kind = "train" if p.name.startswith("train") else "test"
-        p.rename(folder / ("emnist-letters-" + kind + p.name[p.name.index("-"):]))
+        p.rename(folder / ("emnist-letters-" + kind + p.name[p.name.index("-") :]))
     d = load_dataset("emnist-letters", data_dir=tmp_path, validation=0.0)
     assert d.labels_train.min() == 0 and d.n_classes == 10
     assert np.array_equal(d.labels_train, arrays["train-labels-idx1-ubyte"] - 1)
@@ -196,8 +202,14 @@ def md5(path: Path) -> str:
 def served_mnist_spec(root: Path, url: str, name="mnist") -> DatasetSpec:
     make_mnist(root, n_train=30, n_test=10)
     base = catalog.CATALOG["mnist"]
-    return DatasetSpec(name, "idx", base.shape, tuple(Remote(f.filename, md5(root / f.filename)) for f in base.files),
-                       (url,), idx=base.idx)
+    return DatasetSpec(
+        name,
+        "idx",
+        base.shape,
+        tuple(Remote(f.filename, md5(root / f.filename)) for f in base.files),
+        (url,),
+        idx=base.idx,
+    )
 
 
 def test_fetch_downloads_checks_and_loads(server, tmp_path):
@@ -241,11 +253,23 @@ def test_fetch_extracts_the_split_files_of_an_archive(server, tmp_path):
     spec0 = catalog.CATALOG["emnist-digits"]
     with zipfile.ZipFile(root / "gzip.zip", "w") as z:
         for role, name in spec0.idx.items():
-            plain = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
-                     "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}[role]
+            plain = {
+                "train_images": "train-images-idx3-ubyte.gz",
+                "train_labels": "train-labels-idx1-ubyte.gz",
+                "test_images": "t10k-images-idx3-ubyte.gz",
+                "test_labels": "t10k-labels-idx1-ubyte.gz",
+            }[role]
             z.write(tmp_path / "gen" / plain, "gzip/" + name)
-    spec = DatasetSpec("emnist-digits", "idx", spec0.shape, (Remote("gzip.zip", md5(root / "gzip.zip")),), (url,),
-                       idx=spec0.idx, members=spec0.members, transpose=True)
+    spec = DatasetSpec(
+        "emnist-digits",
+        "idx",
+        spec0.shape,
+        (Remote("gzip.zip", md5(root / "gzip.zip")),),
+        (url,),
+        idx=spec0.idx,
+        members=spec0.members,
+        transpose=True,
+    )
     fetch("emnist-digits", tmp_path / "data", dataset=spec)
     d = load_dataset("emnist-digits", data_dir=tmp_path / "data", validation=0.0)
     assert len(d.x_train) == 20 and len(d.x_test) == 10
@@ -261,7 +285,11 @@ def test_cli_data_fetch(server, tmp_path, monkeypatch):
     runner = CliRunner()
     # the official checksums refuse the generated files: one line, non-zero exit, nothing kept
     result = runner.invoke(cli.app, ["data", "fetch", "mnist", "--data-dir", str(tmp_path / "d"), "--mirror", url])
-    assert result.exit_code == 2 and "checksum mismatch" in result.output and "f68b3c2dcbeaaa9fbdd348bbdeb94873" in result.output
+    assert (
+        result.exit_code == 2
+        and "checksum mismatch" in result.output
+        and "f68b3c2dcbeaaa9fbdd348bbdeb94873" in result.output
+    )
     assert list((tmp_path / "d" / "mnist").iterdir()) == []
     monkeypatch.setitem(catalog.CATALOG, "mnist", spec)
     result = runner.invoke(cli.app, ["data", "fetch", "mnist", "--data-dir", str(tmp_path / "d")])
@@ -279,12 +307,33 @@ def test_train_on_a_named_dataset_from_the_command_line(tmp_path):
 
     make_mnist(tmp_path / "data" / "mnist", n_train=40, n_test=20)
     runs = tmp_path / "runs"
-    result = CliRunner().invoke(cli.app, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
-                                          "--hidden", "8", "--epochs", "1", "--runs", str(runs), "-q"])
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--hidden",
+            "8",
+            "--epochs",
+            "1",
+            "--runs",
+            str(runs),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output
     config = RunStore(str(runs), create=False).run(1)["config"]
-    assert config["dataset"] == {"name": "mnist", "test_fraction": 0.2, "seed": None, "target_column": -1,
-                                 "validation": None, "data_dir": str(tmp_path / "data")}
+    assert config["dataset"] == {
+        "name": "mnist",
+        "test_fraction": 0.2,
+        "seed": None,
+        "target_column": -1,
+        "validation": None,
+        "data_dir": str(tmp_path / "data"),
+    }
     missing = CliRunner().invoke(cli.app, ["train", "--dataset", "kmnist", "--data-dir", str(tmp_path / "data")])
     assert missing.exit_code == 2 and "aeqprop data fetch kmnist" in missing.output

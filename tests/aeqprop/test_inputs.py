@@ -20,11 +20,17 @@ def write_data(path, flip=False):
 
 
 def cfg(runs):
-    return validate({
-        "seed": 1, "runs": str(runs), "dataset": {"name": "data.csv"},
-        "substrate": {"backend": "hopfield", "options": {"hidden": [6]}}, "protocol": {"name": "aeqprop"},
-        "schedule": {"epochs": 2, "batch_size": 8}, "checkpoint": {"every": 2},
-    })
+    return validate(
+        {
+            "seed": 1,
+            "runs": str(runs),
+            "dataset": {"name": "data.csv"},
+            "substrate": {"backend": "hopfield", "options": {"hidden": [6]}},
+            "protocol": {"name": "aeqprop"},
+            "schedule": {"epochs": 2, "batch_size": 8},
+            "checkpoint": {"every": 2},
+        }
+    )
 
 
 def interrupted_run(tmp_path, monkeypatch):
@@ -51,8 +57,11 @@ def test_a_data_file_changed_between_kill_and_resume_is_refused_naming_it(tmp_pa
     store = RunStore(tmp_path / "runs", readonly=True)
     before = store.load_checkpoint(1)["global_step"], len(store.metrics(1, "events"))
     store.close()
-    with pytest.raises(ConfigurationError, match=r"inputs changed.*dataset.name: .*data.csv changed since the run "
-                                                 r"started \(\d+ -> \d+ bytes, sha256 \w+ -> \w+\)"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"inputs changed.*dataset.name: .*data.csv changed since the run "
+        r"started \(\d+ -> \d+ bytes, sha256 \w+ -> \w+\)",
+    ):
         session.resume(str(tmp_path / "runs"), 1)
     store = RunStore(tmp_path / "runs", readonly=True)
     assert (store.load_checkpoint(1)["global_step"], len(store.metrics(1, "events"))) == before
@@ -92,11 +101,18 @@ def test_netlists_wiring_maps_and_protocol_files_are_inputs_too(tmp_path, monkey
     for name in ("c.cir", "w.toml", "p.py"):
         (tmp_path / name).write_text(f"content of {name}\n")
     monkeypatch.chdir(tmp_path)
-    config = {"runs": "w.toml", "dataset": {"name": "iris"}, "protocol": {"name": "p.py:MyRule"},
-              "substrate": {"backend": "netlist", "wiring": "w.toml", "options": {"netlist": "c.cir", "eps": 0.1}}}
+    config = {
+        "runs": "w.toml",
+        "dataset": {"name": "iris"},
+        "protocol": {"name": "p.py:MyRule"},
+        "substrate": {"backend": "netlist", "wiring": "w.toml", "options": {"netlist": "c.cir", "eps": 0.1}},
+    }
     rows = inputs.record(config)
     assert [(r["key"], r["bytes"]) for r in sorted(rows, key=lambda r: r["key"])] == [
-        ("protocol.name", 16), ("substrate.options.netlist", 17), ("substrate.wiring", 18)]  # runs is the output
+        ("protocol.name", 16),
+        ("substrate.options.netlist", 17),
+        ("substrate.wiring", 18),
+    ]  # runs is the output
     monkeypatch.chdir(tmp_path.parent)
     resolved = inputs.check(rows, config)
     assert resolved["protocol"]["name"] == f"{tmp_path / 'p.py'}:MyRule"

@@ -67,8 +67,9 @@ def resume_to_reference(runs, reference):
 
 
 def cli(*args):
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def write_config(path, runs, **changes):
@@ -126,8 +127,13 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path, ref
     killed_at = store.load_checkpoint(1)["global_step"]
     assert target <= killed_at < 5 * 36, killed_at
     store.close()
-    done = subprocess.run([sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     cp, epochs = final_parameters(runs, 1)
     ref_cp, ref_epochs = reference
@@ -162,15 +168,23 @@ def test_sigint_stops_at_a_step_checkpoints_closes_and_resumes(tmp_path, referen
     assert kinds.count("closed") == 2 and "resumed" in kinds
 
 
-@pytest.mark.parametrize("protocol, schedules", [
-    ({"name": "eqprop", "options": {"variant": "random-sign", "lr": 0.05}}, {}),
-    ({"name": "aeqprop", "options": {}}, {"lr": {"kind": "cosine", "end": 0.1}, "eps": {"kind": "exponential"}}),
-], ids=["random-sign", "schedules"])
+@pytest.mark.parametrize(
+    "protocol, schedules",
+    [
+        ({"name": "eqprop", "options": {"variant": "random-sign", "lr": 0.05}}, {}),
+        ({"name": "aeqprop", "options": {}}, {"lr": {"kind": "cosine", "end": 0.1}, "eps": {"kind": "exponential"}}),
+    ],
+    ids=["random-sign", "schedules"],
+)
 def test_stop_request_and_resume_restore_the_protocol_random_state(tmp_path, monkeypatch, protocol, schedules):
     """Random-sign EqProp draws a sign per step from its own generator: resume must restore it;
     schedules recompute beta, lr and eps from the step index, so a resumed run follows them exactly."""
-    changes = dict(protocol=protocol, schedule__epochs=2, checkpoint__every=0,
-                   **{f"schedule__{k}": v for k, v in schedules.items()})
+    changes = dict(
+        protocol=protocol,
+        schedule__epochs=2,
+        checkpoint__every=0,
+        **{f"schedule__{k}": v for k, v in schedules.items()},
+    )
     ref = session.start(config(tmp_path / "a", **changes))
     calls = {"n": 0}
 
@@ -195,8 +209,13 @@ def test_stop_request_and_resume_restore_the_protocol_random_state(tmp_path, mon
 
 def test_resume_of_a_completed_run_is_refused(tmp_path):
     outcome = session.start(config(tmp_path, schedule__epochs=1))
-    result = subprocess.run([sys.executable, "-m", "cli", "resume", str(outcome.run_id), "--runs", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "resume", str(outcome.run_id), "--runs", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: run {outcome.run_id} already completed; nothing to resume"
 
@@ -222,8 +241,11 @@ def test_a_second_sigint_stops_at_once_and_the_run_still_resumes(tmp_path, refer
 
 @pytest.mark.parametrize("options", [{"dtype": "float32"}, {"cost": "cross-entropy"}], ids=["float32", "readout"])
 def test_float32_and_readout_runs_resume_bitwise(tmp_path, monkeypatch, options):
-    changes = dict(substrate={"backend": "hopfield", "options": {"hidden": [16], "eps": 0.1, "tol": 1e-3, **options}},
-                   schedule__epochs=2, checkpoint__every=0)
+    changes = dict(
+        substrate={"backend": "hopfield", "options": {"hidden": [16], "eps": 0.1, "tol": 1e-3, **options}},
+        schedule__epochs=2,
+        checkpoint__every=0,
+    )
     ref = session.start(config(tmp_path / "a", **changes))
     calls = {"n": 0}
 
@@ -279,8 +301,13 @@ def test_sigkill_on_a_noisy_device_then_resume_is_bitwise_identical(tmp_path):
     wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    done = subprocess.run([sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     a, ea = final_parameters(tmp_path / "ref", ref.run_id)
     b, eb = final_parameters(runs, 1)
@@ -289,14 +316,16 @@ def test_sigkill_on_a_noisy_device_then_resume_is_bitwise_identical(tmp_path):
     assert [e["test_accuracy"] for e in ea] == [e["test_accuracy"] for e in eb]
 
 
-
 def test_a_feedback_run_records_its_calibration_and_resumes_with_it(tmp_path, monkeypatch):
     """The calibration changes eps and the loop's settings: a resumed run must put the recorded one back
     (not measure again, which would move theta) and restore the probe length the loop carries, to end
     bitwise where the reference ends. (An ideal device: exact resume behind the noise wrapper is its own work.)"""
-    changes = dict(protocol={"name": "aeqprop", "options": {"homeostasis": "feedback"}},
-                   substrate__options={"hidden": [16], "eps": 0.5, "tol": 1e-3}, schedule__epochs=2,
-                   checkpoint__every=0)
+    changes = dict(
+        protocol={"name": "aeqprop", "options": {"homeostasis": "feedback"}},
+        substrate__options={"hidden": [16], "eps": 0.5, "tol": 1e-3},
+        schedule__epochs=2,
+        checkpoint__every=0,
+    )
     ref = session.start(config(tmp_path / "a", **changes))
     calls = {"n": 0}
 
@@ -322,16 +351,28 @@ def test_a_feedback_run_records_its_calibration_and_resumes_with_it(tmp_path, mo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, dataset, options", [
-    ("resistive", {"name": "iris"}, {"hidden": [6], "eps": 0.3, "tol": 1e-5}),
-    ("netlist", {"name": str(ROOT / "examples" / "moons.csv")}, {"netlist": str(ROOT / "examples" / "netlist_small.cir")}),
-], ids=["resistive", "netlist"])
+@pytest.mark.parametrize(
+    "backend, dataset, options",
+    [
+        ("resistive", {"name": "iris"}, {"hidden": [6], "eps": 0.3, "tol": 1e-5}),
+        (
+            "netlist",
+            {"name": str(ROOT / "examples" / "moons.csv")},
+            {"netlist": str(ROOT / "examples" / "netlist_small.cir")},
+        ),
+    ],
+    ids=["resistive", "netlist"],
+)
 def test_sigkill_on_the_resistive_backends_then_resume_is_bitwise_identical(tmp_path, backend, dataset, options):
     """SIGKILL at a random step of a run on a resistive network and on a netlist circuit, behind the noisy device."""
     device = {"read_noise": 1e-4, "variability": 0.1, "seed": 4}
-    changes = dict(dataset=dataset, substrate={"backend": backend, "options": options},
-                   protocol={"name": "eqprop", "options": {"beta": 0.2, "lr": 0.02}}, nonideal=device,
-                   schedule__epochs=2)
+    changes = dict(
+        dataset=dataset,
+        substrate={"backend": backend, "options": options},
+        protocol={"name": "eqprop", "options": {"beta": 0.2, "lr": 0.02}},
+        nonideal=device,
+        schedule__epochs=2,
+    )
     ref = session.start(config(tmp_path / "ref", **changes))
     assert ref.status == "completed"
     runs = tmp_path / "runs"
@@ -341,8 +382,13 @@ def test_sigkill_on_the_resistive_backends_then_resume_is_bitwise_identical(tmp_
     wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    done = subprocess.run([sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     a, ea = final_parameters(tmp_path / "ref", ref.run_id)
     b, eb = final_parameters(runs, 1)

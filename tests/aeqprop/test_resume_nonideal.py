@@ -13,13 +13,19 @@ DEVICE = {"read_noise": 1e-3, "program_noise": 1e-3, "variability": 0.2, "drift"
 
 
 def config(runs, protocol="aeqprop", every=1, options=None):
-    return validate({
-        "seed": 2, "runs": str(runs), "dataset": {"name": "iris"},
-        "substrate": {"backend": "hopfield", "options": {"hidden": [12], "eps": 0.1, "tol": 1e-3}},
-        "protocol": {"name": protocol, "options": options or {}},
-        "schedule": {"epochs": 3, "batch_size": 8}, "evaluation": {"every": 0},
-        "checkpoint": {"every": every}, "nonideal": DEVICE,
-    })
+    return validate(
+        {
+            "seed": 2,
+            "runs": str(runs),
+            "dataset": {"name": "iris"},
+            "substrate": {"backend": "hopfield", "options": {"hidden": [12], "eps": 0.1, "tol": 1e-3}},
+            "protocol": {"name": protocol, "options": options or {}},
+            "schedule": {"epochs": 3, "batch_size": 8},
+            "evaluation": {"every": 0},
+            "checkpoint": {"every": every},
+            "nonideal": DEVICE,
+        }
+    )
 
 
 def final(runs, run_id=1):
@@ -39,10 +45,14 @@ def stop_after(monkeypatch, n):
     monkeypatch.setattr(session.StopFlag, "__call__", stop)
 
 
-@pytest.mark.parametrize("protocol, options", [("aeqprop", {"homeostasis": "feedback"}), ("eqprop", {"lr": 0.05})],
-                         ids=["aeqprop-feedback", "eqprop"])
-def test_stopped_and_resumed_run_on_a_noisy_device_is_bitwise_the_uninterrupted_one(tmp_path, monkeypatch,
-                                                                                      protocol, options):
+@pytest.mark.parametrize(
+    "protocol, options",
+    [("aeqprop", {"homeostasis": "feedback"}), ("eqprop", {"lr": 0.05})],
+    ids=["aeqprop-feedback", "eqprop"],
+)
+def test_stopped_and_resumed_run_on_a_noisy_device_is_bitwise_the_uninterrupted_one(
+    tmp_path, monkeypatch, protocol, options
+):
     ref = session.start(config(tmp_path / "a", protocol, options=options))
     assert ref.status == "completed"
     sparse = session.start(config(tmp_path / "c", protocol, every=0, options=options))
@@ -100,9 +110,19 @@ def test_stop_and_resume_on_the_other_simulated_backends_is_bitwise(tmp_path, mo
         data, protocol = tiny_moons(tmp_path / "moons.csv"), {"name": "aeqprop", "options": {"beta": 0.4}}
 
     def cfg(runs):
-        return validate({"seed": 3, "runs": str(runs), "dataset": {"name": data}, "substrate": substrate,
-                         "protocol": protocol, "schedule": {"epochs": 2, "batch_size": 8},
-                         "evaluation": {"every": 0}, "checkpoint": {"every": 0}, "nonideal": {"read_noise": 1e-3}})
+        return validate(
+            {
+                "seed": 3,
+                "runs": str(runs),
+                "dataset": {"name": data},
+                "substrate": substrate,
+                "protocol": protocol,
+                "schedule": {"epochs": 2, "batch_size": 8},
+                "evaluation": {"every": 0},
+                "checkpoint": {"every": 0},
+                "nonideal": {"read_noise": 1e-3},
+            }
+        )
 
     session.start(cfg(tmp_path / "a"))
     stop_after(monkeypatch, 3)  # mid-epoch, between two epoch-end checkpoints: the stop writes its own

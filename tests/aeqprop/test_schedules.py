@@ -35,7 +35,13 @@ def test_factor_at_step(spec, step, expected):
 
 @pytest.mark.parametrize(
     "spec, fragment",
-    [("linear", "kind"), ("step:0.8,0.2", "increasing"), ("exponential:0", "> 0"), ("cosine:a", "float"), ("step:0.5:-1", "gamma")],
+    [
+        ("linear", "kind"),
+        ("step:0.8,0.2", "increasing"),
+        ("exponential:0", "> 0"),
+        ("cosine:a", "float"),
+        ("step:0.5:-1", "gamma"),
+    ],
 )
 def test_bad_schedules_are_one_line_configuration_errors(spec, fragment):
     with pytest.raises(ConfigurationError, match=fragment) as info:

@@ -17,10 +17,13 @@ from aeqprop.trainer import EpochRecord, Position
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "seed": 4, "dataset": {"name": "iris"},
+    "seed": 4,
+    "dataset": {"name": "iris"},
     "substrate": {"backend": "hopfield", "options": {"hidden": [6], "eps": 0.1, "tol": 1e-3}},
-    "protocol": {"name": "aeqprop"}, "schedule": {"epochs": 2, "batch_size": 8},
-    "evaluation": {"every": 5}, "checkpoint": {"every": 3},
+    "protocol": {"name": "aeqprop"},
+    "schedule": {"epochs": 2, "batch_size": 8},
+    "evaluation": {"every": 5},
+    "checkpoint": {"every": 3},
 }
 
 
@@ -58,11 +61,14 @@ def test_random_bytes_in_the_middle_are_refused_by_every_command_and_nothing_is_
     data = bytearray(path.read_bytes())
     rng = np.random.default_rng(seed)
     at = len(data) // 2 + int(rng.integers(-4096, 4096))
-    data[at:at + 8192] = rng.bytes(8192)
+    data[at : at + 8192] = rng.bytes(8192)
     path.write_bytes(bytes(data))
     before = snapshot(tmp_path)
-    for open_it in (lambda: RunStore(tmp_path, readonly=True), lambda: RunStore(tmp_path),
-                    lambda: RunStore(tmp_path, create=False)):
+    for open_it in (
+        lambda: RunStore(tmp_path, readonly=True),
+        lambda: RunStore(tmp_path),
+        lambda: RunStore(tmp_path, create=False),
+    ):
         with pytest.raises(StoreError, match=r"run store .* is damaged \(.*\); nothing was written to it.*\.recover"):
             open_it()
     assert snapshot(tmp_path) == before
@@ -206,8 +212,12 @@ def test_best_accuracy_is_recorded_and_exported(tmp_path):
 
 def test_two_processes_creating_a_store_at_once_never_see_a_half_made_file(tmp_path):
     script = "import sys; from aeqprop.store import RunStore; RunStore(sys.argv[1]).create_run({}, 0, 'd', 'b', 'p')"
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "s")], cwd=ROOT, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / "s")], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     errs = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errs
     assert sorted(r["id"] for r in RunStore(tmp_path / "s", readonly=True).runs()) == [1, 2, 3, 4]

@@ -24,20 +24,37 @@ from aeqprop.sweep_store import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"dataset": {"name": "iris"}, "substrate": {"backend": "hopfield", "options": {"hidden": [8], "tol": 1e-3}},
-        "protocol": {"name": "eqprop", "options": {"lr": 0.1}}, "schedule": {"epochs": 2, "batch_size": 8}}
+TINY = {
+    "dataset": {"name": "iris"},
+    "substrate": {"backend": "hopfield", "options": {"hidden": [8], "tol": 1e-3}},
+    "protocol": {"name": "eqprop", "options": {"lr": 0.1}},
+    "schedule": {"epochs": 2, "batch_size": 8},
+}
 
 
 def test_grid_points_and_seeds_expand_into_every_combination(tmp_path):
     (tmp_path / "base.toml").write_text('[schedule]\nepochs = 7\n[protocol]\nname = "eqprop"\noptions = { lr = 0.1 }\n')
-    raw = {"base": "base.toml", "seeds": [3, 4], "config": {"schedule": {"batch_size": 4}},
-           "grid": {"substrate.options.eps": [0.05, 0.1], "protocol": {"options": {"beta": [0.1, 0.2, 0.3]}}},
-           "points": [{"label": "centered", "protocol.options.variant": "centered"},
-                      {"protocol": {"options": {"variant": "positive"}}}]}
+    raw = {
+        "base": "base.toml",
+        "seeds": [3, 4],
+        "config": {"schedule": {"batch_size": 4}},
+        "grid": {"substrate.options.eps": [0.05, 0.1], "protocol": {"options": {"beta": [0.1, 0.2, 0.3]}}},
+        "points": [
+            {"label": "centered", "protocol.options.variant": "centered"},
+            {"protocol": {"options": {"variant": "positive"}}},
+        ],
+    }
     sweep = expand(raw, tmp_path, runs=str(tmp_path / "runs"))
     assert len(sweep.jobs) == 2 * 2 * 3 * 2
-    combos = {(j.config["protocol"]["options"]["variant"], j.config["substrate"]["options"]["eps"],
-               j.config["protocol"]["options"]["beta"], j.seed) for j in sweep.jobs}
+    combos = {
+        (
+            j.config["protocol"]["options"]["variant"],
+            j.config["substrate"]["options"]["eps"],
+            j.config["protocol"]["options"]["beta"],
+            j.seed,
+        )
+        for j in sweep.jobs
+    }
     assert len(combos) == 24
     for j in sweep.jobs:
         assert j.config["seed"] == j.seed and j.config["runs"] == str(tmp_path / "runs")
@@ -50,9 +67,16 @@ def test_grid_points_and_seeds_expand_into_every_combination(tmp_path):
 
 
 def test_random_draws_follow_their_seed_and_bounds():
-    raw = {"config": TINY, "random": {"count": 50, "seed": 7, "protocol.options.beta": {"log_uniform": [0.01, 1.0]},
-                                      "schedule": {"batch_size": {"integers": [2, 4]}},
-                                      "protocol.options.variant": {"choice": ["centered", "positive"]}}}
+    raw = {
+        "config": TINY,
+        "random": {
+            "count": 50,
+            "seed": 7,
+            "protocol.options.beta": {"log_uniform": [0.01, 1.0]},
+            "schedule": {"batch_size": {"integers": [2, 4]}},
+            "protocol.options.variant": {"choice": ["centered", "positive"]},
+        },
+    }
     a, b = expand(raw), expand(raw)
     assert [j.overrides for j in a.jobs] == [j.overrides for j in b.jobs]
     betas = np.array([j.overrides["protocol.options.beta"] for j in a.jobs])
@@ -63,16 +87,25 @@ def test_random_draws_follow_their_seed_and_bounds():
     assert [j.overrides for j in other.jobs] != [j.overrides for j in a.jobs]
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    ({"grids": {}}, "sweep grids: extra inputs are not permitted; valid: name, base"),
-    ({"grid": {"schedule.epochs": 3}}, "grid.schedule.epochs: give a non-empty list"),
-    ({"grid": {"schedule.epochs": [2, 0]}}, "sweep point 'schedule.epochs=0', seed 0: schedule.epochs: must be >= 1"),
-    ({"random": {"count": 2, "protocol.options.beta": {"uniform": [0, 1], "choice": [1]}}}, "random.protocol.options.beta: give exactly one of"),
-    ({"random": {"count": 2}}, "random: give at least one axis"),
-    ({"seeds": [1, 1]}, "a seed is listed twice"),
-    ({"seeds": []}, "sweep seeds: list should have at least 1 item"),
-    ({"base": "missing.toml"}, "missing.toml does not exist"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ({"grids": {}}, "sweep grids: extra inputs are not permitted; valid: name, base"),
+        ({"grid": {"schedule.epochs": 3}}, "grid.schedule.epochs: give a non-empty list"),
+        (
+            {"grid": {"schedule.epochs": [2, 0]}},
+            "sweep point 'schedule.epochs=0', seed 0: schedule.epochs: must be >= 1",
+        ),
+        (
+            {"random": {"count": 2, "protocol.options.beta": {"uniform": [0, 1], "choice": [1]}}},
+            "random.protocol.options.beta: give exactly one of",
+        ),
+        ({"random": {"count": 2}}, "random: give at least one axis"),
+        ({"seeds": [1, 1]}, "a seed is listed twice"),
+        ({"seeds": []}, "sweep seeds: list should have at least 1 item"),
+        ({"base": "missing.toml"}, "missing.toml does not exist"),
+    ],
+)
 def test_a_bad_sweep_file_fails_with_one_line_before_anything_runs(tmp_path, raw, fragment):
     with pytest.raises(ConfigurationError) as err:
         expand({"config": TINY, **raw}, tmp_path)
@@ -159,19 +192,33 @@ def test_a_run_that_fails_is_recorded_failed_with_its_error(tmp_path):
 
 
 def test_summary_ranks_points_by_mean_accuracy_over_seeds():
-    rows = [{"point": p, "label": f"p{p}", "overrides": {}, "status": s, "test_accuracy": a, "seconds": 1.0}
-            for p, s, a in [(0, "completed", 0.5), (0, "completed", 0.7), (1, "completed", 0.9), (1, "failed", None),
-                            (2, None, None), (2, "completed", 0.8), (2, "completed", 0.6), (2, "completed", 0.95)]]
+    rows = [
+        {"point": p, "label": f"p{p}", "overrides": {}, "status": s, "test_accuracy": a, "seconds": 1.0}
+        for p, s, a in [
+            (0, "completed", 0.5),
+            (0, "completed", 0.7),
+            (1, "completed", 0.9),
+            (1, "failed", None),
+            (2, None, None),
+            (2, "completed", 0.8),
+            (2, "completed", 0.6),
+            (2, "completed", 0.95),
+        ]
+    ]
     points = summarize(rows)
     assert [p.point for p in points] == [1, 2, 0]
     assert points[0].best and not any(p.best for p in points[1:])
-    assert points[1].mean == pytest.approx(np.mean([0.8, 0.6, 0.95])) and points[1].std == pytest.approx(np.std([0.8, 0.6, 0.95]))
+    assert points[1].mean == pytest.approx(np.mean([0.8, 0.6, 0.95])) and points[1].std == pytest.approx(
+        np.std([0.8, 0.6, 0.95])
+    )
     assert (points[0].completed, points[0].jobs, points[1].jobs) == (1, 2, 4)
 
 
 def test_the_cli_and_the_sweep_modules_never_import_dask():
-    code = ("import sys, cli, aeqprop.sweep, aeqprop.sweep_exec, aeqprop.sweep_store, aeqprop.sweep_views; "
-            "assert 'distributed' not in sys.modules and 'dask' not in sys.modules, 'dask imported'")
+    code = (
+        "import sys, cli, aeqprop.sweep, aeqprop.sweep_exec, aeqprop.sweep_store, aeqprop.sweep_views; "
+        "assert 'distributed' not in sys.modules and 'dask' not in sys.modules, 'dask imported'"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
@@ -186,8 +233,9 @@ def test_load_sweep_takes_the_runs_folder_from_the_file_then_the_base(tmp_path):
     assert json.dumps(sweep.spec)  # recorded as JSON
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("examples/sweep*.toml")) + sorted(ROOT.glob("benchmarks/*.toml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("examples/sweep*.toml")) + sorted(ROOT.glob("benchmarks/*.toml")), ids=lambda p: p.name
+)
 def test_every_shipped_sweep_file_expands_into_valid_runs(path):
     from aeqprop.sweep_exec import check_names
 
@@ -200,7 +248,10 @@ def test_every_shipped_sweep_file_expands_into_valid_runs(path):
 def test_a_protocol_option_a_point_gets_wrong_is_refused_before_any_run(tmp_path):
     from aeqprop.sweep_exec import check_names
 
-    raw = {"config": {**TINY, "protocol": {"name": "aeqprop"}}, "grid": {"protocol.options.variant": ["centered", "positve"]}}
+    raw = {
+        "config": {**TINY, "protocol": {"name": "aeqprop"}},
+        "grid": {"protocol.options.variant": ["centered", "positve"]},
+    }
     with pytest.raises(ConfigurationError, match="sweep point 'variant=positve': unknown aeqprop variant 'positve'"):
         check_names(expand(raw))
     with pytest.raises(ConfigurationError, match="sweep point 'base': protocol.options: unknown option.*lrr"):
@@ -210,7 +261,9 @@ def test_a_protocol_option_a_point_gets_wrong_is_refused_before_any_run(tmp_path
 def test_a_sweep_on_instruments_runs_only_one_run_at_a_time():
     from aeqprop.sweep_exec import check_instruments
 
-    configs = [j.config for j in expand({"config": {**TINY, "substrate": {"wiring": "bench.toml"}}, "seeds": [0, 1]}).jobs]
+    configs = [
+        j.config for j in expand({"config": {**TINY, "substrate": {"wiring": "bench.toml"}}, "seeds": [0, 1]}).jobs
+    ]
     with pytest.raises(ConfigurationError, match="run it with --workers 1"):
         check_instruments(configs, one_at_a_time=False)
     check_instruments(configs, one_at_a_time=True)

@@ -62,9 +62,9 @@ def test_gradient_fidelity_is_measured_without_changing_the_run():
     def run(fidelity_every):
         sub = HopfieldSubstrate((13, 16, 3), eps=0.1, seed=0, tol=1e-8)
         cosines = {}
-        Trainer(sub, EqProp(beta=0.01, lr=0.1), wine, epochs=1, batch_size=8, seed=0,
-                fidelity_every=fidelity_every).run(
-            on_step=lambda e, k, r: cosines.__setitem__(k, r.extra.get("fidelity_cosine")))
+        Trainer(
+            sub, EqProp(beta=0.01, lr=0.1), wine, epochs=1, batch_size=8, seed=0, fidelity_every=fidelity_every
+        ).run(on_step=lambda e, k, r: cosines.__setitem__(k, r.extra.get("fidelity_cosine")))
         return sub.parameters(), cosines
 
     theta, cosines = run(3)

@@ -41,16 +41,16 @@ class ScriptedTransport(Transport):
     def _send_raw(self, data: bytes):
         message = data.decode().removesuffix("\n")
         self.sent.append(message)
-        assert self._pending is None or self._pending[1] is None, \
+        assert self._pending is None or self._pending[1] is None, (
             f"the reply {self._pending[1]!r} to {self._pending[0]!r} was never read"
+        )
         assert self.script, f"unexpected message {message!r}: the script is finished"
         expected, reply = self.script.pop(0)
         assert expected is None or message == expected, f"sent {message!r}, expected {expected!r}"
         self._pending = (message, reply)
 
     def _receive_raw(self) -> bytes:
-        assert self._pending is not None and self._pending[1] is not None, \
-            "read a reply that the script does not give"
+        assert self._pending is not None and self._pending[1] is not None, "read a reply that the script does not give"
         _, reply = self._pending
         self._pending = None
         if isinstance(reply, BaseException) or (isinstance(reply, type) and issubclass(reply, BaseException)):
@@ -62,8 +62,9 @@ class ScriptedTransport(Transport):
     def assert_finished(self) -> None:
         """Every pair was used and every reply read."""
         assert not self.script, f"{len(self.script)} expected exchange(s) left over, first {self.script[0]!r}"
-        assert self._pending is None or self._pending[1] is None, \
+        assert self._pending is None or self._pending[1] is None, (
             f"the reply {self._pending[1]!r} to {self._pending[0]!r} was never read"
+        )
 
 
 __all__ = ["ScriptedTransport", "ReplyTimeout", "Disconnected", "MADE"]

@@ -88,7 +88,9 @@ def test_a_release_longer_than_the_wiring_allows_is_refused_before_a_byte_goes_o
     with ScpiServer(make_sim()) as lab:
         with InstrumentSubstrate(parse_wiring(wiring(lab.address, hold={"max_seconds": 5.0}))) as hw:
             before = lab.front.bytes_received
-            with pytest.raises(SafetyLimitError, match=r"10000.0 s on lab channel 9000 is outside \[0, 5.0\] s \(hold.max_seconds\)"):
+            with pytest.raises(
+                SafetyLimitError, match=r"10000.0 s on lab channel 9000 is outside \[0, 5.0\] s \(hold.max_seconds\)"
+            ):
                 hw.release(1e4)
             with pytest.raises(SafetyLimitError, match="hold.max_seconds"):
                 hw.release(-1.0)

@@ -25,16 +25,19 @@ def test_channel_lists_compress_runs_and_replies_split_outside_quotes():
 
 def test_keithley2450_messages():
     trip = "SOUR:VOLT:ILIM:TRIP?"
-    k = inst("keithley2450", [
-        ("*LANG?", "SCPI"),
-        ("*RST;:*CLS;:SOUR:FUNC VOLT;:OUTP:SMOD HIMP;:SYST:ERR?", OK_2450),
-        (f"SOUR:VOLT 0.5;:{trip};:SYST:ERR?", "0;" + OK_2450),
-        (f"SOUR:VOLT:ILIM 0.001;:{trip};:SYST:ERR?", "0;" + OK_2450),
-        (f"OUTP ON;:{trip};:SYST:ERR?", "0;" + OK_2450),
-        ("MEAS:VOLT?", "1.25E-01"),
-        ("MEAS:CURR?", "-3E-06"),
-        (f"SOUR:VOLT 0.75;:{trip};:SYST:ERR?", "1;" + OK_2450),  # the limit tripped: a status bit, no error
-    ])
+    k = inst(
+        "keithley2450",
+        [
+            ("*LANG?", "SCPI"),
+            ("*RST;:*CLS;:SOUR:FUNC VOLT;:OUTP:SMOD HIMP;:SYST:ERR?", OK_2450),
+            (f"SOUR:VOLT 0.5;:{trip};:SYST:ERR?", "0;" + OK_2450),
+            (f"SOUR:VOLT:ILIM 0.001;:{trip};:SYST:ERR?", "0;" + OK_2450),
+            (f"OUTP ON;:{trip};:SYST:ERR?", "0;" + OK_2450),
+            ("MEAS:VOLT?", "1.25E-01"),
+            ("MEAS:CURR?", "-3E-06"),
+            (f"SOUR:VOLT 0.75;:{trip};:SYST:ERR?", "1;" + OK_2450),  # the limit tripped: a status bit, no error
+        ],
+    )
     k.prepare()
     k.set_voltage(1, 0.5)
     k.set_compliance(1, 1e-3)
@@ -57,13 +60,22 @@ def test_a_keithley2450_in_another_command_set_is_refused_before_anything_is_set
 
 def test_keysight_b2900_sets_up_both_channels_and_chains_the_measurement_and_trip_states_in_one_message():
     trips = "SENS1:CURR:PROT:TRIP?;:SENS2:CURR:PROT:TRIP?"
-    b = inst("keysight-b2900", [
-        ("*RST;:*CLS;:SOUR1:FUNC:MODE VOLT;:SOUR2:FUNC:MODE VOLT;:OUTP1:OFF:MODE HIZ;:OUTP2:OFF:MODE HIZ;"
-         ":OUTP1:ON:AUTO OFF;:OUTP2:ON:AUTO OFF;:SYST:ERR?", '+0,"No error"'),
-        (f"SOUR1:VOLT 0.1;:SOUR2:VOLT -0.2;:{trips};:MEAS:VOLT? (@1,2);:SYST:ERR?", '+0;+0;+0.1,-0.2;+0,"No error"'),
-        (f"OUTP1 OFF;:OUTP2 OFF;:{trips};:SYST:ERR?", '+0;+0;+0,"No error"'),
-        (f"SENS2:CURR:PROT 0.01;:{trips};:SYST:ERR?", '+0;+1;+0,"No error"'),
-    ])
+    b = inst(
+        "keysight-b2900",
+        [
+            (
+                "*RST;:*CLS;:SOUR1:FUNC:MODE VOLT;:SOUR2:FUNC:MODE VOLT;:OUTP1:OFF:MODE HIZ;:OUTP2:OFF:MODE HIZ;"
+                ":OUTP1:ON:AUTO OFF;:OUTP2:ON:AUTO OFF;:SYST:ERR?",
+                '+0,"No error"',
+            ),
+            (
+                f"SOUR1:VOLT 0.1;:SOUR2:VOLT -0.2;:{trips};:MEAS:VOLT? (@1,2);:SYST:ERR?",
+                '+0;+0;+0.1,-0.2;+0,"No error"',
+            ),
+            (f"OUTP1 OFF;:OUTP2 OFF;:{trips};:SYST:ERR?", '+0;+0;+0,"No error"'),
+            (f"SENS2:CURR:PROT 0.01;:{trips};:SYST:ERR?", '+0;+1;+0,"No error"'),
+        ],
+    )
     b.prepare()
     assert b.exchange(sets=[(1, 0.1), (2, -0.2)], reads=[1, 2]).tolist() == [0.1, -0.2]
     b.output([1, 2], False)
@@ -73,13 +85,19 @@ def test_keysight_b2900_sets_up_both_channels_and_chains_the_measurement_and_tri
 
 def test_multichannel_keeps_full_float_precision_and_triggers_before_reading():
     v = 0.1 + 0.2  # 0.30000000000000004 must cross the wire unchanged
-    m = inst("multichannel", [
-        ("*CLS;:SYST:ACT:COUN?;:SYST:ERR?", '0;0,"No error"'),
-        ("SYST:ACT:COUN?", "0"),
-        (f"SOUR:VOLT {v!r},(@1001);:SOUR:VOLT 1e-17,(@1002);:INIT;:*OPC?;:SYST:ACT:COUN?;:MEAS:VOLT? (@2001:2003);"
-         ":SYST:ERR?", f'1;1;{v!r},-1.0,2.5e-09;0,"No error"'),
-        ("SOUR:PULS 0.5,(@9000);:SYST:ACT:COUN?;:SYST:ERR?", '2;0,"No error"'),
-    ])
+    m = inst(
+        "multichannel",
+        [
+            ("*CLS;:SYST:ACT:COUN?;:SYST:ERR?", '0;0,"No error"'),
+            ("SYST:ACT:COUN?", "0"),
+            (
+                f"SOUR:VOLT {v!r},(@1001);:SOUR:VOLT 1e-17,(@1002);:INIT;:*OPC?;:SYST:ACT:COUN?;:MEAS:VOLT? (@2001:2003);"
+                ":SYST:ERR?",
+                f'1;1;{v!r},-1.0,2.5e-09;0,"No error"',
+            ),
+            ("SOUR:PULS 0.5,(@9000);:SYST:ACT:COUN?;:SYST:ERR?", '2;0,"No error"'),
+        ],
+    )
     m.prepare()
     got = m.exchange(sets=[(1001, v), (1002, 1e-17)], trigger=True, reads=[2001, 2002, 2003])
     assert got.tolist() == [v, -1.0, 2.5e-9]
@@ -87,17 +105,23 @@ def test_multichannel_keeps_full_float_precision_and_triggers_before_reading():
     assert m.actions == 2
 
 
-@pytest.mark.parametrize("counted,then", [
-    ("8", ("SYST:ACT:COUN?;:SYST:ERR?", '8;0,"No error"')),  # acted on: only its replies are asked again
-    ("7", ("SOUR:PULS 0.5,(@9000);:SYST:ACT:COUN?;:SYST:ERR?", '8;0,"No error"')),  # not acted on: sent again
-])
+@pytest.mark.parametrize(
+    "counted,then",
+    [
+        ("8", ("SYST:ACT:COUN?;:SYST:ERR?", '8;0,"No error"')),  # acted on: only its replies are asked again
+        ("7", ("SOUR:PULS 0.5,(@9000);:SYST:ACT:COUN?;:SYST:ERR?", '8;0,"No error"')),  # not acted on: sent again
+    ],
+)
 def test_a_pulse_whose_reply_is_lost_is_never_run_twice(counted, then):
-    m = inst("multichannel", [
-        ("SYST:ACT:COUN?", "7"),
-        ("SOUR:PULS 0.5,(@9000);:SYST:ACT:COUN?;:SYST:ERR?", ReplyTimeout("late")),
-        ("SYST:ACT:COUN?", counted),
-        then,
-    ])
+    m = inst(
+        "multichannel",
+        [
+            ("SYST:ACT:COUN?", "7"),
+            ("SOUR:PULS 0.5,(@9000);:SYST:ACT:COUN?;:SYST:ERR?", ReplyTimeout("late")),
+            ("SYST:ACT:COUN?", counted),
+            then,
+        ],
+    )
     m.pulse(9000, 0.5)
     assert m.transport.script == [] and m.actions == 8
 
@@ -122,26 +146,34 @@ def test_the_overflow_value_is_refused_as_data_and_not_retried():
 
 
 def test_an_error_in_the_queue_after_a_set_raises_with_the_instruments_words():
-    m = inst("multichannel", [
-        ("SOUR:VOLT 5.0,(@1001);:SYST:ACT:COUN?;:SYST:ERR?", '0;-9001,"Compliance tripped on channel 1001"'),
-        ("SYST:ERR?", '-222,"Data out of range"'),
-        ("SYST:ERR?", '0,"No error"'),
-    ])
+    m = inst(
+        "multichannel",
+        [
+            ("SOUR:VOLT 5.0,(@1001);:SYST:ACT:COUN?;:SYST:ERR?", '0;-9001,"Compliance tripped on channel 1001"'),
+            ("SYST:ERR?", '-222,"Data out of range"'),
+            ("SYST:ERR?", '0,"No error"'),
+        ],
+    )
     with pytest.raises(InstrumentError, match=r"error -9001 \(Compliance tripped on channel 1001\).*then error -222"):
         m.set_voltage(1001, 5.0)
 
 
 def test_a_reply_with_the_wrong_count_of_numbers_is_retried():
-    m = ScpiInstrument(ScriptedTransport([("MEAS:VOLT? (@1:3)", "0.1,0.2"), ("MEAS:VOLT? (@1:3)", "0.1,0.2,0.3")],
-                                         retries=1).open(), "multichannel")
+    m = ScpiInstrument(
+        ScriptedTransport([("MEAS:VOLT? (@1:3)", "0.1,0.2"), ("MEAS:VOLT? (@1:3)", "0.1,0.2,0.3")], retries=1).open(),
+        "multichannel",
+    )
     assert m.measure([1, 2, 3]).tolist() == [0.1, 0.2, 0.3]
     assert m.transport.faults == 1
 
 
-@pytest.mark.parametrize("address,profile,identity", [
-    ("USB0::0x05E6::0x2450::SIM0001::INSTR", "keithley2450", "KEITHLEY INSTRUMENTS,MODEL 2450"),
-    ("TCPIP0::192.0.2.10::inst0::INSTR", "keysight-b2900", "Keysight Technologies,B2902B"),
-])
+@pytest.mark.parametrize(
+    "address,profile,identity",
+    [
+        ("USB0::0x05E6::0x2450::SIM0001::INSTR", "keithley2450", "KEITHLEY INSTRUMENTS,MODEL 2450"),
+        ("TCPIP0::192.0.2.10::inst0::INSTR", "keysight-b2900", "Keysight Technologies,B2902B"),
+    ],
+)
 def test_static_dialogues_through_pyvisa_sim(address, profile, identity):
     t = VisaTransport(address, backend=f"{SIM}@sim", timeout=0.5, retries=0)
     with t:

@@ -20,8 +20,11 @@ def test_a_reply_is_returned_and_every_message_is_logged_with_a_timestamp():
 
 def test_a_timeout_is_retried_after_an_explicit_close_and_reopen_and_reported():
     events = []
-    t = ScriptedTransport([("X?", ReplyTimeout("late")), ("X?", Disconnected("reset")), ("X?", "7")],
-                          retries=2, on_event=lambda k, m: events.append(k))
+    t = ScriptedTransport(
+        [("X?", ReplyTimeout("late")), ("X?", Disconnected("reset")), ("X?", "7")],
+        retries=2,
+        on_event=lambda k, m: events.append(k),
+    )
     assert t.open().query("X?", parse=float) == 7.0
     assert t.opened == 3 and t.closed == 2
     assert [k for k in events if k != "reopen"] == ["timeout", "retry", "disconnect", "retry"]
@@ -30,8 +33,9 @@ def test_a_timeout_is_retried_after_an_explicit_close_and_reopen_and_reported():
 
 def test_after_the_last_retry_the_error_names_the_resource():
     events = []
-    t = ScriptedTransport([("X?", ReplyTimeout("late"))] * 3, address="ASRL7::INSTR", retries=2,
-                          on_event=lambda k, m: events.append(k))
+    t = ScriptedTransport(
+        [("X?", ReplyTimeout("late"))] * 3, address="ASRL7::INSTR", retries=2, on_event=lambda k, m: events.append(k)
+    )
     with pytest.raises(InstrumentError, match=r"ASRL7::INSTR did not answer 'X\?' correctly after 3 attempts"):
         t.open().query("X?")
     assert events[-1] == "failed"

@@ -29,15 +29,20 @@ def test_the_example_maps_validate_with_the_capabilities_they_wire():
     assert load_wiring(EXAMPLES / "wiring-smu-bench.toml").capabilities() == {"aeqprop"}
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda d: d["inputs"].update(channels=[1001, 1002], first=None) or d["inputs"].pop("first"),
-     "inputs wires 2 channels but needs 4"),
-    (lambda d: d["parameters"]["b1"]["knob"].update(first=1001), "channel 1001 of lab is wired twice"),
-    (lambda d: d["inputs"].pop("limits"), "inputs is a source and needs limits"),
-    (lambda d: d["inputs"].update(limits={"range": [1.0, -1.0]}), "need finite low < high"),
-    (lambda d: d["instruments"]["lab"].update(profile="hp3478"), "instruments.lab.profile"),
-    (lambda d: d["outputs"].update(instrument="dmm"), "names instrument 'dmm'"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda d: d["inputs"].update(channels=[1001, 1002], first=None) or d["inputs"].pop("first"),
+            "inputs wires 2 channels but needs 4",
+        ),
+        (lambda d: d["parameters"]["b1"]["knob"].update(first=1001), "channel 1001 of lab is wired twice"),
+        (lambda d: d["inputs"].pop("limits"), "inputs is a source and needs limits"),
+        (lambda d: d["inputs"].update(limits={"range": [1.0, -1.0]}), "need finite low < high"),
+        (lambda d: d["instruments"]["lab"].update(profile="hp3478"), "instruments.lab.profile"),
+        (lambda d: d["outputs"].update(instrument="dmm"), "names instrument 'dmm'"),
+    ],
+)
 def test_a_bad_map_fails_in_one_line_naming_the_problem(edit, message):
     data = lab_map()
     edit(data)
@@ -47,8 +52,9 @@ def test_a_bad_map_fails_in_one_line_naming_the_problem(edit, message):
 
 def test_check_reports_values_of_the_run_past_a_limit_without_opening_anything():
     path = EXAMPLES / "wiring-smu-bench.toml"
-    lines = check_wiring(path, betas=protocol_betas("aeqprop", {"beta": 1.0, "variant": "optimistic"}),
-                         x=np.array([[0.0, 1.0]]))
+    lines = check_wiring(
+        path, betas=protocol_betas("aeqprop", {"beta": 1.0, "variant": "optimistic"}), x=np.array([[0.0, 1.0]])
+    )
     assert "nudge.strength: the run sends 0 .. 1 within [0.0, 1.0]" in lines
     with pytest.raises(ConfigurationError, match=r"nudge.strength: the run sends -0.5 .. 0.5, outside"):
         check_wiring(path, betas=[-0.5, 0.0, 0.5])
@@ -100,8 +106,13 @@ def test_drivers_never_import_the_simulations():
 
     for path in (Path(__file__).resolve().parents[2] / "drivers").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.startswith("sim_backends") for n in names), f"{path.name} imports {names}"
 
 
@@ -112,8 +123,9 @@ def test_check_with_a_config_refuses_protocol_options_that_no_protocol_takes(tmp
 
     cfg = tmp_path / "run.toml"
     cfg.write_text('[dataset]\nname = "iris"\n[protocol]\nname = "aeqprop"\noptions = { beta = 0.5, betta = 1.0 }\n')
-    result = CliRunner().invoke(app, ["instruments", "check", str(EXAMPLES / "wiring-virtual-lab.toml"),
-                                      "--config", str(cfg)])
+    result = CliRunner().invoke(
+        app, ["instruments", "check", str(EXAMPLES / "wiring-virtual-lab.toml"), "--config", str(cfg)]
+    )
     assert result.exit_code != 0
     assert "protocol.options: unknown option(s) betta" in result.output
 
@@ -123,6 +135,9 @@ def test_bench_limits_must_lie_inside_the_profiles_device_range():
     name = data["inputs"]["instrument"]
     assert data["instruments"][name]["profile"] in ("keithley2450", "keysight-b2900")
     data["inputs"]["limits"]["range"] = [-300.0, 0.5]
-    with pytest.raises(ConfigurationError, match=r"inputs limits \[-300.0, 0.5\] V exceed the .*source range "
-                                                 r"\[-210.0, 210.0\] V"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"inputs limits \[-300.0, 0.5\] V exceed the .*source range "
+        r"\[-210.0, 210.0\] V",
+    ):
         parse_wiring(data)

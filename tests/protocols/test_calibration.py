@@ -47,7 +47,9 @@ def small(interior_net, eps):
 def test_stiffness_estimate_matches_the_eigenvalue_of_eps_h(interior_net, eps):
     sub, x, y = small(interior_net, eps)
     k_true = loop_stiffness(sub, x, y, -0.5)
-    settings = CalibrationSettings(k_target=1e9, power_probes=12, kick=1e-5, release_scatter=False)  # measure only, no eps change
+    settings = CalibrationSettings(
+        k_target=1e9, power_probes=12, kick=1e-5, release_scatter=False
+    )  # measure only, no eps change
     cal = Calibrator(settings).run(sub, x, y, (-0.5, 0.5))
     assert cal.stiffness == pytest.approx(k_true, rel=0.1)
     assert cal.eps == {n: eps for n in sub.eps}
@@ -57,8 +59,9 @@ def test_calibrated_eps_keeps_k_under_its_bound(interior_net):
     sub, x, y = small(interior_net, 2.0)
     k_before = loop_stiffness(sub, x, y, -0.5)
     assert k_before > 3
-    cal = Calibrator(CalibrationSettings(k_target=1.0, kick=1e-5, power_probes=12, rounds=6,
-                                          release_scatter=False)).run(sub, x, y, (-0.5, 0.5))
+    cal = Calibrator(
+        CalibrationSettings(k_target=1.0, kick=1e-5, power_probes=12, rounds=6, release_scatter=False)
+    ).run(sub, x, y, (-0.5, 0.5))
     assert sub.eps == cal.eps and min(cal.eps.values()) < 2.0  # the stiff tensors got a smaller eps
     assert loop_stiffness(sub, x, y, -0.5) <= 1.0 * 1.1
     assert cal.probe == pytest.approx(min(1.0, 0.5 / cal.stiffness))
@@ -74,7 +77,7 @@ def test_calibration_measures_read_noise_and_gain_and_leaves_theta_held(interior
     big = [n for n in start if start[n].size > 50]
     assert all(cal.gain[n] == pytest.approx(1.0, abs=5 * cal.gain_error[n] + 0.02) for n in big)
     moved = np.concatenate([np.ravel(sub.parameters()[n] - start[n]) for n in start])
-    assert np.sqrt(np.mean(moved ** 2)) < 5e-4  # held back where it started, within a few sigma
+    assert np.sqrt(np.mean(moved**2)) < 5e-4  # held back where it started, within a few sigma
     assert cal.averages >= 1 and cal.reads > 16
 
 

@@ -61,7 +61,7 @@ def test_feedback_homeostasis_does_not_exit_on_the_first_probe_under_noise():
     assert report.read_noise == pytest.approx(1e-3, rel=0.05)  # RMS over all entries of two reads
     sub.release(1.0)  # a full release under the final knob lands back on the reference theta
     back = np.concatenate([np.ravel(sub.inner.parameters()[k] - start[k]) for k in start])
-    assert np.sqrt(np.mean(back ** 2)) < 2.5e-3 < 0.6 * raw  # about 2 read-noise sigmas, well below the raw drift
+    assert np.sqrt(np.mean(back**2)) < 2.5e-3 < 0.6 * raw  # about 2 read-noise sigmas, well below the raw drift
 
 
 def test_feedback_homeostasis_holds_theta_at_the_noise_floor_with_averages():
@@ -77,13 +77,19 @@ def test_feedback_homeostasis_holds_theta_at_the_noise_floor_with_averages():
     assert report.reads == 4 * (2 + report.probes)
     sub.release(1.0)
     moved = np.concatenate([np.ravel(sub.inner.parameters()[k] - start[k]) for k in start])
-    assert np.sqrt(np.mean(moved ** 2)) < 3 * 2e-4 / 2
+    assert np.sqrt(np.mean(moved**2)) < 3 * 2e-4 / 2
 
 
 def test_homeostasis_probes_and_reads_are_reported():
     sub, x, y = noisy(1e-3)
-    protocol = Aeqprop(beta=1.0, homeostasis="feedback", homeostasis_iterations=12, homeostasis_probes=5,
-                       homeostasis_on_cap="hold", averages=2)
+    protocol = Aeqprop(
+        beta=1.0,
+        homeostasis="feedback",
+        homeostasis_iterations=12,
+        homeostasis_probes=5,
+        homeostasis_on_cap="hold",
+        averages=2,
+    )
     extra = protocol.step(sub, x, y).extra
     assert extra["homeostasis_max_iter"] == 12
     assert 5 <= extra["homeostasis_iterations"] <= 12
@@ -93,8 +99,13 @@ def test_homeostasis_probes_and_reads_are_reported():
 
 
 def test_noise_options_are_validated():
-    for bad in ({"averages": 0}, {"averages": 1.5}, {"homeostasis_atol": "sometimes"}, {"homeostasis_probes": 0},
-                {"homeostasis_on_cap": "ignore"}):
+    for bad in (
+        {"averages": 0},
+        {"averages": 1.5},
+        {"homeostasis_atol": "sometimes"},
+        {"homeostasis_probes": 0},
+        {"homeostasis_on_cap": "ignore"},
+    ):
         with pytest.raises(ConfigurationError):
             Aeqprop(**bad)
     with pytest.raises(ConfigurationError):
@@ -116,7 +127,7 @@ def test_feedback_step_under_read_noise_errs_by_a_few_sigma(interior_net, flatte
         report = Aeqprop(beta=0.1, homeostasis="feedback").step(noisy, x, y)
         assert report.extra["homeostasis_capped"] == 0.0
         err = flatten(sub.parameters()) - theta0 - ideal
-        assert np.sqrt(np.mean(err ** 2)) <= 3e-4
+        assert np.sqrt(np.mean(err**2)) <= 3e-4
 
 
 def test_knob_dither_averages_out_conductance_levels(interior_net):

@@ -22,7 +22,11 @@ class Half(EqProp):
 '''
 
 BROKEN = {
-    "missing class": ("class Other:\n    requires = frozenset()\n    def step(self, s, x, y): pass\n", "Mine", "no class 'Mine' (it defines: Other)"),
+    "missing class": (
+        "class Other:\n    requires = frozenset()\n    def step(self, s, x, y): pass\n",
+        "Mine",
+        "no class 'Mine' (it defines: Other)",
+    ),
     "syntax error": ("class Mine:\n    def step(self, s, x, y)\n        pass\n", "Mine", "syntax error at line 2"),
     "wrong return": (
         "class Mine:\n    name = 'mine'\n    requires = frozenset()\n    def step(self, s, x, y):\n        return 0.5\n",
@@ -58,8 +62,18 @@ def test_a_broken_protocol_file_is_one_line_naming_the_file(case, tmp_path):
     path = tmp_path / "user_protocol.py"
     path.write_text(source)
     result = aeqprop(
-        "train", "--protocol", f"{path}:{cls}", "--backend", "untied", "--hidden", "8",
-        "--epochs", "1", "--runs", str(tmp_path / "runs"), "-q",
+        "train",
+        "--protocol",
+        f"{path}:{cls}",
+        "--backend",
+        "untied",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--runs",
+        str(tmp_path / "runs"),
+        "-q",
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
@@ -83,8 +97,16 @@ def test_a_protocol_file_loads_with_its_own_options(tmp_path):
 
 def test_the_example_protocol_trains_and_lists(tmp_path):
     result = aeqprop(
-        "train", "--protocol", "examples/my_protocol.py:SignEqProp", "--hidden", "32", "--epochs", "1",
-        "--runs", str(tmp_path / "runs"), "-q",
+        "train",
+        "--protocol",
+        "examples/my_protocol.py:SignEqProp",
+        "--hidden",
+        "32",
+        "--epochs",
+        "1",
+        "--runs",
+        str(tmp_path / "runs"),
+        "-q",
     )
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])

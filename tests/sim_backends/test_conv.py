@@ -23,7 +23,7 @@ def test_conv_map_is_correlation_then_average_pooling_with_its_adjoint_and_gradi
     for o in range(3):
         for i in range(5):
             for j in range(7):
-                direct[:, o, i, j] = np.sum(a[:, :, i:i + 3, j:j + 3] * K[o], axis=(1, 2, 3))
+                direct[:, o, i, j] = np.sum(a[:, :, i : i + 3, j : j + 3] * K[o], axis=(1, 2, 3))
     assert np.allclose(z, direct, atol=1e-12)
     pooled = Conv((2, 8, 10), channels=3, kernel=3, pool=2)
     a8 = rng.normal(size=(2, 2, 8, 10))
@@ -44,8 +44,17 @@ def small_net(cost="squared", seed=0, two=False, **kw):
     kw.setdefault("tol", 1e-14)
     kw.setdefault("max_sweeps", 100_000)
     side, channels = (14, (3, 4)) if two else (10, (3,))
-    sub = ConvHopfieldSubstrate((side * side, 5, 3), input_shape=(1, side, side), channels=channels, kernel=3,
-                                pool=2, cost=cost, seed=seed, init_gain=0.8, **kw)
+    sub = ConvHopfieldSubstrate(
+        (side * side, 5, 3),
+        input_shape=(1, side, side),
+        channels=channels,
+        kernel=3,
+        pool=2,
+        cost=cost,
+        seed=seed,
+        init_gain=0.8,
+        **kw,
+    )
     rng = np.random.default_rng(seed)
     for l in range(1, sub.L + 1):
         sub.W[l] *= 0.6 if l == 1 else 0.3
@@ -60,7 +69,14 @@ def small_net(cost="squared", seed=0, two=False, **kw):
 def test_satisfies_the_contract_and_describes_its_layers():
     sub, _, _ = small_net()
     assert isinstance(sub, EqPropSubstrate) and isinstance(sub, AeqpropSubstrate)
-    assert sub.info.parameter_shapes == {"W1": (3, 1, 3, 3), "b1": (3,), "W2": (48, 5), "b2": (5,), "W3": (5, 3), "b3": (3,)}
+    assert sub.info.parameter_shapes == {
+        "W1": (3, 1, 3, 3),
+        "b1": (3,),
+        "W2": (48, 5),
+        "b2": (5,),
+        "W3": (5, 3),
+        "b3": (3,),
+    }
     assert sub.info.description == "conv Hopfield network 1x10x10 -> 3x4x4 -> 5 -> 3"
 
 
@@ -107,7 +123,11 @@ def test_aeqprop_native_and_feedback_and_continual_run_unchanged(flatten, rel):
     native = Aeqprop(beta=0.1).step(sub, x, y).delta
     sub.set_parameters(theta)
     sub.set_knobs(theta)
-    feedback = Aeqprop(beta=0.1, homeostasis="feedback", homeostasis_rtol=1e-9, homeostasis_iterations=200).step(sub, x, y).delta
+    feedback = (
+        Aeqprop(beta=0.1, homeostasis="feedback", homeostasis_rtol=1e-9, homeostasis_iterations=200)
+        .step(sub, x, y)
+        .delta
+    )
     assert rel(flatten(native), flatten(expected)) <= 1e-9
     assert rel(flatten(feedback), flatten(expected)) <= 1e-4
     sub.set_parameters(theta)
@@ -138,17 +158,23 @@ def test_a_run_config_builds_it_on_an_image_dataset(tmp_path, monkeypatch):
     folder.mkdir()
     for prefix, n in (("train", 60), ("t10k", 20)):
         labels = np.arange(n) % 3
-        images = (rng.uniform(0, 60, (n, 28, 28)) + 150 * (labels[:, None, None] == np.arange(28)[None, :, None] % 3)).astype(np.uint8)
+        images = (
+            rng.uniform(0, 60, (n, 28, 28)) + 150 * (labels[:, None, None] == np.arange(28)[None, :, None] % 3)
+        ).astype(np.uint8)
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
-    config = validate({
-        "runs": str(tmp_path / "runs"),
-        "dataset": {"name": "fashion-mnist", "data_dir": str(tmp_path)},
-        "substrate": {"backend": "conv", "options": {"hidden": [], "channels": [2], "kernel": 5, "pool": 4,
-                                                     "cost": "cross-entropy", "eps": 0.1}},
-        "protocol": {"name": "aeqprop", "options": {"beta": 0.5}},
-        "schedule": {"epochs": 2, "batch_size": 10},
-    })
+    config = validate(
+        {
+            "runs": str(tmp_path / "runs"),
+            "dataset": {"name": "fashion-mnist", "data_dir": str(tmp_path)},
+            "substrate": {
+                "backend": "conv",
+                "options": {"hidden": [], "channels": [2], "kernel": 5, "pool": 4, "cost": "cross-entropy", "eps": 0.1},
+            },
+            "protocol": {"name": "aeqprop", "options": {"beta": 0.5}},
+            "schedule": {"epochs": 2, "batch_size": 10},
+        }
+    )
     built = build(config)
     assert built.substrate.shapes[:2] == [(1, 28, 28), (2, 6, 6)]
     assert len(built.data.x_train) == 54 and len(built.data.x_val) == 6 and len(built.data.x_test) == 20

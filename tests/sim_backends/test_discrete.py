@@ -126,7 +126,9 @@ def test_per_step_neuron_gradients_match_finite_differences_of_a_state_kick():
             for sample, unit in zip(*np.nonzero(g)):
                 if rng.random() > 0.3:
                     continue
-                fd = (summed_cost(T - t, layer, sample, unit, h) - summed_cost(T - t, layer, sample, unit, -h)) / (2 * h)
+                fd = (summed_cost(T - t, layer, sample, unit, h) - summed_cost(T - t, layer, sample, unit, -h)) / (
+                    2 * h
+                )
                 assert fd == pytest.approx(g[sample, unit], rel=1e-6, abs=1e-9)
                 checked += 1
     assert checked > 20
@@ -165,23 +167,31 @@ def test_gdu_property_per_step_and_layer(layers):
 
 def test_one_sided_error_shrinks_with_beta_and_centered_beats_it():
     sub, x, y = interior()
-    worst = {(v, b): gdu_check(sub, x, y, beta=b, K=10, variant=v).worst("W")
-             for v in ("positive", "centered") for b in (1e-2, 1e-3)}
+    worst = {
+        (v, b): gdu_check(sub, x, y, beta=b, K=10, variant=v).worst("W")
+        for v in ("positive", "centered")
+        for b in (1e-2, 1e-3)
+    }
     assert 7 < worst["positive", 1e-2] / worst["positive", 1e-3] < 13  # one-sided: O(beta)
     for b in (1e-2, 1e-3):
         assert worst["centered", b] < 0.1 * worst["positive", b]
     # the same for the whole update of the EqProp protocol against the BPTT gradient
     sub.tol, sub.max_sweeps, sub.free_steps = 1e-14, 100_000, 2000
-    errors = {v: update_fidelity(sub, EqProp(beta=0.05, lr=1.0, variant=v), x, y)["all"].rel_error
-              for v in ("positive", "negative", "centered")}
+    errors = {
+        v: update_fidelity(sub, EqProp(beta=0.05, lr=1.0, variant=v), x, y)["all"].rel_error
+        for v in ("positive", "negative", "centered")
+    }
     assert errors["centered"] < 0.1 * min(errors["positive"], errors["negative"])
 
 
 def test_eqprop_and_continual_eqprop_train_it():
     sub, x, y = interior(batch=16, tol=1e-6, max_sweeps=2000)
     start = sub.loss(x, y)
-    for protocol in (EqProp(beta=0.2, lr=0.05, variant="centered"), EqProp(beta=0.2, lr=0.05, variant="positive"),
-                     ContinualEqProp(beta=0.2, lr=0.01)):
+    for protocol in (
+        EqProp(beta=0.2, lr=0.05, variant="centered"),
+        EqProp(beta=0.2, lr=0.05, variant="positive"),
+        ContinualEqProp(beta=0.2, lr=0.01),
+    ):
         net, _, _ = interior(batch=16, tol=1e-6, max_sweeps=2000)
         for _ in range(40):
             protocol.step(net, x, y)

@@ -55,7 +55,9 @@ def kcl_check(sub, beta=0.0, y=None):
         if e.diode:
             vd = V[e.nodes[0]] - V[e.nodes[1]]
             u = vd / (e.diode["N"] * e.diode["VT"])  # SPICE's diode: exponential, cubic below -3
-            i = e.diode["IS"] * np.where(u >= -3, np.expm1(np.maximum(u, -3)), -1 - (3 / (np.e * np.minimum(u, -3))) ** 3)
+            i = e.diode["IS"] * np.where(
+                u >= -3, np.expm1(np.maximum(u, -3)), -1 - (3 / (np.e * np.minimum(u, -3))) ** 3
+            )
             inflow[e.nodes[0]] -= i
             inflow[e.nodes[1]] += i
     for j, o in enumerate(c.outputs):
@@ -169,8 +171,9 @@ def test_bad_netlists_are_refused_with_line_and_reason(text, line, reason):
 
 
 def test_cli_style_factory_and_example(tmp_path):
-    sub = NetlistSubstrate(netlist="examples/netlist_small.cir", layers=(2, 3, 2), eps=0.1, seed=0, tol=1e-12,
-                           max_sweeps=100, g_max=1.0)
+    sub = NetlistSubstrate(
+        netlist="examples/netlist_small.cir", layers=(2, 3, 2), eps=0.1, seed=0, tol=1e-12, max_sweeps=100, g_max=1.0
+    )
     assert sub.info.n_inputs == 2 and sub.info.parameter_shapes == {"g": (8,)}
     with pytest.raises(ConfigurationError, match="do not match"):
         NetlistSubstrate(netlist="examples/netlist_small.cir", layers=(3, 2))

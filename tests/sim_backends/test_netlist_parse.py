@@ -8,11 +8,27 @@ from sim_backends.netlist import NetlistSubstrate
 from sim_backends.netlist_parse import VT_TNOM, number, parse
 
 
-@pytest.mark.parametrize("text,value", [
-    ("1k", 1e3), ("2.2MEG", 2.2e6), ("1M", 1e-3), ("1mil", 25.4e-6), ("10u", 1e-5), ("3n", 3e-9),
-    ("4p", 4e-12), ("5f", 5e-15), ("6a", 6e-18), ("1t", 1e12), ("2G", 2e9), ("10kohm", 1e4), ("5V", 5.0),
-    ("1e-3", 1e-3), (".5", 0.5), ("-2.5e2k", -2.5e5),
-])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("1k", 1e3),
+        ("2.2MEG", 2.2e6),
+        ("1M", 1e-3),
+        ("1mil", 25.4e-6),
+        ("10u", 1e-5),
+        ("3n", 3e-9),
+        ("4p", 4e-12),
+        ("5f", 5e-15),
+        ("6a", 6e-18),
+        ("1t", 1e12),
+        ("2G", 2e9),
+        ("10kohm", 1e4),
+        ("5V", 5.0),
+        ("1e-3", 1e-3),
+        (".5", 0.5),
+        ("-2.5e2k", -2.5e5),
+    ],
+)
 def test_spice_scale_factors(text, value):
     assert number(text, "here") == pytest.approx(value, rel=1e-15)
 
@@ -53,7 +69,9 @@ def test_a_first_line_that_reads_as_an_element_is_an_element():
 def test_include_reads_a_file_relative_to_the_netlist(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "models.lib").write_text(".model dx D (IS=3e-14 N=1.2)\nR2 b 0 2k\n")
-    (tmp_path / "top.cir").write_text("top\nV1 a 0 x0\nR1 a b 1k train\nD1 b 0 DX\n.include lib/models.lib\n.output b\n")
+    (tmp_path / "top.cir").write_text(
+        "top\nV1 a 0 x0\nR1 a b 1k train\nD1 b 0 DX\n.include lib/models.lib\n.output b\n"
+    )
     sub = NetlistSubstrate(netlist=tmp_path / "top.cir")
     assert sub.circuit.of("D")[0].diode["IS"] == 3e-14 and len(sub.circuit.of("R")) == 2
 
@@ -70,19 +88,22 @@ def test_an_ideal_model_by_name_and_the_legacy_inline_model():
 GOOD = "V1 a 0 x0\nR1 a b 1 train\nR2 b 0 2\n.output b\n"
 
 
-@pytest.mark.parametrize("text,line,reason", [
-    (GOOD + "C1 b 0 1u\n", 5, "unsupported element 'C1'"),
-    (GOOD + "I1 b 0 1m\n", 5, "unsupported element 'I1'"),
-    (GOOD + ".tran 1n 1u\n", 5, "unsupported card '.tran'"),
-    (GOOD + ".param r=1k\n", 5, "unsupported card '.param'"),
-    (GOOD + "r2 b a 5\n", 5, "already defined"),
-    (GOOD + "D1 b 0 nomodel\n", 5, "unknown diode model 'nomodel'"),
-    (GOOD + "D1 b 0 dz\n.model dz D (IS=1e-14 BV=5.1)\n", 6, "BV"),
-    (GOOD + "D1 b 0 dz\n.model dz D (IS=1e-14 RS=10)\n", 6, "RS"),
-    (GOOD + ".model q1 NPN (BF=100)\n", 5, "only diodes"),
-    (GOOD + "V2 c 0 SIN(0 1 1k)\nR3 c 0 1\n", 5, "takes one DC value"),
-    (GOOD + "+ 1k\n", 4, "output node '1k'"),  # the continuation extends the .output line
-])
+@pytest.mark.parametrize(
+    "text,line,reason",
+    [
+        (GOOD + "C1 b 0 1u\n", 5, "unsupported element 'C1'"),
+        (GOOD + "I1 b 0 1m\n", 5, "unsupported element 'I1'"),
+        (GOOD + ".tran 1n 1u\n", 5, "unsupported card '.tran'"),
+        (GOOD + ".param r=1k\n", 5, "unsupported card '.param'"),
+        (GOOD + "r2 b a 5\n", 5, "already defined"),
+        (GOOD + "D1 b 0 nomodel\n", 5, "unknown diode model 'nomodel'"),
+        (GOOD + "D1 b 0 dz\n.model dz D (IS=1e-14 BV=5.1)\n", 6, "BV"),
+        (GOOD + "D1 b 0 dz\n.model dz D (IS=1e-14 RS=10)\n", 6, "RS"),
+        (GOOD + ".model q1 NPN (BF=100)\n", 5, "only diodes"),
+        (GOOD + "V2 c 0 SIN(0 1 1k)\nR3 c 0 1\n", 5, "takes one DC value"),
+        (GOOD + "+ 1k\n", 4, "output node '1k'"),  # the continuation extends the .output line
+    ],
+)
 def test_unsupported_input_is_refused_with_its_line(text, line, reason):
     with pytest.raises(ConfigurationError) as err:
         parse(text)

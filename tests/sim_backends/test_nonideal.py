@@ -65,8 +65,9 @@ def test_hopfield_and_every_other_simulated_substrate_is_found():
 PROTOCOLS = {  # nudging small enough for every substrate (a resistive output has a finite conductance)
     "eqprop": lambda: EqProp(beta=0.1, lr=0.1),
     "aeqprop-native": lambda: Aeqprop(beta=0.2),
-    "aeqprop-feedback": lambda: Aeqprop(beta=0.2, homeostasis="feedback", homeostasis_iterations=20,
-                                        homeostasis_on_cap="hold"),
+    "aeqprop-feedback": lambda: Aeqprop(
+        beta=0.2, homeostasis="feedback", homeostasis_iterations=20, homeostasis_on_cap="hold"
+    ),
 }
 
 

@@ -193,8 +193,14 @@ def test_aeqprop_short_release_is_an_sgd_step(homeostasis):
     sub = net((5, 8, 6, 3), seed=2, gain=2.0, eps=eps)
     x, y = batch(sub, seed=2)
     g = sub.true_gradient(x, y)
-    proto = Aeqprop(beta=b, variant="centered", homeostasis=homeostasis, release=1.0, homeostasis_rtol=1e-9,
-                    homeostasis_iterations=200)
+    proto = Aeqprop(
+        beta=b,
+        variant="centered",
+        homeostasis=homeostasis,
+        release=1.0,
+        homeostasis_rtol=1e-9,
+        homeostasis_iterations=200,
+    )
     report = proto.step(sub, x, y)
     want = {n: -eps * b * g[n] for n in g}
     assert rel(report.delta, want) <= 2e-3

@@ -119,7 +119,7 @@ def test_a_value_past_a_limit_is_refused_before_any_byte_goes_out():
             hw.set_knobs({"W1": np.full((4, 5), 1e3)})
         assert lab.front.bytes_received == before
         hw.relax()  # the refused writes were not queued either
-        assert lab.model.calls[len(calls):] == ["relax", "outputs"]
+        assert lab.model.calls[len(calls) :] == ["relax", "outputs"]
 
 
 def test_an_exception_mid_step_leaves_every_output_off():
@@ -219,8 +219,10 @@ def test_safe_on_the_board_sets_every_dac_to_zero_and_leaves_theta_held():
         assert max_diff(sim.parameters(), theta) == 0.0
 
 
-@pytest.mark.parametrize("server_cls,profile,error", [(BoardServer, "board", "did not answer"),
-                                                      (ScpiServer, "multichannel", "overflow value")])
+@pytest.mark.parametrize(
+    "server_cls,profile,error",
+    [(BoardServer, "board", "did not answer"), (ScpiServer, "multichannel", "overflow value")],
+)
 def test_a_nan_or_overflow_reading_stops_with_one_instrument_error_and_outputs_off(server_cls, profile, error):
     with server_cls(make_sim(), faults=Faults(nan=1.0, seed=0)) as lab:
         with pytest.raises(InstrumentError, match=error):
