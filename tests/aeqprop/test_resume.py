@@ -289,33 +289,6 @@ def test_sigterm_and_sighup_stop_as_ctrl_c_does_and_nobody_else_trains_the_run_m
     resume_to_reference(runs, reference)
 
 
-def test_sigkill_on_a_noisy_device_then_resume_is_bitwise_identical(tmp_path):
-    """The nonideal wrapper's true state and random streams are checkpointed without a noisy read."""
-    device = {"read_noise": 1e-3, "program_noise": 1e-3, "variability": 0.2, "drift": 1e-4, "seed": 2}
-    changes = dict(nonideal=device, schedule__epochs=3)
-    ref = session.start(config(tmp_path / "ref", **changes))
-    runs = tmp_path / "runs"
-    path = write_config(tmp_path / "run.toml", runs, **changes)
-    target = int(np.random.default_rng().integers(3, 40))
-    proc = cli("train", str(path), "--quiet")
-    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    a, ea = final_parameters(tmp_path / "ref", ref.run_id)
-    b, eb = final_parameters(runs, 1)
-    assert_same(a["parameters"], b["parameters"])
-    assert a["random"] == b["random"]
-    assert [e["test_accuracy"] for e in ea] == [e["test_accuracy"] for e in eb]
-
-
 def test_a_feedback_run_records_its_calibration_and_resumes_with_it(tmp_path, monkeypatch):
     """The calibration changes eps and the loop's settings: a resumed run must put the recorded one back
     (not measure again, which would move theta) and restore the probe length the loop carries, to end
@@ -350,29 +323,34 @@ def test_a_feedback_run_records_its_calibration_and_resumes_with_it(tmp_path, mo
     assert record["probe"] < 1.0  # the calibration set the loop's probe length
 
 
-@pytest.mark.slow
+NOISY = {"read_noise": 1e-3, "program_noise": 1e-3, "variability": 0.2, "drift": 1e-4, "seed": 2}
+RESISTIVE_EQPROP = {
+    "protocol": {"name": "eqprop", "options": {"beta": 0.2, "lr": 0.02}},
+    "schedule__epochs": 2,
+    "nonideal": {"read_noise": 1e-4, "variability": 0.1, "seed": 4},
+}
+
+
 @pytest.mark.parametrize(
-    "backend, dataset, options",
+    "changes",
     [
-        ("resistive", {"name": "iris"}, {"hidden": [6], "eps": 0.3, "tol": 1e-5}),
-        (
-            "netlist",
-            {"name": str(ROOT / "examples" / "moons.csv")},
-            {"netlist": str(ROOT / "examples" / "netlist_small.cir")},
-        ),
+        {"nonideal": NOISY, "schedule__epochs": 3},
+        {
+            "dataset": {"name": "iris"},
+            "substrate": {"backend": "resistive", "options": {"hidden": [6], "eps": 0.3, "tol": 1e-5}},
+            **RESISTIVE_EQPROP,
+        },
+        {
+            "dataset": {"name": str(ROOT / "examples" / "moons.csv")},
+            "substrate": {"backend": "netlist", "options": {"netlist": str(ROOT / "examples" / "netlist_small.cir")}},
+            **RESISTIVE_EQPROP,
+        },
     ],
-    ids=["resistive", "netlist"],
+    ids=["hopfield", "resistive", "netlist"],
 )
-def test_sigkill_on_the_resistive_backends_then_resume_is_bitwise_identical(tmp_path, backend, dataset, options):
-    """SIGKILL at a random step of a run on a resistive network and on a netlist circuit, behind the noisy device."""
-    device = {"read_noise": 1e-4, "variability": 0.1, "seed": 4}
-    changes = dict(
-        dataset=dataset,
-        substrate={"backend": backend, "options": options},
-        protocol={"name": "eqprop", "options": {"beta": 0.2, "lr": 0.02}},
-        nonideal=device,
-        schedule__epochs=2,
-    )
+def test_sigkill_on_a_noisy_device_then_resume_is_bitwise_identical(tmp_path, changes):
+    """SIGKILL at a random step behind the nonideal wrapper (Hopfield, resistive network, netlist circuit): its true
+    state and random streams are checkpointed without a noisy read, so the resumed run ends where the reference does."""
     ref = session.start(config(tmp_path / "ref", **changes))
     assert ref.status == "completed"
     runs = tmp_path / "runs"
@@ -393,4 +371,5 @@ def test_sigkill_on_the_resistive_backends_then_resume_is_bitwise_identical(tmp_
     a, ea = final_parameters(tmp_path / "ref", ref.run_id)
     b, eb = final_parameters(runs, 1)
     assert_same(a["parameters"], b["parameters"])
+    assert a["random"] == b["random"]
     assert [e["test_accuracy"] for e in ea] == [e["test_accuracy"] for e in eb]
