@@ -2,7 +2,10 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from drivers.wiring import lab_wiring_toml
 from sim_backends.hopfield import HopfieldSubstrate
 from sim_backends.virtual_lab import Faults, ScpiServer
 
+ROOT = Path(__file__).resolve().parents[1]
 SIM = dict(layers=(4, 5, 3), eps=0.1, seed=0, tol=1e-3, max_sweeps=100, max_batch=1)
 
 
@@ -219,3 +223,54 @@ def test_a_virtual_lab_run_stopped_by_sigterm_and_resumed_is_bitwise_the_uninter
             finals[name] = RunStore(runs, create=False).load_checkpoint(outcome.run_id)["parameters"]
     for n, v in finals["whole"].items():
         np.testing.assert_array_equal(finals["stopped"][n], v)
+
+
+def test_a_virtual_lab_run_killed_by_sigkill_and_resumed_is_bitwise_the_uninterrupted_lab_run(tmp_path):
+    """A controller process killed outright in mid-exchange: the bench keeps its outputs on and the run stays
+    'running'; `aeqprop resume` takes it over, puts the checkpoint's parameters back on the bench and ends bit for
+    bit where the same run on a bench that was never stopped ends."""
+    fields = "\n".join(
+        [
+            '[dataset]\nname = "iris"',
+            '[protocol]\nname = "eqprop"',
+            "[schedule]\nepochs = 1\nbatch_size = 1",
+            "[checkpoint]\nevery = 5",
+            "[evaluation]\nevery = 1000",
+        ]
+    )
+    finals = {}
+    for name in ("whole", "killed"):
+        with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
+            wiring = tmp_path / f"{name}.toml"
+            wiring.write_text(lab_wiring_toml(HopfieldSubstrate(**SIM).info, lab.address, timeout=2.0))
+            runs = tmp_path / name
+            path = tmp_path / f"{name}-run.toml"
+            path.write_text(f'runs = "{runs}"\n{fields}\n[substrate]\nbackend = "instrument"\nwiring = "{wiring}"\n')
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cli", "train", str(path), "--quiet"],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            if name == "killed":
+                received, execute = [], lab.front.execute
+
+                def kill_mid_run(line, trip, received=received, execute=execute, proc=proc):
+                    received.append(line)
+                    if len(received) == 300:  # a later checkpoint exists; this exchange is never answered
+                        proc.kill()
+                    return execute(line, trip)
+
+                lab.front.execute = kill_mid_run
+            out, err = proc.communicate(timeout=120)
+            if name == "killed":
+                assert proc.returncode == -signal.SIGKILL, err
+                assert RunStore(str(runs), create=False).run(1)["status"] in ("running", "killed")
+                outcome = session.resume(str(runs), 1)
+                assert outcome.status == "completed"
+            else:
+                assert proc.returncode == 0, err
+            finals[name] = RunStore(str(runs), create=False).load_checkpoint(1)["parameters"]
+    for n, v in finals["whole"].items():
+        np.testing.assert_array_equal(finals["killed"][n], v)
