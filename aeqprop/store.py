@@ -35,7 +35,7 @@ from aeqprop.store_file import DB_NAME, StoreError, StoreFile
 
 __all__ = ["DB_NAME", "KEEP_CHECKPOINTS", "RunStore", "SCHEMA_VERSION", "StoreError", "versions"]
 
-SCHEMA_VERSION = 2  # 2: leases and inputs tables (a version-1 store is migrated on its first writable open)
+SCHEMA_VERSION = 3  # 2: leases and inputs tables; 3: validation (an older store is migrated on its first writable open)
 KEEP_CHECKPOINTS = 2
 STATUSES = ("running", "completed", "failed", "interrupted")
 
@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS inputs (
     run_id INTEGER, key TEXT, value TEXT, path TEXT, sha256 TEXT, bytes INTEGER, PRIMARY KEY (run_id, key));
 """
 
+#: Tables added by schema version 3: the validation split's figures per epoch (runs that hold one out).
+SCHEMA_3 = """
+CREATE TABLE IF NOT EXISTS validation (
+    run_id INTEGER, epoch INTEGER, val_loss REAL, val_accuracy REAL, PRIMARY KEY (run_id, epoch));
+"""
+
 #: SQLite keeps integers in 64 bits; a run id outside is no run.
 MAX_ID = 2**63 - 1
 
@@ -104,7 +110,7 @@ class RunStore(StoreFile):
     ``create=False``) writes nothing, not even the journal mode.
     """
 
-    SCHEMAS = {1: SCHEMA, 2: SCHEMA + SCHEMA_2}
+    SCHEMAS = {1: SCHEMA, 2: SCHEMA + SCHEMA_2, 3: SCHEMA + SCHEMA_2 + SCHEMA_3}
     SCHEMA_VERSION = SCHEMA_VERSION
 
     # -- runs ---------------------------------------------------------------------
@@ -289,6 +295,12 @@ class RunStore(StoreFile):
                     parameter_norm,
                 ),
             )
+            val_accuracy = getattr(record, "val_accuracy", float("nan"))
+            if np.isfinite(val_accuracy):
+                db.execute(
+                    "INSERT OR REPLACE INTO validation VALUES (?, ?, ?, ?)",
+                    (run_id, record.epoch, record.val_loss, val_accuracy),
+                )
             db.execute(
                 "UPDATE runs SET best_accuracy = (SELECT MAX(test_accuracy) FROM epoch_metrics "
                 "WHERE run_id = ?) WHERE id = ?",
@@ -310,9 +322,11 @@ class RunStore(StoreFile):
             )
 
     def metrics(self, run_id: int, table: str) -> list[dict[str, Any]]:
-        if table not in ("step_metrics", "epoch_metrics", "evaluations", "events"):
+        if table not in ("step_metrics", "epoch_metrics", "evaluations", "events", "validation"):
             raise ValueError(table)
-        order = "id" if table == "events" else ("epoch" if table == "epoch_metrics" else "step")
+        if table == "validation" and self.version < 3:  # a read-only store from before the table
+            return []
+        order = "id" if table == "events" else ("epoch" if table in ("epoch_metrics", "validation") else "step")
         return self._query(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", (run_id,))
 
     # -- checkpoints --------------------------------------------------------------

@@ -102,8 +102,13 @@ def jobs(store: RunStore, sweep_id: int) -> list[dict[str, Any]]:
         "(SELECT test_accuracy FROM epoch_metrics e WHERE e.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS test_accuracy, "
         "(SELECT MAX(test_accuracy) FROM epoch_metrics e WHERE e.run_id = r.id) AS best_accuracy, "
         "(SELECT test_loss FROM epoch_metrics e WHERE e.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS test_loss, "
-        "(SELECT SUM(seconds) FROM epoch_metrics e WHERE e.run_id = r.id) AS seconds "
-        "FROM sweep_jobs j LEFT JOIN runs r ON r.id = (SELECT MAX(id) FROM runs x WHERE x.sweep_job = j.id) "
+        "(SELECT SUM(seconds) FROM epoch_metrics e WHERE e.run_id = r.id) AS seconds, "
+        + (
+            "(SELECT val_accuracy FROM validation v WHERE v.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS val_accuracy "
+            if store.version >= 3
+            else "NULL AS val_accuracy "
+        )
+        + "FROM sweep_jobs j LEFT JOIN runs r ON r.id = (SELECT MAX(id) FROM runs x WHERE x.sweep_job = j.id) "
         "WHERE j.sweep_id = ? ORDER BY j.point, j.seed",
         (sweep_id,),
     )
@@ -158,7 +163,8 @@ def _insert(db, table: str, row: dict, drop=()) -> int:
 @dataclass(frozen=True)
 class PointSummary:
     """One point over its seeds: mean and std of the final test accuracy (fraction), completed
-    runs out of jobs, mean seconds per run."""
+    runs out of jobs, mean seconds per run, and the mean final validation accuracy (NaN unless
+    every completed run held a validation split out)."""
 
     point: int
     label: str
@@ -170,10 +176,12 @@ class PointSummary:
     accuracies: tuple[float, ...]
     seconds: float
     best: bool = False
+    validation: float = float("nan")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[PointSummary]:
-    """Points ranked by mean final test accuracy over their completed runs (best first, marked)."""
+    """Points ranked by mean final validation accuracy over their completed runs where every point has
+    one (the test split chooses nothing), else by mean final test accuracy; best first, marked."""
     points: dict[int, list[dict]] = {}
     for row in rows:
         points.setdefault(row["point"], []).append(row)
@@ -192,13 +200,23 @@ def summarize(rows: list[dict[str, Any]]) -> list[PointSummary]:
                 float(acc.std()) if len(acc) else float("nan"),
                 tuple(float(a) for a in acc),
                 float(np.mean([r["seconds"] or 0.0 for r in done])) if done else float("nan"),
+                validation=float(np.mean([r["val_accuracy"] for r in done]))
+                if done and all(r.get("val_accuracy") is not None for r in done)
+                else float("nan"),
             )
         )
-    out.sort(key=lambda s: (-(s.mean if s.completed else -1.0), s.point))
+    by_validation = by_validation_accuracy(out)
+    out.sort(key=lambda s: (-((s.validation if by_validation else s.mean) if s.completed else -1.0), s.point))
     if out and out[0].completed:
         first = out[0]
         out[0] = PointSummary(**{**first.__dict__, "best": True})
     return out
+
+
+def by_validation_accuracy(points: list[PointSummary]) -> bool:
+    """Whether points are ranked by validation accuracy: every point with a completed run has one."""
+    done = [p for p in points if p.completed]
+    return bool(done) and all(not np.isnan(p.validation) for p in done)
 
 
 def run_digest(store: RunStore, run_id: int) -> str:

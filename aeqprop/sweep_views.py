@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from aeqprop.sweep_store import PointSummary, jobs, open_store, summarize, sweep_row
+from aeqprop.sweep_store import PointSummary, by_validation_accuracy, jobs, open_store, summarize, sweep_row
 
 
 def _load(runs: str, sweep_id: str) -> tuple[dict, list[dict]]:
@@ -23,8 +23,8 @@ def _pct(value: float) -> str:
 
 
 def print_sweep(runs: str, sweep_id: str, markdown: bool = False) -> list[PointSummary]:
-    """A table of the sweep's points ranked by mean final test accuracy over seeds, the best marked
-    (``markdown``: as a Markdown table)."""
+    """A table of the sweep's points ranked by mean final validation accuracy over seeds where every
+    point has one, else by mean final test accuracy; the best marked (``markdown``: as a Markdown table)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -33,8 +33,11 @@ def print_sweep(runs: str, sweep_id: str, markdown: bool = False) -> list[PointS
     statuses: dict[str, int] = {}
     for r in rows:
         statuses[r["status"] or "not run"] = statuses.get(r["status"] or "not run", 0) + 1
-    table = Table(title=f"sweep {row['id']} ({row['name']}) in {runs}: final test accuracy over seeds")
-    for col in ("", "point", "runs", "test accuracy (mean ± std)", "per seed", "s per run"):
+    validated = by_validation_accuracy(points)
+    ranked = "ranked by validation accuracy" if validated else "final test accuracy over seeds"
+    table = Table(title=f"sweep {row['id']} ({row['name']}) in {runs}: {ranked}")
+    columns = ["", "point", "runs", *(["validation (mean)"] if validated else []), "test accuracy (mean ± std)"]
+    for col in (*columns, "per seed", "s per run"):
         table.add_column(col, justify="left" if col in ("", "point", "per seed") else "right")
     for p in points:
         spread = "-" if not p.completed else f"{_pct(p.mean)} ± {_pct(p.std)}"
@@ -43,6 +46,7 @@ def print_sweep(runs: str, sweep_id: str, markdown: bool = False) -> list[PointS
             "*" if p.best else "",
             p.label,
             f"{p.completed}/{p.jobs}",
+            *([_pct(p.validation)] if validated else []),
             spread,
             ", ".join(_pct(a) for a in p.accuracies),
             seconds,
@@ -50,15 +54,18 @@ def print_sweep(runs: str, sweep_id: str, markdown: bool = False) -> list[PointS
     console = Console(width=140)
     if markdown:
         console.print(f"{table.title}\n", markup=False)
+        head = "| best | point | runs | " + ("validation (mean) | " if validated else "")
+        rule = "|---|---|---:|" + ("---:|" if validated else "")
         console.print(
-            "| best | point | runs | test accuracy (mean ± std) | per seed | s per run |\n|---|---|---:|---:|---|---:|",
+            f"{head}test accuracy (mean ± std) | per seed | s per run |\n{rule}---:|---|---:|",
             markup=False,
         )
         for p in points:
             spread = "-" if not p.completed else f"{_pct(p.mean)} ± {_pct(p.std)}"
             seconds = "-" if math.isnan(p.seconds) else f"{p.seconds:.2f}"
+            val = f" {_pct(p.validation)} |" if validated else ""
             console.print(
-                f"| {'*' if p.best else ''} | {p.label} | {p.completed}/{p.jobs} | {spread} | "
+                f"| {'*' if p.best else ''} | {p.label} | {p.completed}/{p.jobs} |{val} {spread} | "
                 f"{', '.join(_pct(a) for a in p.accuracies)} | {seconds} |",
                 markup=False,
                 soft_wrap=True,
@@ -89,6 +96,7 @@ def export_sweep(runs: str, sweep_id: str, output: str | None = None) -> Path:
         "test_accuracy",
         "best_accuracy",
         "test_loss",
+        "val_accuracy",
         "seconds",
         "error",
     ]
@@ -109,6 +117,7 @@ def export_sweep(runs: str, sweep_id: str, output: str | None = None) -> Path:
                     r["test_accuracy"],
                     r["best_accuracy"],
                     r["test_loss"],
+                    r["val_accuracy"],
                     r["seconds"],
                     r["error"],
                 ]

@@ -141,11 +141,13 @@ def test_a_version_1_store_is_read_as_is_and_migrated_on_the_first_write(tmp_pat
 
     path = filled_store(tmp_path)
     db = sqlite3.connect(path)
-    db.executescript("DROP TABLE leases; DROP TABLE inputs; PRAGMA user_version = 1;")
+    db.executescript("DROP TABLE leases; DROP TABLE inputs; DROP TABLE validation; PRAGMA user_version = 1;")
     db.close()
-    assert [r["owner"] for r in RunStore(tmp_path, readonly=True).runs()] == [None] * 3
+    old = RunStore(tmp_path, readonly=True)
+    assert [r["owner"] for r in old.runs()] == [None] * 3 and old.metrics(1, "validation") == []
+    old.close()
     store = RunStore(tmp_path)
-    assert store.version == 2 and store.inputs(1) == []
+    assert store.version == 3 and store.inputs(1) == [] and store.metrics(1, "validation") == []
     store.close()
 
 

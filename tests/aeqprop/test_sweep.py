@@ -214,6 +214,43 @@ def test_summary_ranks_points_by_mean_accuracy_over_seeds():
     assert (points[0].completed, points[0].jobs, points[1].jobs) == (1, 2, 4)
 
 
+def test_summary_ranks_by_validation_accuracy_where_every_point_has_one():
+    """The test split chooses nothing: with a validation figure on every point, it decides the ranking."""
+    rows = [
+        {
+            "point": p,
+            "label": f"p{p}",
+            "overrides": {},
+            "status": "completed",
+            "test_accuracy": t,
+            "val_accuracy": v,
+            "seconds": 1.0,
+        }
+        for p, t, v in [(0, 0.9, 0.70), (0, 0.9, 0.72), (1, 0.8, 0.85), (1, 0.8, 0.83)]
+    ]
+    points = summarize(rows)
+    assert [p.point for p in points] == [1, 0] and points[0].best
+    assert points[0].validation == pytest.approx(0.84) and points[1].validation == pytest.approx(0.71)
+    rows[-1]["val_accuracy"] = None  # a point without one: back to test accuracy, for every point
+    points = summarize(rows)
+    assert [p.point for p in points] == [0, 1] and np.isnan(points[1].validation)
+
+
+def test_a_run_with_a_validation_split_records_it_per_epoch(tmp_path):
+    from aeqprop import session
+    from aeqprop.config import validate
+    from aeqprop.store import RunStore
+
+    outcome = session.start(validate({**TINY, "runs": str(tmp_path), "dataset": {"name": "iris", "validation": 0.2}}))
+    assert outcome.status == "completed"
+    store = RunStore(str(tmp_path), readonly=True)
+    rows = store.metrics(outcome.run_id, "validation")
+    epochs = store.metrics(outcome.run_id, "epoch_metrics")
+    assert [r["epoch"] for r in rows] == [e["epoch"] for e in epochs] == [1, 2]
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 and r["val_loss"] >= 0.0 for r in rows)
+    assert rows[-1]["val_accuracy"] == pytest.approx(outcome.result.final.val_accuracy)
+
+
 def test_the_cli_and_the_sweep_modules_never_import_dask():
     code = (
         "import sys, cli, aeqprop.sweep, aeqprop.sweep_exec, aeqprop.sweep_store, aeqprop.sweep_views; "
