@@ -66,6 +66,24 @@ def resume_to_reference(runs, reference):
     assert [e["test_accuracy"] for e in epochs] == [e["test_accuracy"] for e in reference[1]]
 
 
+def run_stopped_and_resumed(tmp_path, monkeypatch, changes, stop_at):
+    """The reference run in ``tmp_path/a``; the same run in ``tmp_path/b`` stopped by a stop request at the
+    ``stop_at``-th check, then resumed to its end. Returns the two outcomes (reference, stopped)."""
+    ref = session.start(config(tmp_path / "a", **changes))
+    calls = {"n": 0}
+
+    def stop(self):
+        calls["n"] += 1
+        return calls["n"] == stop_at
+
+    with monkeypatch.context() as m:
+        m.setattr(session.StopFlag, "__call__", stop)
+        stopped = session.start(config(tmp_path / "b", **changes))
+    assert stopped.status == "interrupted"
+    assert session.resume(str(tmp_path / "b"), stopped.run_id).status == "completed"
+    return ref, stopped
+
+
 def cli(*args):
     return subprocess.Popen(
         [sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -185,20 +203,7 @@ def test_stop_request_and_resume_restore_the_protocol_random_state(tmp_path, mon
         checkpoint__every=0,
         **{f"schedule__{k}": v for k, v in schedules.items()},
     )
-    ref = session.start(config(tmp_path / "a", **changes))
-    calls = {"n": 0}
-
-    def stop_after_23():
-        calls["n"] += 1
-        return calls["n"] == 23
-
-    original = session.StopFlag.__call__
-    monkeypatch.setattr(session.StopFlag, "__call__", lambda self: stop_after_23())
-    stopped = session.start(config(tmp_path / "b", **changes))
-    monkeypatch.setattr(session.StopFlag, "__call__", original)
-    assert stopped.status == "interrupted"
-    resumed = session.resume(str(tmp_path / "b"), stopped.run_id)
-    assert resumed.status == "completed"
+    ref, stopped = run_stopped_and_resumed(tmp_path, monkeypatch, changes, 23)
     a, _ = final_parameters(tmp_path / "a", ref.run_id)
     b, _ = final_parameters(tmp_path / "b", stopped.run_id)
     assert a["random"]["protocol"] == b["random"]["protocol"]
@@ -246,19 +251,7 @@ def test_float32_and_readout_runs_resume_bitwise(tmp_path, monkeypatch, options)
         schedule__epochs=2,
         checkpoint__every=0,
     )
-    ref = session.start(config(tmp_path / "a", **changes))
-    calls = {"n": 0}
-
-    def stop_after_17():
-        calls["n"] += 1
-        return calls["n"] == 17
-
-    original = session.StopFlag.__call__
-    monkeypatch.setattr(session.StopFlag, "__call__", lambda self: stop_after_17())
-    stopped = session.start(config(tmp_path / "b", **changes))
-    monkeypatch.setattr(session.StopFlag, "__call__", original)
-    assert stopped.status == "interrupted"
-    assert session.resume(str(tmp_path / "b"), stopped.run_id).status == "completed"
+    ref, stopped = run_stopped_and_resumed(tmp_path, monkeypatch, changes, 17)
     a, _ = final_parameters(tmp_path / "a", ref.run_id)
     b, _ = final_parameters(tmp_path / "b", stopped.run_id)
     assert_same(a["parameters"], b["parameters"])
@@ -299,19 +292,7 @@ def test_a_feedback_run_records_its_calibration_and_resumes_with_it(tmp_path, mo
         schedule__epochs=2,
         checkpoint__every=0,
     )
-    ref = session.start(config(tmp_path / "a", **changes))
-    calls = {"n": 0}
-
-    def stop_after_23():
-        calls["n"] += 1
-        return calls["n"] == 23
-
-    original = session.StopFlag.__call__
-    monkeypatch.setattr(session.StopFlag, "__call__", lambda self: stop_after_23())
-    stopped = session.start(config(tmp_path / "b", **changes))
-    monkeypatch.setattr(session.StopFlag, "__call__", original)
-    resumed = session.resume(str(tmp_path / "b"), stopped.run_id)
-    assert stopped.status == "interrupted" and resumed.status == "completed"
+    ref, stopped = run_stopped_and_resumed(tmp_path, monkeypatch, changes, 23)
     a, _ = final_parameters(tmp_path / "a", ref.run_id)
     b, _ = final_parameters(tmp_path / "b", stopped.run_id)
     assert_same(a["parameters"], b["parameters"])
