@@ -799,7 +799,8 @@ def sweep_show(
     runs: str = typer.Option("runs", help="Runs folder."),
     markdown: bool = typer.Option(False, help="A Markdown table (for a README)."),
 ):
-    """A table per point: final test accuracy, mean ± std over seeds, ranked, the best marked."""
+    """A table per point: final test accuracy, mean ± std over seeds, ranked (by validation accuracy where
+    every point holds a validation split out), the best marked."""
     from aeqprop import sweep_views
 
     sweep_views.print_sweep(runs, sweep, markdown=markdown)

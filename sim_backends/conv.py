@@ -32,7 +32,7 @@ from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.conv_ops import Conv, Dense, add_bias, bias_gradient, bias_shape
 from sim_backends.conv_oracle import ConvOracle
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
-from sim_backends.readout import check_cost, cross_entropy, predict, readout_gradients
+from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 HIDDEN_BOX = (0.0, 1.0)
 OUTPUT_BOX = (-1.0, 2.0)
@@ -176,12 +176,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
 
     def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
         """Nudging toward y with strength beta (0 removes it); with the squared cost beta <= -1 is refused."""
-        beta = float(beta)
-        if not np.isfinite(beta) or (beta <= -1.0 and not self.readout):
-            raise ConfigurationError(
-                f"beta={beta}: with the squared cost and unit output self-energy, beta <= -1 "
-                "destroys the minimum of F; use beta > -1"
-            )
+        beta = check_beta(beta, self.readout)
         if beta != 0.0 and y is None:
             raise ConfigurationError("nudge with beta != 0 needs a target y")
         if y is not None:

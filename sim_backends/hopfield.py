@@ -35,7 +35,7 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 from sim_backends.hopfield_oracle import HopfieldOracle
-from sim_backends.readout import check_cost, cross_entropy, predict, readout_gradients
+from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
 
@@ -168,17 +168,10 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
 
     def nudge(self, beta: float, y: np.ndarray | None = None) -> None:
         """Nudging toward y with strength beta (0 removes it); with the squared cost beta <= -1 is refused."""
-        beta = float(beta)
-        if not np.isfinite(beta) or (beta <= -1.0 and not self.readout):
-            raise ConfigurationError(
-                f"beta={beta}: with the squared cost and unit output self-energy, beta <= -1 "
-                "destroys the minimum of F; use beta > -1"
-            )
-        if beta != 0.0:
-            if y is None:
-                raise ConfigurationError("nudge with beta != 0 needs a target y")
-            y = self._array("y", y, (self._x.shape[0], self.info.n_outputs))
-        elif y is not None:
+        beta = check_beta(beta, self.readout)
+        if beta != 0.0 and y is None:
+            raise ConfigurationError("nudge with beta != 0 needs a target y")
+        if y is not None:
             y = self._array("y", y, (self._x.shape[0], self.info.n_outputs))
         self._beta, self._y = beta, y
         self._stale = True

@@ -33,6 +33,18 @@ def check_cost(cost: str, n_layers: int) -> bool:
     return cost == "cross-entropy"
 
 
+def check_beta(beta: float, readout: bool) -> float:
+    """``beta`` as a float, refused when not finite or, with the squared cost (unit output self-energy),
+    when ``beta <= -1``: F = E + beta C then has no minimum. The cross-entropy readout has no such bound."""
+    beta = float(beta)
+    if not np.isfinite(beta) or (beta <= -1.0 and not readout):
+        raise ConfigurationError(
+            f"beta={beta}: with the squared cost and unit output self-energy, beta <= -1 "
+            "destroys the minimum of F; use beta > -1"
+        )
+    return beta
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     np.exp(z, out=z)
