@@ -347,14 +347,7 @@ class InstrumentSubstrate:
         hold = self.wiring.hold
         role = self.roles["hold"]
         report = RelaxReport(sweeps=1)
-        role.check([hold.release_level])
-        seconds = None if duration is None else float(duration) * hold.time_scale
-        if seconds is not None and not (0.0 <= seconds <= hold.max_seconds):
-            raise SafetyLimitError(
-                f"release of {duration!r} units = {seconds!r} s on {role.inst} channel {role.channels[0]} is outside "
-                f"[0, {hold.max_seconds}] s (hold.max_seconds); nothing was sent. Shorten the release, or raise "
-                "max_seconds in the wiring map if the device allows it"
-            )
+        seconds = None if duration is None else self._release_seconds(duration)
         if seconds is not None and hold.release == "pulse":
             self._flush(pulse=(role, Pulse(role.channels[0], seconds, hold.release_level * role.scale)))
         else:
@@ -369,6 +362,38 @@ class InstrumentSubstrate:
         self._outputs = self._gradients = None
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _release_seconds(self, duration: float) -> float:
+        """A release of ``duration`` units in s, checked against the hold line's level and ``max_seconds``."""
+        hold, role = self.wiring.hold, self.roles["hold"]
+        role.check([hold.release_level])
+        seconds = float(duration) * hold.time_scale
+        if not (0.0 <= seconds <= hold.max_seconds):
+            raise SafetyLimitError(
+                f"release of {duration!r} units = {seconds!r} s on {role.inst} channel {role.channels[0]} is outside "
+                f"[0, {hold.max_seconds}] s (hold.max_seconds); nothing was sent. Shorten the release, or raise "
+                "max_seconds in the wiring map if the device allows it"
+            )
+        return seconds
+
+    def release_and_read(self, duration: float) -> tuple[RelaxReport, dict[str, np.ndarray]]:
+        """A timed release and a readout of theta after it, in one exchange where the hold line pulses.
+
+        The pulse, then the readout, go out in one message (the instrument runs them in order, so
+        theta is read after the release ends): half the round trips of ``release`` then ``parameters``.
+        Without a pulsing hold line or a readout it is exactly those two calls.
+        """
+        self._need("aeqprop")
+        hold, role = self.wiring.hold, self.roles["hold"]
+        keys = [f"parameters.{n}.readout" for n in self.info.parameter_shapes]
+        if hold.release != "pulse" or not all(k in self.roles for k in keys):
+            return self.release(duration), self.parameters()
+        t0 = time.perf_counter()
+        pulse = Pulse(role.channels[0], self._release_seconds(duration), hold.release_level * role.scale)
+        got = self._flush(pulse=(role, pulse), reads=[self.roles[k] for k in keys])
+        self._outputs = self._gradients = None
+        theta = {n: got[k].reshape(s) for (n, s), k in zip(self.info.parameter_shapes.items(), keys)}
+        return RelaxReport(sweeps=1, seconds=time.perf_counter() - t0), theta
 
     def _poll_parameters(self, timeout: float) -> RelaxReport:
         flat = lambda d: np.concatenate([np.ravel(d[n]) for n in sorted(d)])  # noqa: E731

@@ -29,7 +29,7 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import AeqpropSubstrate, HomeostasisSubstrate, StepReport, require
-from protocols.averaging import averaged, check_averages
+from protocols.averaging import averaged, check_averages, release_and_read
 from protocols.base import (
     check_beta,
     check_nudging,
@@ -182,10 +182,11 @@ class Aeqprop:
         report.seconds["homeostasis"] = time.perf_counter() - t0
 
         substrate.nudge(beta2, y)
-        report.record("beta2", substrate.release(self.release))
+        released, after = release_and_read(substrate, self.release, self.averages)  # one exchange on a bench
+        report.record("beta2", released)
         substrate.nudge(0.0)
         assert theta is not None  # read in the free phase (native) or by the feedback loop
-        report.delta = difference(averaged(substrate.parameters, self.averages), theta)
+        report.delta = difference(after, theta)
         report.extra["reads"] = float(
             self.averages * 2 if self.homeostasis == "native" else report.extra["homeostasis_reads"] + self.averages
         )

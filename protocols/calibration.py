@@ -17,12 +17,17 @@ phase (beta1) on one batch:
 - the signal: the RMS move of one nudged release (beta1 -> beta2) from the
   holding knob, i.e. one learning step, ``eps (beta2 - beta1) |g|``.
 
+It also measures the up/down asymmetry of a release per tensor (a device that moves
+theta up by ``g (1 + a)`` and down by ``g (1 - a)`` per unit of knob offset).
+
 From these it chooses: eps per tensor (on a substrate whose compliance is a
 settable ``eps`` mapping, a simulation) scaled down on the stiff tensors until
-k <= ``k_target``; the first probe length ``min(1, 1 / (2 k))`` (a bench, where
-eps is physics); and the number of averaged reads so that the per-step
-signal-to-noise ratio ``signal / (sigma / sqrt(averages))`` reaches ``snr``
-(ALGORITHMS-level bound in the README). theta is held back at the value it had
+k <= ``k_target``; the number of averaged reads so that the per-step
+signal-to-noise ratio ``signal / (max(1, k) sigma / sqrt(averages))`` reaches
+``snr`` (the signal-to-noise bound in the README); the probe length, the probe
+budget and the tolerance of the loop (:func:`choose_probe`: on a quiet device,
+short probes and a few of them; on a noisy one, ``min(1, 1 / (2 k))`` and at
+least ``min_estimates`` estimates). theta is held back at the value it had
 when the calibration started (within the loop's noise floor).
 """
 
@@ -37,7 +42,7 @@ import numpy as np
 
 from protocols.averaging import averaged
 from protocols.base import difference
-from protocols.homeostasis import FeedbackHomeostasis, rms
+from protocols.homeostasis import FeedbackHomeostasis, LoopSettings, rms
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,26 @@ class CalibrationSettings:
       ``rounds``: measure-and-scale rounds;
       ``share``: a tensor carrying at least this fraction of the stiff direction's
       mean squared move per entry gets its eps scaled.
-    - ``snr``: the per-step signal-to-noise ratio the averaged reads aim at;
-      ``max_averages``: the most reads averaged per read of theta.
+    - ``snr``: the per-step signal-to-noise ratio the averaged reads aim at, the step's
+      move against ``max(1, k) sigma / sqrt(averages)`` (a full-length update release
+      multiplies theta's offset from its read reference by k); ``max_averages``: the most
+      reads averaged per read of theta.
+    - ``signal_rtol``: the loop holds theta to this fraction of one learning step's
+      RMS move (divided by max(1, k), since a knob estimate errs by about k times
+      theta's offset); it sets the loop's tolerance and, with the stiffness, its
+      probe length (see :func:`choose_probe`). ``knob_snr``: the ratio of a step's move to the
+      noise of the final knob (the mean of the loop's estimates) that the probe budget aims at; the
+      update then errs by about 1 / knob_snr of itself per step, well under a minibatch's own scatter.
+    - ``jitter``: a probe shorter than 1 / (2 k) only while the knob offset it implies,
+      sqrt(2) floor / p, stays under this fraction of the step's move; ``min_estimates``: the
+      fewest holding-knob estimates averaged on a device noisy by that measure (conductance
+      levels and read noise are averaged out by the loop's dither and telescoping moves).
+    - ``asymmetry_kick``, ``asymmetry_margin``, ``asymmetry_max_kick``, ``max_asymmetry``: the
+      up/down asymmetry probe (see ``_asymmetry``): its knob offset in kicks, its move at least
+      ``asymmetry_levels`` release scatters (about a third of a level each, so rounding to levels
+      does not hide the asymmetry), raised until the kicked move is ``asymmetry_margin`` times the
+      held point's drift, at most
+      ``asymmetry_max_kick`` (theta units); measured values are clipped to ``max_asymmetry``.
     """
 
     reads: int = 16
@@ -81,8 +104,17 @@ class CalibrationSettings:
     k_target: float = 16.0
     rounds: int = 3
     share: float = 0.2
-    snr: float = 12.0
+    snr: float = 6.0
     max_averages: int = 16
+    signal_rtol: float = 0.01
+    asymmetry_kick: float = 10.0
+    asymmetry_margin: float = 10.0
+    asymmetry_levels: float = 30.0
+    asymmetry_max_kick: float = 0.25
+    max_asymmetry: float = 0.5
+    knob_snr: float = 10.0
+    jitter: float = 0.05
+    min_estimates: int = 10
 
 
 @dataclass
@@ -92,6 +124,7 @@ class Calibration:
     read_noise: dict[str, float] = field(default_factory=dict)
     gain: dict[str, float] = field(default_factory=dict)
     gain_error: dict[str, float] = field(default_factory=dict)  # standard error of each gain
+    asymmetry: dict[str, float] = field(default_factory=dict)  # up moves g (1 + a), down moves g (1 - a)
     release_noise: float = 0.0  # RMS scatter of where a release lands beyond its ideal move (levels)
     stiffness: float = 0.0  # k at the chosen eps
     stiffness_before: float = 0.0  # k at the eps the run was configured with
@@ -99,6 +132,9 @@ class Calibration:
     signal: float = 0.0  # RMS move of one nudged release
     eps: dict[str, float] | None = None  # chosen compliance per tensor (None: not settable, a bench)
     probe: float = 1.0
+    probes: int = 0  # the loop's probe budget (0: a record from before it was calibrated)
+    quiet: bool = False  # noise floor negligible against a step: short probes, one reference read
+    tolerance: float = 0.0  # the loop's tolerance from the step size (theta units)
     averages: int = 1
     beta: tuple[float, float] = (0.0, 0.0)
     reads: int = 0  # reads of theta the calibration took
@@ -117,10 +153,12 @@ class Calibration:
         noise = max(self.read_noise.values(), default=0.0)
         eps = ", ".join(f"{n} {v:g}" for n, v in self.eps.items()) if self.eps else "physical (not settable)"
         gain = ", ".join(f"{n} {v:.3g}" for n, v in self.gain.items())
+        if any(self.asymmetry.values()):
+            gain += " (up/down asymmetry " + ", ".join(f"{n} {v:+.2g}" for n, v in self.asymmetry.items()) + ")"
         return (
             f"read noise {noise:.3g} (largest per tensor), release scatter {self.release_noise:.3g}, "
             f"gain {gain}; stiffness k {self.stiffness_before:.3g} "
-            f"-> {self.stiffness:.3g}; eps {eps}; probe {self.probe:.3g}; averages {self.averages}; "
+            f"-> {self.stiffness:.3g}; eps {eps}; probe {self.probe:.3g} x {self.probes}; averages {self.averages}; "
             f"step signal {self.signal:.3g}; beta {self.beta[0]:g} / {self.beta[1]:g}"
         )
 
@@ -167,7 +205,8 @@ class Calibrator:
         hold = FeedbackHomeostasis(max_iter=60, probe=0.25, averages=m, on_cap="hold", probes=8)
 
         def restore() -> None:
-            # the loop's final knob holds the reference; a full release lands theta on it
+            # the loop's final knob holds the reference; a full release lands theta on it (where
+            # k < 1; past it, it multiplies theta's offset by k, which the loop keeps within its floor)
             rep = hold(substrate, reference=ref)
             substrate.release(1.0)
             cal.reads += rep.reads
@@ -209,6 +248,12 @@ class Calibrator:
         hold.gain = used_gain(cal, cfg.gain_error)
         hold.release_noise = cal.release_noise
         restore()
+        if cfg.asymmetry_kick > 0:
+            # moves many levels long where a release lands on levels (rounding would hide the asymmetry)
+            kick_a = max(cfg.asymmetry_kick * kick, cfg.asymmetry_levels * cal.release_noise / cfg.gain_probe)
+            cal.asymmetry = self._asymmetry(substrate, signs, kick_a, m, read, cal)
+            hold.asymmetry = dict(cal.asymmetry)
+            restore()
 
         eps = _settable_eps(substrate)
         for round_ in range(cfg.rounds):
@@ -239,8 +284,52 @@ class Calibrator:
         restore()
         substrate.nudge(0.0)
         if sigma > 0 and cal.signal > 0:
-            cal.averages = int(min(cfg.max_averages, max(1, math.ceil((cfg.snr * sigma / cal.signal) ** 2))))
+            # the update multiplies theta's offset from the (read) reference by k: SNR signal sqrt(m) / (k sigma)
+            noise = max(1.0, cal.stiffness) * sigma
+            cal.averages = int(min(cfg.max_averages, max(1, math.ceil((cfg.snr * noise / cal.signal) ** 2))))
+        cal.tolerance = cfg.signal_rtol * cal.signal / max(1.0, cal.stiffness)
+        floor = math.hypot(sigma / math.sqrt(cal.averages), cal.release_noise)
+        cal.probe, estimates, cal.quiet = choose_probe(cal.stiffness, floor, cal.signal, cfg, hold.settings)
+        cal.probes = hold.settings.transient + estimates
         return cal
+
+    def _asymmetry(self, substrate, signs, kick, m, read, cal) -> dict[str, float]:
+        """Per tensor, how much larger an upward move is than a downward one under the same knob offset.
+
+        A probe at the holding knob measures the held point's drift; then a probe under a knob offset
+        of random signs, its move less that drift: the entries pushed up move ``g (1 + a) p kick`` on
+        average, those pushed down ``-g (1 - a) p kick``, so ``a`` is the ratio of the sum of the two
+        mean moves to their difference (whatever the gain g). The drift changes from one probe to the
+        next (noise in the holding knob, an unstable held point), so the kick is raised until the
+        kicked move is ``asymmetry_margin`` times the drift's RMS (up to ``asymmetry_max_kick``; past
+        it nothing is measured). A tensor whose ``a`` is not 3 standard errors from zero (or that has
+        fewer than 8 entries pushed each way) gets 0.
+        """
+        cfg = self.settings
+        u, p = substrate.knobs(), cfg.gain_probe
+        start = read()
+        substrate.release(p)
+        middle = read()
+        cal.reads += 2 * m
+        drift = difference(middle, start)
+        kick = max(kick, cfg.asymmetry_margin * rms(drift) / p)
+        out = {n: 0.0 for n in u}
+        if kick > cfg.asymmetry_max_kick:
+            return out
+        substrate.set_knobs({n: u[n] + kick * signs[n] for n in u})
+        substrate.release(p)
+        end = read()
+        cal.reads += m
+        substrate.set_knobs(u)
+        for n, v in end.items():
+            move, up = ((v - middle[n]) - drift[n]).ravel(), signs[n].ravel() > 0
+            if min(np.count_nonzero(up), np.count_nonzero(~up)) < 8:
+                continue
+            rise, fall = float(np.mean(move[up])), float(np.mean(move[~up]))
+            se = math.sqrt(np.var(move[up]) / np.count_nonzero(up) + np.var(move[~up]) / np.count_nonzero(~up))
+            if rise - fall > 0 and abs(rise + fall) > 3 * se:
+                out[n] = float(np.clip((rise + fall) / (rise - fall), -cfg.max_asymmetry, cfg.max_asymmetry))
+        return out
 
     def _stiffness(self, substrate, signs, kick, m, read, cal) -> tuple[float, dict[str, float]]:
         """k from a power iteration of -eps H under a fixed knob; the tensors' shares of the stiff direction."""
@@ -272,6 +361,45 @@ class Calibrator:
         return (float(max(ratios)) if ratios else 0.0), {n: e / total for n, e in energy.items()}
 
 
+def choose_probe(
+    k: float, floor: float, signal: float, cfg: CalibrationSettings, loop: LoopSettings
+) -> tuple[float, int, bool]:
+    """The probe length, the number of knob estimates to average, and whether the device is quiet
+    (its floor negligible against a step's move): ``(probe, estimates, quiet)``.
+
+    The longest stable probe is ``p0 = min(1, 1 / (2 k))`` (the loop is stable below ``1 / k``). A
+    shorter one settles theta in fewer probes (its offset, first about ``p signal`` from the previous
+    step's move under the stale knob, shrinks by ``sqrt(p k)`` per probe down to ``signal_rtol
+    signal``) but amplifies the floor: the mean of L estimates carries ``sqrt(2) floor / (p L)``, to
+    be under ``signal / knob_snr``, and each probe's knob sits about ``sqrt(2) floor / p`` from the
+    holding knob, where a device's response to that offset (write asymmetry, conductance levels)
+    biases every estimate. So probes shorter than ``p0`` (halving, down to the loop's shortest) are
+    taken only while that offset is under ``jitter`` times the signal, and among those the one that
+    needs the fewest probes wins. A device noisy by that measure even at ``p0`` gets ``p0`` and at
+    least ``min_estimates`` estimates.
+    """
+    p0 = min(1.0, max(loop.min_probe, 0.5 / max(k, 1e-12)))
+    if signal <= 0:
+        return p0, 1, False
+
+    def estimates(p: float) -> int:
+        return max(1, math.ceil(math.sqrt(2.0) * cfg.knob_snr * floor / (p * signal)))
+
+    def cost(p: float) -> int:
+        shrink = math.sqrt(min(max(p * k, 1e-6), 0.99))
+        settle = math.ceil(math.log(cfg.signal_rtol / p) / math.log(shrink)) if p > cfg.signal_rtol else 1
+        return max(estimates(p), settle, 1)
+
+    if math.sqrt(2.0) * floor / p0 > cfg.jitter * signal:  # a noisy device: long probes, many estimates
+        return p0, max(estimates(p0), cfg.min_estimates), False
+    best, p = p0, p0 / 2
+    while p >= loop.min_probe and math.sqrt(2.0) * floor / p <= cfg.jitter * signal:
+        if cost(p) < cost(best):
+            best = p
+        p /= 2
+    return best, estimates(best), True
+
+
 def apply(cal: Calibration, protocol, substrate) -> None:
     """Put a calibration's choices into effect: eps (if settable), and the feedback loop's probe,
     gain and averaged reads. Used after a calibration and when a run resumes from its record."""
@@ -282,4 +410,10 @@ def apply(cal: Calibration, protocol, substrate) -> None:
     loop.probe = loop.max_probe = cal.probe
     loop.gain = used_gain(cal)
     loop.release_noise = cal.release_noise
+    loop.asymmetry = dict(cal.asymmetry)
     loop.averages = protocol.averages = cal.averages
+    if cal.probes:  # a record from before the budget was calibrated keeps the configured one
+        loop.read_noise = dict(cal.read_noise)
+        loop.signal_atol = cal.tolerance
+        loop.probes = min(loop.max_iter, cal.probes)
+        loop.reference_reads = 1 if cal.quiet else 2

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
-from protocols.averaging import averaged, check_averages
+from protocols.averaging import averaged, check_averages, release_and_read
 from protocols.base import difference
 
 ON_CAP = ("raise", "hold")
@@ -105,9 +105,11 @@ def stiffness_from_growth(rho: float) -> float:
 class FeedbackHomeostasis:
     """Steer the knobs until a release no longer moves theta away from where the step started.
 
-    Each call reads the reference theta twice (their difference measures the
-    read-noise floor, RMS over all entries), then runs probes: set the knobs,
-    release for ``probe``, read theta. From the move it estimates the holding
+    Each call reads the reference theta (twice when not calibrated: their
+    difference measures the read-noise floor; once with the calibrated noise),
+    then runs probes: set the knobs, release for ``probe``, read theta (one
+    exchange on a bench that can pulse its hold line, see
+    :func:`protocols.averaging.release_and_read`). From the move it estimates the holding
     knob at the new theta (``u - move / probe + move``) and sets the next knob to
     pull theta back to the reference. It runs at least ``probes`` probes (the
     drift left by the previous sample's knob is always removed in expectation;
@@ -124,6 +126,12 @@ class FeedbackHomeostasis:
     probes before, above the noise floor) halves the probe. The probe length is
     carried from call to call and lengthened slowly after calls without a
     runaway. Each read of theta is the mean of ``averages`` reads.
+
+    A calibration (protocols.calibration) sets, besides the probe length, the
+    per-tensor gain and asymmetry (a knob offset moves theta up by ``g (1 + a)``
+    and down by ``g (1 - a)``; an estimate that assumed ``a = 0`` would sit low by
+    ``a |u - u*|`` whatever the offset's sign, a bias that every step would add),
+    the read noise, the probe budget and a tolerance from the step size.
     """
 
     def __init__(
@@ -151,6 +159,11 @@ class FeedbackHomeostasis:
         self.averages, self.on_cap = check_averages(averages), on_cap
         self.gain: dict[str, float] = {}  # knob-to-theta gain per tensor (calibration); 1 if absent
         self.release_noise = 0.0  # RMS scatter of where a release lands beyond its ideal move (calibration)
+        self.asymmetry: dict[str, float] = {}  # per tensor: up moves (1 + a), down moves (1 - a) (calibration)
+        # one read's RMS noise per tensor (calibration); None: measured each call from two reads
+        self.read_noise: dict[str, float] | None = None
+        self.signal_atol = 0.0  # tolerance set from a learning step's size (calibration, theta units)
+        self.reference_reads = 2  # reads of the reference once calibrated (1 on a quiet device)
         # knob dither, used only once a release is quantized; made here so a checkpoint always holds its state
         self.dither = np.random.default_rng(0)
 
@@ -161,14 +174,25 @@ class FeedbackHomeostasis:
         def read():
             return averaged(substrate.parameters, m)
 
-        first, again = read(), read()
-        ref = {n: 0.5 * (first[n] + again[n]) for n in first} if reference is None else reference
-        sigma = rms(difference(again, first)) / np.sqrt(2.0) * np.sqrt(m)  # one read's noise
+        # the reference: two reads (their difference measures the noise floor when not calibrated), or
+        # as many as the calibration asked for (one on a quiet device)
+        refs = [read() for _ in range(2 if self.read_noise is None else self.reference_reads)]
+        first = refs[0]
+        ref = {n: sum(r[n] for r in refs) / len(refs) for n in first} if reference is None else reference
+        if self.read_noise is None:
+            per_tensor = {n: rms({n: refs[1][n] - first[n]}) / np.sqrt(2.0) * np.sqrt(m) for n in first}
+        else:
+            per_tensor = {n: self.read_noise.get(n, 0.0) for n in first}
+        reads, ref_share = len(refs) * m, 1.0 / len(refs)  # variance of the reference, in averaged reads
+        if reference is not None:
+            ref_share = 0.0
+        sigma = float(np.sqrt(np.mean([v**2 for v in per_tensor.values()])))  # one read's noise (RMS)
         # RMS floor of a probe's read minus the reference: read noise, and the release's own resolution
         # (conductance levels; measured by the calibration, theta units)
-        floor = float(np.hypot(sigma * np.sqrt(1.5 / m), self.release_noise))
-        floors = np.hypot(np.array([rms({n: again[n] - first[n]}) for n in first]) * np.sqrt(0.75), self.release_noise)
-        report = HomeostasisReport(reads=2 * m, read_noise=sigma, reference=ref)
+        spread = np.sqrt((1.0 + ref_share) / m)
+        floor = float(np.hypot(sigma * spread, self.release_noise))
+        floors = np.hypot(np.array([per_tensor[n] for n in first]) * spread, self.release_noise)
+        report = HomeostasisReport(reads=reads, read_noise=sigma, reference=ref)
         u = substrate.knobs()
         theta_a, p = ref, self.probe
         holds: list[dict[str, np.ndarray]] = []
@@ -184,16 +208,19 @@ class FeedbackHomeostasis:
                 half = np.sqrt(3.0) * self.release_noise / p
                 u = {n: v + self.dither.uniform(-half, half, v.shape) for n, v in u.items()}
             substrate.set_knobs(u)
-            substrate.release(p)
-            theta_b = read()
+            _, theta_b = release_and_read(substrate, p, m)
             report.reads += m
             move = difference(theta_b, theta_a)
             off = difference(theta_b, ref)
             residual = rms(off)
             if tol is None:
-                tol = self.rtol * residual + cfg.noise_margin * floor + self.atol
+                tol = self.rtol * residual + cfg.noise_margin * floor + self.atol + self.signal_atol
             g = self.gain  # knob-to-theta gain: a knob change du moves the floating equilibrium by g du
-            hold = {n: u[n] - (move[n] / p - move[n]) / g.get(n, 1.0) for n in u}  # holds theta_b
+            a = self.asymmetry  # a knob offset moves theta up by g (1 + a), down by g (1 - a), per unit
+            hold = {  # holds theta_b
+                n: u[n] - (move[n] / (p * (1.0 + a.get(n, 0.0) * np.sign(move[n]))) - move[n]) / g.get(n, 1.0)
+                for n in u
+            }
             holds.append({n: hold[n] - off[n] / g.get(n, 1.0) for n in u})  # holds the reference
             settled.append(residual <= tol / p)  # the read noise of theta's moves is amplified by 1/p
             offsets.append(np.array([rms({n: v}) for n, v in off.items()]))  # per tensor

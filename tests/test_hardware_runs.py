@@ -90,6 +90,64 @@ def test_step_reports_count_the_instrument_round_trips():
                 assert 4 <= report.round_trips <= 6  # about one per phase (benchmarks/hardware.py)
 
 
+def test_a_probe_is_one_exchange_and_reads_what_release_then_parameters_read():
+    import tomllib
+
+    from drivers.hardware import InstrumentSubstrate
+    from drivers.wiring import parse_wiring
+
+    x = np.full((1, 4), 0.5)
+    sim = HopfieldSubstrate(**SIM)
+    with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
+        wiring = parse_wiring(tomllib.loads(lab_wiring_toml(sim.info, lab.address)))
+        with InstrumentSubstrate(wiring) as hw:
+            hw.clamp(x)
+            hw.relax()
+            u = {n: v + 0.01 for n, v in hw.knobs().items()}
+            hw.set_knobs(u)
+            before = hw.round_trips
+            _, theta = hw.release_and_read(0.5)
+            assert hw.round_trips - before == 1  # the knob writes, the pulse and the readout in one message
+            again = hw.parameters()
+            hw.set_knobs(u)
+            hw.release(0.5)
+            twice = hw.parameters()
+    # the same release on the simulation the lab runs: theta moves half way to the knob's equilibrium
+    sim.clamp(x)
+    sim.relax()
+    sim.set_knobs({n: v + 0.01 for n, v in sim.knobs().items()})
+    sim.release(0.5)
+    for n, v in sim.parameters().items():
+        assert np.allclose(theta[n], v, atol=1e-9) and np.allclose(again[n], v, atol=1e-9)
+    sim.release(0.5)
+    for n, v in sim.parameters().items():
+        assert np.allclose(twice[n], v, atol=1e-9)
+
+
+def test_a_calibrated_feedback_step_on_the_virtual_lab_stays_within_three_times_the_floor():
+    import tomllib
+
+    from drivers.hardware import InstrumentSubstrate
+    from drivers.wiring import parse_wiring
+    from protocols.aeqprop import Aeqprop
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, (6, 4)), np.eye(3)[rng.integers(0, 3, 6)]
+    sim = HopfieldSubstrate(**SIM)
+    with ScpiServer(HopfieldSubstrate(**SIM)) as lab:
+        wiring = parse_wiring(tomllib.loads(lab_wiring_toml(sim.info, lab.address)))
+        with InstrumentSubstrate(wiring) as hw:
+            protocol = Aeqprop(beta=1.0, homeostasis="feedback")
+            protocol.calibrate(hw, x[:1], y[:1])
+            reports = [protocol.step(hw, x[i : i + 1], y[i : i + 1]) for i in range(6)]
+    native = Aeqprop(beta=1.0)
+    for i, report in enumerate(reports):
+        assert report.round_trips <= 3 * 4  # free, beta1, homeostasis, beta2: the floor is 4
+        step = native.step(sim, x[i : i + 1], y[i : i + 1]).delta  # the same step, native homeostasis
+        err = np.sqrt(sum(np.sum((report.delta[n] - step[n]) ** 2) for n in step))
+        assert err <= 0.02 * np.sqrt(sum(np.sum(v**2) for v in step.values()))  # signal_rtol: 1 %
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_one_signal_during_an_exchange_stops_gracefully_outputs_off_and_the_run_resumes(tmp_path, sig):
     """The signal lands while a SCPI reply is in flight: the exchange finishes, the step ends, a checkpoint is
