@@ -150,6 +150,11 @@ def results(runs: str, sweep_id: int | str) -> tuple[dict, list[dict]]:
     try:
         row = sweep_row(store, sweep_id)
         spec = json.loads(row["spec"])
+        if not spec.get("points") or "protocol" not in spec.get("grid", {}):
+            raise ConfigurationError(
+                f"sweep {row['id']} ({row['name']}) in {runs} is not a robustness sweep (devices as points, "
+                "protocols as a grid); give the id of one run from benchmarks/robustness*.toml"
+            )
         named = devices(spec)
         out = []
         chance = None
@@ -158,7 +163,10 @@ def results(runs: str, sweep_id: int | str) -> tuple[dict, list[dict]]:
             if job["run_id"] is None or job["status"] not in ("completed", "failed"):
                 continue
             overrides = {k: v for k, v in job["overrides"].items() if k.split(".")[0] != "protocol"}
-            (effect, magnitude) = next(d for d, o in named if o == overrides)
+            found = [d for d, o in named if o == overrides]
+            if not found:
+                raise ConfigurationError(f"sweep {row['id']}: point {job['label']!r} is no device of its sweep file")
+            effect, magnitude = found[0]
             got = figures(*(store.metrics(job["run_id"], t) for t in ("step_metrics", "epoch_metrics", "events")))
             if job["status"] == "failed":
                 if chance is None:
