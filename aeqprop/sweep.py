@@ -17,11 +17,18 @@ Example (``examples/sweep_learning_rules.toml`` has a full one)::
     count = 4
     seed = 0
     "protocol.options.beta" = { log_uniform = [0.1, 1.0] }
+    [seed_offsets]                     # fields that follow the run's seed: seed + offset
+    "nonideal.seed" = 1000
 
 The points are the product of ``points`` (one empty point if none), ``grid``
 and ``random`` draws; each point runs once per seed, the seed being the run's
-``seed``. Every run config is validated when the sweep is expanded, before any
-run starts: a bad file raises one ConfigurationError.
+``seed``. A grid value that is a table may name itself with ``label`` (taken out
+of the value), e.g. ``protocol = [{ label = "EqProp", name = "eqprop" }, ...]``;
+the point's name shows the label instead of the table. ``seed_offsets`` sets
+each field it names to the run's seed plus its offset (e.g. a device's random
+streams, per seed yet apart from the run's own). Every run config is validated
+when the sweep is expanded, before any run starts: a bad file raises one
+ConfigurationError.
 """
 
 from __future__ import annotations
@@ -100,6 +107,7 @@ class SweepConfig(BaseModel):
     grid: dict[str, Any] = Field(default_factory=dict)
     points: list[dict[str, Any]] = Field(default_factory=list)
     random: RandomAxes | None = None
+    seed_offsets: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,13 +160,24 @@ def _label(overrides: dict[str, Any]) -> str:
     )
 
 
+def _labelled(value: Any) -> tuple[Any, Any]:
+    """A grid value and how a point's name shows it: a table's own ``label`` (taken out), else the value."""
+    if isinstance(value, dict) and isinstance(value.get("label"), str):
+        return {k: v for k, v in value.items() if k != "label"}, value["label"]
+    return value, value
+
+
 def _points(spec: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
     listed = [(p.get("label"), flat({k: v for k, v in p.items() if k != "label"})) for p in spec.points] or [(None, {})]
     grid = flat(spec.grid, leaf=lambda v: False)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigurationError(f"grid.{key}: give a non-empty list of values, e.g. [0.1, 0.5]")
-    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    combos, shown = [], []
+    for values in itertools.product(*grid.values()):
+        pairs = [_labelled(v) for v in values]
+        combos.append({k: v for k, (v, _) in zip(grid, pairs)})
+        shown.append({k: s for k, (_, s) in zip(grid, pairs)})
     draws: list[dict[str, Any]] = [{}]
     if spec.random is not None:
         axes = spec.random.axes()
@@ -169,10 +188,10 @@ def _points(spec: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
         rng = np.random.default_rng(spec.random.seed)
         draws = [{k: d.draw(rng) for k, d in axes.items()} for _ in range(spec.random.count)]
     out = []
-    for (label, listed_overrides), combo, draw in itertools.product(listed, combos, draws):
+    for (label, listed_overrides), (combo, names), draw in itertools.product(listed, zip(combos, shown), draws):
         overrides = {**listed_overrides, **combo, **draw}
-        extra = _label({**combo, **draw})
-        name = label if label is not None else _label(overrides)
+        extra = _label({**names, **draw})
+        name = label if label is not None else _label({**listed_overrides, **names, **draw})
         if label is not None and (combo or draw):
             name = f"{label}, {extra}"
         out.append((name, overrides))
@@ -202,6 +221,12 @@ def expand(raw: dict, origin: Path | None = None, runs: str | None = None) -> Sw
     for key, value in flat(spec.config).items():
         set_field(base, key, copy.deepcopy(value))
     folder = runs or spec.runs or base.get("runs", "runs")  # like a run config's: relative to the working folder
+    offsets = flat(spec.seed_offsets)
+    for key, offset in offsets.items():
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise ConfigurationError(
+                f"seed_offsets.{key} = {offset!r}: give an integer offset added to each run's seed, e.g. 1000"
+            )
     jobs, seen = [], {}
     for index, (label, overrides) in enumerate(_points(spec)):
         if label in seen:
@@ -211,6 +236,8 @@ def expand(raw: dict, origin: Path | None = None, runs: str | None = None) -> Sw
             config = copy.deepcopy(base)
             for key, value in overrides.items():
                 set_field(config, key, copy.deepcopy(value))
+            for key, offset in offsets.items():
+                set_field(config, key, seed + offset)
             config["seed"], config["runs"] = seed, folder
             try:
                 checked = validate(config)

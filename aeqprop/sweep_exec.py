@@ -247,10 +247,16 @@ def check_names(sweep) -> None:
 
 
 def _progress_runs(
-    store: RunStore, todo: list[dict], make_executor, settings: SweepSettings, progress: bool, title: str
+    store: RunStore,
+    todo: list[dict],
+    make_executor,
+    settings: SweepSettings,
+    progress: bool,
+    title: str,
+    on_record: Callable[[dict, int, RunRecord], None] | None = None,
 ) -> SweepReport:
     if not progress:
-        return run_jobs(store, todo, make_executor, settings)
+        return run_jobs(store, todo, make_executor, settings, on_record=on_record)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -273,6 +279,8 @@ def _progress_runs(
 
         def advance(job, run_id, rec):
             bar.update(task, advance=1, description=f"{title} (last: run {run_id}, {rec.status})")
+            if on_record is not None:
+                on_record(job, run_id, rec)
 
         return run_jobs(store, todo, make_executor, settings, on_record=advance)
 
@@ -293,9 +301,11 @@ def start_sweep(
     progress: bool = False,
     on_created: Callable[[int], None] | None = None,
     one_at_a_time: bool = False,
+    on_record: Callable[[dict, int, RunRecord], None] | None = None,
 ) -> tuple[int, SweepReport]:
     """Record a new sweep (validated and expanded by ``aeqprop.sweep``) and run all its jobs.
-    ``one_at_a_time``: the executor runs one job at a time on this machine (required for instruments)."""
+    ``one_at_a_time``: the executor runs one job at a time on this machine (required for instruments);
+    ``on_record(job, run_id, record)``: called as each run is recorded."""
     from aeqprop.sweep_store import create_sweep, jobs, open_store
 
     check_names(sweep)
@@ -306,7 +316,9 @@ def start_sweep(
         if on_created is not None:
             on_created(sweep_id)
         todo = jobs(store, sweep_id)
-        return sweep_id, _progress_runs(store, todo, make_executor, settings, progress, f"sweep {sweep_id}")
+        return sweep_id, _progress_runs(
+            store, todo, make_executor, settings, progress, f"sweep {sweep_id}", on_record=on_record
+        )
     finally:
         store.close()
 

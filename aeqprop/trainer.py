@@ -23,6 +23,7 @@ import numpy as np
 from aeqprop.data import Dataset
 from aeqprop.errors import ConfigurationError
 from aeqprop.oracle import fidelity, flatten
+from aeqprop.reads import ReadCounter
 from aeqprop.substrate import OracleSubstrate, StepReport, Substrate, require
 
 
@@ -136,6 +137,8 @@ class Trainer:
     ``fidelity_cosine``; every ``checkpoint_every`` steps (0: at the end of each epoch),
     and when ``should_stop()`` turns true after a step,
     ``on_checkpoint(position)`` is called with the trainer's state at that point.
+    Each step's report gets ``substrate_reads`` in its extras: the reads of theta and
+    dE/dtheta the step made, counted on the substrate (:class:`aeqprop.reads.ReadCounter`).
     """
 
     def __init__(
@@ -195,9 +198,15 @@ class Trainer:
         set_random_states(self.substrate, states["substrate"])
 
     def run_epoch(
-        self, epoch: int, on_step: Callable | None = None, start: Position | None = None, hooks: dict | None = None
+        self,
+        epoch: int,
+        on_step: Callable | None = None,
+        start: Position | None = None,
+        hooks: dict | None = None,
+        counter: ReadCounter | None = None,
     ) -> EpochRecord | None:
-        """One epoch (from ``start`` if given); None if ``should_stop`` ended it early."""
+        """One epoch (from ``start`` if given); None if ``should_stop`` ended it early.
+        ``counter``: an entered ReadCounter of the substrate, for each step's ``substrate_reads``."""
         data, sub, hooks = self.data, self.substrate, hooks or {}
         if start is None:
             start = Position(epoch, 0, (epoch - 1) * self.steps_per_epoch(), self.rng.permutation(len(data.x_train)))
@@ -215,7 +224,10 @@ class Trainer:
             measure = self.fidelity_every and (g + 1) % self.fidelity_every == 0
             if measure:  # the oracle has no side effect on parameters or random state
                 grad = cast(OracleSubstrate, sub).true_gradient(data.x_train[idx], y_all[idx])  # checked in __init__
+            before = counter.reads if counter is not None else 0
             report: StepReport = self.protocol.step(sub, data.x_train[idx], y_all[idx])
+            if counter is not None and counter.counting:  # measured here, whatever the protocol reports
+                report.extra["substrate_reads"] = float(counter.reads - before)
             if measure:
                 names = sorted(grad)
                 report.extra["fidelity_cosine"] = fidelity(flatten(report.delta, names), -flatten(grad, names)).cosine
@@ -306,12 +318,14 @@ class Trainer:
                 on_eval(epoch, g, loss, acc)
 
         hooks["on_eval"] = eval_hook
+        counter = ReadCounter(self.substrate)
         try:
+            counter.__enter__()
             if bar is not None:
                 bar.start()
             for epoch in range(first, self.epochs + 1):
                 running.update(loss=0.0, n=0)
-                record = self.run_epoch(epoch, step_hook, start if epoch == first else None, hooks)
+                record = self.run_epoch(epoch, step_hook, start if epoch == first else None, hooks, counter)
                 if record is None:
                     result.stopped = True
                     return result
@@ -321,6 +335,7 @@ class Trainer:
                 if on_epoch is not None:
                     on_epoch(record)
         finally:
+            counter.__exit__()
             if bar is not None:
                 bar.stop()
         return result

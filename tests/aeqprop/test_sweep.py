@@ -66,6 +66,36 @@ def test_grid_points_and_seeds_expand_into_every_combination(tmp_path):
     assert sweep.axes == ["protocol.options.beta", "protocol.options.variant", "substrate.options.eps"]
 
 
+def test_labelled_grid_tables_and_fields_that_follow_the_seed():
+    raw = {
+        "config": {**TINY, "nonideal": {}},
+        "seeds": [0, 4],
+        "seed_offsets": {"nonideal.seed": 1000, "dataset": {"seed": 0}},
+        "grid": {
+            "protocol": [
+                {"label": "EqProp", "name": "eqprop", "options": {"lr": 0.1}},
+                {"name": "eqprop", "options": {"lr": 0.2}},
+            ]
+        },
+        "points": [{"label": "ideal"}, {"label": "noisy", "nonideal.read_noise": 1e-3}],
+    }
+    sweep = expand(raw)
+    assert [(j.label, j.seed) for j in sweep.jobs][:4] == [
+        ("ideal, protocol=EqProp", 0),
+        ("ideal, protocol=EqProp", 4),
+        ("ideal, protocol={'name': 'eqprop', 'options': {'lr': 0.2}}", 0),
+        ("ideal, protocol={'name': 'eqprop', 'options': {'lr': 0.2}}", 4),
+    ]
+    for j in sweep.jobs:
+        assert j.config["protocol"] == {"name": "eqprop", "options": {"lr": 0.1 if "EqProp" in j.label else 0.2}}
+        assert j.config["nonideal"]["seed"] == 1000 + j.seed and j.config["dataset"]["seed"] == j.seed
+        assert j.config["nonideal"].get("read_noise") == (1e-3 if j.label.startswith("noisy") else None)
+    assert "label" not in json.dumps([j.overrides for j in sweep.jobs])
+    for bad in (0.5, True, "1000"):
+        with pytest.raises(ConfigurationError, match=r"seed_offsets.nonideal.seed = .*: give an integer offset"):
+            expand({**raw, "seed_offsets": {"nonideal.seed": bad}})
+
+
 def test_random_draws_follow_their_seed_and_bounds():
     raw = {
         "config": TINY,
@@ -278,7 +308,15 @@ def test_every_shipped_sweep_file_expands_into_valid_runs(path):
 
     sweep = load_sweep(path)
     check_names(sweep)
-    assert len(sweep.jobs) == {"sweep_aeqprop.toml": 48, "learning_rules.toml": 18}[path.name]
+    assert (
+        len(sweep.jobs)
+        == {
+            "sweep_aeqprop.toml": 48,
+            "learning_rules.toml": 18,
+            "robustness.toml": 26 * 2 * 3,
+            "robustness_native.toml": 2 * 3,
+        }[path.name]
+    )
     assert len({json.dumps(j.config, sort_keys=True) for j in sweep.jobs}) == len(sweep.jobs)  # no run twice
 
 
