@@ -159,7 +159,7 @@ def _build(kind: str, name: str, options: dict[str, Any]) -> object:
     """The factory registered under ``name``, given those of ``options`` it takes (for gradcheck,
     whose flags serve every protocol)."""
     from aeqprop import registry
-    from aeqprop.session import build_with
+    from aeqprop.parts import build_with
 
     return build_with(registry.load(kind, name), {}, {k: v for k, v in options.items() if v is not None}, kind)
 
@@ -616,7 +616,7 @@ def instruments_check(
             ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column
         ).x_train
         from aeqprop import registry
-        from aeqprop.session import build_with
+        from aeqprop.parts import build_with
 
         protocol = build_with(
             registry.load("protocols", cfg.protocol.name), cfg.protocol.options, {"seed": cfg.seed}, "protocol.options"

@@ -233,7 +233,7 @@ def check_names(sweep: Sweep) -> None:
     import json
 
     from aeqprop import registry
-    from aeqprop.session import build_with
+    from aeqprop.parts import build_with
 
     for name in sorted({j.config["substrate"]["backend"] or "instrument" for j in sweep.jobs}):
         registry.load("backends", name)
