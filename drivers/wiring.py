@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aeqprop.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from aeqprop.substrate import SubstrateInfo
 
 PROFILE_NAMES = ("keithley2450", "keysight-b2900", "multichannel", "board")
 
@@ -287,7 +290,12 @@ def load_wiring(path: str | Path) -> WiringMap:
 
 
 def lab_wiring_toml(
-    info, address: str, profile: str = "multichannel", timeout: float = 2.0, retries: int = 3, knob_range: float = 100.0
+    info: SubstrateInfo,
+    address: str,
+    profile: str = "multichannel",
+    timeout: float = 2.0,
+    retries: int = 3,
+    knob_range: float = 100.0,
 ) -> str:
     """A wiring map (TOML text) for an instrument laid out as ``LAB_CHANNELS`` serving a substrate with this info."""
     C = LAB_CHANNELS
