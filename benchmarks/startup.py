@@ -30,6 +30,14 @@ COMMANDS = {
     'python -c "import aeqprop"': [sys.executable, "-c", "import aeqprop"],
     'python -c "import typer"': [sys.executable, "-c", "import typer"],  # the floor of any typer CLI
     "aeqprop --help": [sys.executable, "-m", "cli", "--help"],
+    # the same with cli.py compiled from source at every start, as happens without its bytecode when
+    # PYTHONDONTWRITEBYTECODE is set (not one of the figures: pip writes the bytecode at install)
+    "aeqprop --help, no cli .pyc": [
+        sys.executable,
+        "-c",
+        "import sys; sys.argv = ['cli.py', '--help']; "
+        "exec(compile(open('cli.py').read(), 'cli.py', 'exec'), {'__name__': '__main__'})",
+    ],
 }
 
 
@@ -78,6 +86,7 @@ def main() -> None:
     print(f"|{'-' * 30}|{'-' * 13}|{'-' * 18}|{'-' * 18}|")
     for name, m in med.items():
         print(f"| {name:<28} | {1e3 * m:>11.0f} | {m / base:>16.2f} | {m / imp:>16.2f} |")
+    print(f"aeqprop --help / import aeqprop: {med['aeqprop --help'] / imp:.2f} (aim 2.00 or less)")
     print(f"slow modules imported by aeqprop --help: {', '.join(slow_imports()) or 'none'}")
 
 
