@@ -99,7 +99,9 @@ def main(argv=None) -> None:
                 net = DiscreteSubstrate(layers, seed=seed, activation=activation)
                 for variant in VARIANTS:
                     for beta in BETAS:
-                        reports[seed, activation, variant, beta] = gdu_check(net, x, y, beta=beta, K=10, variant=variant)
+                        reports[seed, activation, variant, beta] = gdu_check(
+                            net, x, y, beta=beta, K=10, variant=variant
+                        )
             net = DiscreteSubstrate(layers, seed=seed)
             net.rho = [Linear()] * (net.L + 1)  # the reference without any activation (unbounded state)
             linear[seed] = gdu_check(net, x, y, beta=0.1, K=10, variant="centered")
@@ -135,12 +137,14 @@ def main(argv=None) -> None:
                 )
 
     print(f"\nWorst per-step relative error (every layer and step) against beta, worst over seeds {seeds}\n")
-    print("| beta | " + " | ".join(f"{a}, {'one-sided' if v == 'positive' else v}" for a in ACTIVATIONS for v in VARIANTS) + " |")
+    print(
+        "| beta | "
+        + " | ".join(f"{a}, {'one-sided' if v == 'positive' else v}" for a in ACTIVATIONS for v in VARIANTS)
+        + " |"
+    )
     print("|---:|" + "---:|" * (len(ACTIVATIONS) * len(VARIANTS)))
     for beta in BETAS:
-        cells = [
-            f"{max(reports[s, a, v, beta].worst() for s in seeds):.1e}" for a in ACTIVATIONS for v in VARIANTS
-        ]
+        cells = [f"{max(reports[s, a, v, beta].worst() for s in seeds):.1e}" for a in ACTIVATIONS for v in VARIANTS]
         print(f"| {beta:g} | " + " | ".join(cells) + " |")
 
     print(
