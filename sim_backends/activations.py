@@ -171,20 +171,25 @@ class SoftClip:
         return float(np.tanh(0.25 * self.sharpness * (self.hi - self.lo)))
 
 
-def nudged_output(rho: Activation, a: np.ndarray, beta: float, y: np.ndarray, tol: float = 1e-13) -> np.ndarray:
+def nudged_output(
+    rho: Activation, a: np.ndarray, beta: float, y: np.ndarray, tol: float = 1e-13, max_steps: int = 100
+) -> np.ndarray:
     """The output's step under nudging, taken at its new value: ``argmin_o G(o) - o a + beta/2 ||o - y||^2``.
 
     That is ``o = rho(z)`` with ``z = a - beta (o - y)``: ``rho((a + beta y) / (1 + beta))`` for units
     with G = 1/2 s^2 (Linear, Box); for a Logistic or SoftClip unit the root of ``z + beta rho(z) = a + beta y``,
     increasing in z while ``beta > -1 / max rho'``, by Newton steps kept inside the bracket the bounds
-    of rho give (bisection where a step leaves it), to ``tol`` in z.
+    of rho give (bisection where a step leaves it): at most ``max_steps`` steps, until z moves by no
+    more than ``tol`` (dimensionless) times ``1 + max |z|`` (2 to 4 steps from the linear guess).
     """
     if isinstance(rho, (Linear, Box)):
         out = a + beta * y
         out /= 1.0 + beta
         return rho(out)
     if not isinstance(rho, (Logistic, SoftClip)):
-        raise ConfigurationError(f"{type(rho).__name__} output units have no nudged step; use Linear, Box or Logistic")
+        raise ConfigurationError(
+            f"{type(rho).__name__} output units have no nudged step; use Linear, Box, Logistic or SoftClip"
+        )
     if beta * rho.max_slope() <= -1.0:
         raise ConfigurationError(
             f"beta={beta}: the outputs' nudged step has no unique solution for beta <= "
@@ -194,7 +199,7 @@ def nudged_output(rho: Activation, a: np.ndarray, beta: float, y: np.ndarray, to
     lo, hi = rhs - beta * rho.hi, rhs - beta * rho.lo  # z = rhs - beta rho(z), rho in (lo, hi)
     lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
     z = np.clip(rhs / (1.0 + beta * rho.max_slope()), lo, hi)
-    for _ in range(200):
+    for _ in range(max_steps):
         f = z + beta * rho(z) - rhs
         lo = np.where(f < 0, z, lo)
         hi = np.where(f > 0, z, hi)
