@@ -325,7 +325,6 @@ def test_tables_and_figure(tmp_path):
     assert (tmp_path / "gdu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.endswith("gdu.png")
 
 
-@pytest.mark.slow
 def test_the_clips_kinks_break_the_quadratic_centered_error_and_smooth_units_keep_it():
     """The digits batch where the clip misses (benchmarks/gdu.py, seed 1): a few hidden units lie within
     the nudge of a bound of their box, and the clip's centered error stops shrinking as beta^2."""
