@@ -196,6 +196,7 @@ def nudged_output(
             f"{-1.0 / rho.max_slope():g}; use a larger beta"
         )
     rhs = a + beta * y
+    tol = max(tol, 4.0 * float(np.finfo(np.result_type(rhs, np.float32)).eps))  # float32: its own rounding
     lo, hi = rhs - beta * rho.hi, rhs - beta * rho.lo  # z = rhs - beta rho(z), rho in (lo, hi)
     lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
     z = np.clip(rhs / (1.0 + beta * rho.max_slope()), lo, hi)
