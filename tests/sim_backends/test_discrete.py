@@ -130,7 +130,9 @@ def test_smooth_fixed_points_are_stationary_points_of_the_energy_not_the_hopfiel
 
 @pytest.mark.parametrize("activation", ["smooth", "clip"])
 def test_bptt_matches_finite_differences_through_unsettled_steps(activation):
-    sub, x, y = interior(T=6, activation=activation)  # 6 steps: far from the fixed point, so the gradient is truly through time
+    sub, x, y = interior(
+        T=6, activation=activation
+    )  # 6 steps: far from the fixed point, so the gradient is truly through time
     sub.clamp(x)
     sub.max_sweeps = 6
     assert not sub.relax().converged
