@@ -27,7 +27,8 @@ from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse, read_netlist
-from sim_backends.netlist_solve import SETTINGS, Solution, check, solve
+from sim_backends.netlist_solve import SETTINGS, Solution, check, feasible_start, solve
+from sim_backends.netlist_sweep import Colouring, DriveMap, quick_check, sweep
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
@@ -162,6 +163,8 @@ class NetlistSubstrate(FloatingParameters):
         self.st = Structure(
             n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1), incidence(self.r_nodes, n), self.P
         )
+        self.colouring, self.drive = Colouring(self.st), DriveMap(self.st, self.const, self.gain)
+        self._top = np.zeros(0, dtype=int)  # resistors that carried the largest currents at the last full check
 
     def _conductances(self) -> np.ndarray:
         g = self.r_fixed.copy()
@@ -202,10 +205,13 @@ class NetlistSubstrate(FloatingParameters):
         return rows(self.P, self._z if z is None else z) + self._off
 
     def _batch(self, g: np.ndarray, beta: float) -> Batch:
-        return batch(self.st, self._off, g, self.r_nodes, self.x_nodes, self.d_nodes, self.out, beta, self._y)
+        drive = self.drive.c(g, self._x)
+        return batch(self.st, self._off, drive, self.x_nodes, self.d_nodes, self.out, beta, self._y)
 
-    def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
-        """Solve the DC operating point of every sample (netlist_solve), then check it (KCL, diodes)."""
+    def _relax(self, tol: float, max_sweeps: int, exact: bool = False) -> RelaxReport:
+        """Settle every sample by coloured sweeps (netlist_sweep); samples whose sweeps stall, or all of
+        them when ``exact``, are finished by the exact solver (netlist_solve). Every sample is checked
+        (KCL, diodes) before the report says converged."""
         g = self._conductances()
         bt = self._batch(g, self._beta)
         if len(self.d_nodes) and np.any(self.st.held[None, :] & (bt.bd < -1e-12)):
@@ -213,30 +219,60 @@ class NetlistSubstrate(FloatingParameters):
             raise RelaxationError(
                 f"diode {self.d_names[k]} is forward-biased by sources alone; reverse it or add a resistor"
             )
-        sol = solve(self.st, bt, g, self._z, self._W, tol, max_sweeps)
-        self._z, self._W, self._mu = sol.z, sol.W, sol.mu
-        chk = check(self.st, bt, g, sol)
-        newton_done = bool(np.all(sol.step <= tol))
-        if not np.all(chk.ok):
-            self._stale = True
-            node = (
-                self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])]
-                if chk.worst_group >= 0
-                else "?"
-            )
-            raise RelaxationError(
-                f"the operating point fails its check{'' if newton_done else f' after {max_sweeps} Newton steps'}: "
-                f"KCL at node {node!r} is off by {chk.worst:.1e} of the largest branch current (limit "
-                f"{SETTINGS.kcl_rtol:g}) or an ideal diode conducts backwards; "
-                + (
-                    "raise max_sweeps"
-                    if not newton_done
-                    else "check the circuit's values (a conductance ratio near 1e16?)"
-                )
-            )
-        self.total_sweeps += int(sol.iterations.max(initial=0))
+        z = feasible_start(self.st, bt, self._z)
+        W, mu = self._W.copy(), self._mu.copy()
+        B, sweeps, worst = z.shape[0], 0, 0.0
+        todo = np.arange(B)
+        if all(np.all(h > 0) for _, h in self.colouring.matrices(g, bt.beta)):
+            hbase = self.st.base_hessian(g, bt.beta)
+            if not len(self._top):
+                self._top = check(self.st, bt, g, Solution(z, W, mu, None, None)).top
+            last: dict = {}
+
+            def settled(zs: np.ndarray) -> np.ndarray:
+                last["z"], last["check"] = zs, quick_check(self.st, bt, hbase, g, zs, self._top, self.r_nodes)
+                return last["check"][2]
+
+            sw = sweep(self.colouring, bt, g, z, tol, settled)
+            sweeps = sw.sweeps
+            z = np.where(np.isfinite(sw.z), sw.z, 0.0)
+            same = "z" in last and np.array_equal(last["z"], sw.z)
+            W, mu, ok, rel = last["check"] if same else quick_check(self.st, bt, hbase, g, z, self._top, self.r_nodes)
+            if not np.all(ok):  # the quick check's bound of the largest current may be low: the full check
+                full = check(self.st, bt, g, Solution(z, W, mu, None, None))
+                self._top = full.top
+                rel = np.where(ok, rel, np.max(np.abs(full.residual), axis=1, initial=0.0) / full.largest)
+                ok |= full.ok
+            worst = float(np.max(rel[ok], initial=0.0))
+            todo = np.flatnonzero(~ok)
+        if exact:
+            todo = np.arange(B)
+        if len(todo):
+            part = Batch(bt.dx[todo], bt.bd[todo], bt.c[todo], bt.beta, bt.off[todo])
+            sol = solve(self.st, part, g, z[todo], W[todo], tol, max_sweeps)
+            z[todo], W[todo], mu[todo] = sol.z, sol.W, sol.mu
+            chk = check(self.st, part, g, sol)
+            self._top = np.union1d(self._top, chk.top)[-4 * B :]
+            if not np.all(chk.ok):
+                self._z, self._W, self._mu, self._stale = z, W, mu, True
+                self._refuse(chk, bool(np.all(sol.step <= tol)), max_sweeps)
+            sweeps += int(sol.iterations.max(initial=0))
+            worst = max(worst, chk.worst)
+        self._z, self._W, self._mu = z, W, mu
+        self.total_sweeps += sweeps
         self._stale = False
-        return RelaxReport(sweeps=int(sol.iterations.max(initial=0)), residual=chk.worst, converged=True)
+        return RelaxReport(sweeps=sweeps, residual=worst, converged=True)
+
+    def _refuse(self, chk, newton_done: bool, max_sweeps: int) -> None:
+        node = (
+            self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])] if chk.worst_group >= 0 else "?"
+        )
+        raise RelaxationError(
+            f"the operating point fails its check{'' if newton_done else f' after {max_sweeps} Newton steps'}: "
+            f"KCL at node {node!r} is off by {chk.worst:.1e} of the largest branch current (limit "
+            f"{SETTINGS.kcl_rtol:g}) or an ideal diode conducts backwards; "
+            + ("raise max_sweeps" if not newton_done else "check the circuit's values (a conductance ratio near 1e16?)")
+        )
 
     def outputs(self) -> np.ndarray:
         """Output node potentials in V, shape (batch, n_outputs)."""
@@ -283,7 +319,7 @@ class NetlistSubstrate(FloatingParameters):
         """L = mean_batch 1/2 ||o - y||^2 at the free operating point."""
         self.clamp(x)
         self.nudge(0.0)
-        self._relax(min(self.tol, 1e-13), max(self.max_sweeps, 1000))
+        self._relax(min(self.tol, 1e-13), max(self.max_sweeps, 1000), exact=True)
         y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
         return float(0.5 * np.sum((self.outputs() - y) ** 2) / y.shape[0])
 

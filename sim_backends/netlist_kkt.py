@@ -266,9 +266,10 @@ class Batch:
     off: np.ndarray  # (B, nodes) V = P z + off
 
 
-def batch(st: Structure, off: np.ndarray, g: np.ndarray, r_nodes, x_nodes, d_nodes, out, beta, y) -> Batch:
-    """The fixed data of a batch with node offsets ``off`` (B, nodes): V = P z + off."""
-    c = rows(st.Ar.T @ sp.diags(g) @ st.inc, off)
+def batch(st: Structure, off: np.ndarray, drive: np.ndarray, x_nodes, d_nodes, out, beta, y) -> Batch:
+    """The fixed data of a batch with node offsets ``off`` (B, nodes), V = P z + off, and the resistors'
+    drive ``Ar^T diag(g) inc off`` (B, nz) A (netlist_sweep.DriveMap)."""
+    c = drive
     if beta:
         c = c + beta * rows(st.Ao.T, off[:, out] - y)
     return Batch(
