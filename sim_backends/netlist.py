@@ -72,6 +72,7 @@ class NetlistSubstrate(FloatingParameters):
             text, source, base = read_netlist(path), path.name, path.parent
         else:
             source, base = "<netlist>", Path(".")
+        assert text is not None
         c: Circuit = parse(text, source, base)
         self.circuit = c
         trainable = [e for e in c.of("R") if e.trainable]
@@ -100,7 +101,8 @@ class NetlistSubstrate(FloatingParameters):
         self._build(c)
         self.theta = {"g": np.array([e.value for e in trainable])}
         self._u = self.parameters()
-        self._beta, self._y = 0.0, None
+        self._beta: float = 0.0
+        self._y: np.ndarray | None = None
         self.total_sweeps = 0
         self.clamp(np.zeros((1, c.n_inputs)))
 
@@ -252,6 +254,7 @@ class NetlistSubstrate(FloatingParameters):
             sol = solve(self.st, part, g, z[todo], W[todo], tol, max_sweeps)
             z[todo], W[todo], mu[todo] = sol.z, sol.W, sol.mu
             chk = check(self.st, part, g, sol)
+            assert sol.step is not None and sol.iterations is not None
             self._top = np.union1d(self._top, chk.top)[-4 * B :]
             if not np.all(chk.ok):
                 self._z, self._W, self._mu, self._stale = z, W, mu, True
@@ -362,10 +365,10 @@ def layered_netlist(sub) -> str:
     for l in range(1, L + 1):
         W, b = th[f"W{l}"], th[f"b{l}"]
         for i, j in zip(*np.nonzero(W)):
-            lines.append(f"R{l}_{i}_{j} {name(l - 1, i)} {name(l, j)} {float(1.0 / W[i, j])!r} train")
+            lines.append(f"R{l}_{i}_{j} {name(l - 1, int(i))} {name(l, int(j))} {float(1.0 / W[i, j])!r} train")
         for r, rail in enumerate(("rp", "rn")):
             for j in np.flatnonzero(b[r]):
-                lines.append(f"Rb{l}_{r}_{j} {rail} {name(l, j)} {float(1.0 / b[r, j])!r} train")
+                lines.append(f"Rb{l}_{r}_{j} {rail} {name(l, int(j))} {float(1.0 / b[r, j])!r} train")
         if l < L:
             half = (sub.sizes[l] + 1) // 2
             lines += [

@@ -135,7 +135,9 @@ class Structure:
         self.pdiag = self.pr == self.pc
         self.Prow = sp.csr_matrix((np.ones(nnz), (self.pr, np.arange(nnz))), shape=(nz, nnz))  # sums entries per row
         self.ip = self._ordering()
-        self._base_key, self._base, self._blocks = None, None, {}
+        self._base_key: tuple[np.ndarray, float] | None = None
+        self._base: sp.csc_matrix | None = None
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _ordering(self) -> np.ndarray:
         """Position of each z in a fill-reducing order of the Hessian, found once per circuit: the
@@ -204,6 +206,7 @@ class Structure:
         if key is None or key[1] != beta or not np.array_equal(key[0], g):
             self._base_key = (g.copy(), beta)
             self._base = self.matrix(self.hessian_values(g, beta, None)[0])
+        assert self._base is not None
         return self._base
 
     def _block_csc(self, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

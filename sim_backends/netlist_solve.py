@@ -72,8 +72,8 @@ class Solution:
     z: np.ndarray
     W: np.ndarray
     mu: np.ndarray
-    iterations: np.ndarray
-    step: np.ndarray
+    iterations: np.ndarray | None = None
+    step: np.ndarray | None = None
 
 
 def independent(st: Structure, W: np.ndarray) -> np.ndarray:
