@@ -28,7 +28,7 @@ from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse, read_netlist
 from sim_backends.netlist_solve import SETTINGS, Solution, check, feasible_start, solve
-from sim_backends.netlist_sweep import Colouring, DriveMap, quick_check, sweep
+from sim_backends.netlist_sweep import Colouring, DriveMap, sweep
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
@@ -166,12 +166,18 @@ class NetlistSubstrate(FloatingParameters):
             n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1), incidence(self.r_nodes, n), self.P
         )
         self.colouring, self.drive = Colouring(self.st), DriveMap(self.st, self.const, self.gain)
+        self._g: tuple[np.ndarray, np.ndarray] | None = None
         self._top = np.zeros(0, dtype=int)  # resistors that carried the largest currents at the last full check
 
     def _conductances(self) -> np.ndarray:
-        g = self.r_fixed.copy()
-        g[self.r_train] = self.theta["g"]
-        return g
+        """Every resistor's conductance in S, read-only, the same array until theta["g"] is replaced (the
+        solver's caches of g-dependent matrices test it by identity first)."""
+        if self._g is None or self._g[0] is not self.theta["g"]:
+            g = self.r_fixed.copy()
+            g[self.r_train] = self.theta["g"]
+            g.flags.writeable = False
+            self._g = (self.theta["g"], g)
+        return self._g[1]
 
     # -- state ------------------------------------------------------------------
     def clamp(self, x: np.ndarray) -> None:
@@ -225,21 +231,11 @@ class NetlistSubstrate(FloatingParameters):
         W, mu = self._W.copy(), self._mu.copy()
         B, sweeps, worst = z.shape[0], 0, 0.0
         todo = np.arange(B)
-        if all(np.all(h > 0) for _, h in self.colouring.matrices(g, bt.beta)):
-            hbase = self.st.base_hessian(g, bt.beta)
+        if all(np.all(m[2] > 0) for m in self.colouring.matrices(g, bt.beta)):
             if not len(self._top):
                 self._top = check(self.st, bt, g, Solution(z, W, mu, None, None)).top
-            last: dict = {}
-
-            def settled(zs: np.ndarray) -> np.ndarray:
-                last["z"], last["check"] = zs, quick_check(self.st, bt, hbase, g, zs, self._top, self.r_nodes)
-                return last["check"][2]
-
-            sw = sweep(self.colouring, bt, g, z, tol, settled)
-            sweeps = sw.sweeps
-            z = np.where(np.isfinite(sw.z), sw.z, 0.0)
-            same = "z" in last and np.array_equal(last["z"], sw.z)
-            W, mu, ok, rel = last["check"] if same else quick_check(self.st, bt, hbase, g, z, self._top, self.r_nodes)
+            sw = sweep(self.colouring, bt, g, z, tol, self._top, self.r_nodes)
+            z, W, mu, ok, rel, sweeps = sw.z, sw.W, sw.mu, sw.ok, sw.rel, sw.sweeps
             if not np.all(ok):  # the quick check's bound of the largest current may be low: the full check
                 full = check(self.st, bt, g, Solution(z, W, mu, None, None))
                 self._top = full.top

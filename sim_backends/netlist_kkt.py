@@ -203,8 +203,8 @@ class Structure:
         """The Hessian of the resistors and nudging alone (shared by all samples), kept for the last
         (g, beta) asked for: a relaxation and its check use the same one."""
         key = self._base_key
-        if key is None or key[1] != beta or not np.array_equal(key[0], g):
-            self._base_key = (g.copy(), beta)
+        if key is None or key[1] != beta or not (key[0] is g or np.array_equal(key[0], g)):
+            self._base_key = (g if not g.flags.writeable else g.copy(), beta)
             self._base = self.matrix(self.hessian_values(g, beta, None)[0])
         assert self._base is not None
         return self._base

@@ -21,7 +21,6 @@ diode conducts far more than its neighbours; netlist_solve's exact solver finish
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +52,16 @@ class SweepSettings:
 SWEEPS = SweepSettings()
 
 
+def same(kept: np.ndarray, g: np.ndarray) -> bool:
+    """Whether g equals a kept array: by identity for a read-only one (NetlistSubstrate._conductances)."""
+    return kept is g or np.array_equal(kept, g)
+
+
+def kept(g: np.ndarray) -> np.ndarray:
+    """g itself when it is read-only, else a copy: what :func:`same` compares against later."""
+    return g if not g.flags.writeable else g.copy()
+
+
 def greedy_colouring(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Colour of each of n vertices such that no edge (a, b) joins two of one colour (largest degree first)."""
     keep = a != b
@@ -71,9 +80,13 @@ def greedy_colouring(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class ColourClass:
     """One colour's groups and the index arrays that couple them to the rest of the circuit."""
 
-    def __init__(self, st: Structure, nodes: np.ndarray):
+    def __init__(self, st: Structure, nodes: np.ndarray, pos: np.ndarray):
+        """nodes: the groups of this colour; pos: each group's row in the sweep's layout, in which the
+        groups of one colour are consecutive (``self.rows``, a slice)."""
         nz = st.nz
         self.nodes = nodes
+        self.at = pos[nodes]  # rows of these groups in the sweep's layout
+        self.rows = slice(int(self.at[0]), int(self.at[-1]) + 1)
         local = -np.ones(nz + 1, dtype=int)
         local[nodes] = np.arange(len(nodes))
         self.local = local
@@ -81,7 +94,7 @@ class ColourClass:
         sel = np.flatnonzero((local[st.pr] >= 0) & ~st.pdiag)
         order = np.lexsort((st.pc[sel], local[st.pr[sel]]))
         self.hpos = sel[order]
-        self.hcols = st.pc[self.hpos].astype(np.int32)
+        self.hcols = pos[st.pc[self.hpos]].astype(np.int32)
         self.hptr = np.r_[0, np.cumsum(np.bincount(local[st.pr[self.hpos]], minlength=len(nodes)))].astype(np.int32)
         diag = np.flatnonzero(st.pdiag & (local[st.pr] >= 0))
         self.dpos = diag[np.argsort(local[st.pr[diag]])]
@@ -96,12 +109,14 @@ class ColourClass:
             order = np.lexsort((k, node))
             k, node, a = k[order], node[order], a[order]
             upper = a > 0
-            self.diodes[fixed] = (k, node, a, st.Ad[k], upper, *_segments(node[upper]), *_segments(node[~upper]))
+            Ad = sp.csr_matrix(st.Ad[k][:, np.argsort(pos[:nz])])
+            self.diodes[fixed] = (k, node, a, Ad, upper, *_segments(node[upper]), *_segments(node[~upper]))
+        self.bounded = any(len(self.diodes[f][0]) for f in (True, False))
         # exponential diodes: drop = s v + (the rest)
         X = sp.coo_matrix(st.Ax)
         on = local[X.col] >= 0
         self.x_k, self.x_node, self.x_s = X.row[on], local[X.col[on]], X.data[on]
-        self.Ax = st.Ax[self.x_k]
+        self.Ax = sp.csr_matrix(st.Ax[self.x_k][:, np.argsort(pos[:nz])])
         self.x_par = st.x_par[self.x_k]
         self.nl = np.unique(self.x_node)  # groups with exponential diodes (local positions)
         nl_pos = -np.ones(len(nodes), dtype=int)
@@ -112,9 +127,17 @@ class ColourClass:
         self.S1 = sp.csr_matrix((self.x_s, (nl_pos[self.x_node], np.arange(len(self.x_k)))), shape=shape)
         self.S2 = abs(self.S1)
 
-    def hoff(self, hv: np.ndarray, nz: int) -> sp.csr_matrix:
-        """Off-diagonal rows of this class in the (shared) base Hessian with pattern values hv."""
-        return sp.csr_matrix((hv[self.hpos], self.hcols, self.hptr), shape=(len(self.nodes), nz))
+    def hoff(self, hv: np.ndarray, nz: int) -> tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray]:
+        """Off-diagonal rows of this class in the base Hessian with pattern values hv, and the rows of
+        the layout they multiply: a dense block where it is at least a tenth full (a layer's weights)."""
+        M = sp.csr_matrix((hv[self.hpos], self.hcols, self.hptr), shape=(len(self.nodes), nz))
+        used = np.unique(self.hcols)
+        if not len(used) or len(used) * len(self.nodes) > 10 * len(self.hpos):
+            return M, slice(None)
+        cols: slice | np.ndarray = used
+        if used[-1] - used[0] + 1 == len(used):
+            cols = slice(int(used[0]), int(used[-1]) + 1)
+        return np.ascontiguousarray(M[:, used].toarray()), cols
 
 
 def _segments(node: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,31 +155,40 @@ class Colouring:
         off = ~st.pdiag
         ideal = (st.ga < st.nz) & (st.gc < st.nz)
         self.colour = greedy_colouring(st.nz, np.r_[st.pr[off], st.ga[ideal]], np.r_[st.pc[off], st.gc[ideal]])
+        self.perm = np.argsort(self.colour, kind="stable")  # the sweep's layout: group perm[i] at row i
+        self.back = np.argsort(self.perm)  # z = zt[back].T
+        pos = np.r_[np.argsort(self.perm), st.nz]
         self.classes = [
-            ColourClass(st, np.flatnonzero(self.colour == c)) for c in range(self.colour.max(initial=-1) + 1)
+            ColourClass(st, np.flatnonzero(self.colour == c), pos) for c in range(self.colour.max(initial=-1) + 1)
         ]
+        bound = st.bound & ~st.held
+        self.one_bound = bool(np.unique(st.bcol[bound]).size == np.count_nonzero(bound))
         self.st = st
         self._key: tuple[np.ndarray, float] | None = None
-        self._mats: list[tuple[sp.csr_matrix, np.ndarray]] = []
+        self._mats: list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def matrices(self, g: np.ndarray, beta: float) -> list[tuple[sp.csr_matrix, np.ndarray]]:
+    def matrices(self, g: np.ndarray, beta: float) -> list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]]:
         """Per class: (off-diagonal Hessian rows, diagonal) for conductances g (S) and nudging beta (S)."""
-        if self._key is None or self._key[1] != beta or not np.array_equal(self._key[0], g):
+        if self._key is None or self._key[1] != beta or not same(self._key[0], g):
             hv = self.st.hessian_values(g, beta, None)[0]
-            self._mats = [(c.hoff(hv, self.st.nz), hv[c.dpos]) for c in self.classes]
-            self._key = (g.copy(), beta)
+            self._mats = [(*c.hoff(hv, self.st.nz), hv[c.dpos], -1.0 / hv[c.dpos, None]) for c in self.classes]
+            self._key = (kept(g), beta)
         return self._mats
 
 
 @dataclass
 class SweepResult:
-    """z (B, nz) V after the sweeps, the sweeps done, whether they stalled (slow or stuck), and which
-    samples passed the last check."""
+    """After the sweeps: z (B, nz) V, the ideal diodes' working sets W (B, m) and currents mu (B, m) A,
+    which samples passed the quick check (``ok``) and their KCL residual relative to its bound of the
+    largest branch current (``rel``), the sweeps done, and whether they stalled (slow or stuck)."""
 
     z: np.ndarray
+    W: np.ndarray
+    mu: np.ndarray
+    ok: np.ndarray
+    rel: np.ndarray
     sweeps: int
     stalled: bool
-    ok: np.ndarray
 
 
 def _bounds(c: ColourClass, bd: np.ndarray, zt: np.ndarray | None, B: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +203,7 @@ def _bounds(c: ColourClass, bd: np.ndarray, zt: np.ndarray | None, B: int) -> tu
             continue
         lim = bd[:, k].T / a[:, None]  # a v <= bd - rest
         if zt is not None:
-            lim = lim - (Ad @ zt - a[:, None] * zt[c.nodes[node]]) / a[:, None]
+            lim = lim - (Ad @ zt - a[:, None] * zt[c.at[node]]) / a[:, None]
         if len(u_nodes):
             hi[u_nodes] = np.minimum.reduceat(lim[upper], u_start, axis=0)
         if len(l_nodes):
@@ -189,7 +221,7 @@ def _line_solve(
     w = np.clip(v[nl], lo, hi)
     xp = c.nl_pos[c.x_node]
     s = c.x_s[:, None]
-    rest = c.Ax @ zt + dx[:, c.x_k].T - s * zt[c.nodes[c.x_node]]
+    rest = c.Ax @ zt + dx[:, c.x_k].T - s * zt[c.at[c.x_node]]
     par = c.x_par
 
     def f1(w):  # F' on the line, A
@@ -226,22 +258,28 @@ def _line_solve(
 
 
 def sweep_once(
-    col: Colouring, bt: Batch, ct: np.ndarray, fixed: list, g: np.ndarray, zt: np.ndarray, settings: SweepSettings
+    col: Colouring, bt: Batch, ct: np.ndarray, fixed: list, mats: list, zt: np.ndarray, settings: SweepSettings
 ) -> np.ndarray:
-    """One sweep over the colour classes, in place on zt (nz, B); returns the largest change per sample (V)."""
+    """One sweep over the colour classes, in place on zt (nz, B) in the colouring's layout, with the
+    classes' matrices ``mats`` (Colouring.matrices); returns the largest change per sample (V)."""
     B = zt.shape[1]
     change = np.zeros(B)
-    for i, (c, (Hoff, h)) in enumerate(zip(col.classes, col.matrices(g, bt.beta))):
-        r = Hoff @ zt + ct[c.nodes]
+    for i, (c, (Hoff, cols, h, ninv)) in enumerate(zip(col.classes, mats)):
+        old = zt[c.rows]
+        r = Hoff @ zt[cols]
+        r += ct[c.rows]
         lo, hi = fixed[i]
         if len(c.diodes[False][0]):
             lo2, hi2 = _bounds(c, bt.bd, zt, B)
             lo, hi = np.maximum(lo, lo2), np.minimum(hi, hi2)
-        v = np.clip(-r / h[:, None], lo, hi)
+        v = r * ninv  # -r / H_ii
+        if c.bounded:
+            np.minimum(np.maximum(v, lo, out=v), hi, out=v)
         if len(c.nl):
-            v[c.nl] = _line_solve(c, h, r, lo, hi, zt[c.nodes], bt.dx, zt, settings)
-        change = np.maximum(change, np.max(np.abs(v - zt[c.nodes]), axis=0, initial=0.0))
-        zt[c.nodes] = v
+            v[c.nl] = _line_solve(c, h, r, lo, hi, old, bt.dx, zt, settings)
+        r = np.subtract(v, old, out=r)
+        np.maximum(change, np.abs(r, out=r).max(axis=0, initial=0.0), out=change)
+        zt[c.rows] = v
     return change
 
 
@@ -251,37 +289,51 @@ def sweep(
     g: np.ndarray,
     z: np.ndarray,
     tol: float,
-    settled: Callable[[np.ndarray], np.ndarray],
+    top: np.ndarray,
+    r_nodes: np.ndarray,
     settings: SweepSettings = SWEEPS,
 ) -> SweepResult:
-    """Sweep from z (B, nz), feasible, until ``settled(z)`` (a bool per sample, the KCL check) holds for
-    every sample, asked once the change predicted to remain, ``d q / (1 - q)`` for the last change d
-    and its contraction q, is at most tol (V) everywhere; or stop when the sweeps stall."""
-    zt = np.array(z.T, order="C")  # a copy, also when z.T is contiguous already (one sample)
-    ct = np.ascontiguousarray(bt.c.T)
-    prev, asked, ok = None, False, np.zeros(z.shape[0], bool)
-    fixed = [_bounds(c, bt.bd, None, z.shape[0]) for c in col.classes]
+    """Sweep from z (B, nz), feasible, until every sample passes :func:`quick_check` (with the resistors
+    ``top``, node pairs ``r_nodes``), or stop when the sweeps stall.
+
+    The check is made once the change predicted to remain, ``d q / (1 - q)`` for the last change d
+    and its contraction q, is at most tol (V) everywhere; after a failed check, once the changes have
+    shrunk by the factor the residual still had to shrink (the residual scales with them)."""
+    zt = np.ascontiguousarray(z.T[col.perm])  # the sweep's layout: a colour's groups consecutive
+    ct = np.ascontiguousarray(bt.c.T[col.perm])
+    B = z.shape[0]
+    fixed = [_bounds(c, bt.bd, None, B) for c in col.classes]
+    mats = col.matrices(g, bt.beta)
+
+    def result(n: int, stalled: bool) -> SweepResult:
+        zs = zt[col.back].T
+        return SweepResult(zs, *quick_check(col, bt, ct, mats, g, zs, zt, top, r_nodes), n, stalled)
+
+    prev, due = None, np.full(B, -1.0)  # due: the change at which to check a failed sample again
     for n in range(1, settings.max_sweeps + 1):
-        d = sweep_once(col, bt, ct, fixed, g, zt, settings)
+        d = sweep_once(col, bt, ct, fixed, mats, zt, settings)
         if not np.all(np.isfinite(d)):
-            return SweepResult(zt.T.copy(), n, True, ok)
+            zt[~np.isfinite(zt)] = 0.0
+            return result(n, True)
         q = np.ones_like(d) if prev is None else np.divide(d, prev, out=np.ones_like(d), where=prev > 0)
-        q = np.where(d > 0, q, 0.0)
+        q = np.minimum(np.where(d > 0, q, 0.0), 0.999)
         prev = d
-        rest = d * np.minimum(q, 0.999) / (1.0 - np.minimum(q, 0.999))
-        if asked or np.all(rest <= tol):
-            ok = settled(zt.T)
-            asked = True
-            if np.all(ok):
-                return SweepResult(zt.T.copy(), n, False, ok)
-            if np.all(d[~ok] == 0.0):
-                return SweepResult(zt.T.copy(), n, True, ok)  # a fixed point that is not a solution
+        if np.all(d * q / (1.0 - q) <= tol) and np.all((d <= due) | (due < 0)):
+            res = result(n, False)
+            if np.all(res.ok):
+                return res
+            if np.all(d[~res.ok] == 0.0):
+                res.stalled = True  # a fixed point that is not a solution
+                return res
+            due = np.where(res.ok, -1.0, d * np.minimum(SETTINGS.kcl_rtol / np.maximum(res.rel, 1e-300), 1.0))
         if n >= settings.min_sweeps and np.any((q > settings.stall_ratio) & (d > tol)):
-            return SweepResult(zt.T.copy(), n, True, ok if asked else settled(zt.T))
-    return SweepResult(zt.T.copy(), settings.max_sweeps, True, settled(zt.T))
+            return result(n, True)
+    return result(settings.max_sweeps, True)
 
 
-def multipliers(st: Structure, bt: Batch, grad: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def multipliers(
+    st: Structure, bt: Batch, grad: np.ndarray, z: np.ndarray, one_bound: bool, tight_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Working sets W (B, m) and ideal-diode currents mu (B, m) in A at swept potentials z (B, nz).
 
     A group held at its bound by a diode to a held node carries, through that diode, the current its
@@ -293,9 +345,9 @@ def multipliers(st: Structure, bt: Batch, grad: np.ndarray, z: np.ndarray) -> tu
     if not st.m:
         return W, mu
     drops = z[:, st.bcol] * st.bval - bt.bd
-    tight = np.abs(drops) <= _tight_scale(z, bt.bd)[:, None]
+    tight = np.abs(drops) <= tight_scale
     bound = st.bound & ~st.held
-    if np.unique(st.bcol[bound]).size == np.count_nonzero(bound):  # at most one such diode per group
+    if one_bound:  # at most one such diode per group (Colouring.one_bound)
         W = tight & bound[None, :]
         return W, np.where(W, -grad[:, st.bcol] / st.bval, 0.0)
     b, k = np.nonzero(tight & st.bound[None, :] & ~st.held[None, :])
@@ -310,15 +362,33 @@ def multipliers(st: Structure, bt: Batch, grad: np.ndarray, z: np.ndarray) -> tu
 
 
 def quick_check(
-    st: Structure, bt: Batch, hbase, g: np.ndarray, z: np.ndarray, top: np.ndarray, r_nodes: np.ndarray
+    col: Colouring,
+    bt: Batch,
+    ct: np.ndarray,
+    mats: list,
+    g: np.ndarray,
+    z: np.ndarray,
+    zt: np.ndarray,
+    top: np.ndarray,
+    r_nodes: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """netlist_solve.check with a lower bound of the largest branch current: the largest among the
     resistors ``top`` (those that carried the largest current at the last full check), the ideal and
-    the exponential diodes. Passing it passes check. Returns (W, mu, ok per sample, residual per
-    sample relative to the bound)."""
-    grad = gradient(st, bt, hbase, z)
-    W, mu = multipliers(st, bt, grad, z)
-    res = grad + rows(st.AdT, mu)
+    the exponential diodes. Passing it passes check. z (B, nz) and the same in the sweep's layout zt
+    (nz, B). Returns (W, mu, passed per sample, residual per sample relative to the bound)."""
+    st = col.st
+    gt = np.empty_like(zt)  # dF/dz in the sweep's layout: the classes' blocks, then the diodes
+    for c, (Hoff, cols, h, _) in zip(col.classes, mats):
+        r = Hoff @ zt[cols]
+        r += ct[c.rows]
+        r += h[:, None] * zt[c.rows]
+        gt[c.rows] = r
+    grad = gt[col.back].T
+    if st.Ax.shape[0]:
+        grad = grad + rows(st.Ax.T, exp_terms(exp_drops(st, bt, z), st.x_par, 1))
+    tight = _tight_scale(z, bt.bd)[:, None]
+    W, mu = multipliers(st, bt, grad, z, col.one_bound, tight)
+    res = grad + rows(st.AdT, mu) if st.m else grad
     largest = np.max(np.abs(mu), axis=1, initial=0.0)
     if len(top):
         V = rows(st.P, z) + bt.off
@@ -328,13 +398,10 @@ def quick_check(
         largest = np.maximum(largest, np.max(np.abs(exp_terms(exp_drops(st, bt, z), st.x_par, 1)), axis=1))
     largest = np.maximum(largest, 1e-300)
     rtol = SETTINGS.kcl_rtol
-    drops = rows(st.Ad, z) - bt.bd
     rel = np.max(np.abs(res), axis=1, initial=0.0) / largest
-    ok = (
-        (rel <= rtol)
-        & np.all(drops <= _tight_scale(z, bt.bd)[:, None], axis=1)
-        & np.all(mu >= -rtol * largest[:, None], axis=1)
-    )
+    ok = rel <= rtol
+    if st.m:
+        ok &= np.all(rows(st.Ad, z) - bt.bd <= tight, axis=1) & np.all(mu >= -rtol * largest[:, None], axis=1)
     return W, mu, ok, rel
 
 
@@ -363,10 +430,10 @@ class DriveMap:
 
     def Q(self, g: np.ndarray) -> np.ndarray:
         """(nz, 1 + n_inputs) with c = Q [1; x], in S; kept for the last g."""
-        if self._g is None or not np.array_equal(self._g, g):
+        if self._g is None or not same(self._g, g):
             Q = np.zeros(self.shape)
             Q.flat[self.key] = self.T @ g
-            self._Q, self._g = Q, g.copy()
+            self._Q, self._g = Q, kept(g)
         return self._Q
 
     def c(self, g: np.ndarray, x: np.ndarray) -> np.ndarray:
