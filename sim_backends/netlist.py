@@ -28,7 +28,7 @@ from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse, read_netlist
 from sim_backends.netlist_solve import SETTINGS, Solution, check, feasible_start, solve
-from sim_backends.netlist_sweep import Colouring, DriveMap, sweep
+from sim_backends.netlist_sweep import SWEEPS, Colouring, DriveMap, SweepSettings, sweep
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
@@ -234,7 +234,8 @@ class NetlistSubstrate(FloatingParameters):
         if all(np.all(m[2] > 0) for m in self.colouring.matrices(g, bt.beta)):
             if not len(self._top):
                 self._top = check(self.st, bt, g, Solution(z, W, mu, None, None)).top
-            sw = sweep(self.colouring, bt, g, z, tol, self._top, self.r_nodes)
+            cap = SweepSettings(**{**vars(SWEEPS), "max_sweeps": min(SWEEPS.max_sweeps, max_sweeps)})
+            sw = sweep(self.colouring, bt, g, z, tol, self._top, self.r_nodes, cap)
             z, W, mu, ok, rel, sweeps = sw.z, sw.W, sw.mu, sw.ok, sw.rel, sw.sweeps
             if not np.all(ok):  # the quick check's bound of the largest current may be low: the full check
                 full = check(self.st, bt, g, Solution(z, W, mu, None, None))
@@ -247,7 +248,7 @@ class NetlistSubstrate(FloatingParameters):
             todo = np.arange(B)
         if len(todo):
             part = Batch(bt.dx[todo], bt.bd[todo], bt.c[todo], bt.beta, bt.off[todo])
-            sol = solve(self.st, part, g, z[todo], W[todo], tol, max_sweeps)
+            sol = solve(self.st, part, g, z[todo], self._W[todo], tol, max_sweeps)
             z[todo], W[todo], mu[todo] = sol.z, sol.W, sol.mu
             chk = check(self.st, part, g, sol)
             assert sol.step is not None and sol.iterations is not None

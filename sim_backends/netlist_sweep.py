@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from sim_backends.netlist_kkt import Batch, Structure, exp_drops, exp_terms, gradient, rows
+from sim_backends.netlist_kkt import Batch, Structure, exp_drops, exp_terms, rows
 from sim_backends.netlist_solve import SETTINGS, _tight_scale
 
 
@@ -167,7 +167,9 @@ class Colouring:
         self._key: tuple[np.ndarray, float] | None = None
         self._mats: list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def matrices(self, g: np.ndarray, beta: float) -> list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]]:
+    def matrices(
+        self, g: np.ndarray, beta: float
+    ) -> list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]]:
         """Per class: (off-diagonal Hessian rows, diagonal) for conductances g (S) and nudging beta (S)."""
         if self._key is None or self._key[1] != beta or not same(self._key[0], g):
             hv = self.st.hessian_values(g, beta, None)[0]
@@ -241,19 +243,26 @@ def _line_solve(
     b_lo = np.where(at_hi, hi, np.where(at_lo, lo, b_lo))
     b_hi = np.where(at_hi, hi, np.where(at_lo, lo, b_hi))
     w = np.clip(w, b_lo, b_hi)
+    rising = a < 0  # F falls from the start towards the root: so does it along the bracket's near end
     active = np.ones(w.shape, bool)
+    step_old = b_hi - b_lo
     for _ in range(settings.newton_steps):
         a = f1(w)
         b_lo = np.where(a < 0, w, b_lo)
         b_hi = np.where(a > 0, w, b_hi)
-        wn = w - a / f2(w)
-        inside = (wn >= b_lo) & (wn <= b_hi)  # a Newton step that leaves the bracket: bisect instead
-        wn = np.where(inside, wn, 0.5 * (b_lo + b_hi))
+        d2 = f2(w)
+        # Newton where it lands inside the bracket and halves the step at least (Numerical Recipes'
+        # rtsafe); else bisection, which an exponential far from its root outpaces (one N VT per step)
+        newton = (((w - b_hi) * d2 - a < 0) != ((w - b_lo) * d2 - a < 0)) & (np.abs(2 * a) <= np.abs(step_old * d2))
+        step_old = np.where(newton, a / d2, 0.5 * (b_hi - b_lo))
+        wn = np.where(newton, w - a / d2, 0.5 * (b_lo + b_hi))
         wn = np.where(active & (a != 0), wn, w)
         active &= np.abs(wn - w) > settings.newton_rtol * (1.0 + np.abs(w))
         w = wn
         if not np.any(active):
             break
+    # unfinished: the bracket's end on the start's side, where F is below its start value (F convex)
+    w = np.where(active, np.where(rising, b_lo, b_hi), w)
     return w
 
 
