@@ -164,17 +164,29 @@ class Colouring:
         bound = st.bound & ~st.held
         self.one_bound = bool(np.unique(st.bcol[bound]).size == np.count_nonzero(bound))
         self.st = st
-        self._key: tuple[np.ndarray, float] | None = None
+        # nudging adds beta to the diagonal only (each output is one group): its values per class
+        nudge = st.Mo @ np.ones(st.Mo.shape[1])
+        self._nudge = [nudge[c.dpos] for c in self.classes]
+        self._g: np.ndarray | None = None
+        self._off: list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray]] = []
+        self._beta: float | None = None
         self._mats: list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]] = []
 
     def matrices(
         self, g: np.ndarray, beta: float
     ) -> list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]]:
-        """Per class: (off-diagonal Hessian rows, diagonal) for conductances g (S) and nudging beta (S)."""
-        if self._key is None or self._key[1] != beta or not same(self._key[0], g):
-            hv = self.st.hessian_values(g, beta, None)[0]
-            self._mats = [(*c.hoff(hv, self.st.nz), hv[c.dpos], -1.0 / hv[c.dpos, None]) for c in self.classes]
-            self._key = (kept(g), beta)
+        """Per class: (off-diagonal Hessian rows, the rows of the layout they multiply, diagonal H_ii in S,
+        -1 / H_ii) for conductances g (S) and nudging beta (S); kept for the last g and beta."""
+        if self._g is None or not same(self._g, g):
+            hv = self.st.hessian_values(g, 0.0, None)[0]
+            self._off = [(*c.hoff(hv, self.st.nz), hv[c.dpos]) for c in self.classes]
+            self._g, self._beta = kept(g), None
+        if self._beta != beta:
+            self._mats = []
+            for (M, cols, d), nudge in zip(self._off, self._nudge):
+                h = d + beta * nudge
+                self._mats.append((M, cols, h, -1.0 / h[:, None]))
+            self._beta = beta
         return self._mats
 
 
