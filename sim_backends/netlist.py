@@ -25,10 +25,11 @@ import scipy.sparse as sp
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
-from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
+from sim_backends.netlist_colour import Colouring
+from sim_backends.netlist_kkt import Batch, DriveMap, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse, read_netlist
 from sim_backends.netlist_solve import SETTINGS, Solution, check, feasible_start, solve
-from sim_backends.netlist_sweep import SWEEPS, Colouring, DriveMap, SweepSettings, sweep
+from sim_backends.netlist_sweep import SWEEPS, SweepSettings, sweep
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
