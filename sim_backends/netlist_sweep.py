@@ -89,7 +89,15 @@ def _bounds(c: ColourClass, bd: np.ndarray, zt: np.ndarray | None, B: int) -> tu
 
 
 def _line_solve(
-    c: ColourClass, h: np.ndarray, r: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray, dx, zt, settings
+    c: ColourClass,
+    h: np.ndarray,
+    r: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    v: np.ndarray,
+    dx: np.ndarray,
+    zt: np.ndarray,
+    settings: SweepSettings,
 ) -> np.ndarray:
     """Minimise F on the line for the class's groups with exponential diodes (rows c.nl of the (n, B)
     arrays): the root of F' in [lo, hi], or the bound F' points past. Returns the new potentials (V)."""
@@ -101,10 +109,10 @@ def _line_solve(
     rest = c.Ax @ zt + dx[:, c.x_k].T - s * zt[c.at[c.x_node]]
     par = c.x_par
 
-    def f1(w):  # F' on the line, A
+    def f1(w: np.ndarray) -> np.ndarray:  # F' on the line, A
         return h * w + r + c.S1 @ exp_terms((s * w[xp] + rest).T, par, 1).T
 
-    def f2(w):  # F'' on the line, S
+    def f2(w: np.ndarray) -> np.ndarray:  # F'' on the line, S
         return h + c.S2 @ exp_terms((s * w[xp] + rest).T, par, 2).T
 
     # a bound that F' points past is the answer (F is convex on the line)
