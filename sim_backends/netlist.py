@@ -168,6 +168,7 @@ class NetlistSubstrate(FloatingParameters):
         )
         self.colouring, self.drive = Colouring(self.st), DriveMap(self.st, self.const, self.gain)
         self._g: tuple[np.ndarray, np.ndarray] | None = None
+        self._batch0: tuple[tuple[np.ndarray, np.ndarray], Batch] | None = None
         self._top = np.zeros(0, dtype=int)  # resistors that carried the largest currents at the last full check
 
     def _conductances(self) -> np.ndarray:
@@ -214,8 +215,16 @@ class NetlistSubstrate(FloatingParameters):
         return rows(self.P, self._z if z is None else z) + self._off
 
     def _batch(self, g: np.ndarray, beta: float) -> Batch:
-        drive = self.drive.c(g, self._x)
-        return batch(self.st, self._off, drive, self.x_nodes, self.d_nodes, self.out, beta, self._y)
+        """The batch's fixed data; the part without nudging is kept for the clamp and g it was made for."""
+        key = (self._off, g)
+        if self._batch0 is None or any(a is not b for a, b in zip(self._batch0[0], key)):
+            drive = self.drive.c(g, self._x)
+            self._batch0 = (key, batch(self.st, self._off, drive, self.x_nodes, self.d_nodes, self.out, 0.0, None))
+        b0 = self._batch0[1]
+        if not beta:
+            return b0
+        c = b0.c + beta * rows(self.Ao.T, self._off[:, self.out] - self._y)
+        return Batch(b0.dx, b0.bd, c, float(beta), b0.off)
 
     def _relax(self, tol: float, max_sweeps: int, exact: bool = False) -> RelaxReport:
         """Settle every sample by coloured sweeps (netlist_sweep); samples whose sweeps stall, or all of

@@ -123,6 +123,8 @@ class Colouring:
         self._g: np.ndarray | None = None
         self._off: list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray]] = []
         self._beta: float | None = None
+        # the bounds from diodes to held nodes, per class, for one batch's offsets (netlist_sweep)
+        self.fixed_bounds: tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]] | None = None
         self._mats: list[tuple[sp.csr_matrix | np.ndarray, slice | np.ndarray, np.ndarray, np.ndarray]] = []
 
     def matrices(

@@ -271,7 +271,7 @@ class Batch:
 
 def batch(st: Structure, off: np.ndarray, drive: np.ndarray, x_nodes, d_nodes, out, beta, y) -> Batch:
     """The fixed data of a batch with node offsets ``off`` (B, nodes), V = P z + off, and the resistors'
-    drive ``Ar^T diag(g) inc off`` (B, nz) A (netlist_sweep.DriveMap)."""
+    drive ``Ar^T diag(g) inc off`` (B, nz) A (DriveMap)."""
     c = drive
     if beta:
         c = c + beta * rows(st.Ao.T, off[:, out] - y)

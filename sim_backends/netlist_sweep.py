@@ -194,7 +194,9 @@ def sweep(
     zt = np.ascontiguousarray(z.T[col.perm])  # the sweep's layout: a colour's groups consecutive
     ct = np.ascontiguousarray(bt.c.T[col.perm])
     B = z.shape[0]
-    fixed = [_bounds(c, bt.bd, None, B) for c in col.classes]
+    if col.fixed_bounds is None or col.fixed_bounds[0] is not bt.bd:  # kept per batch (clamp)
+        col.fixed_bounds = (bt.bd, [_bounds(c, bt.bd, None, B) for c in col.classes])
+    fixed = col.fixed_bounds[1]
     mats = col.matrices(g, bt.beta)
 
     def result(n: int, stalled: bool) -> SweepResult:
