@@ -249,7 +249,7 @@ class NetlistSubstrate(FloatingParameters):
             z, W, mu, ok, rel, sweeps = sw.z, sw.W, sw.mu, sw.ok, sw.rel, sw.sweeps
             if not np.all(ok):  # the quick check's bound of the largest current may be low: the full check
                 full = check(self.st, bt, g, Solution(z, W, mu, None, None))
-                self._top = full.top
+                self._top = self._more_top(full.top)
                 rel = np.where(ok, rel, np.max(np.abs(full.residual), axis=1, initial=0.0) / full.largest)
                 ok |= full.ok
             worst = float(np.max(rel[ok], initial=0.0))
@@ -262,7 +262,7 @@ class NetlistSubstrate(FloatingParameters):
             z[todo], W[todo], mu[todo] = sol.z, sol.W, sol.mu
             chk = check(self.st, part, g, sol)
             assert sol.step is not None and sol.iterations is not None
-            self._top = np.union1d(self._top, chk.top)[-4 * B :]
+            self._top = self._more_top(chk.top)
             if not np.all(chk.ok):
                 self._z, self._W, self._mu, self._stale = z, W, mu, True
                 self._refuse(chk, bool(np.all(sol.step <= tol)), max_sweeps)
@@ -272,6 +272,12 @@ class NetlistSubstrate(FloatingParameters):
         self.total_sweeps += sweeps
         self._stale = False
         return RelaxReport(sweeps=sweeps, residual=worst, converged=True)
+
+    def _more_top(self, top: np.ndarray) -> np.ndarray:
+        """The resistors whose currents bound the largest branch current from below in the quick check:
+        those of earlier full checks and ``top``, up to a few per sample (then ``top`` alone)."""
+        both = np.union1d(self._top, top)
+        return both if len(both) <= 4 * max(self._x.shape[0], 16) else top
 
     def _refuse(self, chk, newton_done: bool, max_sweeps: int) -> None:
         node = (

@@ -203,24 +203,24 @@ def sweep(
         zs = zt[col.back].T
         return SweepResult(zs, *quick_check(col, bt, ct, mats, g, zs, zt, top, r_nodes), n, stalled)
 
-    prev, due = None, np.full(B, -1.0)  # due: the change at which to check a failed sample again
+    prev, due = -1.0, -1.0  # the last largest change (V); the change at which to check again
     for n in range(1, settings.max_sweeps + 1):
         d = sweep_once(col, bt, ct, fixed, mats, zt, settings)
-        if not np.all(np.isfinite(d)):
+        dm = float(d.max(initial=0.0))
+        if not np.isfinite(dm):
             zt[~np.isfinite(zt)] = 0.0
             return result(n, True)
-        q = np.ones_like(d) if prev is None else np.divide(d, prev, out=np.ones_like(d), where=prev > 0)
-        q = np.minimum(np.where(d > 0, q, 0.0), 0.999)
-        prev = d
-        if np.all(d * q / (1.0 - q) <= tol) and np.all((d <= due) | (due < 0)):
+        q = 0.0 if dm == 0.0 else 0.999 if prev <= 0.0 else min(dm / prev, 0.999)
+        prev = dm
+        if dm * q / (1.0 - q) <= tol and (due < 0.0 or dm <= due):
             res = result(n, False)
             if np.all(res.ok):
                 return res
-            if np.all(d[~res.ok] == 0.0):
+            if float(d[~res.ok].max()) == 0.0:
                 res.stalled = True  # a fixed point that is not a solution
                 return res
-            due = np.where(res.ok, -1.0, d * np.minimum(SETTINGS.kcl_rtol / np.maximum(res.rel, 1e-300), 1.0))
-        if n >= settings.min_sweeps and np.any((q > settings.stall_ratio) & (d > tol)):
+            due = dm * min(SETTINGS.kcl_rtol / max(float(res.rel[~res.ok].max()), 1e-300), 1.0)
+        if n >= settings.min_sweeps and q > settings.stall_ratio and dm > tol:
             return result(n, True)
     return result(settings.max_sweeps, True)
 
