@@ -7,9 +7,11 @@ operating point minimises the co-content over ``z``::
     F = sum_R 1/2 g (V_a - V_b)^2 + sum_exp-diodes int_0^V_d i(v) dv + beta/2 ||o - y||^2
 
 with SPICE's diode current i (netlist_kkt.exp_terms), subject to ``V_anode <= V_cathode``
-at every ideal diode. The whole batch is solved at once (netlist_solve: damped Newton
-steps, a primal-dual active set for the conducting diodes, one sparse factorisation
-of the block-diagonal batch per iteration) and checked before it counts as converged.
+at every ideal diode. The whole batch relaxes at once by coloured block Gauss-Seidel
+(netlist_sweep); samples whose sweeps stall are finished by the exact solver (netlist_solve:
+damped Newton steps, a primal-dual active set for the conducting diodes, one sparse
+factorisation of the block-diagonal batch per iteration). Every sample is checked (KCL,
+ideal-diode complementarity) before it counts as converged.
 The parameter tensor ``g`` is the conductances (S) of the resistors marked ``train``,
 in file order; dE/dg = 1/2 (V_a - V_b)^2.
 """
@@ -17,6 +19,7 @@ in file order; dE/dg = 1/2 (V_a - V_b)^2.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,7 @@ from sim_backends.netlist_colour import Colouring
 from sim_backends.netlist_kkt import Batch, DriveMap, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse, read_netlist
 from sim_backends.netlist_solve import SETTINGS, Solution, check, feasible_start, solve
-from sim_backends.netlist_sweep import SWEEPS, SweepSettings, sweep
+from sim_backends.netlist_sweep import SWEEPS, sweep
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
@@ -45,8 +48,9 @@ class NetlistSubstrate(FloatingParameters):
     ``layers`` from the CLI is checked against the circuit's inputs and outputs
     when given. Conductances stay within [g_min, g_max] S: a small g_min (a
     leakage, 1 nS by default) keeps a node whose trainable resistors all close
-    down from floating, which would leave its potential undefined; ``tol`` is the Newton
-    stopping step in V; ``max_sweeps`` bounds active-set and Newton iterations.
+    down from floating, which would leave its potential undefined; ``tol`` (V) stops the sweeps
+    once the change they predict to remain is below it, and the exact solver's Newton steps;
+    ``max_sweeps`` bounds the sweeps and the active-set and Newton iterations.
     """
 
     def __init__(
@@ -244,7 +248,7 @@ class NetlistSubstrate(FloatingParameters):
         if all(np.all(m[2] > 0) for m in self.colouring.matrices(g, bt.beta)):
             if not len(self._top):
                 self._top = check(self.st, bt, g, Solution(z, W, mu, None, None)).top
-            cap = SweepSettings(**{**vars(SWEEPS), "max_sweeps": min(SWEEPS.max_sweeps, max_sweeps)})
+            cap = replace(SWEEPS, max_sweeps=min(SWEEPS.max_sweeps, max_sweeps))
             sw = sweep(self.colouring, bt, g, z, tol, self._top, self.r_nodes, cap)
             z, W, mu, ok, rel, sweeps = sw.z, sw.W, sw.mu, sw.ok, sw.rel, sw.sweeps
             if not np.all(ok):  # the quick check's bound of the largest current may be low: the full check
