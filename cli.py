@@ -5,12 +5,14 @@ printed as one line and exits with status 2 (1 for an interrupted run).
 Heavy imports are deferred so that ``aeqprop --help`` starts fast.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typer reads every command's signature at start-up, and
+# string annotations cost it an eval each (a third of the time `aeqprop --help` spends past its imports).
+# Annotations naming types imported under TYPE_CHECKING are therefore quoted.
 import functools
 import os
 import sys
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, ParamSpec, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -18,15 +20,41 @@ from typer.core import TyperGroup
 try:
     from typer._click import exceptions as click_exceptions  # typer vendors its click
 except ImportError:  # older typer: click itself
-    from click import exceptions as click_exceptions
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]  # the same module, before typer vendored it
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    import numpy as np
+
+    from aeqprop.session import Outcome
+    from aeqprop.sweep_exec import SweepReport
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class OneLineGroup(TyperGroup):
     """The top command group: a usage error (unknown option, bad number) is one line, not a usage box."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> int:
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            rv = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0  # click returns an Exit's code
         except typer.Exit as exc:
             code = exc.exit_code
@@ -64,7 +92,7 @@ app = typer.Typer(
 )
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit non-zero."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -74,7 +102,7 @@ def fail(message: str, code: int = 2) -> None:
 INTERNAL_ERROR = 3
 
 
-def one_line_errors(func):
+def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn an AeqpropError into one line on stderr and a non-zero exit, no traceback.
 
     A second Ctrl+C names the run to resume; running out of memory says so; any other
@@ -82,7 +110,7 @@ def one_line_errors(func):
     """
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from aeqprop.errors import AeqpropError
 
         try:
@@ -110,7 +138,7 @@ def one_line_errors(func):
     return wrapper
 
 
-def resume_command(run_id, runs: str | None) -> str:
+def resume_command(run_id: int | str, runs: str | None) -> str:
     """``aeqprop resume 3`` (with ``--runs FOLDER`` when the folder is not the default)."""
     return f"aeqprop resume {run_id}" + ("" if runs in (None, "runs") else f" --runs {runs}")
 
@@ -142,11 +170,11 @@ def parse_release(release: str) -> float | str:
         raise ConfigurationError(f"--release {release!r}: give a duration (e.g. 1.0) or 'equilibrium'") from None
 
 
-def _build(kind: str, name: str, options: dict):
+def _build(kind: str, name: str, options: dict[str, Any]) -> object:
     """The factory registered under ``name``, given those of ``options`` it takes (for gradcheck,
     whose flags serve every protocol)."""
     from aeqprop import registry
-    from aeqprop.session import build_with
+    from aeqprop.parts import build_with
 
     return build_with(registry.load(kind, name), {}, {k: v for k, v in options.items() if v is not None}, kind)
 
@@ -203,7 +231,7 @@ def train(
         None, help="Steps between measurements of the update's cosine with the oracle gradient (simulation; 0: never)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-):
+) -> None:
     """Train a substrate and record the run; by default centered Aeqprop on a 64-512-10 Hopfield network on digits."""
     from aeqprop import session
     from aeqprop.config import load_config
@@ -241,7 +269,7 @@ def train(
     report_outcome(outcome, cfg.schedule.epochs, cfg.runs)
 
 
-def report_outcome(outcome, epochs: int, runs: str | None = None) -> None:
+def report_outcome(outcome: "Outcome", epochs: int, runs: str | None = None) -> None:
     """One line for the end of a run (and its warnings on stderr); an interrupted run exits with status 1."""
     result = outcome.result
     if outcome.status == "interrupted":
@@ -263,7 +291,7 @@ def resume(
     run: str = typer.Argument(..., help="Run id (see `aeqprop runs list`)."),
     runs: str = typer.Option("runs", help="Runs folder holding the run store."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-):
+) -> None:
     """Continue a run from its last checkpoint; it ends as if it had never stopped."""
     from aeqprop import session
 
@@ -272,7 +300,7 @@ def resume(
     report_outcome(outcome, outcome.result.history[-1].epoch if outcome.result.history else 0, runs)
 
 
-def parse_schedule(text: Optional[str], what: str) -> Optional[dict]:
+def parse_schedule(text: Optional[str], what: str) -> Optional[dict[str, Any]]:
     """A schedule option as the run config's table (see aeqprop.schedules), or None."""
     if text is None:
         return None
@@ -301,14 +329,14 @@ app.add_typer(backends_app, name="backends")
 
 @protocols_app.command("list")
 @one_line_errors
-def protocols_list():
+def protocols_list() -> None:
     """The protocols available by name (a file runs with --protocol path/to/file.py:ClassName)."""
     list_registered("protocols")
 
 
 @backends_app.command("list")
 @one_line_errors
-def backends_list():
+def backends_list() -> None:
     """The simulated substrates available by name."""
     list_registered("backends")
 
@@ -323,7 +351,7 @@ app.add_typer(data_app, name="data")
 @one_line_errors
 def data_list(
     data_dir: Optional[str] = typer.Option(None, help="Folder of the datasets [default: see `train --help`]."),
-):
+) -> None:
     """Each named dataset, its image shape and the folder it loads from (or 'not found')."""
     from aeqprop.catalog import CATALOG, locate
     from aeqprop.errors import DataError
@@ -342,7 +370,7 @@ def data_fetch(
     name: str = typer.Argument(..., help="Dataset name, e.g. fashion-mnist (see `aeqprop data list`)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder to download into (the dataset goes in DATA_DIR/NAME)."),
     mirror: list[str] = typer.Option([], help="Base URL to download from instead of the official ones (repeatable)."),
-):
+) -> None:
     """Download a named dataset from its official location; each file is checked against its published MD5."""
     from aeqprop.download import fetch
 
@@ -354,7 +382,7 @@ def data_fetch(
 @one_line_errors
 def protocols_show(
     name: str = typer.Argument(..., help="Protocol name (see `aeqprop protocols list`) or file.py:Class."),
-):
+) -> None:
     """A protocol's options with defaults, its variants, and what it needs of a substrate."""
     from aeqprop import describe
 
@@ -364,7 +392,7 @@ def protocols_show(
 
 @backends_app.command("show")
 @one_line_errors
-def backends_show(name: str = typer.Argument(..., help="Backend name (see `aeqprop backends list`).")):
+def backends_show(name: str = typer.Argument(..., help="Backend name (see `aeqprop backends list`).")) -> None:
     """A backend's options with defaults and its capabilities."""
     from aeqprop import describe
 
@@ -378,7 +406,7 @@ app.add_typer(runs_app, name="runs")
 
 @runs_app.command("list")
 @one_line_errors
-def runs_list(runs: str = typer.Option("runs", help="Runs folder holding the run store.")):
+def runs_list(runs: str = typer.Option("runs", help="Runs folder holding the run store.")) -> None:
     """A table of runs: id, status, dataset, backend, protocol, best accuracy, duration."""
     from aeqprop import views
 
@@ -387,7 +415,9 @@ def runs_list(runs: str = typer.Option("runs", help="Runs folder holding the run
 
 @runs_app.command("show")
 @one_line_errors
-def runs_show(run: str = typer.Argument(..., help="Run id."), runs: str = typer.Option("runs", help="Runs folder.")):
+def runs_show(
+    run: str = typer.Argument(..., help="Run id."), runs: str = typer.Option("runs", help="Runs folder.")
+) -> None:
     """A run's config, metrics summary and events."""
     from aeqprop import views
 
@@ -400,7 +430,7 @@ def plot(
     run: str = typer.Argument(..., help="Run id."),
     runs: str = typer.Option("runs", help="Runs folder."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path [default: <runs>/run-<id>.png]."),
-):
+) -> None:
     """PNG of a run: loss and accuracy per epoch, relaxation sweeps per phase, parameter norms, gradient fidelity."""
     from aeqprop import views
 
@@ -415,7 +445,7 @@ def export(
     output: Optional[str] = typer.Option(
         None, "--output", "-o", help="Folder for the files [default: <runs>/run-<id>]."
     ),
-):
+) -> None:
     """A run as CSV files (steps, epochs, evaluations, events) and one JSON file (config and everything)."""
     from aeqprop import views
 
@@ -443,7 +473,7 @@ def gradcheck(
     ),
     k: int = typer.Option(10, "--k", help="With --gdu: nudged time steps compared."),
     png: str = typer.Option("gdu.png", "--png", help="With --gdu: where the figure is written."),
-):
+) -> None:
     """Compare a protocol's update with -lr grad L (oracle), and the oracle with finite differences.
 
     With --gdu: EqProp's per-step updates of the nudged phase against BPTT's per-step gradients
@@ -453,6 +483,7 @@ def gradcheck(
     from rich.table import Table
 
     from aeqprop import oracle
+    from aeqprop.substrate import OracleSubstrate
 
     sizes = parse_hidden(layers)
     if gdu:
@@ -461,6 +492,8 @@ def gradcheck(
         )
     backend, beta = backend or "hopfield", 0.01 if beta is None else beta
     substrate = _build("backends", backend, dict(layers=sizes, eps=eps, seed=seed, tol=1e-13, max_sweeps=100_000))
+    if not isinstance(substrate, OracleSubstrate):
+        fail(f"backend {backend} has no oracle gradient (capability 'oracle'); gradcheck compares against it")
     prot = _build(
         "protocols",
         protocol,
@@ -499,15 +532,20 @@ def gradcheck(
     substrate.close()
 
 
-def gdu_table(backend: str, sizes, variant: str, beta: float, k: int, batch_size: int, seed: int, png: str) -> None:
+def gdu_table(
+    backend: str, sizes: tuple[int, ...], variant: str, beta: float, k: int, batch_size: int, seed: int, png: str
+) -> None:
     """`gradcheck --gdu`: the tables and the figure (matplotlib is imported only to draw it)."""
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
+    from aeqprop.substrate import Substrate
     from sim_backends.gdu import gdu_check, plot_gdu, table_rows
 
     substrate = _build("backends", backend, {"layers": sizes, "seed": seed})
+    if not isinstance(substrate, Substrate):
+        fail(f"backend {backend} did not build a substrate (it has no clamp, nudge, relax, outputs, ...)")
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, (batch_size, sizes[0]))
     y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
@@ -538,7 +576,7 @@ app.add_typer(instruments_app, name="instruments")
 @one_line_errors
 def instruments_list(
     visa_backend: str = typer.Option("@py", help="VISA backend: @py (pyvisa-py), @ivi, or FILE.yaml@sim."),
-):
+) -> None:
     """VISA resources and serial ports this machine sees."""
     from drivers.cli_support import list_instruments
 
@@ -559,7 +597,7 @@ def instruments_probe(
     channel: Optional[int] = typer.Option(None, help="Channel whose programmed source level is read back."),
     visa_backend: str = typer.Option("@py", help="VISA backend."),
     timeout: float = typer.Option(2.0, help="Read timeout in s."),
-):
+) -> None:
     """Identity, error queue and one safe read of an instrument."""
     from drivers.cli_support import probe
 
@@ -577,13 +615,15 @@ def instruments_check(
     config: Optional[str] = typer.Option(
         None, help="Run config whose data and nudging are checked against the limits."
     ),
-):
+) -> None:
     """Validate a wiring map, and the values a run would send, without opening any instrument."""
     from aeqprop.config import load_config
     from aeqprop.data import load_dataset
     from drivers.cli_support import check_wiring, protocol_betas
 
-    x, betas, needs = None, (), ()
+    x: np.ndarray | None = None
+    betas: Sequence[float] = ()
+    needs: tuple[str, ...] = ()
     if config is not None:
         cfg = load_config(config)
         ds = cfg.dataset
@@ -591,7 +631,7 @@ def instruments_check(
             ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column
         ).x_train
         from aeqprop import registry
-        from aeqprop.session import build_with
+        from aeqprop.parts import build_with
 
         protocol = build_with(
             registry.load("protocols", cfg.protocol.name), cfg.protocol.options, {"seed": cfg.seed}, "protocol.options"
@@ -611,7 +651,7 @@ def instruments_conformance(
     hold: int = typer.Option(9000, help="The hold line (pulsed once)."),
     baudrate: int = typer.Option(115200, help="Serial speed."),
     timeout: float = typer.Option(2.0, help="Read timeout in s."),
-):
+) -> None:
     """Check a board against the protocol document. It drives the board: disconnect the device first."""
     from drivers.conformance import Channels, conformance
 
@@ -630,7 +670,7 @@ def instruments_calibrate(
     wiring: str = typer.Argument(..., help="Wiring map (TOML) of a substrate with knobs (capability aeqprop)."),
     config: Optional[str] = typer.Option(None, help="Run config whose dataset and nudging the calibration uses."),
     beta: float = typer.Option(1.0, help="Nudging strength b of centered Aeqprop (without --config)."),
-):
+) -> None:
     """Measure read noise, knob gain and stiffness for feedback Aeqprop; sets knobs and releases, then holds theta back."""
     import numpy as np
 
@@ -639,7 +679,7 @@ def instruments_calibrate(
     from drivers.cli_support import build_substrate
     from protocols.aeqprop import Aeqprop
 
-    options = {"beta": beta}
+    options: dict[str, Any] = {"beta": beta}
     if config is not None:
         cfg = load_config(config)
         options = {k: v for k, v in cfg.protocol.options.items() if k in ("beta", "variant")}
@@ -651,6 +691,8 @@ def instruments_calibrate(
         if config is None:
             x, y = np.full((1, hw.info.n_inputs), 0.5), np.eye(hw.info.n_outputs)[:1]
         record = protocol.calibrate(hw, x, y)
+        if record is None:  # feedback Aeqprop calibrates unless told not to
+            fail("the protocol did not calibrate (it was told not to)")
         typer.echo(f"calibration: {record['summary']}; {record['reads']} reads, {hw.round_trips} round trips")
 
 
@@ -669,7 +711,7 @@ def serve_sim(
     settle: float = typer.Option(0.0, help="Fault: extra settling time in s."),
     seed: int = typer.Option(0, help="Seed of the substrate and of the faults."),
     wiring_out: Optional[str] = typer.Option(None, help="Write a wiring map for the served instruments here."),
-):
+) -> None:
     """Serve a simulated substrate as instruments: SCPI over TCP (loopback) and a serial board, until Ctrl+C."""
     from sim_backends.virtual_lab import Faults, serve
 
@@ -697,7 +739,9 @@ _CLUSTER = typer.Option(None, help="'local': a Dask LocalCluster of --workers pr
 _RETRIES = typer.Option(3, min=0, help="Times a run whose worker was lost is submitted again.")
 
 
-def sweep_executor(workers: Optional[int], scheduler: Optional[str], cluster: Optional[str]):
+def sweep_executor(
+    workers: Optional[int], scheduler: Optional[str], cluster: Optional[str]
+) -> Callable[[], "Executor"]:
     """A factory of the sweep's Executor: the local process pool, or Dask (imported only here)."""
     from aeqprop.errors import ConfigurationError
 
@@ -706,7 +750,7 @@ def sweep_executor(workers: Optional[int], scheduler: Optional[str], cluster: Op
     if scheduler is not None or cluster is not None:
         from aeqprop.dask_executor import DaskExecutor
 
-        def make():
+        def make() -> "Executor":
             ex = DaskExecutor(scheduler=scheduler, cluster=cluster, workers=workers)
             where = f"dashboard {ex.dashboard}" if ex.dashboard else "no dashboard (install bokeh for one)"
             typer.echo(f"dask scheduler {ex.address}, {ex.workers} workers, {where}")
@@ -718,7 +762,7 @@ def sweep_executor(workers: Optional[int], scheduler: Optional[str], cluster: Op
     return lambda: LocalPool(workers)
 
 
-def report_sweep(sweep_id: int, report, runs: str, quiet: bool) -> None:
+def report_sweep(sweep_id: int, report: "SweepReport", runs: str, quiet: bool) -> None:
     from aeqprop import sweep_views
 
     done = ", ".join(f"{n} {k}" for k, n in sorted(report.recorded.items())) or "no run"
@@ -744,7 +788,7 @@ def sweep_run(
     cluster: Optional[str] = _CLUSTER,
     retries: int = _RETRIES,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
-):
+) -> None:
     """Expand a sweep file into runs and run them all, each recorded in the run store under the sweep's id."""
     from aeqprop.sweep import load_sweep
     from aeqprop.sweep_exec import SweepSettings, start_sweep
@@ -772,7 +816,7 @@ def sweep_resume(
     cluster: Optional[str] = _CLUSTER,
     retries: int = _RETRIES,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
-):
+) -> None:
     """Run the runs of a sweep that did not complete (never started, failed, lost, stopped)."""
     from aeqprop.sweep_exec import SweepSettings, resume_sweep
 
@@ -798,7 +842,7 @@ def sweep_show(
     sweep: str = typer.Argument(..., help="Sweep id."),
     runs: str = typer.Option("runs", help="Runs folder."),
     markdown: bool = typer.Option(False, help="A Markdown table (for a README)."),
-):
+) -> None:
     """A table per point: final test accuracy, mean ± std over seeds, ranked (by validation accuracy where
     every point holds a validation split out), the best marked."""
     from aeqprop import sweep_views
@@ -812,7 +856,7 @@ def sweep_plot(
     sweep: str = typer.Argument(..., help="Sweep id."),
     runs: str = typer.Option("runs", help="Runs folder."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path (default: RUNS/sweep-ID.png)."),
-):
+) -> None:
     """PNG: final test accuracy against each swept axis, with the spread over seeds."""
     from aeqprop import sweep_views
 
@@ -825,7 +869,7 @@ def sweep_export(
     sweep: str = typer.Argument(..., help="Sweep id."),
     runs: str = typer.Option("runs", help="Runs folder."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="CSV path (default: RUNS/sweep-ID.csv)."),
-):
+) -> None:
     """CSV: one row per run of the sweep (point, seed, swept values, status, figures)."""
     from aeqprop import sweep_views
 

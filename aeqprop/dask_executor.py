@@ -14,12 +14,21 @@ scheduler; the sweep loop submits again what Dask gives up on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from types import ModuleType
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from aeqprop.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from distributed import LocalCluster
 
-def _distributed():
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _distributed() -> ModuleType:
     try:
         import distributed
     except ImportError:
@@ -86,7 +95,7 @@ class DaskExecutor(Executor):
     def workers(self) -> int:
         return len(self.client.scheduler_info().get("workers", {}))
 
-    def submit(self, fn, /, *args, **kwargs) -> Future:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         return self._executor.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -100,7 +109,7 @@ class DaskExecutor(Executor):
         self.shutdown(wait=False, cancel_futures=True)
 
 
-def _dashboard(cluster) -> str | None:
+def _dashboard(cluster: LocalCluster) -> str | None:
     try:
         return cluster.dashboard_link if "dashboard" in cluster.scheduler_info.get("services", {}) else None
     except (KeyError, AttributeError):

@@ -9,9 +9,20 @@ of installed packages.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
 from aeqprop.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from aeqprop.substrate import StepReport, Substrate
+
+#: What the registry hands out: a class or function building a substrate or protocol from options.
+#: What it builds is checked where it is used (aeqprop.session).
+Factory = Callable[..., object]
 
 KINDS = {"backends": "aeqprop.backends", "protocols": "aeqprop.protocols", "drivers": "aeqprop.drivers"}
 
@@ -49,15 +60,15 @@ def available(kind: str) -> dict[str, str]:
     return names
 
 
-def _import(target: str):
+def _import(target: str) -> object:
     module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
+    obj: object = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def load(kind: str, name: str):
+def load(kind: str, name: str) -> Factory:
     """The factory registered under ``name``; unknown names list the valid ones.
 
     A protocol may also be a file, ``path/to/file.py:ClassName`` (see :func:`load_protocol`).
@@ -68,7 +79,15 @@ def load(kind: str, name: str):
     if name not in names:
         singular = kind.rstrip("s")
         raise ConfigurationError(f"unknown {singular} {name!r}; valid: {', '.join(sorted(names))}")
-    return _import(names[name])
+    return factory(names[name])
+
+
+def factory(target: str) -> Factory:
+    """The callable at ``module:attribute``; ConfigurationError if it is not callable."""
+    obj = _import(target)
+    if not callable(obj):
+        raise ConfigurationError(f"{target} is a {type(obj).__name__}, not a class or function to build from")
+    return obj
 
 
 # -- protocols from files and descriptions ----------------------------------------
@@ -89,13 +108,15 @@ class FileProtocol:
 
     _own = ("inner", "name", "requires", "_origin")
 
-    def __init__(self, inner, origin: str):
+    inner: Any  # the user's protocol object: any class with requires and step (checked at load)
+
+    def __init__(self, inner: Any, origin: str):
         object.__setattr__(self, "inner", inner)
         object.__setattr__(self, "_origin", origin)
         object.__setattr__(self, "name", origin)
         object.__setattr__(self, "requires", frozenset(inner.requires))
 
-    def step(self, substrate, x, y):
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         from aeqprop.substrate import StepReport, require
 
         require(substrate, self.requires, f"protocol {self._origin}")
@@ -107,17 +128,17 @@ class FileProtocol:
             )
         return report
 
-    def __getattr__(self, attr):
+    def __getattr__(self, attr: str) -> Any:
         return getattr(object.__getattribute__(self, "inner"), attr)
 
-    def __setattr__(self, attr, value):
+    def __setattr__(self, attr: str, value: object) -> None:
         if attr in self._own:
             object.__setattr__(self, attr, value)
         else:
             setattr(self.inner, attr, value)
 
 
-def _protocol_class_from_file(spec: str):
+def _protocol_class_from_file(spec: str) -> tuple[type, str]:
     import importlib.util
     import inspect
     import sys
@@ -180,7 +201,7 @@ def _capabilities() -> set[str]:
     return set(CAPABILITIES)
 
 
-def load_protocol(spec: str):
+def load_protocol(spec: str) -> Factory:
     """A protocol factory from a registered name or from ``path/to/file.py:ClassName``.
 
     A file's class is wrapped in :class:`FileProtocol`; the factory takes the
@@ -195,7 +216,7 @@ def load_protocol(spec: str):
     cls, origin = _protocol_class_from_file(spec)
 
     @functools.wraps(cls, assigned=("__doc__",), updated=())
-    def factory(*args, **kwargs):
+    def build(*args: Any, **kwargs: Any) -> FileProtocol:
         try:
             inner = cls(*args, **kwargs)
         except ConfigurationError as exc:
@@ -204,8 +225,8 @@ def load_protocol(spec: str):
             raise ConfigurationError(f"{origin}: constructing it raised {type(exc).__name__}: {exc}") from None
         return FileProtocol(inner, origin)
 
-    setattr(factory, "__signature__", inspect.signature(cls))  # noqa: B010  (what inspect reads; not a declared attribute)
-    return factory
+    setattr(build, "__signature__", inspect.signature(cls))  # noqa: B010  (what inspect reads; not a declared attribute)
+    return build
 
 
 def describe(kind: str) -> list[tuple[str, str, str]]:
@@ -214,7 +235,7 @@ def describe(kind: str) -> list[tuple[str, str, str]]:
     The line is the class's ``description`` attribute, else its docstring's
     first line; a target that does not import says so instead.
     """
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for name, target in sorted(available(kind).items()):
         try:
             obj = _import(target)

@@ -1,7 +1,7 @@
 """A run from its config to its recorded end: build, train, checkpoint, resume, close.
 
 Order of work: the config is validated (``aeqprop.config``), names are looked
-up in the registry, the data is loaded and the substrate built; only then is
+up in the registry, the data is loaded and the substrate built (``aeqprop.parts``); only then is
 the run store opened and the run recorded. Every exit path closes the
 substrate (recording a ``closed`` event) and records the status: completed,
 failed (with the error) or interrupted.
@@ -14,169 +14,44 @@ from its last checkpoint.
 
 from __future__ import annotations
 
-import inspect
 import signal
 import sqlite3
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import Any, Literal, ParamSpec, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
-from aeqprop.checks import check_memory, check_type, health
+from aeqprop.checks import health
 from aeqprop.config import RunConfig, validate
-from aeqprop.data import Dataset
 from aeqprop.errors import AeqpropError, ConfigurationError
+from aeqprop.parts import Built, build
 from aeqprop.store import RunStore, StoreError
-from aeqprop.substrate import CalibratingProtocol, ResumableProtocol, Substrate, TrainingProtocol
-from aeqprop.trainer import Position, Trainer, TrainResult
+from aeqprop.substrate import (
+    AeqpropSubstrate,
+    CalibratingProtocol,
+    EqPropSubstrate,
+    ResumableProtocol,
+    StepReport,
+    Substrate,
+)
+from aeqprop.trainer import EpochRecord, Position, TrainResult
 
-if TYPE_CHECKING:
-    from aeqprop.schedules import ScheduleHook
-
-#: Where the nonideal wrapper lives, found by name like the registry's built-ins.
-NONIDEAL = "sim_backends.nonideal:NonidealSubstrate"
+P = ParamSpec("P")
 
 
-def build_with(factory, options: dict, injected: dict, what: str):
-    """Call ``factory`` with the user's ``options`` and whichever ``injected`` ones it takes.
+@runtime_checkable
+class DeviceStateSubstrate(Protocol):
+    """Optional for a substrate: its true device state, saved and put back without side effects.
 
-    An option the factory does not take is refused with the valid names
-    (``what`` names the config table, e.g. ``protocol.options``).
+    Example: the nonideal wrapper; ``device_state()`` -> ``{"parameters": {...}, "knobs": {...} or None,
+    "random": {...}}`` (no read noise drawn), which ``restore_device_state`` puts back exactly.
     """
-    params = inspect.signature(factory).parameters
-    injected = {k: v for k, v in injected.items() if k in params}
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
-        if unknown:
-            raise ConfigurationError(f"{what}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(params)}")
-    for name, value in options.items():
-        if name in params:
-            check_type(value, params[name], f"{what}.{name}")
-    try:
-        return factory(**{**injected, **options})
-    except TypeError as exc:  # a factory taking **options passes them on; say which table they came from
-        raise ConfigurationError(f"{what}: {exc}") from None
 
+    def device_state(self) -> dict[str, Any]: ...
 
-class EventSink:
-    """The ``on_event(kind, message)`` callback handed to a substrate (instrument faults, retries,
-    reconnects). Events raised before the run exists are kept and written once it is recorded."""
-
-    def __init__(self):
-        self.pending: list[tuple[str, str]] = []
-        self.store: RunStore | None = None
-        self.run_id: int | None = None
-
-    def __call__(self, kind: str, message: str) -> None:
-        if self.store is None or self.run_id is None:
-            self.pending.append((kind, message))
-        else:
-            self.store.event(self.run_id, kind, message)
-
-    def attach(self, store: RunStore, run_id: int) -> None:
-        self.store, self.run_id = store, run_id
-        for kind, message in self.pending:
-            store.event(run_id, kind, message)
-        self.pending.clear()
-
-
-@dataclass
-class Built:
-    """A run's parts, built from its config; ``trainer`` is set once the parts check out."""
-
-    config: RunConfig
-    data: Dataset
-    protocol: TrainingProtocol
-    substrate: Substrate
-    hook: ScheduleHook | None = None
-    names: dict[str, str] = field(default_factory=dict)
-    trainer: Trainer | None = None
-    events: EventSink = field(default_factory=EventSink)
-
-
-def build(config: RunConfig) -> Built:
-    """Data, protocol and substrate of a run; unknown names fail before anything is opened."""
-    from aeqprop import registry
-    from aeqprop.data import load_dataset
-
-    backend = config.substrate.backend or "instrument"
-    make_substrate = registry.load("backends", backend)
-    make_protocol = registry.load("protocols", config.protocol.name)
-    ds = config.dataset
-    data = load_dataset(
-        ds.name,
-        test_fraction=ds.test_fraction,
-        seed=config.data_seed,
-        target_column=ds.target_column,
-        validation=ds.validation,
-        data_dir=ds.data_dir,
-    )
-    protocol = build_with(make_protocol, config.protocol.options, {"seed": config.seed}, "protocol.options")
-    options = dict(config.substrate.options)
-    injected: dict[str, Any] = {"seed": config.seed}
-    if getattr(data, "shape", None) is not None:
-        injected["input_shape"] = data.shape  # an image dataset's (C, H, W), for substrates that take it
-    hidden = options.pop("hidden", None)
-    if "layers" not in options and hidden is not None:
-        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        injected["layers"] = (data.n_features, *hidden, data.n_classes)
-    layers = options.get("layers", injected.get("layers"))
-    if isinstance(layers, (list, tuple)) and all(isinstance(n, int) for n in layers):
-        check_memory(
-            layers,
-            config.schedule.batch_size,
-            "substrate.options.layers" if "layers" in options else "layers (features, hidden, classes)",
-        )
-    if config.substrate.wiring is not None:
-        if "wiring" not in inspect.signature(make_substrate).parameters:
-            raise ConfigurationError(
-                f"substrate.wiring: backend {backend!r} takes no wiring map (instruments do: "
-                "backend 'instrument'); drop --wiring or the backend"
-            )
-        injected["wiring"] = config.substrate.wiring
-    events = EventSink()
-    injected["on_event"] = events  # instruments report faults and retries
-    substrate = build_with(make_substrate, options, injected, "substrate.options")
-    if config.nonideal is not None:
-        try:
-            substrate = registry._import(NONIDEAL)(substrate, config.nonideal)
-        except AeqpropError:
-            substrate.close()
-            raise
-    names = {"dataset": ds.name, "backend": backend, "protocol": config.protocol.name}
-    built = Built(config, data, protocol, substrate, names=names, events=events)
-    try:
-        built.hook = schedule_hook(config, protocol, substrate)
-        built.trainer = Trainer(
-            substrate,
-            protocol,
-            data,
-            config.schedule.epochs,
-            config.schedule.batch_size,
-            seed=config.seed,
-            before_step=built.hook,
-            eval_every=config.evaluation.every,
-            fidelity_every=config.evaluation.fidelity_every,
-            checkpoint_every=config.checkpoint.every,
-        )
-    except BaseException:
-        substrate.close()
-        raise
-    return built
-
-
-def schedule_hook(config: RunConfig, protocol, substrate):
-    """The ``before_step`` hook of the beta / lr / eps schedules, or None when the config has none."""
-    tables = {k: getattr(config.schedule, k) for k in ("beta", "lr", "eps") if getattr(config.schedule, k)}
-    if not tables:
-        return None
-    try:
-        from aeqprop import schedules
-    except ImportError:
-        raise ConfigurationError(
-            f"schedule.{next(iter(tables))}: schedules need aeqprop.schedules, which this version lacks"
-        ) from None
-    return schedules.hook(protocol, substrate, **tables)
+    def restore_device_state(self, state: Mapping[str, Any]) -> None: ...
 
 
 #: The signals a process gets in practice, each handled as Ctrl+C: stop at the next safe point.
@@ -187,7 +62,7 @@ class StopFlag:
     """Handler of SIGINT, SIGTERM and SIGHUP: the first asks for a stop at the next safe point
     (a checkpoint is written, the substrate closed, the run marked interrupted); a second stops at once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
@@ -195,13 +70,13 @@ class StopFlag:
     def __call__(self) -> bool:
         return self.requested
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
         self.signum = signum
 
-    def __enter__(self):
+    def __enter__(self) -> StopFlag:
         self._previous = {}
         try:
             for sig in STOP_SIGNALS:
@@ -210,7 +85,7 @@ class StopFlag:
             pass
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
@@ -222,24 +97,36 @@ def norm(arrays: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(float(np.einsum("i,i->", v.ravel(), v.ravel())) for v in arrays.values())))
 
 
-def snapshot(sub, knobbed: bool) -> dict:
+Arrays = dict[str, np.ndarray]
+
+
+class Snapshot(TypedDict):
+    """What a checkpoint saves of a substrate: theta and, with the capability "aeqprop", the knobs u."""
+
+    parameters: Arrays
+    knobs: Arrays | None
+
+
+def snapshot(sub: Substrate, knobbed: bool) -> Snapshot:
     """The state a checkpoint saves: the true device state where the substrate offers it without side
-    effects (``device_state``, e.g. the nonideal wrapper: no read noise drawn), else what it reads."""
-    if hasattr(sub, "device_state"):
+    effects (``device_state``, e.g. the nonideal wrapper: no read noise drawn), else what it reads.
+    ``knobbed``: the substrate has the capability "aeqprop" (its knobs are saved)."""
+    if isinstance(sub, DeviceStateSubstrate):
         state = sub.device_state()
         return {"parameters": state["parameters"], "knobs": state["knobs"] if knobbed else None}
-    return {"parameters": sub.parameters(), "knobs": sub.knobs() if knobbed else None}
+    knobs = sub.knobs() if knobbed and isinstance(sub, AeqpropSubstrate) else None
+    return {"parameters": sub.parameters(), "knobs": knobs}
 
 
-def restore(sub, parameters: dict, knobs: dict | None) -> None:
+def restore(sub: Substrate, parameters: Arrays, knobs: Arrays | None) -> None:
     """Put a checkpoint's state back: exactly (``restore_device_state``) where the substrate offers it,
     else through its programming path."""
-    if hasattr(sub, "restore_device_state"):
+    if isinstance(sub, DeviceStateSubstrate):
         sub.restore_device_state({"parameters": parameters, "knobs": knobs})
         return
-    if "eqprop" in sub.info.capabilities:  # else check_restorable found theta held as it was
-        sub.set_parameters(parameters)
-    if knobs is not None:
+    if "eqprop" in sub.info.capabilities and isinstance(sub, EqPropSubstrate):  # else check_restorable found
+        sub.set_parameters(parameters)  # theta held as it was
+    if knobs is not None and isinstance(sub, AeqpropSubstrate):
         sub.set_knobs(knobs)
 
 
@@ -254,7 +141,11 @@ class Outcome:
 
 
 def execute(
-    built: Built, store: RunStore | None, run_id: int | None, checkpoint: dict | None = None, progress: bool = False
+    built: Built,
+    store: RunStore | None,
+    run_id: int | None,
+    checkpoint: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> Outcome:
     """Train a built run, recording into ``store`` (None: no store, for the overhead benchmark)."""
     import time
@@ -281,32 +172,40 @@ def execute(
         spe = trainer.steps_per_epoch()
         calibrate(built, store, run_id, None if checkpoint is None else checkpoint["global_step"])
 
-        def timed(fn):
-            def wrapper(*args):
+        def timed(fn: Callable[P, None]) -> Callable[P, None]:
+            """``fn`` with its time added to the store's clock; without a store, nothing at all."""
+
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
                 t0 = time.perf_counter()
-                fn(*args)
+                fn(*args, **kwargs)
                 clock["store"] += time.perf_counter() - t0
 
-            return wrapper if store is not None else (lambda *a: None)
+            def skip(*args: P.args, **kwargs: P.kwargs) -> None:
+                pass
+
+            return wrapper if store is not None and run_id is not None else skip
 
         @timed
-        def on_step(epoch, k, report):
-            store.log_step(
-                run_id, (epoch - 1) * spe + k + 1, epoch, report.loss, report.sweeps, report.seconds, report.extra
-            )
+        def on_step(epoch: int, k: int, report: StepReport) -> None:
+            if store is not None and run_id is not None:  # else timed skips it
+                step = (epoch - 1) * spe + k + 1
+                store.log_step(run_id, step, epoch, report.loss, report.sweeps, report.seconds, report.extra)
 
         @timed
-        def on_eval(epoch, g, loss, acc):
-            store.log_eval(run_id, epoch, g, loss, acc)
+        def on_eval(epoch: int, g: int, loss: float, acc: float) -> None:
+            if store is not None and run_id is not None:
+                store.log_eval(run_id, epoch, g, loss, acc)
 
         @timed
-        def on_epoch(record):
-            store.log_epoch(run_id, record, norm(snapshot(sub, knobbed)["parameters"]))
+        def on_epoch(record: EpochRecord) -> None:
+            if store is not None and run_id is not None:
+                store.log_epoch(run_id, record, norm(snapshot(sub, knobbed)["parameters"]))
 
         @timed
-        def on_checkpoint(position):
-            state = snapshot(sub, knobbed)
-            store.save_checkpoint(run_id, position, state["parameters"], state["knobs"], trainer.random_states())
+        def on_checkpoint(position: Position) -> None:
+            if store is not None and run_id is not None:
+                state = snapshot(sub, knobbed)
+                store.save_checkpoint(run_id, position, state["parameters"], state["knobs"], trainer.random_states())
 
         t0 = time.perf_counter()
         # overflow and NaN end the run through the trainer's non-finite loss check, in one line
@@ -413,7 +312,7 @@ def _finish(built: Built, store: RunStore | None, run_id: int | None, status: st
             raise StoreError(f"{store.path}: recording the end of run {run_id} failed ({exc})") from None
 
 
-def start(config: RunConfig, progress: bool = False, on_created=None) -> Outcome:
+def start(config: RunConfig, progress: bool = False, on_created: Callable[[int], None] | None = None) -> Outcome:
     """Build and train a new run recorded in ``config.runs``, with the digests of its input files."""
     from aeqprop import inputs
 
@@ -443,7 +342,9 @@ def version_changes(recorded: dict) -> list[str]:
     ]
 
 
-def resume(runs: str, run_id: int | str, progress: bool = False, on_warning=None) -> Outcome:
+def resume(
+    runs: str, run_id: int | str, progress: bool = False, on_warning: Callable[[str], None] | None = None
+) -> Outcome:
     """Continue a run from its last checkpoint (from its start if it has none).
 
     Refused while another process owns the run, or when an input file changed since the run started;
@@ -496,7 +397,7 @@ def resume(runs: str, run_id: int | str, progress: bool = False, on_warning=None
     return execute(built, store, rid, checkpoint, progress=progress)
 
 
-def check_restorable(substrate, checkpoint: dict | None, status: str, atol: float = 1e-9) -> None:
+def check_restorable(substrate: Substrate, checkpoint: dict[str, Any] | None, status: str, atol: float = 1e-9) -> None:
     """Refuse, before the run's status is touched, to resume on a substrate that cannot program theta
     (no "eqprop" capability: an Aeqprop-only bench) unless it still holds the checkpoint's theta
     (within ``atol``, parameter units); its knobs are then restored as usual."""

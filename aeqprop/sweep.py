@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ def _is_distribution(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and set(value) <= {"uniform", "log_uniform", "integers", "choice"}
 
 
-def flat(table: dict, prefix: str = "", leaf=lambda v: False) -> dict[str, Any]:
+def flat(table: dict[str, Any], prefix: str = "", leaf: Callable[[Any], bool] = lambda v: False) -> dict[str, Any]:
     """Nested tables as dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); ``leaf(value)`` stops the descent."""
     out: dict[str, Any] = {}
     for key, value in table.items():

@@ -27,11 +27,18 @@ from concurrent.futures import (
     wait,
 )
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from aeqprop.errors import AeqpropError, ConfigurationError
 from aeqprop.store import RunStore
 from aeqprop.sweep_store import RunRecord, record_run
+
+if TYPE_CHECKING:
+    from aeqprop.sweep import Sweep
+
+P = ParamSpec("P")
+T = TypeVar("T")
+MakeExecutor = Callable[[], Executor]  # a new executor (again after a process pool breaks)
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ class LocalPool(Executor):
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
         )
 
-    def submit(self, fn, /, *args, **kwargs) -> Future:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -220,13 +227,13 @@ def _stop(executor: Executor) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def check_names(sweep) -> None:
+def check_names(sweep: Sweep) -> None:
     """Every backend and protocol a sweep names exists here, and each protocol takes its options
     (protocols are built once each, cheaply; workers need the same installation)."""
     import json
 
     from aeqprop import registry
-    from aeqprop.session import build_with
+    from aeqprop.parts import build_with
 
     for name in sorted({j.config["substrate"]["backend"] or "instrument" for j in sweep.jobs}):
         registry.load("backends", name)
@@ -248,12 +255,12 @@ def check_names(sweep) -> None:
 
 def _progress_runs(
     store: RunStore,
-    todo: list[dict],
-    make_executor,
+    todo: list[dict[str, Any]],
+    make_executor: MakeExecutor,
     settings: SweepSettings,
     progress: bool,
     title: str,
-    on_record: Callable[[dict, int, RunRecord], None] | None = None,
+    on_record: Callable[[dict[str, Any], int, RunRecord], None] | None = None,
 ) -> SweepReport:
     if not progress:
         return run_jobs(store, todo, make_executor, settings, on_record=on_record)
@@ -277,7 +284,7 @@ def _progress_runs(
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(title, total=len(todo))
 
-        def advance(job, run_id, rec):
+        def advance(job: dict[str, Any], run_id: int, rec: RunRecord) -> None:
             bar.update(task, advance=1, description=f"{title} (last: run {run_id}, {rec.status})")
             if on_record is not None:
                 on_record(job, run_id, rec)
@@ -295,8 +302,8 @@ def check_instruments(configs: list[dict], one_at_a_time: bool) -> None:
 
 
 def start_sweep(
-    sweep,
-    make_executor,
+    sweep: Sweep,
+    make_executor: MakeExecutor,
     settings: SweepSettings = SweepSettings(),
     progress: bool = False,
     on_created: Callable[[int], None] | None = None,
@@ -326,7 +333,7 @@ def start_sweep(
 def resume_sweep(
     runs: str,
     sweep_id: int | str,
-    make_executor,
+    make_executor: MakeExecutor,
     settings: SweepSettings = SweepSettings(),
     progress: bool = False,
     one_at_a_time: bool = False,

@@ -14,7 +14,9 @@ started the sweep.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +66,7 @@ def open_store(folder: str, create: bool = True) -> RunStore:
     return store
 
 
-def _columns(db, table: str) -> list[str]:
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
@@ -150,13 +152,15 @@ def record_run(store: RunStore, job_id: int, config: dict, record: RunRecord) ->
         return run_id
 
 
-def _insert(db, table: str, row: dict, drop=()) -> int:
+def _insert(db: sqlite3.Connection, table: str, row: dict[str, Any], drop: Collection[str] = ()) -> int:
     columns = [c for c in _columns(db, table) if c in row and c not in drop]
     cur = db.execute(
         f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         [row[c] for c in columns],
     )
-    return int(cur.lastrowid)
+    if cur.lastrowid is None:  # sqlite3 sets it after every successful INSERT
+        raise StoreError(f"inserting into {table} recorded no row")
+    return cur.lastrowid
 
 
 # -- results ------------------------------------------------------------------------

@@ -164,7 +164,7 @@ def plot_sweep(runs: str, sweep_id: str, output: str | None = None) -> Path:
     return path
 
 
-def _key(value) -> tuple:
+def _key(value: object) -> tuple[int, float, str]:
     """A sortable key for an axis value: numbers by value, anything else by its text."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, float(value), f"{value:g}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -24,7 +24,14 @@ from aeqprop.data import Dataset
 from aeqprop.errors import ConfigurationError
 from aeqprop.oracle import fidelity, flatten
 from aeqprop.reads import ReadCounter
-from aeqprop.substrate import OracleSubstrate, StepReport, Substrate, require
+from aeqprop.substrate import OracleSubstrate, StepReport, Substrate, TrainingProtocol, require
+
+#: ``before_step(epoch, step_in_epoch, global_step, total_steps)``
+BeforeStep = Callable[[int, int, int, int], None]
+#: ``on_step(epoch, step_in_epoch, report)``
+StepHook = Callable[[int, int, StepReport], None]
+#: ``on_eval(epoch, global_step, loss, accuracy)``
+EvalHook = Callable[[int, int, float, float], None]
 
 
 @dataclass
@@ -123,6 +130,14 @@ def evaluate(substrate: Substrate, x: np.ndarray, labels: np.ndarray) -> tuple[f
     return loss / len(x), correct / len(x)
 
 
+class Hooks(TypedDict, total=False):
+    """What :meth:`Trainer.run_epoch` calls besides ``on_step``: held-out evaluations, checkpoints, stop requests."""
+
+    on_eval: EvalHook
+    on_checkpoint: Callable[[Position], None]
+    should_stop: Callable[[], bool]
+
+
 class Trainer:
     """Runs ``protocol.step`` over shuffled minibatches for a number of epochs.
 
@@ -144,12 +159,12 @@ class Trainer:
     def __init__(
         self,
         substrate: Substrate,
-        protocol,
+        protocol: TrainingProtocol,
         data: Dataset,
         epochs: int,
         batch_size: int,
         seed: int = 0,
-        before_step: Callable | None = None,
+        before_step: BeforeStep | None = None,
         eval_every: int = 0,
         checkpoint_every: int = 0,
         fidelity_every: int = 0,
@@ -160,10 +175,13 @@ class Trainer:
             raise ConfigurationError(f"batch_size={batch_size}: must be >= 1")
         if eval_every < 0 or checkpoint_every < 0 or fidelity_every < 0:
             raise ConfigurationError("eval_every, checkpoint_every and fidelity_every must be >= 0")
-        if fidelity_every and "oracle" not in substrate.info.capabilities:
-            raise ConfigurationError(
-                "gradient fidelity needs the oracle of a simulated substrate; set fidelity_every = 0"
-            )
+        self._oracle: OracleSubstrate | None = None  # for the gradient fidelity, when asked for
+        if fidelity_every:
+            if "oracle" not in substrate.info.capabilities or not isinstance(substrate, OracleSubstrate):
+                raise ConfigurationError(
+                    "gradient fidelity needs the oracle of a simulated substrate; set fidelity_every = 0"
+                )
+            self._oracle = substrate
         require(substrate, protocol.requires, f"protocol {protocol.name!r}")
         substrate.info.check_batch(batch_size)
         if data.n_features != substrate.info.n_inputs or data.n_classes != substrate.info.n_outputs:
@@ -184,7 +202,7 @@ class Trainer:
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch()
 
-    def random_states(self) -> dict[str, dict]:
+    def random_states(self) -> dict[str, dict[str, Any]]:
         """Generator states of the trainer, protocol and substrate (for a checkpoint)."""
         return {
             "trainer": random_states(self),
@@ -192,7 +210,7 @@ class Trainer:
             "substrate": random_states(self.substrate),
         }
 
-    def set_random_states(self, states: dict[str, dict]) -> None:
+    def set_random_states(self, states: dict[str, dict[str, Any]]) -> None:
         set_random_states(self, states["trainer"])
         set_random_states(self.protocol, states["protocol"])
         set_random_states(self.substrate, states["substrate"])
@@ -200,14 +218,15 @@ class Trainer:
     def run_epoch(
         self,
         epoch: int,
-        on_step: Callable | None = None,
+        on_step: StepHook | None = None,
         start: Position | None = None,
-        hooks: dict | None = None,
+        hooks: Hooks | None = None,
         counter: ReadCounter | None = None,
     ) -> EpochRecord | None:
         """One epoch (from ``start`` if given); None if ``should_stop`` ended it early.
         ``counter``: an entered ReadCounter of the substrate, for each step's ``substrate_reads``."""
-        data, sub, hooks = self.data, self.substrate, hooks or {}
+        data, sub = self.data, self.substrate
+        hooks = hooks or {}
         if start is None:
             start = Position(epoch, 0, (epoch - 1) * self.steps_per_epoch(), self.rng.permutation(len(data.x_train)))
         order, k0 = start.order, start.step
@@ -221,14 +240,15 @@ class Trainer:
             if self.before_step is not None:
                 self.before_step(epoch, k, g, total)
             idx = order[k * self.batch_size : (k + 1) * self.batch_size]
-            measure = self.fidelity_every and (g + 1) % self.fidelity_every == 0
-            if measure:  # the oracle has no side effect on parameters or random state
-                grad = cast(OracleSubstrate, sub).true_gradient(data.x_train[idx], y_all[idx])  # checked in __init__
+            grad = None
+            if self._oracle is not None and (g + 1) % self.fidelity_every == 0:
+                # the oracle has no side effect on parameters or random state
+                grad = self._oracle.true_gradient(data.x_train[idx], y_all[idx])
             before = counter.reads if counter is not None else 0
             report: StepReport = self.protocol.step(sub, data.x_train[idx], y_all[idx])
             if counter is not None and counter.counting:  # measured here, whatever the protocol reports
                 report.extra["substrate_reads"] = float(counter.reads - before)
-            if measure:
+            if grad is not None:
                 names = sorted(grad)
                 report.extra["fidelity_cosine"] = fidelity(flatten(report.delta, names), -flatten(grad, names)).cosine
             if not np.isfinite(report.loss):
@@ -252,7 +272,7 @@ class Trainer:
         n = len(order)
         if "on_eval" in hooks:
             hooks["on_eval"](epoch, g, test_loss, test_acc)
-        val = (float("nan"),) * 2
+        val = (float("nan"), float("nan"))
         if data.x_val is not None and data.labels_val is not None and len(data.x_val):
             val = evaluate(sub, data.x_val, data.labels_val)
         return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps, *val)
@@ -260,15 +280,19 @@ class Trainer:
     def run(
         self,
         progress: bool = False,
-        on_step: Callable | None = None,
-        on_epoch: Callable | None = None,
-        on_eval: Callable | None = None,
-        on_checkpoint: Callable | None = None,
-        should_stop: Callable | None = None,
+        on_step: StepHook | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        on_eval: EvalHook | None = None,
+        on_checkpoint: Callable[[Position], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
         start: Position | None = None,
     ) -> TrainResult:
         """Train from the start, or from ``start`` (a Position restored with the run's state)."""
-        hooks = {k: v for k, v in (("on_checkpoint", on_checkpoint), ("should_stop", should_stop)) if v is not None}
+        hooks: Hooks = {}
+        if on_checkpoint is not None:
+            hooks["on_checkpoint"] = on_checkpoint
+        if should_stop is not None:
+            hooks["should_stop"] = should_stop
         result = TrainResult()
         first = 1 if start is None else start.epoch
         done = 0 if start is None else start.global_step
@@ -302,8 +326,8 @@ class Trainer:
             )
         running = {"loss": 0.0, "n": 0}
 
-        def step_hook(epoch, k, report):
-            if bar is not None:
+        def step_hook(epoch: int, k: int, report: StepReport) -> None:
+            if bar is not None and task is not None:
                 b = len(report.outputs)
                 running["loss"] += report.loss * b
                 running["n"] += b
@@ -311,8 +335,8 @@ class Trainer:
             if on_step is not None:
                 on_step(epoch, k, report)
 
-        def eval_hook(epoch, g, loss, acc):
-            if bar is not None:
+        def eval_hook(epoch: int, g: int, loss: float, acc: float) -> None:
+            if bar is not None and task is not None:
                 bar.update(task, test=f"{acc:.1%}")
             if on_eval is not None:
                 on_eval(epoch, g, loss, acc)

@@ -2,13 +2,16 @@
 
 1. Per-step relative error of EqProp's updates against BPTT's gradients, every
    layer and step of K = 10, beta 1e-3, on a batch of digits (64-256-10 at
-   initialisation), one table per seed's worst cell and one full table.
-2. Worst per-step relative error against beta, one-sided and centered.
-3. Sign agreement of the weight updates at beta 0.1, per step and summed over the K steps.
+   initialisation, default smooth activation): the full table for the first seed,
+   and the worst cell per seed for the smooth and the clip activations.
+2. Worst per-step relative error against beta, one-sided and centered, both activations.
+3. Sign agreement of the weight updates at beta 0.1, per step (pooled) and summed over the
+   K steps; per-step relative error at beta 0.1 by step, with a linear network (rho = identity:
+   no activation at all) as the reference for what the nudge alone does at that beta.
 4. Digits test accuracy of discrete-time EqProp (centered) and of BPTT (SGD on the
-   oracle gradient, through the T free steps) on the same net, one run per seed,
-   two worker processes.
-The figure of the per-step updates (seed 0, beta 1e-3) is written to docs/gdu.png.
+   oracle gradient, through the T free steps) on the same net, one run per seed and
+   activation, two worker processes.
+The figure of the per-step updates (first seed, smooth, beta 1e-3) is written to docs/gdu.png.
 
     python benchmarks/gdu.py [--epochs 20] [--hidden 256] [--seeds 0 1 2] [--workers 2]
 """
@@ -26,14 +29,18 @@ from aeqprop.data import load_dataset
 from aeqprop.trainer import Trainer
 from protocols.eqprop import EqProp
 from protocols.oracle_sgd import OracleSGD
+from sim_backends.activations import Linear
 from sim_backends.discrete import DiscreteSubstrate
-from sim_backends.gdu import gdu_check, plot_gdu, table_rows
+from sim_backends.gdu import GDUReport, GDUSettings, gdu_check, plot_gdu, table_rows
 
 BETAS = (1e-1, 1e-2, 1e-3, 1e-4)
+VARIANTS = ("positive", "centered")
+ACTIVATIONS = ("smooth", "clip")  # the default first
 METHODS = {
     "EqProp": (lambda: EqProp(beta=0.5, lr=0.1, variant="centered"), "centered, beta 0.5, lr 0.1"),
     "BPTT": (lambda: OracleSGD(lr=0.1), "SGD on the BPTT gradient through T = 200 free steps, lr 0.1"),
 }
+SIGN_FLOOR = GDUSettings().sign_floor
 
 
 def batch_of(data, seed: int, size: int = 16):
@@ -42,12 +49,31 @@ def batch_of(data, seed: int, size: int = 16):
 
 
 def train_one(job):
-    method, seed, hidden, epochs, batch = job
+    method, activation, seed, hidden, epochs, batch = job
     data = load_dataset("digits", test_fraction=0.2, seed=seed)
-    sub = DiscreteSubstrate((data.n_features, hidden, data.n_classes), seed=seed, tol=1e-3, max_sweeps=200)
+    sub = DiscreteSubstrate(
+        (data.n_features, hidden, data.n_classes), seed=seed, tol=1e-3, max_sweeps=200, activation=activation
+    )
     t0 = time.perf_counter()
     result = Trainer(sub, METHODS[method][0](), data, epochs=epochs, batch_size=batch, seed=seed).run()
-    return method, seed, result.final.test_accuracy, time.perf_counter() - t0
+    return method, activation, seed, result.final.test_accuracy, time.perf_counter() - t0
+
+
+def summed_sign_agreement(r: GDUReport) -> float:
+    """Sign agreement of the weight update summed over the K steps with -(sum of BPTT's per-step gradients)."""
+    agree = total = 0
+    for n in (n for n in r.ep if n[0] == "W"):
+        e, g = sum(r.ep[n]), -sum(r.bptt[n])
+        keep = np.abs(g) > SIGN_FLOOR * np.abs(g).max()
+        agree += int(np.sum(np.sign(e[keep]) == np.sign(g[keep])))
+        total += int(keep.sum())
+    return agree / total
+
+
+def worst_at_step(r: GDUReport, t: int) -> float:
+    """Largest relative error over the layers and tensors reached at step t."""
+    vals = [v[t] for v in r.rel_error.values() if np.isfinite(v[t])]
+    return max(vals)
 
 
 def main(argv=None) -> None:
@@ -62,25 +88,33 @@ def main(argv=None) -> None:
     command = " ".join(["python benchmarks/gdu.py", *(sys.argv[1:] if argv is None else argv)])
     data = load_dataset("digits", test_fraction=0.2, seed=0)
     layers = (data.n_features, args.hidden, data.n_classes)
-    jobs = [(m, s, args.hidden, args.epochs, args.batch) for m in METHODS for s in args.seeds]
+    jobs = [(m, a, s, args.hidden, args.epochs, args.batch) for m in METHODS for a in ACTIVATIONS for s in args.seeds]
+    jobs.sort(key=lambda j: (j[0] != "BPTT", j[1] != "smooth"))  # the longest first
     with Pool(args.workers) as pool:
         pending = pool.map_async(train_one, jobs, chunksize=1) if args.epochs > 0 else None
-        reports = {}
+        reports, linear = {}, {}
         for seed in args.seeds:
             x, y = batch_of(data, seed, args.batch)
+            for activation in ACTIVATIONS:
+                net = DiscreteSubstrate(layers, seed=seed, activation=activation)
+                for variant in VARIANTS:
+                    for beta in BETAS:
+                        reports[seed, activation, variant, beta] = gdu_check(
+                            net, x, y, beta=beta, K=10, variant=variant
+                        )
             net = DiscreteSubstrate(layers, seed=seed)
-            for variant in ("positive", "centered"):
-                for beta in BETAS:
-                    reports[seed, variant, beta] = gdu_check(net, x, y, beta=beta, K=10, variant=variant)
+            net.rho = [Linear()] * (net.L + 1)  # the reference without any activation (unbounded state)
+            linear[seed] = gdu_check(net, x, y, beta=0.1, K=10, variant="centered")
         runs = pending.get() if pending is not None else []
     net_name = "-".join(map(str, layers))
+    seeds = args.seeds
     print(f"`{command}`\n")
 
-    first = reports[args.seeds[0], "centered", 1e-3]
+    first = reports[seeds[0], "smooth", "centered", 1e-3]
     print(
         f"Per-step relative error ||D_EP + g_BPTT|| / ||g_BPTT||, centered, beta 1e-3, K = 10, digits batch of "
-        f"{args.batch}, {net_name} at initialisation, seed {args.seeds[0]} (T = {first.T} free steps; "
-        "· : BPTT's gradient is exactly zero at that step)\n"
+        f"{args.batch}, {net_name} (smooth, the default) at initialisation, seed {seeds[0]} "
+        f"(T = {first.T} free steps; · : BPTT's gradient is exactly zero at that step)\n"
     )
     rows = table_rows(first)
     print("| t | " + " | ".join(n for n, _ in rows) + " |")
@@ -89,62 +123,83 @@ def main(argv=None) -> None:
         print(f"| {t} | " + " | ".join(cells[t] for _, cells in rows) + " |")
 
     print("\nWorst per-step relative error over every layer and step of K = 10, beta 1e-3, per seed (aim <= 1e-2)\n")
-    print("| seed | variant | neurons | weights | biases | cells <= 1e-2 |")
-    print("|---:|---|---:|---:|---:|---:|")
-    for seed in args.seeds:
-        for variant in ("positive", "centered"):
-            r = reports[seed, variant, 1e-3]
-            cells = np.concatenate(list(r.rel_error.values()))
-            cells = cells[np.isfinite(cells)]
-            print(
-                f"| {seed} | {variant} | {r.worst('s'):.1e} | {r.worst('W'):.1e} | {r.worst('b'):.1e} | "
-                f"{np.mean(cells <= 1e-2):.0%} |"
-            )
+    print("| seed | activation | variant | neurons | weights | biases | cells <= 1e-2 |")
+    print("|---:|---|---|---:|---:|---:|---:|")
+    for seed in seeds:
+        for activation in ACTIVATIONS:
+            for variant in VARIANTS:
+                r = reports[seed, activation, variant, 1e-3]
+                cells = np.concatenate(list(r.rel_error.values()))
+                cells = cells[np.isfinite(cells)]
+                print(
+                    f"| {seed} | {activation} | {variant} | {r.worst('s'):.1e} | {r.worst('W'):.1e} | "
+                    f"{r.worst('b'):.1e} | {np.mean(cells <= 1e-2):.0%} |"
+                )
 
-    print("\nWorst per-step relative error (every layer and step) against beta, per seed\n")
-    print("| beta | " + " | ".join(f"one-sided, seed {s} | centered, seed {s}" for s in args.seeds) + " |")
-    print("|---:|" + "---:|" * (2 * len(args.seeds)))
+    print(f"\nWorst per-step relative error (every layer and step) against beta, worst over seeds {seeds}\n")
+    print(
+        "| beta | "
+        + " | ".join(f"{a}, {'one-sided' if v == 'positive' else v}" for a in ACTIVATIONS for v in VARIANTS)
+        + " |"
+    )
+    print("|---:|" + "---:|" * (len(ACTIVATIONS) * len(VARIANTS)))
     for beta in BETAS:
-        cells = [f"{reports[s, v, beta].worst():.1e}" for s in args.seeds for v in ("positive", "centered")]
+        cells = [f"{max(reports[s, a, v, beta].worst() for s in seeds):.1e}" for a in ACTIVATIONS for v in VARIANTS]
         print(f"| {beta:g} | " + " | ".join(cells) + " |")
 
     print(
-        "\nSign agreement of the weight updates with -g_BPTT at beta 0.1 (aim >= 99 %): pooled over every "
-        "step and weight tensor, and of the update summed over the K steps\n"
+        "\nSign agreement of the weight updates with -g_BPTT at beta 0.1 (aim >= 99 %): every entry of every "
+        "per-step update of W1, W2 pooled over the K = 10 steps; worst single step; and of the update summed "
+        f"over the K steps. Left out: entries where |g_BPTT| <= {SIGN_FLOOR:g} of the largest in their step and "
+        "tensor (the exact zeros: W1 rows of pixels that are 0 in every image of the batch), and the steps where "
+        "BPTT's gradient of a tensor is exactly zero (·). Linear: rho = identity in every layer, no activation, "
+        "the reference for what the nudge itself does at beta 0.1\n"
     )
-    print("| seed | variant | per step, pooled | worst step | summed over K |")
-    print("|---:|---|---:|---:|---:|")
-    for seed in args.seeds:
-        for variant in ("positive", "centered"):
-            r = reports[seed, variant, 0.1]
+    print("| seed | activation | variant | per step, pooled | worst step | summed over K |")
+    print("|---:|---|---|---:|---:|---:|")
+    for seed in seeds:
+        cases = [(a, v, reports[seed, a, v, 0.1]) for a in ACTIVATIONS for v in VARIANTS]
+        for activation, variant, r in cases + [("linear", "centered", linear[seed])]:
             worst = min(np.nanmin(r.sign_agreement[n]) for n in r.sign_agreement if n[0] == "W")
-            agree = total = 0
-            for n in (n for n in r.ep if n[0] == "W"):
-                e, g = sum(r.ep[n]), -sum(r.bptt[n])
-                keep = np.abs(g) > 1e-6 * np.abs(g).max()
-                agree += int(np.sum(np.sign(e[keep]) == np.sign(g[keep])))
-                total += int(keep.sum())
-            print(f"| {seed} | {variant} | {r.sign_agreement_of('W'):.2%} | {worst:.2%} | {agree / total:.2%} |")
+            print(
+                f"| {seed} | {activation} | {variant} | {r.sign_agreement_of('W'):.2%} | {worst:.2%} | "
+                f"{summed_sign_agreement(r):.2%} |"
+            )
+
+    print(
+        f"\nPer-step relative error at beta 0.1 by nudged step t, centered, worst over the layers and tensors "
+        f"reached at that step, seed {seeds[0]}\n"
+    )
+    cases = [(a, reports[seeds[0], a, "centered", 0.1]) for a in ACTIVATIONS] + [("linear", linear[seeds[0]])]
+    K = first.K
+    print("| activation | " + " | ".join(f"t={t}" for t in range(K)) + " |")
+    print("|---|" + "---:|" * K)
+    for activation, r in cases:
+        print(f"| {activation} | " + " | ".join(f"{worst_at_step(r, t):.2f}" for t in range(K)) + " |")
 
     if runs:
         print(
             f"\nDigits test accuracy after {args.epochs} epochs, discrete-time {net_name}, batch {args.batch}, "
-            f"tol 1e-3, max 200 time steps per phase, seeds {args.seeds} (aim: within 0.5 point)\n"
+            f"tol 1e-3, max 200 time steps per phase, seeds {seeds} (aim: EqProp within 0.5 point of BPTT)\n"
         )
-        print("| method | settings | test accuracy (mean ± std) | per seed | s per run |")
-        print("|---|---|---:|---|---:|")
+        print("| activation | method | settings | test accuracy (mean ± std) | per seed | s per run |")
+        print("|---|---|---|---:|---|---:|")
         means = {}
-        for m in METHODS:
-            got = sorted((s, acc, sec) for name, s, acc, sec in runs if name == m)
-            acc = np.array([g[1] for g in got])
-            means[m] = acc.mean()
-            print(
-                f"| {m} | {METHODS[m][1]} | {acc.mean():.2%} ± {acc.std():.2%} | "
-                f"{', '.join(f'{g[1]:.2%}' for g in got)} | {np.mean([g[2] for g in got]):.0f} |"
-            )
-        print(f"\nEqProp - BPTT: {100 * (means['EqProp'] - means['BPTT']):+.2f} points")
+        for activation in ACTIVATIONS:
+            for m in METHODS:
+                got = sorted((s, acc, sec) for name, a, s, acc, sec in runs if name == m and a == activation)
+                acc = np.array([g[1] for g in got])
+                means[activation, m] = acc.mean()
+                print(
+                    f"| {activation} | {m} | {METHODS[m][1]} | {acc.mean():.2%} ± {acc.std():.2%} | "
+                    f"{', '.join(f'{g[1]:.2%}' for g in got)} | {np.mean([g[2] for g in got]):.0f} |"
+                )
+        print()
+        for activation in ACTIVATIONS:
+            gap = 100 * (means[activation, "EqProp"] - means[activation, "BPTT"])
+            print(f"EqProp - BPTT, {activation}: {gap:+.2f} points")
     if args.figure:
-        print(f"\nFigure: {plot_gdu(first, args.figure, seed=args.seeds[0])}")
+        print(f"\nFigure: {plot_gdu(first, args.figure, seed=seeds[0])}")
 
 
 if __name__ == "__main__":

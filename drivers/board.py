@@ -235,7 +235,8 @@ class BoardInstrument:
         return np.array(values)
 
     def measure(self, channels: Sequence[int], kind: str = "voltage") -> np.ndarray:
-        return self.exchange(reads=channels, read_kind=kind)
+        readings = self.exchange(reads=channels, read_kind=kind)
+        return np.empty(0) if readings is None else readings  # None: no channel asked for
 
     def source_levels(self, channels: Sequence[int], kind: str = "voltage") -> np.ndarray:
         return self._read("SRC", channels)

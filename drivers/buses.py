@@ -3,31 +3,60 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aeqprop.errors import ConfigurationError
 from drivers.transport import Disconnected, ReplyTimeout, Transport
+
+if TYPE_CHECKING:
+    from pyvisa import ResourceManager
+    from pyvisa.resources import MessageBasedResource
+
+
+class SerialPort(Protocol):
+    """What :class:`SerialTransport` uses of a pyserial port (``serial.Serial`` and its URL handlers)."""
+
+    timeout: float | None
+
+    @property
+    def in_waiting(self) -> int: ...
+    def write(self, data: bytes) -> int | None: ...
+    def read(self, size: int = 1) -> bytes: ...
+    def reset_input_buffer(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class VisaTransport(Transport):
     """A VISA resource through pyvisa; ``backend`` "@py" (pyvisa-py) by default, "file.yaml@sim" for pyvisa-sim."""
 
-    def __init__(self, address: str, backend: str = "@py", **options):
+    def __init__(self, address: str, backend: str = "@py", **options: Any):
         super().__init__(address, **options)
         self.backend = backend
-        self._rm = None
-        self._res = None
+        self._rm: ResourceManager | None = None
+        self._res: MessageBasedResource | None = None
 
     def _open_raw(self) -> None:
         import pyvisa
+        from pyvisa.resources import MessageBasedResource
 
         if self._rm is None:
             self._rm = pyvisa.ResourceManager(self.backend)
-        self._res = self._rm.open_resource(
+        res = self._rm.open_resource(
             self.address,
             read_termination=self.termination,
             write_termination="",
             timeout=int(self.timeout * 1000),
         )
+        if not isinstance(res, MessageBasedResource):
+            res.close()
+            raise ConfigurationError(f"a {type(res).__name__}, not a message-based resource (SOCKET, INSTR, ASRL)")
+        self._res = res
+
+    def _resource(self) -> MessageBasedResource:
+        """The open resource; a closed one is a :class:`Disconnected` link (the retry reopens it)."""
+        if self._res is None:
+            raise Disconnected(f"{self.address} is not open")
+        return self._res
 
     def _close_raw(self) -> None:
         res, self._res = self._res, None
@@ -57,7 +86,7 @@ class VisaTransport(Transport):
         import pyvisa
 
         try:
-            self._res.write_raw(data)
+            self._resource().write_raw(data)
         except pyvisa.errors.VisaIOError as exc:
             raise Disconnected(str(exc)) from exc
 
@@ -65,7 +94,7 @@ class VisaTransport(Transport):
         import pyvisa
 
         try:
-            raw = self._res.read_raw()
+            raw = self._resource().read_raw()
         except pyvisa.errors.VisaIOError as exc:
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
                 raise ReplyTimeout(f"no reply within {self.timeout} s") from exc
@@ -93,10 +122,10 @@ class VisaTransport(Transport):
 class SerialTransport(Transport):
     """A serial port or pyserial URL (``/dev/ttyUSB0``, ``COM3``, ``socket://host:port``, ``loop://``)."""
 
-    def __init__(self, address: str, baudrate: int = 115200, **options):
+    def __init__(self, address: str, baudrate: int = 115200, **options: Any):
         super().__init__(address, **options)
         self.baudrate = int(baudrate)
-        self._port = None
+        self._port: SerialPort | None = None
         self._buffer = bytearray()
 
     def _open_raw(self) -> None:
@@ -124,7 +153,7 @@ class SerialTransport(Transport):
         import serial
 
         try:
-            self._port.write(data)
+            self._open_port().write(data)
         except serial.SerialException as exc:
             raise Disconnected(str(exc)) from exc
 
@@ -144,12 +173,19 @@ class SerialTransport(Transport):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ReplyTimeout(f"no complete reply within {self.timeout} s")
-            self._port.timeout = left
+            port = self._open_port()
+            port.timeout = left
             try:
-                chunk = self._port.read(max(1, self._port.in_waiting))
+                chunk = port.read(max(1, port.in_waiting))
             except serial.SerialException as exc:
                 raise Disconnected(str(exc)) from exc
             self._buffer += chunk
+
+    def _open_port(self) -> SerialPort:
+        """The open port; a closed one is a :class:`Disconnected` link (the retry reopens it)."""
+        if self._port is None:
+            raise Disconnected(f"{self.address} is not open")
+        return self._port
 
     def _flush_raw(self) -> None:
         self._buffer.clear()
@@ -157,7 +193,7 @@ class SerialTransport(Transport):
             self._port.reset_input_buffer()
 
 
-def open_transport(address: str, *, kind: str | None = None, **options) -> Transport:
+def open_transport(address: str, *, kind: str | None = None, **options: Any) -> Transport:
     """A transport for ``address``: VISA if it looks like a VISA resource ("...::..."), else serial.
 
     ``kind`` forces "visa" or "serial". Options: timeout, write_timeout,

@@ -7,13 +7,17 @@ and reads back a programmed source level; ``check_wiring`` opens nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, InstrumentError
-from drivers.wiring import WiringMap, load_wiring
+from drivers.wiring import Group, WiringMap, load_wiring
+
+if TYPE_CHECKING:
+    from drivers.hardware import InstrumentSubstrate
 
 
 def list_instruments(backend: str = "@py") -> dict[str, list[str]]:
@@ -49,6 +53,17 @@ def guess_profile(identity: str) -> str:
     return "multichannel"
 
 
+class ProbeReport(TypedDict):
+    """What ``probe`` found. ``safe_read``: (channel, its programmed source level in V)."""
+
+    address: str
+    profile: str
+    identity: str
+    errors: list[str]
+    safe_read: tuple[int, float]
+    round_trips: int
+
+
 def probe(
     address: str,
     profile: str | None = None,
@@ -56,7 +71,7 @@ def probe(
     backend: str = "@py",
     timeout: float = 2.0,
     baudrate: int = 115200,
-) -> dict:
+) -> ProbeReport:
     """Identity, error queue and one safe read (a programmed source level) of one instrument.
 
     ``profile``: a SCPI profile or "board"; None guesses from the identity
@@ -69,15 +84,19 @@ def probe(
     from drivers.transport import open_transport
 
     visa = "::" in address
-    options = {"backend": backend} if visa else {"baudrate": baudrate}
-    transport = open_transport(address, timeout=timeout, retries=1, **options)
+    transport = (
+        open_transport(address, timeout=timeout, retries=1, backend=backend)
+        if visa
+        else open_transport(address, timeout=timeout, retries=1, baudrate=baudrate)
+    )
     try:
+        inst: BoardInstrument | ScpiInstrument
         if profile == "board" or (profile is None and not visa):
             inst, profile = BoardInstrument(transport), "board"
         else:
             inst = ScpiInstrument(transport, profile or "multichannel")
         identity = inst.identify()
-        if profile is None or (profile == "multichannel" and inst.profile.name != guess_profile(identity)):
+        if profile is None or (profile == "multichannel" and guess_profile(identity) != "multichannel"):
             profile = guess_profile(identity)
             inst = ScpiInstrument(transport, profile)
         if channel is None:
@@ -96,17 +115,25 @@ def probe(
         transport.close()
 
 
-def protocol_betas(name: str, options: dict | None = None, beta_max: float | None = None) -> list[float]:
-    """The nudging strengths a protocol will apply (largest schedule value if ``beta_max``)."""
+def protocol_betas(name: str, options: Mapping[str, Any] | None = None, beta_max: float | None = None) -> list[float]:
+    """The nudging strengths a protocol will apply (largest schedule value if ``beta_max``).
+
+    ``options``: the protocol's options of the run config (values of any type; beta and variant are read).
+    """
     options = dict(options or {})
     b = float(beta_max if beta_max is not None else options.get("beta", 1.0 if name == "aeqprop" else 0.5))
+    variants: Mapping[str, tuple[float, float] | None]
     if name == "aeqprop":
-        from protocols.aeqprop import VARIANTS
+        from protocols import aeqprop
+
+        variants = aeqprop.VARIANTS
     elif name == "eqprop":
-        from protocols.eqprop import VARIANTS
+        from protocols import eqprop
+
+        variants = eqprop.VARIANTS
     else:
         return [b, -b]
-    table = VARIANTS.get(options.get("variant", "centered")) or (-1.0, 1.0)  # random-sign: either sign
+    table = variants.get(options.get("variant", "centered")) or (-1.0, 1.0)  # random-sign: either sign
     return sorted({lo * b for lo in table} | {0.0})
 
 
@@ -135,8 +162,8 @@ def check_wiring(
     if missing:
         problems.append(f"the protocol needs {sorted(missing)}, which this map does not wire")
 
-    def within(role: str, group, values: np.ndarray) -> None:
-        if values.size == 0:
+    def within(role: str, group: Group, values: np.ndarray) -> None:
+        if values.size == 0 or group.limits is None:  # every source role has limits (validated)
             return
         v = values * group.scale
         lo, hi = group.limits.range
@@ -160,7 +187,9 @@ def check_wiring(
     return lines
 
 
-def build_substrate(wiring: str | Path | WiringMap, on_event: Callable[[str, str], None] | None = None):
+def build_substrate(
+    wiring: str | Path | WiringMap, on_event: Callable[[str, str], None] | None = None
+) -> InstrumentSubstrate:
     """An InstrumentSubstrate opened from a wiring map (for ``aeqprop train --wiring``).
 
     The caller must call ``close()`` (or use it as a context manager) on every exit path.

@@ -15,7 +15,7 @@ message asked after its actions is asked again. Without a counter the run stops 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 
 import numpy as np
@@ -68,7 +68,7 @@ class ScpiInstrument:
                     f"{self.address} speaks {got!r}, not {wanted}: switch its command set to "
                     f"{wanted} on the front panel (menu System > Settings), then start again"
                 )
-        commands = [c for t in p.setup for c in (self._fill_many(t, p.channels) if "{ch}" in t else [t])]
+        commands = [c for t in p.setup for c in self._setup_lines(t)]
         if commands:
             self._send_checked(commands)
         if p.action_count is not None:
@@ -180,6 +180,17 @@ class ScpiInstrument:
             raise ConfigurationError(f"profile {p.name} has no pulse command; use a timed hold instead")
         return p.pulse.format(ch=p.check_channel(pulse.ch), value=fmt(pulse.seconds), level=fmt(pulse.level))
 
+    def _setup_lines(self, template: str) -> list[str]:
+        """One set-up line of the profile, repeated for each of its channels where it holds ``{ch}``."""
+        p = self.profile
+        if "{ch}" not in template:
+            return [template]
+        if p.channels is None:
+            raise ConfigurationError(
+                f"profile {p.name}: set-up line {template!r} repeats per channel; list its channels"
+            )
+        return self._fill_many(template, p.channels)
+
     def _fill_many(self, template: str, channels: Sequence[int]) -> list[str]:
         chs = [self.profile.check_channel(c) for c in channels]
         if "{chs}" in template:
@@ -189,7 +200,7 @@ class ScpiInstrument:
         return [template]
 
     def _send_checked(
-        self, commands: list[str], tail: tuple[str, int] | None = None, acting: set[int] = frozenset()
+        self, commands: list[str], tail: tuple[str, int] | None = None, acting: Collection[int] = frozenset()
     ) -> list[str]:
         """Send commands chained, each message ending with the error query; raise on a reported error.
 
@@ -206,9 +217,9 @@ class ScpiInstrument:
         replies: list[str] = []
         for i in range(0, len(commands), per):
             chunk = commands[i : i + per]
-            extra = [tail[0]] if (i + per >= len(commands) and tail is not None) else []
+            extra, count = ([tail[0]], tail[1]) if (i + per >= len(commands) and tail is not None) else ([], 0)
             acts = sorted(k - i for k in acting if i <= k < i + per)
-            replies = self._message(chunk, meta, extra, tail[1] if extra else 0, acts)
+            replies = self._message(chunk, meta, extra, count, acts)
         return replies
 
     def _message(self, chunk: list[str], meta: list[str], extra: list[str], count: int, acts: list[int]) -> list[str]:
@@ -256,7 +267,10 @@ class ScpiInstrument:
         )
 
     def _action_count(self) -> int:
-        return int(self.transport.query(self.profile.action_count, parse=lambda r: parse_numbers(r, 1))[0])
+        query = self.profile.action_count
+        if query is None:
+            raise ConfigurationError(f"profile {self.profile.name} has no action counter to read")
+        return int(self.transport.query(query, parse=lambda r: parse_numbers(r, 1))[0])
 
     def _check_meta(self, replies: list[str], meta: list[str], n_extra: int, message: str) -> None:
         """Read the action count and trip states in ``replies``; raise on a reported error or a trip."""

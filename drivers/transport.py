@@ -23,11 +23,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from aeqprop.errors import ConfigurationError, InstrumentError
 
 EventHook = Callable[[str, str], None]
+#: What ``signal.signal`` returns: the handler that was there (a callable, SIG_DFL, SIG_IGN or None).
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class ReplyTimeout(Exception):
@@ -83,8 +86,8 @@ class _DeferInterrupt:
     """
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, Any]] = []
-        self._previous: dict[int, Any] = {}
+        self.pending: list[tuple[int, FrameType | None]] = []
+        self._previous: dict[int, Handler] = {}
         self._active = False
 
     def __enter__(self) -> _DeferInterrupt:
@@ -96,13 +99,13 @@ class _DeferInterrupt:
                 self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if any(s == signum for s, _ in self.pending):
             self._deliver(signum, frame)
             return
         self.pending.append((signum, frame))
 
-    def _deliver(self, signum, frame) -> None:
+    def _deliver(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
@@ -113,7 +116,7 @@ class _DeferInterrupt:
         else:  # SIG_DFL for SIGTERM/SIGHUP: end the process as the default would
             raise SystemExit(128 + signum)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._active:
             for sig, previous in self._previous.items():
                 signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
@@ -204,7 +207,7 @@ class Transport:
     def __enter__(self) -> Transport:
         return self.open()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def reopen(self) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aeqprop.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from aeqprop.substrate import SubstrateInfo
 
 PROFILE_NAMES = ("keithley2450", "keysight-b2900", "multichannel", "board")
 
@@ -99,7 +102,12 @@ class Group(Strict):
 
     def resolve(self, count: int, role: str) -> list[int]:
         """The channel numbers, checked to be ``count`` of them."""
-        chs = list(self.channels) if self.channels is not None else list(range(self.first, self.first + count))
+        if self.channels is not None:
+            chs = list(self.channels)
+        elif self.first is not None:
+            chs = list(range(self.first, self.first + count))
+        else:  # refused by _one_way; reachable only through model_construct
+            raise ConfigurationError(f"{role}: give either channels = [...] or first = N")
         if len(chs) != count:
             raise ConfigurationError(f"{role} wires {len(chs)} channels but needs {count}; fix its channels list")
         return chs
@@ -186,7 +194,7 @@ class WiringMap(Strict):
             if role in self.source_roles() and group.limits is None:
                 raise ValueError(f"{role} is a source and needs limits = {{range = [low, high], ...}}")
             if group.limits is not None:
-                self._within_device(role, group)
+                self._within_device(role, group, group.limits)
         for name, p in self.parameters.items():
             lo, hi = p.bounds
             for role in ("program", "knob"):
@@ -200,15 +208,15 @@ class WiringMap(Strict):
                         )
         return self
 
-    def _within_device(self, role: str, group: Group) -> None:
+    def _within_device(self, role: str, group: Group, limits: Limits) -> None:
         """The bench limits of a group must lie inside its instrument profile's device range."""
         from drivers.scpi_profiles import PROFILES
 
         profile = PROFILES.get(self.instruments[group.instrument].profile)
-        device = (
-            None if profile is None else profile.voltage_range if group.kind == "voltage" else profile.current_range
-        )
-        lo, hi = group.limits.range
+        if profile is None:  # the board: its ranges are the wiring map's
+            return
+        device = profile.voltage_range if group.kind == "voltage" else profile.current_range
+        lo, hi = limits.range
         if device is not None and not (device[0] <= lo and hi <= device[1]):
             unit = "V" if group.kind == "voltage" else "A"
             raise ValueError(
@@ -282,7 +290,12 @@ def load_wiring(path: str | Path) -> WiringMap:
 
 
 def lab_wiring_toml(
-    info, address: str, profile: str = "multichannel", timeout: float = 2.0, retries: int = 3, knob_range: float = 100.0
+    info: SubstrateInfo,
+    address: str,
+    profile: str = "multichannel",
+    timeout: float = 2.0,
+    retries: int = 3,
+    knob_range: float = 100.0,
 ) -> str:
     """A wiring map (TOML text) for an instrument laid out as ``LAB_CHANNELS`` serving a substrate with this info."""
     C = LAB_CHANNELS

@@ -35,6 +35,9 @@ from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 HIDDEN_BOX = (0.0, 1.0)
+#: The entry for layer 0 (the clamped input) in per-layer lists: indices are layer numbers.
+NO_LAYER = np.empty(0)
+NO_LAYER.flags.writeable = False
 OUTPUT_BOX = (-1.0, 2.0)
 
 
@@ -86,12 +89,13 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
                     f"the conv substrate needs input_shape = [C, H, W] for {layers[0]} inputs (not a square image)"
                 )
             input_shape = (1, side, side)
-        input_shape = tuple(int(v) for v in input_shape)
-        if len(input_shape) != 3 or int(np.prod(input_shape)) != layers[0]:
+        given = tuple(int(v) for v in input_shape)
+        if len(given) != 3 or int(np.prod(given)) != layers[0]:
             raise ConfigurationError(
-                f"input_shape={input_shape} has {int(np.prod(input_shape))} values, "
+                f"input_shape={given} has {int(np.prod(given))} values, "
                 f"the inputs are {layers[0]}; give [C, H, W] with C * H * W = {layers[0]}"
             )
+        image = (given[0], given[1], given[2])
         if not channels or min(channels) < 1 or kernel < 1 or pool < 1:
             raise ConfigurationError(
                 f"channels={list(channels)}, kernel={kernel}, pool={pool}: need at least one conv layer, all sizes >= 1"
@@ -104,28 +108,28 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             if not ok:
                 raise ConfigurationError(f"{name}={value}: must be {'>= 1' if name == 'max_sweeps' else '> 0'}")
         self.readout = check_cost(cost, 1 + len(channels) + len(layers) - 1)
-        self.maps: list = [None]
-        shape = input_shape
+        self.maps: dict[int, Conv | Dense] = {}  # the layer map A_l of each layer l = 1..L
         for c in channels:
-            conv = Conv(shape, c, kernel, pool)
+            conv = Conv(image, c, kernel, pool)
             if not conv.valid:
                 raise ConfigurationError(
-                    f"a {kernel}x{kernel} conv then {pool}x{pool} pooling does not fit a {shape[1]}x{shape[2]} "
+                    f"a {kernel}x{kernel} conv then {pool}x{pool} pooling does not fit a {image[1]}x{image[2]} "
                     f"layer (after the conv it must be >= 1 and divisible by {pool}); use fewer channels layers, "
                     "a smaller kernel or pool"
                 )
-            self.maps.append(conv)
-            shape = conv.out_shape
+            self.maps[len(self.maps) + 1] = conv
+            image = conv.out_shape
+        shape: tuple[int, ...] = image
         for n in layers[1:]:
-            self.maps.append(Dense(shape, n))
+            self.maps[len(self.maps) + 1] = Dense(shape, n)
             shape = (n,)
-        self.L = len(self.maps) - 1
+        self.L = len(self.maps)
         self.T = self.L - 1 if self.readout else self.L
-        self.shapes = [input_shape] + [m.out_shape for m in self.maps[1:]]
+        self.shapes: list[tuple[int, ...]] = [given, *(self.maps[l].out_shape for l in range(1, self.L + 1))]
         self.tol, self.max_sweeps = float(tol), int(max_sweeps)
         self.joint_rtol, self.max_joint_updates = float(joint_rtol), int(max_joint_updates)
         names = [f"{k}{l}" for l in range(1, self.L + 1) for k in ("W", "b")]
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for l in range(1, self.L + 1):
             shapes[f"W{l}"] = self.maps[l].weight_shape
             shapes[f"b{l}"] = bias_shape(self.maps[l].out_shape)
@@ -142,17 +146,18 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         )
         self.eps = per_tensor("eps", eps, names)
         rng = np.random.default_rng(seed)
-        self.W: list = [None]
+        self.W: list[np.ndarray] = [NO_LAYER]  # indices are layer numbers: no W_0, b_0
         for l in range(1, self.L + 1):
             fan_in, fan_out = self.maps[l].fan()
             limit = init_gain * np.sqrt(6.0 / (fan_in + fan_out))
             self.W.append(np.clip(rng.uniform(-limit, limit, self.maps[l].weight_shape), -bound, bound))
-        self.b = [None] + [np.zeros(shapes[f"b{l}"]) for l in range(1, self.L + 1)]
+        self.b = [NO_LAYER] + [np.zeros(shapes[f"b{l}"]) for l in range(1, self.L + 1)]
         self._u = self.parameters()
-        self._x = np.zeros((1, *input_shape))
-        self._drive = None
+        self._x = np.zeros((1, *given))
+        self._drive: np.ndarray | None = None  # A_1(x) + b_1, kept while x and theta_1 stay
         self._reset_state(1)
-        self._beta, self._y = 0.0, None
+        self._beta = 0.0
+        self._y: np.ndarray | None = None
         self._stale = True
         self.total_sweeps = 0
 
@@ -184,7 +189,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         self._beta, self._y = beta, y
         self._stale = True
 
-    def _pre(self, l: int, s: list) -> np.ndarray:
+    def _pre(self, l: int, s: list[np.ndarray]) -> np.ndarray:
         """The unconstrained minimiser of layer l given its neighbours (before the box)."""
         W, b, L = self.W, self.b, self.L
         if l == 1:
@@ -196,7 +201,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         if l < self.T:
             pre += self.maps[l + 1].adjoint(s[l + 1], W[l + 1])
         beta, y = self._beta, self._y
-        if beta != 0.0 and l == self.T:
+        if y is not None and beta != 0.0 and l == self.T:
             if self.readout:
                 err = predict(_flat(s[l]), W[L], b[L]) - y
                 pre -= beta * (err @ W[L].T).reshape(pre.shape)
@@ -243,7 +248,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             drive = add_bias(self.maps[l].forward(s[l - 1], self.W[l]), self.b[l])
             e += 0.5 * np.sum(s[l] ** 2) - np.sum(s[l] * drive)
         e /= s[0].shape[0]
-        if self._beta != 0.0:
+        if self._y is not None and self._beta != 0.0:
             if self.readout:
                 e += self._beta * cross_entropy(self.outputs(), self._y)
             else:

@@ -12,29 +12,56 @@ wrong gradient.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from aeqprop.errors import RelaxationError
-from aeqprop.substrate import check_array
-from sim_backends.conv_ops import bias_gradient
+from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
+from sim_backends.conv_ops import Conv, Dense, bias_gradient
 from sim_backends.readout import cross_entropy, predict
 
+State = list[np.ndarray]  # one array per layer, each with a leading batch axis
 
-def _dot(u: list, v: list) -> np.ndarray:
+
+def _dot(u: State, v: State) -> np.ndarray:
     """Per-sample inner product of two states (lists of layers)."""
-    return sum(np.einsum("bi,bi->b", a.reshape(len(a), -1), c.reshape(len(c), -1)) for a, c in zip(u, v))
+    out = np.zeros(len(u[0]))
+    for a, c in zip(u, v):
+        out += np.einsum("bi,bi->b", a.reshape(len(a), -1), c.reshape(len(c), -1))
+    return out
 
 
-def _scaled(v: list, k: np.ndarray) -> list:
+def _scaled(v: State, k: np.ndarray) -> State:
     return [a * k.reshape((-1,) + (1,) * (a.ndim - 1)) for a in v]
 
 
 class ConvOracle:
-    """Capability "oracle" of :class:`~sim_backends.conv.ConvHopfieldSubstrate` (a mixin)."""
+    """Capability "oracle" of :class:`~sim_backends.conv.ConvHopfieldSubstrate` (a mixin).
+
+    The host class provides the attributes annotated here and the methods declared under TYPE_CHECKING.
+    """
 
     oracle_rtol = 1e-12
 
-    def _hessian(self, v: list, masks: list) -> list:
+    info: SubstrateInfo
+    maps: dict[int, Conv | Dense]  # layer map A_l of each layer l = 1..L
+    W: list[np.ndarray]  # indexed by layer number
+    b: list[np.ndarray]
+    L: int  # layers after the input
+    T: int  # the top layer of units (L - 1 with a readout)
+    readout: bool
+    _s: State
+
+    if TYPE_CHECKING:
+
+        def clamp(self, x: np.ndarray) -> None: ...
+        def nudge(self, beta: float, y: np.ndarray | None = None) -> None: ...
+        def outputs(self) -> np.ndarray: ...
+        def _relax(self, tol: float, max_sweeps: int) -> RelaxReport: ...
+        def _box(self, l: int) -> tuple[float, float]: ...
+
+    def _hessian(self, v: State, masks: State) -> State:
         """H v on the free units, layers 1..T (v given as masked layers 1..T)."""
         T, W = self.T, self.W
         out = []
@@ -47,7 +74,7 @@ class ConvOracle:
             out.append(h * masks[l - 1])
         return out
 
-    def _solve(self, rhs: list, masks: list) -> list:
+    def _solve(self, rhs: State, masks: State) -> State:
         """Batched conjugate gradients for H lambda = rhs (each sample separately)."""
         x = [np.zeros_like(r) for r in rhs]
         r = [a.copy() for a in rhs]

@@ -20,7 +20,9 @@ as the continual EqProp protocol does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,8 +73,7 @@ class GDUReport:
     def worst(self, kind: str | None = None) -> float:
         """Largest relative error over every reached cell (``kind``: "s" neurons, "W", "b", None all)."""
         vals = [v for n, v in self.rel_error.items() if kind is None or n[0] == kind]
-        vals = np.concatenate(vals)
-        return float(np.nanmax(vals))
+        return float(np.nanmax(np.concatenate(vals)))
 
     def sign_agreement_of(self, kind: str) -> float:
         """Fraction of entries with agreeing signs over every reached cell of that kind, entries weighted equally."""
@@ -89,7 +90,7 @@ class GDUReport:
 
 
 def ep_updates(
-    substrate,
+    substrate: Any,
     x: np.ndarray,
     y: np.ndarray,
     beta: float,
@@ -97,7 +98,7 @@ def ep_updates(
     variant: str = "centered",
     T: int | None = None,
     settings: GDUSettings = GDUSettings(),
-):
+) -> tuple[int, list[list[np.ndarray]], list[dict[str, np.ndarray]]]:
     """EqProp's per-step updates through the contract; returns (T, neurons, params).
 
     T None: the free phase runs until settled to ``settings.free_tol`` and T is
@@ -159,7 +160,7 @@ def ep_updates(
 
 
 def gdu_check(
-    substrate,
+    substrate: Any,
     x: np.ndarray,
     y: np.ndarray,
     beta: float = 1e-3,
@@ -209,7 +210,7 @@ def plot_gdu(report: GDUReport, path: str, entries: int = 5, seed: int = 0) -> s
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
-    rows = [sorted(n for n in report.ep if n[0] == "s"), sorted(n for n in report.ep if n[0] == "W")]
+    rows: list[list[str]] = [sorted(n for n in report.ep if n[0] == "s"), sorted(n for n in report.ep if n[0] == "W")]
     cols = max(len(r) for r in rows)
     fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 5.6), squeeze=False)
     t = np.arange(report.K)
@@ -223,7 +224,7 @@ def plot_gdu(report: GDUReport, path: str, entries: int = 5, seed: int = 0) -> s
             ep = np.stack([a[0] if r == 0 else a for a in report.ep[name]]).reshape(report.K, -1)
             bp = np.stack([a[0] if r == 0 else a for a in report.bptt[name]]).reshape(report.K, -1)
             live = np.flatnonzero(np.abs(bp).max(axis=0) > 0)
-            pick = rng.choice(live, min(entries, live.size), replace=False) if live.size else []
+            pick = rng.choice(live, min(entries, live.size), replace=False) if live.size else np.zeros(0, dtype=int)
             for k, j in enumerate(pick):
                 ax.plot(t, -bp[:, j], "--", color=f"C{k}", lw=2.6, alpha=0.55)
                 ax.plot(t, ep[:, j], "-", color=f"C{k}", lw=1.0)
@@ -248,7 +249,7 @@ def table_rows(report: GDUReport, what: str = "rel_error") -> list[tuple[str, li
     values = getattr(report, what)
     names = sorted(n for n in values if n[0] == "s") + [n for n in values if n[0] != "s"]
     out = []
+    fmt: Callable[[float], str] = (lambda v: f"{v:.1e}") if what == "rel_error" else (lambda v: f"{100 * v:.1f}%")
     for name in names:
-        fmt = (lambda v: f"{v:.1e}") if what == "rel_error" else (lambda v: f"{100 * v:.1f}%")
         out.append((name, ["·" if not np.isfinite(v) else fmt(v) for v in values[name]]))
     return out

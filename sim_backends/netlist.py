@@ -7,9 +7,11 @@ operating point minimises the co-content over ``z``::
     F = sum_R 1/2 g (V_a - V_b)^2 + sum_exp-diodes int_0^V_d i(v) dv + beta/2 ||o - y||^2
 
 with SPICE's diode current i (netlist_kkt.exp_terms), subject to ``V_anode <= V_cathode``
-at every ideal diode. The whole batch is solved at once (netlist_solve: damped Newton
-steps, a primal-dual active set for the conducting diodes, one sparse factorisation
-of the block-diagonal batch per iteration) and checked before it counts as converged.
+at every ideal diode. The whole batch relaxes at once by coloured block Gauss-Seidel
+(netlist_sweep); samples whose sweeps stall are finished by the exact solver (netlist_solve:
+damped Newton steps, a primal-dual active set for the conducting diodes, one sparse
+factorisation of the block-diagonal batch per iteration). Every sample is checked (KCL,
+ideal-diode complementarity) before it counts as converged.
 The parameter tensor ``g`` is the conductances (S) of the resistors marked ``train``,
 in file order; dE/dg = 1/2 (V_a - V_b)^2.
 """
@@ -17,6 +19,7 @@ in file order; dE/dg = 1/2 (V_a - V_b)^2.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +28,11 @@ import scipy.sparse as sp
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
-from sim_backends.netlist_kkt import Batch, Structure, batch, exp_terms, rows
+from sim_backends.netlist_colour import Colouring
+from sim_backends.netlist_kkt import Batch, DriveMap, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse, read_netlist
-from sim_backends.netlist_solve import SETTINGS, Solution, check, solve
+from sim_backends.netlist_solve import SETTINGS, Solution, check, feasible_start, solve
+from sim_backends.netlist_sweep import SWEEPS, sweep
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
@@ -43,8 +48,9 @@ class NetlistSubstrate(FloatingParameters):
     ``layers`` from the CLI is checked against the circuit's inputs and outputs
     when given. Conductances stay within [g_min, g_max] S: a small g_min (a
     leakage, 1 nS by default) keeps a node whose trainable resistors all close
-    down from floating, which would leave its potential undefined; ``tol`` is the Newton
-    stopping step in V; ``max_sweeps`` bounds active-set and Newton iterations.
+    down from floating, which would leave its potential undefined; ``tol`` (V) stops the sweeps
+    once the change they predict to remain is below it, and the exact solver's Newton steps;
+    ``max_sweeps`` bounds the sweeps and the active-set and Newton iterations.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class NetlistSubstrate(FloatingParameters):
             text, source, base = read_netlist(path), path.name, path.parent
         else:
             source, base = "<netlist>", Path(".")
+        assert text is not None
         c: Circuit = parse(text, source, base)
         self.circuit = c
         trainable = [e for e in c.of("R") if e.trainable]
@@ -99,7 +106,8 @@ class NetlistSubstrate(FloatingParameters):
         self._build(c)
         self.theta = {"g": np.array([e.value for e in trainable])}
         self._u = self.parameters()
-        self._beta, self._y = 0.0, None
+        self._beta: float = 0.0
+        self._y: np.ndarray | None = None
         self.total_sweeps = 0
         self.clamp(np.zeros((1, c.n_inputs)))
 
@@ -162,11 +170,20 @@ class NetlistSubstrate(FloatingParameters):
         self.st = Structure(
             n_free, self.Ar, self.Ad, self.Ax, self.Ao, self.x_par, gr(0), gr(1), incidence(self.r_nodes, n), self.P
         )
+        self.colouring, self.drive = Colouring(self.st), DriveMap(self.st, self.const, self.gain)
+        self._g: tuple[np.ndarray, np.ndarray] | None = None
+        self._batch0: tuple[tuple[np.ndarray, np.ndarray], Batch] | None = None
+        self._top = np.zeros(0, dtype=int)  # resistors that carried the largest currents at the last full check
 
     def _conductances(self) -> np.ndarray:
-        g = self.r_fixed.copy()
-        g[self.r_train] = self.theta["g"]
-        return g
+        """Every resistor's conductance in S, read-only, the same array until theta["g"] is replaced (the
+        solver's caches of g-dependent matrices test it by identity first)."""
+        if self._g is None or self._g[0] is not self.theta["g"]:
+            g = self.r_fixed.copy()
+            g[self.r_train] = self.theta["g"]
+            g.flags.writeable = False
+            self._g = (self.theta["g"], g)
+        return self._g[1]
 
     # -- state ------------------------------------------------------------------
     def clamp(self, x: np.ndarray) -> None:
@@ -202,10 +219,21 @@ class NetlistSubstrate(FloatingParameters):
         return rows(self.P, self._z if z is None else z) + self._off
 
     def _batch(self, g: np.ndarray, beta: float) -> Batch:
-        return batch(self.st, self._off, g, self.r_nodes, self.x_nodes, self.d_nodes, self.out, beta, self._y)
+        """The batch's fixed data; the part without nudging is kept for the clamp and g it was made for."""
+        key = (self._off, g)
+        if self._batch0 is None or any(a is not b for a, b in zip(self._batch0[0], key)):
+            drive = self.drive.c(g, self._x)
+            self._batch0 = (key, batch(self.st, self._off, drive, self.x_nodes, self.d_nodes, self.out, 0.0, None))
+        b0 = self._batch0[1]
+        if not beta:
+            return b0
+        c = b0.c + beta * rows(self.Ao.T, self._off[:, self.out] - self._y)
+        return Batch(b0.dx, b0.bd, c, float(beta), b0.off)
 
-    def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
-        """Solve the DC operating point of every sample (netlist_solve), then check it (KCL, diodes)."""
+    def _relax(self, tol: float, max_sweeps: int, exact: bool = False) -> RelaxReport:
+        """Settle every sample by coloured sweeps (netlist_sweep); samples whose sweeps stall, or all of
+        them when ``exact``, are finished by the exact solver (netlist_solve). Every sample is checked
+        (KCL, diodes) before the report says converged."""
         g = self._conductances()
         bt = self._batch(g, self._beta)
         if len(self.d_nodes) and np.any(self.st.held[None, :] & (bt.bd < -1e-12)):
@@ -213,30 +241,58 @@ class NetlistSubstrate(FloatingParameters):
             raise RelaxationError(
                 f"diode {self.d_names[k]} is forward-biased by sources alone; reverse it or add a resistor"
             )
-        sol = solve(self.st, bt, g, self._z, self._W, tol, max_sweeps)
-        self._z, self._W, self._mu = sol.z, sol.W, sol.mu
-        chk = check(self.st, bt, g, sol)
-        newton_done = bool(np.all(sol.step <= tol))
-        if not np.all(chk.ok):
-            self._stale = True
-            node = (
-                self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])]
-                if chk.worst_group >= 0
-                else "?"
-            )
-            raise RelaxationError(
-                f"the operating point fails its check{'' if newton_done else f' after {max_sweeps} Newton steps'}: "
-                f"KCL at node {node!r} is off by {chk.worst:.1e} of the largest branch current (limit "
-                f"{SETTINGS.kcl_rtol:g}) or an ideal diode conducts backwards; "
-                + (
-                    "raise max_sweeps"
-                    if not newton_done
-                    else "check the circuit's values (a conductance ratio near 1e16?)"
-                )
-            )
-        self.total_sweeps += int(sol.iterations.max(initial=0))
+        z = feasible_start(self.st, bt, self._z)
+        W, mu = self._W.copy(), self._mu.copy()
+        B, sweeps, worst = z.shape[0], 0, 0.0
+        todo = np.arange(B)
+        if all(np.all(m[2] > 0) for m in self.colouring.matrices(g, bt.beta)):
+            if not len(self._top):
+                self._top = check(self.st, bt, g, Solution(z, W, mu, None, None)).top
+            cap = replace(SWEEPS, max_sweeps=min(SWEEPS.max_sweeps, max_sweeps))
+            sw = sweep(self.colouring, bt, g, z, tol, self._top, self.r_nodes, cap)
+            z, W, mu, ok, rel, sweeps = sw.z, sw.W, sw.mu, sw.ok, sw.rel, sw.sweeps
+            if not np.all(ok):  # the quick check's bound of the largest current may be low: the full check
+                full = check(self.st, bt, g, Solution(z, W, mu, None, None))
+                self._top = self._more_top(full.top)
+                rel = np.where(ok, rel, np.max(np.abs(full.residual), axis=1, initial=0.0) / full.largest)
+                ok |= full.ok
+            worst = float(np.max(rel[ok], initial=0.0))
+            todo = np.flatnonzero(~ok)
+        if exact:
+            todo = np.arange(B)
+        if len(todo):
+            part = Batch(bt.dx[todo], bt.bd[todo], bt.c[todo], bt.beta, bt.off[todo])
+            sol = solve(self.st, part, g, z[todo], self._W[todo], tol, max_sweeps)
+            z[todo], W[todo], mu[todo] = sol.z, sol.W, sol.mu
+            chk = check(self.st, part, g, sol)
+            assert sol.step is not None and sol.iterations is not None
+            self._top = self._more_top(chk.top)
+            if not np.all(chk.ok):
+                self._z, self._W, self._mu, self._stale = z, W, mu, True
+                self._refuse(chk, bool(np.all(sol.step <= tol)), max_sweeps)
+            sweeps += int(sol.iterations.max(initial=0))
+            worst = max(worst, chk.worst)
+        self._z, self._W, self._mu = z, W, mu
+        self.total_sweeps += sweeps
         self._stale = False
-        return RelaxReport(sweeps=int(sol.iterations.max(initial=0)), residual=chk.worst, converged=True)
+        return RelaxReport(sweeps=sweeps, residual=worst, converged=True)
+
+    def _more_top(self, top: np.ndarray) -> np.ndarray:
+        """The resistors whose currents bound the largest branch current from below in the quick check:
+        those of earlier full checks and ``top``, up to a few per sample (then ``top`` alone)."""
+        both = np.union1d(self._top, top)
+        return both if len(both) <= 4 * max(self._x.shape[0], 16) else top
+
+    def _refuse(self, chk, newton_done: bool, max_sweeps: int) -> None:
+        node = (
+            self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])] if chk.worst_group >= 0 else "?"
+        )
+        raise RelaxationError(
+            f"the operating point fails its check{'' if newton_done else f' after {max_sweeps} Newton steps'}: "
+            f"KCL at node {node!r} is off by {chk.worst:.1e} of the largest branch current (limit "
+            f"{SETTINGS.kcl_rtol:g}) or an ideal diode conducts backwards; "
+            + ("raise max_sweeps" if not newton_done else "check the circuit's values (a conductance ratio near 1e16?)")
+        )
 
     def outputs(self) -> np.ndarray:
         """Output node potentials in V, shape (batch, n_outputs)."""
@@ -283,7 +339,7 @@ class NetlistSubstrate(FloatingParameters):
         """L = mean_batch 1/2 ||o - y||^2 at the free operating point."""
         self.clamp(x)
         self.nudge(0.0)
-        self._relax(min(self.tol, 1e-13), max(self.max_sweeps, 1000))
+        self._relax(min(self.tol, 1e-13), max(self.max_sweeps, 1000), exact=True)
         y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
         return float(0.5 * np.sum((self.outputs() - y) ** 2) / y.shape[0])
 
@@ -326,10 +382,10 @@ def layered_netlist(sub) -> str:
     for l in range(1, L + 1):
         W, b = th[f"W{l}"], th[f"b{l}"]
         for i, j in zip(*np.nonzero(W)):
-            lines.append(f"R{l}_{i}_{j} {name(l - 1, i)} {name(l, j)} {float(1.0 / W[i, j])!r} train")
+            lines.append(f"R{l}_{i}_{j} {name(l - 1, int(i))} {name(l, int(j))} {float(1.0 / W[i, j])!r} train")
         for r, rail in enumerate(("rp", "rn")):
             for j in np.flatnonzero(b[r]):
-                lines.append(f"Rb{l}_{r}_{j} {rail} {name(l, j)} {float(1.0 / b[r, j])!r} train")
+                lines.append(f"Rb{l}_{r}_{j} {rail} {name(l, int(j))} {float(1.0 / b[r, j])!r} train")
         if l < L:
             half = (sub.sizes[l] + 1) // 2
             lines += [

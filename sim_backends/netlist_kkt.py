@@ -135,7 +135,9 @@ class Structure:
         self.pdiag = self.pr == self.pc
         self.Prow = sp.csr_matrix((np.ones(nnz), (self.pr, np.arange(nnz))), shape=(nz, nnz))  # sums entries per row
         self.ip = self._ordering()
-        self._base_key, self._base, self._blocks = None, None, {}
+        self._base_key: tuple[np.ndarray, float] | None = None
+        self._base: sp.csc_matrix | None = None
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _ordering(self) -> np.ndarray:
         """Position of each z in a fill-reducing order of the Hessian, found once per circuit: the
@@ -201,9 +203,10 @@ class Structure:
         """The Hessian of the resistors and nudging alone (shared by all samples), kept for the last
         (g, beta) asked for: a relaxation and its check use the same one."""
         key = self._base_key
-        if key is None or key[1] != beta or not np.array_equal(key[0], g):
-            self._base_key = (g.copy(), beta)
+        if key is None or key[1] != beta or not same(key[0], g):
+            self._base_key = (kept(g), beta)
             self._base = self.matrix(self.hessian_values(g, beta, None)[0])
+        assert self._base is not None
         return self._base
 
     def _block_csc(self, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,9 +269,10 @@ class Batch:
     off: np.ndarray  # (B, nodes) V = P z + off
 
 
-def batch(st: Structure, off: np.ndarray, g: np.ndarray, r_nodes, x_nodes, d_nodes, out, beta, y) -> Batch:
-    """The fixed data of a batch with node offsets ``off`` (B, nodes): V = P z + off."""
-    c = rows(st.Ar.T @ sp.diags(g) @ st.inc, off)
+def batch(st: Structure, off: np.ndarray, drive: np.ndarray, x_nodes, d_nodes, out, beta, y) -> Batch:
+    """The fixed data of a batch with node offsets ``off`` (B, nodes), V = P z + off, and the resistors'
+    drive ``Ar^T diag(g) inc off`` (B, nz) A (DriveMap)."""
+    c = drive
     if beta:
         c = c + beta * rows(st.Ao.T, off[:, out] - y)
     return Batch(
@@ -298,3 +302,50 @@ def energy(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel=sl
     if st.Ax.shape[0]:
         f = f + np.sum(exp_terms(exp_drops(st, bt, z, sel), st.x_par, 0), axis=1)
     return f
+
+
+def same(kept: np.ndarray, g: np.ndarray) -> bool:
+    """Whether g equals a kept array: by identity for a read-only one (NetlistSubstrate._conductances)."""
+    return kept is g or np.array_equal(kept, g)
+
+
+def kept(g: np.ndarray) -> np.ndarray:
+    """g itself when it is read-only, else a copy: what :func:`same` compares against later."""
+    return g if not g.flags.writeable else g.copy()
+
+
+class DriveMap:
+    """The linear term of F in z, ``c = Ar^T diag(g) inc off`` with node offsets ``off = const + gain x``,
+    as ``c = Q(g) [1; x]``: Q is linear in g, assembled by one sparse product per conductance vector and
+    applied to a batch by one dense product (the input drive, computed once per clamp and phase)."""
+
+    def __init__(self, st: Structure, const: np.ndarray, gain: np.ndarray):
+        Gm = sp.csr_matrix(np.c_[const, gain])  # (nodes, 1 + n_inputs): off = Gm [1; x]
+        IG = sp.csr_matrix(st.inc @ Gm)  # (resistors, 1 + n_inputs)
+        Ar = sp.csr_matrix(st.Ar)
+        self.ncol = IG.shape[1]
+        ca, cb = np.diff(Ar.indptr), np.diff(IG.indptr)
+        per = ca * cb  # entries of the outer product of row r of Ar and row r of IG
+        r = np.repeat(np.arange(Ar.shape[0]), per)
+        t = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
+        ia = Ar.indptr[r] + t // np.maximum(cb[r], 1)
+        ib = IG.indptr[r] + t % np.maximum(cb[r], 1)
+        key = Ar.indices[ia].astype(np.int64) * self.ncol + IG.indices[ib]
+        self.key, pos = np.unique(key, return_inverse=True)
+        self.T = sp.csr_matrix((Ar.data[ia] * IG.data[ib], (pos, r)), shape=(len(self.key), Ar.shape[0]))
+        self.shape = (st.nz, self.ncol)
+        self._g: np.ndarray | None = None
+        self._Q = np.zeros(self.shape)
+
+    def Q(self, g: np.ndarray) -> np.ndarray:
+        """(nz, 1 + n_inputs) with c = Q [1; x], in S; kept for the last g."""
+        if self._g is None or not same(self._g, g):
+            Q = np.zeros(self.shape)
+            Q.flat[self.key] = self.T @ g
+            self._Q, self._g = Q, kept(g)
+        return self._Q
+
+    def c(self, g: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """c (B, nz) in A for inputs x (B, n_inputs)."""
+        Q = self.Q(g)
+        return Q[:, 0][None, :] + x @ Q[:, 1:].T

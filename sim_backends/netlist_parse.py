@@ -275,7 +275,10 @@ def parse(text: str, source: str = "<netlist>", base: str | Path = ".") -> Circu
     """Read and check a netlist; every refusal is a ConfigurationError naming the file and line."""
     statements = _statements(text, source, Path(base))
     models = _models(statements)
-    elements, outputs, first_seen, names = [], [], {"0": 0}, {}
+    elements: list = []
+    outputs: list[str] = []
+    first_seen: dict[str, object] = {"0": 0}
+    names: dict[str, str] = {}
     out_where = ""
     for st in statements:
         head = st.tokens[0].lower()

@@ -16,7 +16,7 @@ diode's complementarity (no forward drop, no reverse current, current only at ze
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -72,8 +72,8 @@ class Solution:
     z: np.ndarray
     W: np.ndarray
     mu: np.ndarray
-    iterations: np.ndarray
-    step: np.ndarray
+    iterations: np.ndarray | None = None
+    step: np.ndarray | None = None
 
 
 def independent(st: Structure, W: np.ndarray) -> np.ndarray:
@@ -106,6 +106,16 @@ def feasible(st: Structure, bd: np.ndarray) -> np.ndarray:
     )
 
 
+def feasible_start(st: Structure, bt: Batch, z: np.ndarray) -> np.ndarray:
+    """A copy of z (B, nz) in which every sample that violates an ideal diode starts from a feasible point."""
+    z = np.where(np.isfinite(z), z, 0.0)
+    if st.m:
+        bad = np.any(rows(st.Ad, z) - bt.bd > _tight_scale(z, bt.bd)[:, None], axis=1)
+        for b in np.flatnonzero(bad):
+            z[b] = feasible(st, bt.bd[b])
+    return z
+
+
 def _tight_scale(z: np.ndarray, bd: np.ndarray) -> np.ndarray:
     return SETTINGS.tight_rtol * (
         1.0 + np.maximum(np.max(np.abs(z), axis=1, initial=0.0), np.max(np.abs(bd), axis=1, initial=0.0))
@@ -119,7 +129,8 @@ def primal_active_set(
 
     After a full step that no diode blocks, the point minimises F on its face by construction and the
     next solve only supplies the multipliers: no test of a step against round-off (which an
-    ill-conditioned circuit, a strongly conducting diode, can sit above). Returns (p, W, mu, iterations).
+    ill-conditioned circuit, a strongly conducting diode, can sit above). Returns (p, W, mu, iterations);
+    after max_iter iterations the feasible point reached, which the caller's check refuses by name.
     """
     A = st.Ad
     p, W = np.zeros(st.nz), independent(st, W[None, :] & ~st.held[None, :])[0]
@@ -145,7 +156,7 @@ def primal_active_set(
         else:
             p = p + dp
             on_face = True
-    raise RelaxationError(f"the diode active set did not settle in {max_iter} iterations; raise max_sweeps")
+    return p, W, np.where(W, mu, 0.0), max_iter  # unsettled: a feasible point, which the check refuses
 
 
 def model_step(
@@ -186,12 +197,8 @@ def model_step(
 def solve(st: Structure, bt: Batch, g: np.ndarray, z: np.ndarray, W: np.ndarray, tol: float, max_iter: int) -> Solution:
     """Operating point of every sample from z (any), working-set guess W."""
     B = z.shape[0]
-    z = z.copy()
+    z = feasible_start(st, bt, z)
     hbase = st.base_hessian(g, bt.beta)
-    if st.m:
-        bad = np.any(rows(st.Ad, z) - bt.bd > _tight_scale(z, bt.bd)[:, None], axis=1)
-        for b in np.flatnonzero(bad):
-            z[b] = feasible(st, bt.bd[b])
     W = np.zeros((B, st.m), bool) if W is None else W.copy()
     mu = np.zeros((B, st.m))
     its, step, prev = np.zeros(B, dtype=int), np.full(B, np.inf), np.full(B, np.inf)
@@ -253,6 +260,7 @@ class Check:
     ok: np.ndarray
     worst: float
     worst_group: int
+    top: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
 
 def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution) -> Check:
@@ -265,7 +273,9 @@ def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution) -> Check:
     mu = np.where(W, sol.mu, 0.0)
     res = gradient(st, bt, hbase, z) + rows(st.AdT, mu)
     V = rows(st.P, z) + bt.off
-    largest = np.max(np.abs(g[:, None] * (st.inc @ np.ascontiguousarray(V.T))), axis=0, initial=0.0)
+    cur = np.abs(g[:, None] * (st.inc @ np.ascontiguousarray(V.T)))
+    largest = np.max(cur, axis=0, initial=0.0)
+    top = np.unique(np.argmax(cur, axis=0)) if cur.shape[0] else np.zeros(0, dtype=int)
     largest = np.maximum(largest, np.max(np.abs(mu), axis=1, initial=0.0))
     if st.Ax.shape[0]:
         largest = np.maximum(largest, np.max(np.abs(exp_terms(exp_drops(st, bt, z), st.x_par, 1)), axis=1))
@@ -285,4 +295,4 @@ def check(st: Structure, bt: Batch, g: np.ndarray, sol: Solution) -> Check:
     rel = np.max(np.abs(res), axis=1, initial=0.0) / largest
     b = int(np.argmax(np.max(excess, axis=1, initial=0.0) / largest)) if len(rel) else 0
     worst_group = int(np.argmax(excess[b])) if st.nz else -1
-    return Check(res, mu, drops, largest, ok, float(rel.max(initial=0.0)), worst_group)
+    return Check(res, mu, drops, largest, ok, float(rel.max(initial=0.0)), worst_group, top)

@@ -115,13 +115,62 @@ def random_circuit(seed: int, kind: str, n_nodes: int | None = None) -> SpiceCir
     free = [v for v in names if find(v) != find("0")]
     ours.append(f".output {free[0] if free else names[-1]}")
     deck += sorted(models)
+    return _circuit(f"random {kind} circuit, seed {seed}", ours, deck, names, vmax, imax, rmax, n_d, n_ideal)
+
+
+def _circuit(title, ours, deck, names, vmax, imax, rmax, n_d, n_ideal) -> SpiceCircuit:
+    """The two decks and the derived tolerance (module docstring) of a random circuit."""
     delta = N_SHARP * VT_TNOM * math.log1p(imax / IS_SHARP)
     reltol, vntol = SHARP if n_ideal else TIGHT
     tol = FLOOR + reltol * vmax + vntol + (n_d + n_ideal) * GMIN * vmax * rmax + n_ideal * (delta + IS_SHARP * rmax)
-    title = f"random {kind} circuit, seed {seed}"
     return SpiceCircuit(
         f"* {title}\n" + "\n".join(ours) + "\n", f"{title}\n" + "\n".join(deck) + "\n", names, tol, reltol, vntol
     )
+
+
+def random_layered_circuit(seed: int, kind: str) -> SpiceCircuit:
+    """A random two-layer circuit of ``kind`` whose coloured sweeps settle without the exact solver.
+
+    1-4 sources of -5 to 5 V; 3-30 hidden nodes, each tied to every source (100 ohm to 10 kohm) and to
+    ground by a diode of ``kind`` in a random direction ("resistor": none); 1-5 output nodes tied to
+    every hidden node (10 to 100 kohm) and to ground (1 to 10 kohm). The layers are weakly coupled, as
+    in a layered network, so the sweeps converge fast."""
+    rng = np.random.default_rng(seed)
+    n_src, n_h, n_o = int(rng.integers(1, 5)), int(rng.integers(3, 31)), int(rng.integers(1, 6))
+    src = [f"s{k}" for k in range(n_src)]
+    hid, outs = [f"h{j}" for j in range(n_h)], [f"o{j}" for j in range(n_o)]
+    ours, deck, models = [], [], set()
+    vals = rng.uniform(-5, 5, n_src)
+    for k, v in enumerate(vals):
+        line = f"V{k} {src[k]} 0 {float(v)!r}"
+        ours.append(line)
+        deck.append(line)
+    edges = [(a, h, 10 ** rng.uniform(2, 4)) for a in src for h in hid]
+    edges += [(h, o, 10 ** rng.uniform(4, 5)) for h in hid for o in outs]
+    edges += [(o, "0", 10 ** rng.uniform(3, 4)) for o in outs]
+    for i, (a, b, r) in enumerate(edges):
+        ours.append(f"R{i} {a} {b} {float(r)!r}" + (" train" if i == 0 else ""))
+        deck.append(f"R{i} {a} {b} {float(r)!r}")
+    n_ideal = n_d = 0
+    for j, h in enumerate(hid if kind != "resistor" else []):
+        a, b = (h, "0") if rng.random() < 0.5 else ("0", h)
+        ideal = kind == "ideal" or (kind == "mixed" and rng.random() < 0.5)
+        n_d += 1
+        if ideal:
+            n_ideal += 1
+            ours.append(f"D{j} {a} {b} ideal")
+            deck.append(f"D{j} {a} {b} dsharp")
+            models.add(f".model dsharp D (IS={IS_SHARP!r} N={N_SHARP!r})")
+        else:
+            i_s, nn = float(np.exp(rng.uniform(np.log(1e-16), np.log(1e-9)))), float(rng.uniform(1.0, 2.0))
+            ours += [f"D{j} {a} {b} m{j}", f".model m{j} D (IS={i_s!r} N={nn!r})"]
+            deck += [f"D{j} {a} {b} m{j}", f".model m{j} D (IS={i_s!r} N={nn!r})"]
+    ours.append(".output " + " ".join(outs))
+    deck += sorted(models)
+    rs = [r for *_, r in edges]
+    vmax = float(np.sum(np.abs(vals)))
+    title = f"random layered {kind} circuit, seed {seed}"
+    return _circuit(title, ours, deck, hid + outs, vmax, 2 * vmax / min(rs), max(rs), n_d, n_ideal)
 
 
 def ngspice_available() -> str | None:

@@ -28,6 +28,10 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 
+#: The entry for layer 0 (the sources) in per-layer lists that only layers 1..L use.
+NO_LAYER = np.empty(0)
+NO_LAYER.flags.writeable = False
+
 
 class ResistiveSubstrate(FloatingParameters):
     """A batched, float64 layered resistor-diode network.
@@ -78,7 +82,7 @@ class ResistiveSubstrate(FloatingParameters):
         self.tol, self.max_sweeps = float(tol), int(max_sweeps)
         self.joint_rtol, self.max_joint_updates = float(joint_rtol), int(max_joint_updates)
         self.sizes = (2 * layers[0],) + layers[1:]
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for l in range(1, self.L + 1):
             shapes[f"W{l}"] = (self.sizes[l - 1], self.sizes[l])
             shapes[f"b{l}"] = (2, self.sizes[l])
@@ -97,8 +101,8 @@ class ResistiveSubstrate(FloatingParameters):
         if max(init.values()) > g_max:
             raise ConfigurationError(f"init_g={init_g} exceeds g_max={g_max}: keep every init_g within (0, g_max]")
         self.theta = {n: rng.uniform(0.0, init[n], s) for n, s in shapes.items()}
-        # diode bounds per hidden layer: first half V >= 0, second half V <= 0; outputs linear
-        self.lo, self.hi = [None], [None]
+        # diode bounds per hidden layer: first half V >= 0, second half V <= 0; sources and outputs unbounded
+        self.lo, self.hi = [np.full(self.sizes[0], -np.inf)], [np.full(self.sizes[0], np.inf)]
         for l in range(1, self.L + 1):
             n, half = self.sizes[l], (self.sizes[l] + 1) // 2
             lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
@@ -107,7 +111,9 @@ class ResistiveSubstrate(FloatingParameters):
             self.lo.append(lo)
             self.hi.append(hi)
         self._u = self.parameters()
-        self._beta, self._y = 0.0, None
+        self._beta = 0.0
+        self._y: np.ndarray | None = None
+        self._inputs: tuple[np.ndarray, float] | None = None
         self.clamp(np.zeros((1, layers[0])))
         self.total_sweeps = 0
 
@@ -137,8 +143,9 @@ class ResistiveSubstrate(FloatingParameters):
         self._stale = True
 
     def _conductance_sums(self) -> list[np.ndarray]:
-        """Total conductance at each node of layers 1..L (nudging included), per layer."""
-        th, out = self.theta, [None]
+        """Total conductance at each node of layers 1..L (nudging included), per layer; layer 0 (the
+        sources) is an empty placeholder so that indices are layer numbers."""
+        th, out = self.theta, [NO_LAYER]
         for l in range(1, self.L + 1):
             d = th[f"W{l}"].sum(axis=0) + th[f"b{l}"].sum(axis=0)
             if l < self.L:
@@ -148,14 +155,14 @@ class ResistiveSubstrate(FloatingParameters):
             out.append(d)
         return out
 
-    def _drives(self, den: list[np.ndarray]) -> tuple[list, list]:
+    def _drives(self, den: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per layer: the rail current (A) and 1/den (0 at an isolated node); checks beta against the outputs."""
         if np.min(den[self.L]) <= 0.0:
             raise RelaxationError(
                 f"nudging beta={self._beta:g} cancels an output's conductance "
                 f"(min {np.min(den[self.L] - self._beta):.3g} S); use |beta| below it"
             )
-        rail, inv = [None], [None]
+        rail, inv = [NO_LAYER], [NO_LAYER]
         for l in range(1, self.L + 1):
             b = self.theta[f"b{l}"]
             rail.append(self.v_bias * (b[0] - b[1]))
@@ -176,7 +183,7 @@ class ResistiveSubstrate(FloatingParameters):
                 num = drive1 if l == 1 else s[l - 1] @ th[f"W{l}"] + rail[l]
                 if l < L:
                     num = num + s[l + 1] @ th[f"W{l + 1}"].T
-                elif self._beta != 0.0:
+                elif self._y is not None and self._beta != 0.0:
                     num = num + self._beta * self._y
                 new = num * inv[l]
                 if l < L:
@@ -209,7 +216,8 @@ class ResistiveSubstrate(FloatingParameters):
             th, v0, vb = self.theta, self._s[0], self.v_bias
             const = 0.5 * float(np.mean(v0 * v0, axis=0) @ th["W1"].sum(axis=1))
             const += 0.5 * vb * vb * sum(float(np.sum(th[f"b{l}"])) for l in range(1, self.L + 1))
-            self._inputs = (v0 @ th["W1"], const)
+            self._inputs = inputs = (v0 @ th["W1"], const)
+            return inputs
         return self._inputs
 
     def free_energy(self, v: Sequence[np.ndarray], constant: bool = True) -> tuple[float, list[np.ndarray]]:
@@ -234,7 +242,7 @@ class ResistiveSubstrate(FloatingParameters):
             own = num if l == 1 else self.v_bias * (b[0] - b[1])  # the V_(l-1) coupling is counted once, in layer l
             if l < L:
                 num = num + v[l] @ th[f"W{l + 1}"].T
-            elif self._beta != 0.0:
+            elif self._y is not None and self._beta != 0.0:
                 num = num + self._beta * self._y
                 own = own + self._beta * self._y
                 e += 0.5 * self._beta * float(np.sum(self._y * self._y)) / B if constant else 0.0
@@ -332,7 +340,7 @@ class ResistiveSubstrate(FloatingParameters):
     def _free(self) -> list[np.ndarray]:
         """Per layer 1..L, 1.0 where a node is not held by its diode (and not isolated), else 0.0."""
         den = self._conductance_sums()
-        return [None] + [
+        return [NO_LAYER] + [
             ((self._s[l] > self.lo[l]) & (self._s[l] < self.hi[l]) & (den[l] > 0)).astype(np.float64)
             for l in range(1, self.L + 1)
         ]
@@ -345,7 +353,9 @@ class ResistiveSubstrate(FloatingParameters):
         """
         L, th = self.L, self.theta
         den = self._conductance_sums()
-        d = [None] + [np.divide(free[l], den[l], out=np.zeros_like(free[l]), where=den[l] > 0) for l in range(1, L + 1)]
+        d = [NO_LAYER] + [
+            np.divide(free[l], den[l], out=np.zeros_like(free[l]), where=den[l] > 0) for l in range(1, L + 1)
+        ]
 
         def K(p: int, q: int) -> np.ndarray:  # row q of KCL holds -v_p @ K(p, q)
             return th[f"W{q}"] if p == q - 1 else th[f"W{p}"].T
@@ -372,7 +382,7 @@ class ResistiveSubstrate(FloatingParameters):
             M = M * fe[:, :, None] * fe[:, None, :]
             M[:, np.arange(Ne), np.arange(Ne)] += 1.0 - fe
             ve = np.linalg.solve(M, (t * fe)[:, :, None])[:, :, 0]
-        v = [None] * (L + 1)
+        v = [NO_LAYER] * (L + 1)
         for m in even:
             v[m] = ve[:, off[m] : off[m] + self.sizes[m]]
         for l in range(1, L + 1, 2):
@@ -387,9 +397,9 @@ class ResistiveSubstrate(FloatingParameters):
         """Solve KCL exactly with the diodes in their current states; keep it if every diode agrees."""
         s, L, B = self._s, self.L, self._s[0].shape[0]
         rail, _ = self._drives(self._conductance_sums())
-        r = [None] + [np.broadcast_to(rail[l], (B, self.sizes[l])).copy() for l in range(1, L + 1)]
+        r = [NO_LAYER] + [np.broadcast_to(rail[l], (B, self.sizes[l])).copy() for l in range(1, L + 1)]
         r[1] += self._input_terms()[0]
-        if self._beta != 0.0:
+        if self._y is not None and self._beta != 0.0:
             r[L] += self._beta * self._y
         v = self._solve(r, self._free())
         old = [a.copy() for a in s]
@@ -411,7 +421,7 @@ class ResistiveSubstrate(FloatingParameters):
         self.loss(x, y)
         s, L, vb = self._s, self.L, self.v_bias
         B = s[0].shape[0]
-        r = [None] + [np.zeros_like(s[l]) for l in range(1, L + 1)]
+        r = [NO_LAYER] + [np.zeros_like(s[l]) for l in range(1, L + 1)]
         r[L] = s[L] - y
         lams = [np.zeros_like(s[0])] + self._solve(r, self._free())[1:]
         grads = {}

@@ -20,6 +20,7 @@ gradient of the symmetric network (Hopfield with the forward weights).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,12 @@ class UntiedSubstrate(HopfieldSubstrate):
     description = "layered network with untied forward/backward weights (no energy), angle setting"
 
     def __init__(
-        self, layers: Sequence[int] = (64, 256, 10), angle: float = 0.0, seed: int = 0, bound: float = 1.0, **options
+        self,
+        layers: Sequence[int] = (64, 256, 10),
+        angle: float = 0.0,
+        seed: int = 0,
+        bound: float = 1.0,
+        **options: Any,  # passed on to HopfieldSubstrate
     ):
         angle = float(angle)
         if not (np.isfinite(angle) and 0.0 <= angle <= 180.0):
@@ -51,7 +57,7 @@ class UntiedSubstrate(HopfieldSubstrate):
         self.angle = angle
         rng = np.random.default_rng([seed, 7])
         a = np.deg2rad(angle)
-        self.B: list[np.ndarray | None] = [None, None]
+        self.B: list[np.ndarray] = [np.empty(0), np.empty(0)]  # no B_0, B_1: indices are layer numbers
         for l in range(2, self.L + 1):
             w = self.W[l]
             r = rng.normal(size=w.shape)
@@ -98,7 +104,7 @@ class UntiedSubstrate(HopfieldSubstrate):
                 pre = drive1 if l == 1 else s[l - 1] @ W[l] + b[l]
                 if l < L:
                     pre = pre + s[l + 1] @ B[l + 1].T
-                elif beta != 0.0:
+                elif y is not None and beta != 0.0:
                     pre = (pre + beta * y) / (1.0 + beta)
                 lo, hi = self._box(l)
                 new = np.clip(pre, lo, hi)

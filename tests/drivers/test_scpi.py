@@ -191,3 +191,34 @@ def test_static_dialogues_through_pyvisa_sim(address, profile, identity):
         else:
             got = smu.exchange(sets=[(1, 0.1), (2, -0.2)], reads=[1, 2])
             assert np.array_equal(got, [0.1, -0.2])
+
+
+def test_a_profile_whose_set_up_repeats_per_channel_but_lists_none_is_refused_before_anything_is_sent():
+    import dataclasses
+
+    from drivers.scpi_profiles import PROFILES
+
+    profile = dataclasses.replace(PROFILES["keysight-b2900"], channels=None, language=None)
+    k = ScpiInstrument(ScriptedTransport([]).open(), profile)
+    with pytest.raises(ConfigurationError, match=r"SOUR\{ch\}:FUNC:MODE VOLT.*list its channels"):
+        k.prepare()
+    assert k.transport.sent == []
+
+
+def test_a_visa_resource_that_is_not_message_based_is_refused_at_open():
+    class Register:  # e.g. a PXI or VXI register-based resource: no write_raw / read_raw
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    class Manager:
+        def open_resource(self, address, **options):
+            self.resource = Register()
+            return self.resource
+
+    t = VisaTransport("PXI0::1::INSTR", timeout=0.5, retries=0)
+    t._rm = Manager()
+    with pytest.raises(InstrumentError, match="cannot open PXI0::1::INSTR: a Register, not a message-based resource"):
+        t.open()
+    assert t._rm.resource.closed and not t.is_open

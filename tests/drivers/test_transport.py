@@ -138,3 +138,11 @@ def test_the_scripted_fake_fails_on_leftover_pairs_unread_replies_and_replies_it
     silent.write("W")
     with pytest.raises(AssertionError, match="does not give"):
         silent._receive_raw()
+
+
+def test_a_board_read_of_no_channel_is_an_empty_array_and_sends_nothing():
+    from drivers.board import BoardInstrument
+
+    t = ScriptedTransport([]).open()
+    got = BoardInstrument(t).measure([])
+    assert got.shape == (0,) and t.sent == []

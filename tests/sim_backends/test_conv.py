@@ -188,7 +188,7 @@ def test_the_cifar10_example_builds_the_network_it_describes():
     from pathlib import Path
 
     from aeqprop.config import load_config
-    from aeqprop.session import build_with
+    from aeqprop.parts import build_with
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "cifar10_conv_gpu.toml")
     options = dict(cfg.substrate.options)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import sim_backends.netlist as netlist
 from sim_backends.netlist import NetlistSubstrate
 from sim_backends.netlist_spice import (
     KINDS,
@@ -11,6 +12,7 @@ from sim_backends.netlist_spice import (
     ngspice_available,
     ngspice_op,
     random_circuit,
+    random_layered_circuit,
 )
 
 needs_ngspice = pytest.mark.skipif(
@@ -29,6 +31,22 @@ def test_random_circuits_agree_with_ngspice_within_the_derived_tolerance(kind):
         worst = max(worst, diff / tol)
     if kind in ("ideal", "mixed"):
         assert worst > 1e-3  # the sharp-diode model difference shows: the tolerance is not vacuous
+
+
+@needs_ngspice
+@pytest.mark.parametrize("kind", KINDS)
+def test_circuits_the_sweeps_settle_alone_agree_with_ngspice(kind, monkeypatch):
+    exact = []
+    solve = netlist.solve
+    monkeypatch.setattr(netlist, "solve", lambda *a, **k: exact.append(1) or solve(*a, **k))
+    worst = 0.0
+    for seed in range(6):
+        diff, tol = compare(random_layered_circuit(seed, kind))
+        assert diff <= tol, f"{kind} layered circuit {seed}: {diff:.2e} V off ngspice, tolerance {tol:.2e} V"
+        worst = max(worst, diff / tol)
+    assert not exact  # no sample needed the exact solver
+    if kind in ("ideal", "mixed"):
+        assert worst > 1e-3
 
 
 LED = "led\nV1 a 0 5\nR1 a b 200 train\nD1 b 0 dled\n.model DLED D (IS=1e-25 N=2)\n.output b\n"
