@@ -270,7 +270,6 @@ class Calibrator:
                     eps[n] *= cfg.k_target / k * 0.9
             restore()  # the knob that held theta at the old eps does not at the new one
         cal.eps = None if eps is None else {n: float(v) for n, v in eps.items()}
-        cal.probe = float(min(1.0, max(hold.settings.min_probe, 0.5 / max(cal.stiffness, 1e-12))))
 
         # signal: one nudged release from the holding knob
         before = read()
