@@ -8,7 +8,7 @@ trains epoch by epoch in lockstep with the backprop baseline, so each epoch-time
 under the same machine load.
 
     python benchmarks/fashion_mnist.py [--epochs 20] [--hidden 1024] [--seeds 0] [--train-size 0]
-        [--conv-epochs 0] [--conv-train-size 6000]
+        [--conv-epochs 0] [--conv-train-size 6000] [--lr-schedule constant]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from baselines import BackpropMLP, limit_blas_threads
 
 from aeqprop.data import Dataset, load_dataset
+from aeqprop.schedules import Schedule, ScheduleHook
 from aeqprop.trainer import Trainer
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
@@ -70,9 +71,16 @@ def main(argv=None) -> None:
     ap.add_argument("--conv-train-size", type=int, default=6000)
     ap.add_argument("--conv-channels", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument(
+        "--lr-schedule",
+        default="constant",
+        help="learning-rate schedule of every method (aeqprop/schedules.py), e.g. cosine:0.05; backprop's lr "
+        "takes its value at each epoch's middle",
+    )
     args = ap.parse_args(argv)
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     layers = (784, args.hidden, 10)
+    schedule = Schedule.parse(args.lr_schedule, "lr schedule")
     lr = {n: e * BETA for n, e in EPS.items()}  # EqProp at Aeqprop's first-order rate eps (beta2 - beta1)
     methods = {
         f"Aeqprop, centered (b = {BETA}, eps = W {EPS['W1']}/{EPS['W2']}, b {EPS['b1']}/{EPS['b2']})": lambda: Aeqprop(
@@ -88,20 +96,22 @@ def main(argv=None) -> None:
     data = None
     for seed in args.seeds:
         data = subset(load_dataset("fashion-mnist", seed=seed, data_dir=args.data_dir), args.train_size, seed)
-        trainers = {
-            name: Trainer(
+        trainers = {}
+        for name, make in methods.items():
+            protocol = make()
+            trainers[name] = Trainer(
                 HopfieldSubstrate(layers, eps=EPS, tol=1e-3, seed=seed, dtype=args.dtype, cost=args.cost),
-                make(),
+                protocol,
                 data,
                 epochs=args.epochs,
                 batch_size=args.batch,
                 seed=seed,
+                before_step=ScheduleHook(protocol, lr=args.lr_schedule),
             )
-            for name, make in methods.items()
-        }
         bp = BackpropMLP(layers, lr=0.05, seed=seed, cost=args.cost, dtype=args.dtype)
         history = {name: [] for name in results}
         for epoch in range(1, args.epochs + 1):
+            bp.lr = 0.05 * schedule.factor(2 * epoch - 1, 2 * args.epochs)  # at the epoch's middle
             t_bp = bp.epoch(data.x_train, data.y_train, args.batch)
             seconds[bp_name].append(t_bp)
             history[bp_name].append(
@@ -125,7 +135,7 @@ def main(argv=None) -> None:
     cmd = "python benchmarks/fashion_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"\n`{cmd.strip()}`: Fashion-MNIST, {'-'.join(map(str, layers))} Hopfield ({args.dtype}, {args.cost} cost), "
-        f"batch {args.batch}, {args.epochs} epochs, trained on {len(data.x_train)} samples, validation "
+        f"batch {args.batch}, {args.epochs} epochs, lr schedule {args.lr_schedule}, trained on {len(data.x_train)} samples, validation "
         f"{len(data.x_val)}, official test split {len(data.x_test)}, seeds {args.seeds}, "
         f"BLAS threads {args.threads or 'default'}\n"
     )
