@@ -35,6 +35,7 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 from sim_backends.hopfield_oracle import HopfieldOracle
+from sim_backends.hopfield_relax import Acceleration, block_descent
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
@@ -60,7 +61,11 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         or after ``max_sweeps`` sweeps. Only the smaller parity class of layers
         (odd or even) is watched: the other is an exact function of it, so it
         is settled once the watched one is (its next change is at most
-        ||W|| tol).
+        ||W|| tol). The last sweep is always a plain one.
+    acceleration:
+        Heavy-ball acceleration of the sweeps (:class:`~sim_backends.hopfield_relax.Acceleration`;
+        the default measures the contraction and accelerates; ``Acceleration(enabled=False)``
+        gives plain block coordinate descent). Same equilibria, about a third fewer sweeps.
     seed, init_gain:
         Seed the initial parameters: Glorot-uniform weights times ``init_gain``
         (below about 0.7 the energy stays convex in the state at the start,
@@ -88,6 +93,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         max_joint_updates: int = 500,
         dtype: str = "float64",
         cost: str = "squared",
+        acceleration: Acceleration | None = None,
     ):
         layers = tuple(int(n) for n in layers)
         if len(layers) < 2 or min(layers) < 1:
@@ -143,6 +149,15 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         self._y: np.ndarray | None = None
         self._stale = True
         self.total_sweeps = 0
+        self.acceleration = acceleration if acceleration is not None else Acceleration()
+        self._rho: float | None = None  # the plain contraction measured by the free phase on the clamped x
+        self._WT: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._boxes: dict[np.dtype, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        # Each parity class is an exact function of the other, so when the smaller class stops
+        # moving the sweep is at a fixed point: only its change is measured.
+        odd, even = list(range(1, self.T + 1, 2)), list(range(2, self.T + 1, 2))
+        self._classes = (odd, even)
+        self._watched = 1 if 0 < sum(layers[l] for l in even) <= sum(layers[l] for l in odd) else 0
 
     # -- state ----------------------------------------------------------------
     def _reset_state(self, batch: int) -> None:
@@ -161,6 +176,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         self.info.check_batch(x.shape[0])
         self._x = x
         self._drive = None
+        self._rho = None
         self._reset_state(x.shape[0])
         if self._y is not None and self._y.shape[0] != x.shape[0]:
             self._beta, self._y = 0.0, None
@@ -184,7 +200,8 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         return self._drive
 
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
-        """Settle the state by exact block coordinate descent (odd layers, then even)."""
+        """Settle the state by exact block coordinate descent (odd layers, then even), accelerated
+        as :mod:`sim_backends.hopfield_relax` describes."""
         s, W, b, L, T = self._s, self.W, self.b, self.L, self.T
         beta, y = self._beta, self._y
         drive1 = self._input_drive()
@@ -192,56 +209,67 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         W_out, b_out = W[L], b[L]
         squared = beta != 0.0 and not self.readout
         if squared:
+            assert y is not None  # nudge refuses beta != 0 without a target
             W_out, b_out = W[L] / (1.0 + beta), (b[L] + beta * y) / (1.0 + beta)
-        if L == 1 and squared:
-            drive1 = (drive1 + beta * y) / (1.0 + beta)
+            if L == 1:
+                drive1 = (drive1 + beta * y) / (1.0 + beta)
+        WT = self._transposes()
         # with the readout, the top energy layer feels -beta (p - y) W_r^T, taken at its current state
         force = self.readout and beta != 0.0
-        # preallocated buffers: a sweep allocates nothing; a layer's new state swaps with its old one
-        new = [None] + [np.empty_like(a) for a in s[1:]]
-        WT = [None, None] + [np.ascontiguousarray(w.T) for w in W[2:]]
-        odd, even = list(range(1, T + 1, 2)), list(range(2, T + 1, 2))
-        # Each parity class is an exact function of the other, so when the smaller class stops
-        # moving the sweep is at a fixed point: only its change is measured.
-        watched = set(even if 0 < sum(self.layers[l] for l in even) <= sum(self.layers[l] for l in odd) else odd)
-        plan = [(l, *self._box(l), l in watched) for l in odd + even]
-        diff = {l: np.empty_like(s[l]) for l in watched}
-        change = np.inf
-        sweeps = 0
-        while sweeps < max_sweeps:
-            sweeps += 1
-            change = 0.0
-            for l, lo, hi, watch in plan:
-                pre = new[l]
-                if l == 1:
-                    if T > 1:
-                        np.matmul(s[2], WT[2], out=pre)
-                        pre += drive1
-                    else:
-                        np.copyto(pre, drive1)
+        inner = {l: np.empty_like(s[l]) for l in range(2, T)}  # s_(l+1) W_(l+1)^T of an inner layer
+
+        def target(l: int, pre: np.ndarray) -> None:
+            """Layer l's exact minimiser given its neighbours, before the box, into ``pre``."""
+            if l == 1:
+                if T > 1:
+                    np.matmul(s[2], WT[2], out=pre)
+                    pre += drive1
                 else:
-                    np.matmul(s[l - 1], W_out if l == L else W[l], out=pre)
-                    pre += b_out if l == L else b[l]
-                    if l < T:
-                        pre += s[l + 1] @ WT[l + 1]
-                if force and l == T:
-                    err = predict(s[T], W[L], b[L])
-                    err -= y
-                    err *= beta
-                    pre -= err @ WT[L]
-                np.maximum(pre, lo, out=pre)  # the box, as two ufuncs (np.clip's wrapper costs more)
-                np.minimum(pre, hi, out=pre)
-                if watch:
-                    d = diff[l]
-                    np.subtract(pre, s[l], out=d)
-                    np.abs(d, out=d)
-                    change = max(change, float(d.max()))
-                new[l], s[l] = s[l], pre
-            if not np.isfinite(change):
-                raise RelaxationError("the state became non-finite during relaxation; check the parameters")
-            if change <= tol:
-                break
-        return self._settled(sweeps, change, tol)
+                    np.copyto(pre, drive1)
+            else:
+                np.matmul(s[l - 1], W_out if l == L else W[l], out=pre)
+                pre += b_out if l == L else b[l]
+                if l < T:
+                    pre += np.matmul(s[l + 1], WT[l + 1], out=inner[l])
+            if force and l == T:
+                err = predict(s[T], W[L], b[L])
+                err -= y
+                err *= beta
+                pre -= err @ WT[L]
+
+        # the contraction measured by this clamp's free phase; the output's self-coupling 1 + beta < 1
+        # slows the nudged phases (ALGORITHMS.md section 8)
+        rho = self._rho
+        if rho is not None and squared and beta < 0.0:
+            rho = rho / (1.0 + beta)
+        done = block_descent(
+            s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, self.acceleration
+        )
+        if done.rho is not None and beta == 0.0:
+            self._rho = done.rho
+        if not np.isfinite(done.residual):
+            raise RelaxationError("the state became non-finite during relaxation; check the parameters")
+        return self._settled(done.sweeps, done.residual, tol)
+
+    def _transposes(self) -> list[np.ndarray | None]:
+        """``W_l^T`` (contiguous) for l >= 2, kept while ``W_l`` is the same array (it is replaced on update)."""
+        out: list[np.ndarray | None] = [None, None]
+        for l in range(2, self.L + 1):
+            w = self.W[l]
+            kept = self._WT.get(l)
+            if kept is None or kept[0] is not w:
+                kept = self._WT[l] = (w, np.ascontiguousarray(w.T))
+            out.append(kept[1])
+        return out
+
+    def _bounds(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Each energy layer's box as 0-d arrays of the compute dtype (the clip ufunc's fastest form)."""
+        kept = self._boxes.get(self.dtype)
+        if kept is None:
+            kept = self._boxes[self.dtype] = {
+                l: tuple(np.asarray(v, self.dtype) for v in self._box(l)) for l in range(1, self.T + 1)
+            }
+        return kept
 
     def outputs(self) -> np.ndarray:
         """The output units, or with the readout the class probabilities."""
