@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         self.joint_rtol = float(joint_rtol)
         self.max_joint_updates = int(max_joint_updates)
         names = [f"{k}{l}" for l in range(1, self.L + 1) for k in ("W", "b")]
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for l in range(1, self.L + 1):
             shapes[f"W{l}"] = (layers[l - 1], layers[l])
             shapes[f"b{l}"] = (layers[l],)
@@ -139,7 +140,8 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         ]
         self.b = [None] + [np.zeros(layers[l], dtype=self.dtype) for l in range(1, self.L + 1)]
         self.W = [None] + [np.clip(w, -bound, bound).astype(self.dtype) for w in self.W[1:]]
-        self._held = None  # native homeostasis not yet turned into knob values (see homeostasis)
+        # native homeostasis not yet turned into knob values (see homeostasis): theta, state, beta, y
+        self._held: tuple[dict[str, np.ndarray], list[np.ndarray], float, np.ndarray | None] | None = None
         self._u = self.parameters()
         self._x = np.zeros((1, layers[0]), dtype=self.dtype)
         self._drive: np.ndarray | None = None  # x W_1 + b_1 for the clamped x and current W_1, b_1
@@ -251,9 +253,9 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
             raise RelaxationError("the state became non-finite during relaxation; check the parameters")
         return self._settled(done.sweeps, done.residual, tol)
 
-    def _transposes(self) -> list[np.ndarray | None]:
+    def _transposes(self) -> list[Any]:
         """``W_l^T`` (contiguous) for l >= 2, kept while ``W_l`` is the same array (it is replaced on update)."""
-        out: list[np.ndarray | None] = [None, None]
+        out: list[Any] = [None, None]  # W_l^T at index l
         for l in range(2, self.L + 1):
             w = self.W[l]
             kept = self._WT.get(l)
@@ -266,9 +268,10 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         """Each energy layer's box as 0-d arrays of the compute dtype (the clip ufunc's fastest form)."""
         kept = self._boxes.get(self.dtype)
         if kept is None:
-            kept = self._boxes[self.dtype] = {
-                l: tuple(np.asarray(v, self.dtype) for v in self._box(l)) for l in range(1, self.T + 1)
-            }
+            kept = self._boxes[self.dtype] = {}
+            for l in range(1, self.T + 1):
+                lo, hi = self._box(l)
+                kept[l] = (np.asarray(lo, self.dtype), np.asarray(hi, self.dtype))
         return kept
 
     def outputs(self) -> np.ndarray:
@@ -294,6 +297,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         for l in range(1, self.T + 1):
             e += 0.5 * np.sum(s[l] ** 2) - np.sum((s[l - 1] @ W[l]) * s[l]) - np.sum(s[l] @ b[l])
         if self._beta != 0.0:
+            assert self._y is not None  # nudge refuses beta != 0 without a target
             if self.readout:
                 return float(e / s[0].shape[0]) + self._beta * cross_entropy(self.outputs(), self._y)
             e += self._beta * 0.5 * np.sum((s[self.L] - self._y) ** 2)
@@ -346,6 +350,8 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         return out
 
     # -- floating parameters (capability "aeqprop"): see sim_backends.floating --
+    _knobs: dict[str, np.ndarray]
+
     @property
     def _u(self) -> dict[str, np.ndarray]:
         """The knobs; a pending native homeostasis is turned into values on first read."""
