@@ -239,10 +239,11 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
                 err *= beta
                 pre -= err @ WT[L]
 
-        # the contraction measured by this clamp's free phase; the output's self-coupling 1 + beta < 1
-        # slows the nudged phases (ALGORITHMS.md section 8)
+        # the contraction measured by this clamp's free phase; the output's self-coupling 1 + beta
+        # divides it (exactly with one hidden layer: a sweep maps the outputs' error e to
+        # e W_L^T D W_L / (1 + beta), D the hidden units inside their box)
         rho = self._rho
-        if rho is not None and squared and beta < 0.0:
+        if rho is not None and squared:
             rho = rho / (1.0 + beta)
         done = block_descent(
             s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, self.acceleration

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aeqprop.errors import ConfigurationError
+
 try:  # the clip ufunc itself: np.clip's Python wrapper costs about 1 us a call
     from numpy._core.umath import clip as _clip  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover  (numpy < 2)
@@ -69,7 +71,7 @@ class Acceleration:
 
     def __post_init__(self) -> None:
         if self.probe < 1 or self.margin < 1.0 or not (0.0 <= self.rho_min < self.rho_max < 1.0):
-            raise ValueError(f"{self}: need probe >= 1, margin >= 1 and 0 <= rho_min < rho_max < 1")
+            raise ConfigurationError(f"{self}: need probe >= 1, margin >= 1 and 0 <= rho_min < rho_max < 1")
 
     def coefficients(self, rho: float | None) -> tuple[float, float] | None:
         """(alpha, gamma) of the heavy-ball step for a contraction ``rho``, or None (plain sweeps)."""
@@ -170,7 +172,8 @@ def block_descent(
             ratios.append(change / last)
             if len(ratios) >= settings.probe:
                 estimate = settings.margin * max(ratios[-settings.probe :])
-                coef, measure = settings.coefficients(estimate), False
+                coef = settings.coefficients(estimate)
+                measure = coef is None  # out of range (transients, or F not convex here): read on
         if coef is not None and not prev and not done:  # s_(k-1), just swapped out, starts the momentum
             for l in classes[watched]:
                 prev[l], new[l] = new[l], np.empty_like(s[l])
