@@ -36,7 +36,7 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 from sim_backends.hopfield_oracle import HopfieldOracle
-from sim_backends.hopfield_relax import Acceleration, block_descent
+from sim_backends.hopfield_relax import Acceleration, block_descent, clip_ufunc
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
@@ -409,7 +409,10 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
             now_g = readout_gradients(s[T], self.W[L], self.b[L], self._y, self._beta)
             for k, name in enumerate((f"W{L}", f"b{L}")):
                 target[name] = theta[name] + self.eps[name] * (held_g[k] - now_g[k])
-        self._assign(target, copy=False)
+        for name, value in target.items():  # fresh finite arrays (the state is checked in relax): clip in place
+            clip_ufunc(value, *self.info.parameter_bounds[name], out=value)
+            (self.W if name[0] == "W" else self.b)[int(name[1:])] = value
+        self._drive, self._stale = None, True
         report.seconds = time.perf_counter() - t0
         return report
 

@@ -45,9 +45,9 @@ import numpy as np
 from aeqprop.errors import ConfigurationError
 
 try:  # the clip ufunc itself: np.clip's Python wrapper costs about 1 us a call
-    from numpy._core.umath import clip as _clip  # type: ignore[attr-defined]
+    from numpy._core.umath import clip as clip_ufunc  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover  (numpy < 2)
-    _clip = np.clip
+    clip_ufunc = np.clip
 
 
 @dataclass(frozen=True)
@@ -132,14 +132,14 @@ def block_descent(
                 for l in layers:
                     pre = new[l]
                     target(l, pre)
-                    _clip(pre, *bounds[l], out=pre)
+                    clip_ufunc(pre, *bounds[l], out=pre)
                     new[l], s[l] = s[l], pre
                 continue
             change = 0.0
             for l in layers:
                 pre = new[l]
                 target(l, pre)
-                _clip(pre, *bounds[l], out=pre)
+                clip_ufunc(pre, *bounds[l], out=pre)
                 d = np.subtract(pre, s[l], out=diff[l])
                 m = max(float(d.max()), -float(d.min()))  # NaN if d holds one
                 if m > change or m != m:
@@ -156,7 +156,7 @@ def block_descent(
                 d *= alpha
                 d += now
                 d += p
-                _clip(d, *bounds[l], out=d)
+                clip_ufunc(d, *bounds[l], out=d)
                 prev[l], s[l], diff[l] = now, d, p
             done = change <= tol
         if not math.isfinite(change):
