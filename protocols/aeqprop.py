@@ -34,9 +34,9 @@ from protocols.base import (
     check_beta,
     check_nudging,
     check_variant,
-    difference,
     free_phase,
     round_trips,
+    step_change,
 )
 from protocols.homeostasis import FeedbackHomeostasis
 
@@ -185,7 +185,7 @@ class Aeqprop:
         report.record("beta2", substrate.release(self.release))
         substrate.nudge(0.0)
         assert theta is not None  # read in the free phase (native) or by the feedback loop
-        report.delta = difference(averaged(substrate.parameters, self.averages), theta)
+        report.delta = step_change(averaged(substrate.parameters, self.averages), theta)
         report.extra["reads"] = float(
             self.averages * 2 if self.homeostasis == "native" else report.extra["homeostasis_reads"] + self.averages
         )
