@@ -36,7 +36,7 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 from sim_backends.hopfield_oracle import HopfieldOracle
-from sim_backends.hopfield_relax import Acceleration, block_descent, clip_ufunc
+from sim_backends.hopfield_relax import PLAIN, Acceleration, block_descent, clip_ufunc
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
@@ -245,9 +245,9 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         rho = self._rho
         if rho is not None and squared:
             rho = rho / (1.0 + beta)
-        done = block_descent(
-            s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, self.acceleration
-        )
+        # the readout's force is taken at the current state, not an exact block minimiser: plain sweeps
+        settings = PLAIN if force else self.acceleration
+        done = block_descent(s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, settings)
         if done.rho is not None and beta == 0.0:
             self._rho = done.rho
         if not np.isfinite(done.residual):

@@ -57,15 +57,16 @@ class Acceleration:
     enabled: accelerate (False: plain block coordinate descent, sweep for sweep).
     probe: plain sweeps' move ratios read to estimate the contraction rho, when no estimate
         from the free phase on the same inputs exists (the largest of the last ``probe`` is taken).
-    margin: factor on the estimated rho (an overestimate slows the fastest modes a little,
-        an underestimate leaves the slowest one outside the accelerated range).
-    rho_min, rho_max: accelerate only for rho in this range (below, plain sweeps are already
-        fast; above, F may not be convex in the state and the estimate is unreliable).
+    margin: factor on the estimated rho for the step's design (an overestimate slows the fastest
+        modes a little, an underestimate leaves the slowest one outside the accelerated range).
+    rho_min, rho_max: accelerate only for an estimate of at least rho_min (below, plain sweeps
+        are already fast) and at most rho_max with the margin (above, F may not be convex in the
+        state, or the estimate is a transient: the plain sweeps read on).
     """
 
     enabled: bool = True
     probe: int = 2
-    margin: float = 1.15
+    margin: float = 1.3
     rho_min: float = 0.05
     rho_max: float = 0.95
 
@@ -74,11 +75,15 @@ class Acceleration:
             raise ConfigurationError(f"{self}: need probe >= 1, margin >= 1 and 0 <= rho_min < rho_max < 1")
 
     def coefficients(self, rho: float | None) -> tuple[float, float] | None:
-        """(alpha, gamma) of the heavy-ball step for a contraction ``rho``, or None (plain sweeps)."""
-        if not self.enabled or rho is None or not (self.rho_min <= rho <= self.rho_max):
+        """(alpha, gamma) of the heavy-ball step for an estimated contraction ``rho``, or None
+        (plain sweeps)."""
+        if not self.enabled or rho is None or not (self.rho_min <= rho and self.margin * rho <= self.rho_max):
             return None
-        root = math.sqrt(1.0 - rho)
+        root = math.sqrt(1.0 - self.margin * rho)
         return 4.0 / (1.0 + root) ** 2, ((1.0 - root) / (1.0 + root)) ** 2
+
+
+PLAIN = Acceleration(enabled=False)
 
 
 @dataclass
@@ -171,7 +176,7 @@ def block_descent(
         if measure and math.isfinite(last) and last > 0.0:
             ratios.append(change / last)
             if len(ratios) >= settings.probe:
-                estimate = settings.margin * max(ratios[-settings.probe :])
+                estimate = max(ratios[-settings.probe :])
                 coef = settings.coefficients(estimate)
                 measure = coef is None  # out of range (transients, or F not convex here): read on
         if coef is not None and not prev and not done:  # s_(k-1), just swapped out, starts the momentum
