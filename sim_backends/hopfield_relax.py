@@ -21,10 +21,10 @@ Given ``rho``, the heavy-ball step
 0.29 instead of 0.7 at rho = 0.7. The fixed points are those of the plain
 sweep, the other class stays the exact minimiser given the watched one, and the
 stopping test is the plain sweep's: a relaxation ends with a plain step whose
-largest move is at most ``tol``. The first sweep of every call is plain (a
-single-sweep call, as continual EqProp makes, is one step of block coordinate
-descent), and the acceleration is dropped for the rest of a call if the moves
-grow twice in a row.
+largest move is at most ``tol``. A single-sweep call (continual EqProp's) is one
+plain step of block coordinate descent; a longer one with an estimate of ``rho``
+starts with ``s_(-1) = s_0`` (a first step over-relaxed by alpha). The
+acceleration is dropped for the rest of a call if the moves grow twice in a row.
 
 ``rho`` is measured, not assumed: the ratio of the plain sweeps' largest moves.
 The free phase after a clamp measures it in its first sweeps; the nudged phases
@@ -124,6 +124,8 @@ def block_descent(
     new = {l: np.empty_like(s[l]) for c in classes for l in c}
     diff = {l: np.empty_like(s[l]) for l in classes[watched]}
     prev: dict[int, np.ndarray] = {}  # s_(k-1) of the watched layers, while accelerating
+    if coef is not None and max_sweeps > 1:  # s_(-1) = s_0: the first step is over-relaxed by alpha
+        prev = {l: s[l].copy() for l in classes[watched]}
     ratios: list[float] = []
     estimate: float | None = None
     change = last = math.inf
