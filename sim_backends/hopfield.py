@@ -149,6 +149,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         self._reset_state(1)
         self._beta = 0.0
         self._y: np.ndarray | None = None
+        self._targets: tuple[object, np.ndarray] = (None, np.empty((0, layers[-1])))  # (y given, y checked)
         self._stale = True
         self.total_sweeps = 0
         self.acceleration = acceleration if acceleration is not None else Acceleration()
@@ -164,6 +165,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
     # -- state ----------------------------------------------------------------
     def _reset_state(self, batch: int) -> None:
         self._s = [self._x] + [np.zeros((batch, n), dtype=self.dtype) for n in self.layers[1:]]
+        self._zero = True  # the first sweep's bottom layer needs no product with the zero layer above
 
     def _box(self, l: int) -> tuple[float, float]:
         return OUTPUT_BOX if l == self.L and not self.readout else HIDDEN_BOX
@@ -190,7 +192,10 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         if beta != 0.0 and y is None:
             raise ConfigurationError("nudge with beta != 0 needs a target y")
         if y is not None:
-            y = self._array("y", y, (self._x.shape[0], self.info.n_outputs))
+            seen, checked = self._targets
+            if y is not seen or checked.shape[0] != self._x.shape[0]:  # a step nudges twice toward one y
+                self._targets = (y, self._array("y", y, (self._x.shape[0], self.info.n_outputs)))
+            y = self._targets[1]
         self._beta, self._y = beta, y
         self._stale = True
 
@@ -219,11 +224,16 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         # with the readout, the top energy layer feels -beta (p - y) W_r^T, taken at its current state
         force = self.readout and beta != 0.0
         inner = {l: np.empty_like(s[l]) for l in range(2, T)}  # s_(l+1) W_(l+1)^T of an inner layer
+        zero, self._zero = self._zero, False
 
         def target(l: int, pre: np.ndarray) -> None:
             """Layer l's exact minimiser given its neighbours, before the box, into ``pre``."""
+            nonlocal zero
             if l == 1:
-                if T > 1:
+                if zero:  # s_2 = 0: the drive alone
+                    np.copyto(pre, drive1)
+                    zero = False
+                elif T > 1:
                     np.matmul(s[2], WT[2], out=pre)
                     pre += drive1
                 else:
