@@ -39,10 +39,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aeqprop.errors import ConfigurationError
+from aeqprop.errors import ConfigurationError, RelaxationError
+from aeqprop.substrate import RelaxReport
+from sim_backends.readout import predict
 
 try:  # the clip ufunc itself: np.clip's Python wrapper costs about 1 us a call
     from numpy._core.umath import clip as clip_ufunc  # type: ignore[attr-defined]
@@ -188,3 +191,111 @@ def block_descent(
         if done:
             break
     return Sweeps(sweeps=sweeps, residual=change, rho=estimate)
+
+
+class HopfieldRelaxation:
+    """``_relax`` of :class:`~sim_backends.hopfield.HopfieldSubstrate` (a mixin): the layer
+    targets of section 4 handed to :func:`block_descent`, and what it keeps between calls."""
+
+    # provided by the host class
+    W: list[Any]  # W[l] for l = 1..L (W[0] is None)
+    b: list[Any]
+    L: int
+    T: int
+    dtype: np.dtype
+    readout: bool
+    acceleration: Acceleration
+    _s: list[np.ndarray]
+    _beta: float
+    _y: np.ndarray | None
+    _rho: float | None
+    _zero: bool
+    _classes: tuple[list[int], list[int]]
+    _watched: int
+    _WT: dict[int, tuple[np.ndarray, np.ndarray]]
+    _boxes: dict[np.dtype, dict[int, tuple[np.ndarray, np.ndarray]]]
+
+    if TYPE_CHECKING:
+
+        def _input_drive(self) -> np.ndarray: ...
+        def _box(self, l: int) -> tuple[float, float]: ...
+        def _settled(self, sweeps: int, residual: float, tol: float) -> RelaxReport: ...
+
+    def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
+        """Settle the state by exact block coordinate descent (odd layers, then even), accelerated
+        as :mod:`sim_backends.hopfield_relax` describes."""
+        s, W, b, L, T = self._s, self.W, self.b, self.L, self.T
+        beta, y = self._beta, self._y
+        drive1 = self._input_drive()
+        # the output block, (s_(L-1) W_L + b_L + beta y) / (1 + beta), as one product and one sum
+        W_out, b_out = W[L], b[L]
+        squared = beta != 0.0 and not self.readout
+        if squared:
+            assert y is not None  # nudge refuses beta != 0 without a target
+            W_out, b_out = W[L] / (1.0 + beta), (b[L] + beta * y) / (1.0 + beta)
+            if L == 1:
+                drive1 = (drive1 + beta * y) / (1.0 + beta)
+        WT = self._transposes()
+        # with the readout, the top energy layer feels -beta (p - y) W_r^T, taken at its current state
+        force = self.readout and beta != 0.0
+        inner = {l: np.empty_like(s[l]) for l in range(2, T)}  # s_(l+1) W_(l+1)^T of an inner layer
+        zero, self._zero = self._zero, False
+
+        def target(l: int, pre: np.ndarray) -> None:
+            """Layer l's exact minimiser given its neighbours, before the box, into ``pre``."""
+            nonlocal zero
+            if l == 1:
+                if zero:  # s_2 = 0: the drive alone
+                    np.copyto(pre, drive1)
+                    zero = False
+                elif T > 1:
+                    np.matmul(s[2], WT[2], out=pre)
+                    pre += drive1
+                else:
+                    np.copyto(pre, drive1)
+            else:
+                np.matmul(s[l - 1], W_out if l == L else W[l], out=pre)
+                pre += b_out if l == L else b[l]
+                if l < T:
+                    pre += np.matmul(s[l + 1], WT[l + 1], out=inner[l])
+            if force and l == T:
+                err = predict(s[T], W[L], b[L])
+                err -= y
+                err *= beta
+                pre -= err @ WT[L]
+
+        # the contraction measured by this clamp's free phase; the output's self-coupling 1 + beta
+        # divides it (exactly with one hidden layer: a sweep maps the outputs' error e to
+        # e W_L^T D W_L / (1 + beta), D the hidden units inside their box)
+        rho = self._rho
+        if rho is not None and squared:
+            rho = rho / (1.0 + beta)
+        # the readout's force is taken at the current state, not an exact block minimiser: plain sweeps
+        settings = PLAIN if force else self.acceleration
+        done = block_descent(s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, settings)
+        if done.rho is not None and beta == 0.0:
+            self._rho = done.rho
+        if not np.isfinite(done.residual):
+            raise RelaxationError("the state became non-finite during relaxation; check the parameters")
+        return self._settled(done.sweeps, done.residual, tol)
+
+    def _transposes(self) -> list[Any]:
+        """``W_l^T`` (contiguous) for l >= 2, kept while ``W_l`` is the same array (it is replaced on update)."""
+        out: list[Any] = [None, None]  # W_l^T at index l
+        for l in range(2, self.L + 1):
+            w = self.W[l]
+            kept = self._WT.get(l)
+            if kept is None or kept[0] is not w:
+                kept = self._WT[l] = (w, np.ascontiguousarray(w.T))
+            out.append(kept[1])
+        return out
+
+    def _bounds(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Each energy layer's box as 0-d arrays of the compute dtype (the clip ufunc's fastest form)."""
+        kept = self._boxes.get(self.dtype)
+        if kept is None:
+            kept = self._boxes[self.dtype] = {}
+            for l in range(1, self.T + 1):
+                lo, hi = self._box(l)
+                kept[l] = (np.asarray(lo, self.dtype), np.asarray(hi, self.dtype))
+        return kept
