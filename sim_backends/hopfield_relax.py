@@ -53,6 +53,9 @@ except ImportError:  # pragma: no cover  (numpy < 2)
     clip_ufunc = np.clip
 
 
+_largest = np.maximum.reduce
+
+
 @dataclass(frozen=True)
 class Acceleration:
     """Heavy-ball acceleration of a relaxation (all numbers dimensionless).
@@ -126,6 +129,7 @@ def block_descent(
     measure = settings.enabled and coef is None
     new = {l: np.empty_like(s[l]) for c in classes for l in c}
     diff = {l: np.empty_like(s[l]) for l in classes[watched]}
+    size = {l: np.empty_like(s[l]) for l in classes[watched]}
     prev: dict[int, np.ndarray] = {}  # s_(k-1) of the watched layers, while accelerating
     if coef is not None and max_sweeps > 1:  # s_(-1) = s_0: the first step is over-relaxed by alpha
         prev = {l: s[l].copy() for l in classes[watched]}
@@ -151,7 +155,7 @@ def block_descent(
                 target(l, pre)
                 clip_ufunc(pre, *bounds[l], out=pre)
                 d = np.subtract(pre, s[l], out=diff[l])
-                m = max(float(d.max()), -float(d.min()))  # NaN if d holds one
+                m = float(_largest(np.abs(d, out=size[l]), axis=None))  # NaN if d holds one
                 if m > change or m != m:
                     change = m
             step = coef if prev and change > tol else None
