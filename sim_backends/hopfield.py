@@ -168,6 +168,8 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
     def _reset_state(self, batch: int) -> None:
         self._s = [self._x] + [np.zeros((batch, n), dtype=self.dtype) for n in self.layers[1:]]
         self._zero = True  # the first sweep's bottom layer needs no product with the zero layer above
+        self._free: list[np.ndarray] | None = None  # the free equilibrium on these inputs, once settled
+        self._state_beta: float | None = None  # the nudging the state last settled under
 
     def _box(self, l: int) -> tuple[float, float]:
         return OUTPUT_BOX if l == self.L and not self.readout else HIDDEN_BOX

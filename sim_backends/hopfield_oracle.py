@@ -77,6 +77,9 @@ class HopfieldOracle:
     _y: np.ndarray | None
     _drive: np.ndarray | None
     _stale: bool
+    _free: list[np.ndarray] | None
+    _state_beta: float | None
+    _rho: float | None
 
     if TYPE_CHECKING:
 
@@ -93,6 +96,7 @@ class HopfieldOracle:
             yield
             return
         saved = (self.W, self.b, self._x, self._s, self._y, self._drive)
+        kept = (self._free, self._state_beta, self._rho)  # the free equilibrium and its contraction
         self.W = [None] + [w.astype(np.float64) for w in self.W[1:]]
         self.b = [None] + [v.astype(np.float64) for v in self.b[1:]]
         self.dtype, self._drive = np.dtype(np.float64), None
@@ -100,6 +104,7 @@ class HopfieldOracle:
             yield
         finally:
             self.W, self.b, self._x, self._s, self._y, self._drive = saved
+            self._free, self._state_beta, self._rho = kept
             self.dtype = np.dtype(np.float32)
             self._stale = True
 

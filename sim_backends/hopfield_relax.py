@@ -61,6 +61,10 @@ class Acceleration:
     """Heavy-ball acceleration of a relaxation (all numbers dimensionless).
 
     enabled: accelerate (False: plain block coordinate descent, sweep for sweep).
+    warm_start: a nudged phase whose beta is nearer 0 than the nudging the state last settled
+        under starts from the free equilibrium on the same inputs (the second phase of centered
+        nudging: half the distance). The same equilibrium; False keeps the state continuous from
+        phase to phase, as a device's is (finite settling, ``settle_sweeps``, depends on it).
     probe: plain sweeps' move ratios read to estimate the contraction rho, when no estimate
         from the free phase on the same inputs exists (the largest of the last ``probe`` is taken).
     margin: factor on the estimated rho for the step's design (an overestimate slows the fastest
@@ -71,6 +75,7 @@ class Acceleration:
     """
 
     enabled: bool = True
+    warm_start: bool = True
     probe: int = 2
     margin: float = 1.3
     rho_min: float = 0.05
@@ -214,6 +219,8 @@ class HopfieldRelaxation:
     _y: np.ndarray | None
     _rho: float | None
     _zero: bool
+    _free: list[np.ndarray] | None
+    _state_beta: float | None
     _classes: tuple[list[int], list[int]]
     _watched: int
     _WT: dict[int, tuple[np.ndarray, np.ndarray]]
@@ -244,6 +251,10 @@ class HopfieldRelaxation:
         force = self.readout and beta != 0.0
         inner = {l: np.empty_like(s[l]) for l in range(2, T)}  # s_(l+1) W_(l+1)^T of an inner layer
         zero, self._zero = self._zero, False
+        free, at = self._free, self._state_beta
+        if free is not None and at is not None and beta != 0.0 and abs(beta) < abs(beta - at):
+            if self.acceleration.warm_start:  # the free equilibrium is the nearer start (centered nudging)
+                s[1:] = [a.copy() for a in free]
 
         def target(l: int, pre: np.ndarray) -> None:
             """Layer l's exact minimiser given its neighbours, before the box, into ``pre``."""
@@ -281,6 +292,9 @@ class HopfieldRelaxation:
             self._rho = done.rho
         if not np.isfinite(done.residual):
             raise RelaxationError("the state became non-finite during relaxation; check the parameters")
+        self._state_beta = beta
+        if beta == 0.0 and done.residual <= tol:
+            self._free = [a.copy() for a in s[1:]]
         return self._settled(done.sweeps, done.residual, tol)
 
     def _transposes(self) -> list[Any]:

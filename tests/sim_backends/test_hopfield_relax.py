@@ -104,3 +104,33 @@ def test_bad_acceleration_settings_are_refused():
         Acceleration(margin=0.5)
     with pytest.raises(ConfigurationError, match="rho_max < 1"):
         Acceleration(rho_max=1.0)
+
+
+def test_the_second_centered_phase_starts_from_the_free_equilibrium():
+    (warm, _), x, y = pair(tol=1e-12, max_sweeps=10_000)
+    cold = HopfieldSubstrate((12, 40, 6), seed=0, init_gain=0.6, tol=1e-12, max_sweeps=10_000)
+    cold.acceleration = Acceleration(warm_start=False)
+    cold.set_parameters(warm.parameters())
+    starts = {}
+    for sub in (warm, cold):
+        sub.clamp(x)
+        sub.relax()
+        starts[sub] = {"free": sub.state()}
+        sub.nudge(-0.5, y)
+        sub.relax()
+        starts[sub]["beta1"] = sub.state()
+    W, b = warm.W, warm.b
+
+    def plain_sweep(s):  # one plain sweep at beta = 0.5 from state s
+        s1 = np.clip(x @ W[1] + s[2] @ W[2].T + b[1], 0, 1)
+        return np.clip((s1 @ W[2] + b[2] + 0.5 * y) / 1.5, -1, 2)
+
+    for sub, start in ((warm, "free"), (cold, "beta1")):
+        sub.nudge(0.5, y)
+        sub.max_sweeps = 1
+        sub.relax()
+        assert np.allclose(sub.state()[2], plain_sweep(starts[sub][start]), atol=1e-12)
+        sub.max_sweeps = 10_000
+    sweeps = {sub: phases(sub, x, y)[-1][0] for sub in (warm, cold)}
+    assert np.abs(warm.state()[2] - cold.state()[2]).max() <= 1e-10
+    assert sweeps[warm] <= sweeps[cold]
