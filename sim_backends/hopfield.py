@@ -206,7 +206,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
     def _input_drive(self) -> np.ndarray:
         """``x W_1 + b_1``, computed once per clamp and change of W_1 or b_1."""
         if self._drive is None:
-            self._drive = self._x @ self.W[1]
+            self._drive = np.dot(self._x, self.W[1])
             self._drive += self.b[1]
         return self._drive
 

@@ -264,15 +264,15 @@ class HopfieldRelaxation:
                     np.copyto(pre, drive1)
                     zero = False
                 elif T > 1:
-                    np.matmul(s[2], WT[2], out=pre)
+                    np.dot(s[2], WT[2], out=pre)
                     pre += drive1
                 else:
                     np.copyto(pre, drive1)
             else:
-                np.matmul(s[l - 1], W_out if l == L else W[l], out=pre)
+                np.dot(s[l - 1], W_out if l == L else W[l], out=pre)
                 pre += b_out if l == L else b[l]
                 if l < T:
-                    pre += np.matmul(s[l + 1], WT[l + 1], out=inner[l])
+                    pre += np.dot(s[l + 1], WT[l + 1], out=inner[l])
             if force and l == T:
                 err = predict(s[T], W[L], b[L])
                 err -= y
