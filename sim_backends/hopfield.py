@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aeqprop.errors import ConfigurationError
+from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 from sim_backends.hopfield_oracle import HopfieldOracle
@@ -154,6 +154,8 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
         self._targets: tuple[object, np.ndarray] = (None, np.empty((0, layers[-1])))  # (y given, y checked)
         self._stale = True
         self.total_sweeps = 0
+        self._reach: dict[str, float] = {}  # bounds on max |theta| per tensor, kept by the release
+        self._x_l1: float | None = None
         self.acceleration = acceleration if acceleration is not None else Acceleration()
         self._rho: float | None = None  # the plain contraction measured by the free phase on the clamped x
         self._WT: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -183,7 +185,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
         x = self._array("x", x, (None, self.info.n_inputs))
         self.info.check_batch(x.shape[0])
         self._x = x
-        self._drive = None
+        self._drive, self._x_l1 = None, None
         self._rho = None
         self._reset_state(x.shape[0])
         if self._y is not None and self._y.shape[0] != x.shape[0]:
@@ -258,6 +260,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
             )
             target = self.W if name[0] == "W" else self.b
             target[int(name[1:])] = kept
+            self._reach.pop(name, None)
             if name in ("W1", "b1"):
                 self._drive = None
         self._stale = True
@@ -327,11 +330,14 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
             return super().release(duration)
         scale = 1.0 / s[0].shape[0]
         target = {}
+        growth = {}  # bounds on max |theta' - theta|, per tensor where one is cheap
         for l in range(1, self.T + 1):
             if s[l - 1] is s_h[l - 1]:  # the same clamped x: x^T s_1' - x^T s_1 = x^T (s_1' - s_1)
                 d = s[l] - s_h[l]
                 d *= self.eps[f"W{l}"] * scale
                 w = s[l - 1].T @ d
+                # |x^T d|_ij <= sum_b |x_bi| |d_bj| <= max_i ||x_:i||_1 max |d|
+                growth[f"W{l}"] = self._column_l1() * float(np.max(np.abs(d)))
             else:
                 w = s[l - 1].T @ (s[l] * (self.eps[f"W{l}"] * scale))
                 w -= s_h[l - 1].T @ (s_h[l] * (self.eps[f"W{l}"] * scale))
@@ -344,12 +350,36 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
             now_g = readout_gradients(s[T], self.W[L], self.b[L], self._y, self._beta)
             for k, name in enumerate((f"W{L}", f"b{L}")):
                 target[name] = theta[name] + self.eps[name] * (held_g[k] - now_g[k])
-        for name, value in target.items():  # fresh finite arrays (the state is checked in relax): clip in place
-            clip_ufunc(value, *self.info.parameter_bounds[name], out=value)
+        for name, value in target.items():  # fresh arrays: clipped in place, unless provably inside
+            self._reach[name] = self._keep_inside(name, value, self._reach.get(name), growth.get(name))
             (self.W if name[0] == "W" else self.b)[int(name[1:])] = value
         self._drive, self._stale = None, True
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _keep_inside(self, name: str, value: np.ndarray, reach: float | None, growth: float | None) -> float:
+        """Clip ``value`` (theta + a change) in place to its bounds; return a bound on its max |entry|.
+
+        ``reach`` bounds max |theta| and ``growth`` max |change|: when their sum is inside the box,
+        nothing is read (a pass over a large tensor saved on most steps); else the extremes are read,
+        the tensor clipped if it must be, and the bound made exact again.
+        """
+        lo, hi = self.info.parameter_bounds[name]
+        if reach is not None and growth is not None and reach + growth <= min(-lo, hi):
+            return reach + growth
+        low, high = float(value.min()), float(value.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise RelaxationError(f"refusing non-finite values for parameter {name}")
+        if low < lo or high > hi:
+            clip_ufunc(value, lo, hi, out=value)
+            low, high = max(low, lo), min(high, hi)
+        return max(-low, high)
+
+    def _column_l1(self) -> float:
+        """``max_i sum_b |x_bi|`` of the clamped inputs (kept with the drive, per clamp)."""
+        if self._x_l1 is None:
+            self._x_l1 = float(np.max(np.abs(self._x).sum(axis=0)))
+        return self._x_l1
 
     def close(self) -> None:
         """Nothing to switch off in simulation; removes nudging."""
