@@ -26,6 +26,8 @@ from sim_backends.hopfield import HopfieldSubstrate
 from sim_backends.hopfield_relax import Acceleration
 
 BACKPROP = "numpy backprop MLP (same net, SGD lr = 0.1)"
+#: The two methods whose steps are equal in exact arithmetic (ALGORITHMS.md section 3, short release)
+TWINS = ("Aeqprop, centered (b = 1, eps = 0.1, native homeostasis)", "EqProp, centered (b = 0.5, lr = 0.1)")
 
 
 def sklearn_mlp(data, hidden: int, seed: int) -> float:
@@ -80,6 +82,7 @@ def main(argv=None) -> None:
     seconds = {name: [] for name in methods}
     bp_seconds = {"float64": [], "float32": []}
     clocks = {name: PhaseClock() for name in methods}
+    twins: list[float] = []  # largest |theta_Aeqprop - theta_EqProp| per seed
     for seed in args.seeds:
         data = load_dataset("digits", seed=seed)
         trainers = {}
@@ -104,6 +107,8 @@ def main(argv=None) -> None:
             print(f"  seed {seed}: {name}: {records[name].test_accuracy:.2%}", file=sys.stderr)
         acc["scikit-learn MLPClassifier (adam)"].append(sklearn_mlp(data, args.hidden, seed))
         acc[BACKPROP].append(bp.accuracy(data.x_test, data.labels_test))
+        a, e = (trainers[name].substrate.parameters() for name in TWINS)
+        twins.append(max(float(np.max(np.abs(a[n] - e[n]))) for n in a))
 
     cmd = "python benchmarks/core.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
@@ -114,6 +119,7 @@ def main(argv=None) -> None:
     print("|---|---|---|")
     for name, values in acc.items():
         print(f"| {name} | {np.mean(values):.2%} | {' / '.join(f'{v:.2%}' for v in values)} |")
+    print(f"\n{TWINS[0]} and {TWINS[1]}: largest difference of their final parameters {max(twins):.1e}")
     print(
         "\nTime of one training epoch (median over epochs and seeds); each epoch's ratio is to the numpy "
         "backprop epoch of the same precision run just before it:\n"
