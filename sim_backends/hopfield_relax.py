@@ -37,8 +37,8 @@ resumed from a checkpoint repeats it bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -84,6 +84,27 @@ class Acceleration:
     def __post_init__(self) -> None:
         if self.probe < 1 or self.margin < 1.0 or not (0.0 <= self.rho_min < self.rho_max < 1.0):
             raise ConfigurationError(f"{self}: need probe >= 1, margin >= 1 and 0 <= rho_min < rho_max < 1")
+
+    @classmethod
+    def of(cls, value: Acceleration | Mapping[str, Any] | bool | None) -> Acceleration:
+        """Settings from a substrate option: an Acceleration, a dict of its fields (a run
+        config's ``acceleration = {enabled = false}``), True / None (the defaults) or False
+        (plain block coordinate descent from phase to phase, sweep for sweep)."""
+        if value is None or value is True:
+            return cls()
+        if value is False:
+            return cls(enabled=False, warm_start=False)
+        if isinstance(value, Acceleration):
+            return value
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - {f.name for f in fields(cls)})
+            if unknown:
+                raise ConfigurationError(
+                    f"acceleration has no setting {', '.join(map(repr, unknown))}; "
+                    f"valid: {', '.join(f.name for f in fields(cls))}"
+                )
+            return cls(**value)
+        raise ConfigurationError(f"acceleration={value!r}: give true, false or a table of its settings")
 
     def coefficients(self, rho: float | None) -> tuple[float, float] | None:
         """(alpha, gamma) of the heavy-ball step for an estimated contraction ``rho``, or None

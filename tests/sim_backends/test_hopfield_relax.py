@@ -134,3 +134,15 @@ def test_the_second_centered_phase_starts_from_the_free_equilibrium():
     sweeps = {sub: phases(sub, x, y)[-1][0] for sub in (warm, cold)}
     assert np.abs(warm.state()[2] - cold.state()[2]).max() <= 1e-10
     assert sweeps[warm] <= sweeps[cold]
+
+
+def test_acceleration_from_a_run_config():
+    assert HopfieldSubstrate((4, 5, 3), acceleration=False).acceleration == Acceleration(
+        enabled=False, warm_start=False
+    )
+    assert HopfieldSubstrate((4, 5, 3), acceleration={"margin": 1.5}).acceleration.margin == 1.5
+    assert HopfieldSubstrate((4, 5, 3)).acceleration == Acceleration()
+    with pytest.raises(ConfigurationError, match="no setting 'omega'; valid: enabled, warm_start"):
+        HopfieldSubstrate((4, 5, 3), acceleration={"omega": 1.5})
+    with pytest.raises(ConfigurationError, match="give true, false or a table"):
+        HopfieldSubstrate((4, 5, 3), acceleration="fast")
