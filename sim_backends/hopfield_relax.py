@@ -26,12 +26,14 @@ plain step of block coordinate descent; a longer one with an estimate of ``rho``
 starts with ``s_(-1) = s_0`` (a first step over-relaxed by alpha). The
 acceleration is dropped for the rest of a call if the moves grow twice in a row.
 
-``rho`` is measured, not assumed: the ratio of the plain sweeps' largest moves.
-The free phase after a clamp measures it in its first sweeps; the nudged phases
-that follow on the same inputs take it as their estimate, divided by
-``1 + beta`` when beta < 0 (the output block's self-coupling), and start
-accelerated. Everything a call uses comes from the current clamp, so a run
-resumed from a checkpoint repeats it bit for bit.
+``rho`` is measured, not assumed: the ratio of the plain sweeps' largest moves
+(the step is designed for ``margin`` times it). The free phase after a clamp
+measures it in its first sweeps; the nudged phases that follow on the same
+inputs take it divided by ``1 + beta`` (the output block's self-coupling) and
+start accelerated. The second phase of centered nudging starts from the free
+equilibrium, nearer than the first phase's (``warm_start``). Everything a call
+uses comes from the current clamp, so a run resumed from a checkpoint repeats
+it bit for bit.
 """
 
 from __future__ import annotations
