@@ -84,7 +84,7 @@ def protocol_update(substrate: Any, protocol: TrainingProtocol, x: np.ndarray, y
     theta = substrate.parameters()
     knobs = substrate.knobs() if "aeqprop" in substrate.info.capabilities else None
     try:
-        return protocol.step(substrate, x, y).delta
+        return dict(protocol.step(substrate, x, y).delta)
     finally:
         substrate.set_parameters(theta)
         if knobs is not None:

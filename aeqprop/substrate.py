@@ -89,7 +89,7 @@ class StepReport:
 
     loss: float
     outputs: np.ndarray
-    delta: dict[str, np.ndarray]
+    delta: Mapping[str, np.ndarray]
     sweeps: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     round_trips: int = 0

@@ -23,8 +23,11 @@ from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
 from protocols.oracle_sgd import OracleSGD
 from sim_backends.hopfield import HopfieldSubstrate
+from sim_backends.hopfield_relax import Acceleration
 
 BACKPROP = "numpy backprop MLP (same net, SGD lr = 0.1)"
+#: The two methods whose steps are equal in exact arithmetic (ALGORITHMS.md section 3, short release)
+TWINS = ("Aeqprop, centered (b = 1, eps = 0.1, native homeostasis)", "EqProp, centered (b = 0.5, lr = 0.1)")
 
 
 def sklearn_mlp(data, hidden: int, seed: int) -> float:
@@ -43,12 +46,15 @@ class PhaseClock:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.sweeps: dict[str, int] = {}
         self.steps = 0
 
     def __call__(self, epoch, k, report) -> None:
         self.steps += 1
         for phase, s in report.seconds.items():
             self.seconds[phase] = self.seconds.get(phase, 0.0) + s
+        for phase, n in report.sweeps.items():
+            self.sweeps[phase] = self.sweeps.get(phase, 0) + n
 
 
 def main(argv=None) -> None:
@@ -61,11 +67,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
 
+    plain = Acceleration(enabled=False, warm_start=False)  # block coordinate descent, sweep for sweep
     methods = {
-        "Aeqprop, centered (b = 1, eps = 0.1, native homeostasis)": (lambda: Aeqprop(beta=1.0), "float64"),
-        "Aeqprop, same, float32": (lambda: Aeqprop(beta=1.0), "float32"),
-        "EqProp, centered (b = 0.5, lr = 0.1)": (lambda: EqProp(beta=0.5, lr=0.1), "float64"),
-        "oracle-gradient SGD (lr = 0.1)": (lambda: OracleSGD(lr=0.1), "float64"),
+        "Aeqprop, centered (b = 1, eps = 0.1, native homeostasis)": (lambda: Aeqprop(beta=1.0), "float64", None),
+        "Aeqprop, same, float32": (lambda: Aeqprop(beta=1.0), "float32", None),
+        "Aeqprop, same, plain sweeps (no acceleration, no warm start)": (lambda: Aeqprop(beta=1.0), "float64", plain),
+        "EqProp, centered (b = 0.5, lr = 0.1)": (lambda: EqProp(beta=0.5, lr=0.1), "float64", None),
+        "oracle-gradient SGD (lr = 0.1)": (lambda: OracleSGD(lr=0.1), "float64", None),
     }
     acc = {name: [] for name in methods}
     acc["scikit-learn MLPClassifier (adam)"] = []
@@ -74,11 +82,14 @@ def main(argv=None) -> None:
     seconds = {name: [] for name in methods}
     bp_seconds = {"float64": [], "float32": []}
     clocks = {name: PhaseClock() for name in methods}
+    twins: list[float] = []  # largest |theta_Aeqprop - theta_EqProp| per seed
     for seed in args.seeds:
         data = load_dataset("digits", seed=seed)
         trainers = {}
-        for name, (make, dtype) in methods.items():
-            sub = HopfieldSubstrate((64, args.hidden, 10), eps=0.1, seed=seed, tol=1e-3, dtype=dtype)
+        for name, (make, dtype, acceleration) in methods.items():
+            sub = HopfieldSubstrate(
+                (64, args.hidden, 10), eps=0.1, seed=seed, tol=1e-3, dtype=dtype, acceleration=acceleration
+            )
             trainers[name] = Trainer(sub, make(), data, epochs=args.epochs, batch_size=args.batch, seed=seed)
         bps = {dtype: BackpropMLP((64, args.hidden, 10), lr=0.1, seed=seed, dtype=dtype) for dtype in bp_seconds}
         bp = bps["float64"]
@@ -96,6 +107,8 @@ def main(argv=None) -> None:
             print(f"  seed {seed}: {name}: {records[name].test_accuracy:.2%}", file=sys.stderr)
         acc["scikit-learn MLPClassifier (adam)"].append(sklearn_mlp(data, args.hidden, seed))
         acc[BACKPROP].append(bp.accuracy(data.x_test, data.labels_test))
+        a, e = (trainers[name].substrate.parameters() for name in TWINS)
+        twins.append(max(float(np.max(np.abs(a[n] - e[n]))) for n in a))
 
     cmd = "python benchmarks/core.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
@@ -106,6 +119,7 @@ def main(argv=None) -> None:
     print("|---|---|---|")
     for name, values in acc.items():
         print(f"| {name} | {np.mean(values):.2%} | {' / '.join(f'{v:.2%}' for v in values)} |")
+    print(f"\n{TWINS[0]} and {TWINS[1]}: largest difference of their final parameters {max(twins):.1e}")
     print(
         "\nTime of one training epoch (median over epochs and seeds); each epoch's ratio is to the numpy "
         "backprop epoch of the same precision run just before it:\n"
@@ -118,14 +132,17 @@ def main(argv=None) -> None:
         print(f"| {name} | {np.median(seconds[name]):.4f} | {np.median(ratios[name]):.1f}x |")
     print("\nWhere a step's time goes (mean ms per step; 'other' is the protocol's own work and the trainer's):\n")
     phases = ["free", "beta1", "homeostasis", "beta2", "update"]
-    print("| method | " + " | ".join(phases) + " | other | total |")
-    print("|---|" + "---|" * (len(phases) + 2))
+    print("| method | " + " | ".join(phases) + " | other | total | sweeps per step (free / beta1 / beta2) |")
+    print("|---|" + "---|" * (len(phases) + 3))
     for name in methods:
         c = clocks[name]
         per = {p: c.seconds.get(p, 0.0) / c.steps * 1e3 for p in phases}
         total = float(np.sum(seconds[name])) / c.steps * 1e3
         cells = " | ".join(f"{per[p]:.3f}" if p in c.seconds else "-" for p in phases)
-        print(f"| {name} | {cells} | {total - sum(per.values()):.3f} | {total:.3f} |")
+        sweeps = " / ".join(
+            f"{c.sweeps[p] / c.steps:.1f}" if p in c.sweeps else "-" for p in ("free", "beta1", "beta2")
+        )
+        print(f"| {name} | {cells} | {total - sum(per.values()):.3f} | {total:.3f} | {sweeps} |")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ from protocols.base import (
     check_beta,
     check_nudging,
     check_variant,
-    difference,
     free_phase,
     round_trips,
+    step_change,
 )
 from protocols.homeostasis import FeedbackHomeostasis
 
@@ -186,7 +186,7 @@ class Aeqprop:
         report.record("beta2", released)
         substrate.nudge(0.0)
         assert theta is not None  # read in the free phase (native) or by the feedback loop
-        report.delta = difference(after, theta)
+        report.delta = step_change(after, theta)
         report.extra["reads"] = float(
             self.averages * 2 if self.homeostasis == "native" else report.extra["homeostasis_reads"] + self.averages
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -72,8 +72,37 @@ def difference(after: Mapping[str, np.ndarray], before: Mapping[str, np.ndarray]
     return {n: after[n] - before[n] for n in before}
 
 
-def sgd_update(substrate, gradients: Mapping[str, np.ndarray], lr: Mapping[str, float]) -> dict[str, np.ndarray]:
+def step_change(after: Mapping[str, np.ndarray], before: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """A step report's parameter change, ``after - before``. Between read-only snapshots (a substrate
+    that replaces its arrays instead of writing them, as the Hopfield network does) it is computed
+    when first read: the change is rarely read, and computing it is a pass over every parameter."""
+    if all(not a.flags.writeable for a in (*after.values(), *before.values())):
+        return Difference(after, before)
+    return difference(after, before)
+
+
+class Difference(Mapping[str, np.ndarray]):
+    """``after[n] - before[n]``, computed on first read of each tensor (the snapshots never change)."""
+
+    def __init__(self, after: Mapping[str, np.ndarray], before: Mapping[str, np.ndarray]):
+        self._after, self._before = after, before
+        self._done: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        d = self._done.get(name)
+        if d is None:
+            d = self._done[name] = self._after[name] - self._before[name]
+        return d
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._before)
+
+    def __len__(self) -> int:
+        return len(self._before)
+
+
+def sgd_update(substrate, gradients: Mapping[str, np.ndarray], lr: Mapping[str, float]) -> Mapping[str, np.ndarray]:
     """theta <- theta - lr * g, programmed through set_parameters (clipped to bounds). Returns the change."""
     theta = substrate.parameters()
     substrate.set_parameters({n: theta[n] - lr[n] * gradients[n] for n in gradients})
-    return difference(substrate.parameters(), theta)
+    return step_change(substrate.parameters(), theta)

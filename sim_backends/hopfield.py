@@ -20,14 +20,18 @@ written in place), so reading theta costs nothing; native homeostasis records
 the state it holds against and a one-update release applies
 ``theta' = theta + eps (dE/dtheta(s_beta1) - dE/dtheta(s_beta2))`` as one
 product per weight tensor (the first layer's as ``x^T (s_1' - s_1)``), the knobs
-being formed only if read. ``dtype="float32"`` halves memory traffic; the
-oracle always computes in float64.
+being formed only if read, the new arrays clipped in place. The sweeps are
+accelerated (heavy ball on the watched parity class, :mod:`sim_backends.hopfield_relax`):
+the same equilibria in about 40 % fewer sweeps; the box is the clip ufunc itself
+(a third of a sweep's time went to ``np.maximum`` and ``np.minimum``).
+``dtype="float32"`` halves memory traffic; the oracle always computes in float64.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +39,7 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 from sim_backends.hopfield_oracle import HopfieldOracle
+from sim_backends.hopfield_relax import Acceleration, HopfieldRelaxation, clip_ufunc
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
@@ -43,7 +48,7 @@ HIDDEN_BOX = (0.0, 1.0)
 OUTPUT_BOX = (-1.0, 2.0)
 
 
-class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
+class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
     """A batched layered Hopfield network, float64 (or float32) compute.
 
     Parameters
@@ -60,7 +65,12 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         or after ``max_sweeps`` sweeps. Only the smaller parity class of layers
         (odd or even) is watched: the other is an exact function of it, so it
         is settled once the watched one is (its next change is at most
-        ||W|| tol).
+        ||W|| tol). The last sweep is always a plain one.
+    acceleration:
+        Heavy-ball acceleration of the sweeps (:class:`~sim_backends.hopfield_relax.Acceleration`;
+        the default measures the contraction and accelerates; ``Acceleration(enabled=False)``
+        gives plain block coordinate descent; a dict of its fields, or True / False, from a
+        run config). Same equilibria, about 40 % fewer sweeps.
     seed, init_gain:
         Seed the initial parameters: Glorot-uniform weights times ``init_gain``
         (below about 0.7 the energy stays convex in the state at the start,
@@ -88,6 +98,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         max_joint_updates: int = 500,
         dtype: str = "float64",
         cost: str = "squared",
+        acceleration: Acceleration | Mapping[str, Any] | bool | None = None,
     ):
         layers = tuple(int(n) for n in layers)
         if len(layers) < 2 or min(layers) < 1:
@@ -111,7 +122,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         self.joint_rtol = float(joint_rtol)
         self.max_joint_updates = int(max_joint_updates)
         names = [f"{k}{l}" for l in range(1, self.L + 1) for k in ("W", "b")]
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for l in range(1, self.L + 1):
             shapes[f"W{l}"] = (layers[l - 1], layers[l])
             shapes[f"b{l}"] = (layers[l],)
@@ -133,7 +144,8 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         ]
         self.b = [None] + [np.zeros(layers[l], dtype=self.dtype) for l in range(1, self.L + 1)]
         self.W = [None] + [np.clip(w, -bound, bound).astype(self.dtype) for w in self.W[1:]]
-        self._held = None  # native homeostasis not yet turned into knob values (see homeostasis)
+        # native homeostasis not yet turned into knob values (see homeostasis): theta, state, beta, y
+        self._held: tuple[dict[str, np.ndarray], list[np.ndarray], float, np.ndarray | None] | None = None
         self._u = self.parameters()
         self._x = np.zeros((1, layers[0]), dtype=self.dtype)
         self._drive: np.ndarray | None = None  # x W_1 + b_1 for the clamped x and current W_1, b_1
@@ -141,12 +153,27 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         self._reset_state(1)
         self._beta = 0.0
         self._y: np.ndarray | None = None
+        self._targets: tuple[object, np.ndarray] = (None, np.empty((0, layers[-1])))  # (y given, y checked)
         self._stale = True
         self.total_sweeps = 0
+        self._reach: dict[str, float] = {}  # bounds on max |theta| per tensor, kept by the release
+        self._x_l1: float | None = None
+        self.acceleration = Acceleration.of(acceleration)
+        self._rho: float | None = None  # the plain contraction measured by the free phase on the clamped x
+        self._WT: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._boxes: dict[np.dtype, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        # Each parity class is an exact function of the other, so when the smaller class stops
+        # moving the sweep is at a fixed point: only its change is measured.
+        odd, even = list(range(1, self.T + 1, 2)), list(range(2, self.T + 1, 2))
+        self._classes = (odd, even)
+        self._watched = 1 if 0 < sum(layers[l] for l in even) <= sum(layers[l] for l in odd) else 0
 
     # -- state ----------------------------------------------------------------
     def _reset_state(self, batch: int) -> None:
         self._s = [self._x] + [np.zeros((batch, n), dtype=self.dtype) for n in self.layers[1:]]
+        self._zero = True  # the first sweep's bottom layer needs no product with the zero layer above
+        self._free: list[np.ndarray] | None = None  # the free equilibrium on these inputs, once settled
+        self._state_beta: float | None = None  # the nudging the state last settled under
 
     def _box(self, l: int) -> tuple[float, float]:
         return OUTPUT_BOX if l == self.L and not self.readout else HIDDEN_BOX
@@ -160,7 +187,8 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         x = self._array("x", x, (None, self.info.n_inputs))
         self.info.check_batch(x.shape[0])
         self._x = x
-        self._drive = None
+        self._drive, self._x_l1 = None, None
+        self._rho = None
         self._reset_state(x.shape[0])
         if self._y is not None and self._y.shape[0] != x.shape[0]:
             self._beta, self._y = 0.0, None
@@ -172,76 +200,19 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         if beta != 0.0 and y is None:
             raise ConfigurationError("nudge with beta != 0 needs a target y")
         if y is not None:
-            y = self._array("y", y, (self._x.shape[0], self.info.n_outputs))
+            seen, checked = self._targets
+            if y is not seen or checked.shape[0] != self._x.shape[0]:  # a step nudges twice toward one y
+                self._targets = (y, self._array("y", y, (self._x.shape[0], self.info.n_outputs)))
+            y = self._targets[1]
         self._beta, self._y = beta, y
         self._stale = True
 
     def _input_drive(self) -> np.ndarray:
         """``x W_1 + b_1``, computed once per clamp and change of W_1 or b_1."""
         if self._drive is None:
-            self._drive = self._x @ self.W[1]
+            self._drive = np.dot(self._x, self.W[1])
             self._drive += self.b[1]
         return self._drive
-
-    def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
-        """Settle the state by exact block coordinate descent (odd layers, then even)."""
-        s, W, b, L, T = self._s, self.W, self.b, self.L, self.T
-        beta, y = self._beta, self._y
-        drive1 = self._input_drive()
-        # the output block, (s_(L-1) W_L + b_L + beta y) / (1 + beta), as one product and one sum
-        W_out, b_out = W[L], b[L]
-        squared = beta != 0.0 and not self.readout
-        if squared:
-            W_out, b_out = W[L] / (1.0 + beta), (b[L] + beta * y) / (1.0 + beta)
-        if L == 1 and squared:
-            drive1 = (drive1 + beta * y) / (1.0 + beta)
-        # with the readout, the top energy layer feels -beta (p - y) W_r^T, taken at its current state
-        force = self.readout and beta != 0.0
-        # preallocated buffers: a sweep allocates nothing; a layer's new state swaps with its old one
-        new = [None] + [np.empty_like(a) for a in s[1:]]
-        WT = [None, None] + [np.ascontiguousarray(w.T) for w in W[2:]]
-        odd, even = list(range(1, T + 1, 2)), list(range(2, T + 1, 2))
-        # Each parity class is an exact function of the other, so when the smaller class stops
-        # moving the sweep is at a fixed point: only its change is measured.
-        watched = set(even if 0 < sum(self.layers[l] for l in even) <= sum(self.layers[l] for l in odd) else odd)
-        plan = [(l, *self._box(l), l in watched) for l in odd + even]
-        diff = {l: np.empty_like(s[l]) for l in watched}
-        change = np.inf
-        sweeps = 0
-        while sweeps < max_sweeps:
-            sweeps += 1
-            change = 0.0
-            for l, lo, hi, watch in plan:
-                pre = new[l]
-                if l == 1:
-                    if T > 1:
-                        np.matmul(s[2], WT[2], out=pre)
-                        pre += drive1
-                    else:
-                        np.copyto(pre, drive1)
-                else:
-                    np.matmul(s[l - 1], W_out if l == L else W[l], out=pre)
-                    pre += b_out if l == L else b[l]
-                    if l < T:
-                        pre += s[l + 1] @ WT[l + 1]
-                if force and l == T:
-                    err = predict(s[T], W[L], b[L])
-                    err -= y
-                    err *= beta
-                    pre -= err @ WT[L]
-                np.maximum(pre, lo, out=pre)  # the box, as two ufuncs (np.clip's wrapper costs more)
-                np.minimum(pre, hi, out=pre)
-                if watch:
-                    d = diff[l]
-                    np.subtract(pre, s[l], out=d)
-                    np.abs(d, out=d)
-                    change = max(change, float(d.max()))
-                new[l], s[l] = s[l], pre
-            if not np.isfinite(change):
-                raise RelaxationError("the state became non-finite during relaxation; check the parameters")
-            if change <= tol:
-                break
-        return self._settled(sweeps, change, tol)
 
     def outputs(self) -> np.ndarray:
         """The output units, or with the readout the class probabilities."""
@@ -266,6 +237,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         for l in range(1, self.T + 1):
             e += 0.5 * np.sum(s[l] ** 2) - np.sum((s[l - 1] @ W[l]) * s[l]) - np.sum(s[l] @ b[l])
         if self._beta != 0.0:
+            assert self._y is not None  # nudge refuses beta != 0 without a target
             if self.readout:
                 return float(e / s[0].shape[0]) + self._beta * cross_entropy(self.outputs(), self._y)
             e += self._beta * 0.5 * np.sum((s[self.L] - self._y) ** 2)
@@ -290,6 +262,7 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
             )
             target = self.W if name[0] == "W" else self.b
             target[int(name[1:])] = kept
+            self._reach.pop(name, None)
             if name in ("W1", "b1"):
                 self._drive = None
         self._stale = True
@@ -318,6 +291,8 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
         return out
 
     # -- floating parameters (capability "aeqprop"): see sim_backends.floating --
+    _knobs: dict[str, np.ndarray]
+
     @property
     def _u(self) -> dict[str, np.ndarray]:
         """The knobs; a pending native homeostasis is turned into values on first read."""
@@ -357,11 +332,14 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
             return super().release(duration)
         scale = 1.0 / s[0].shape[0]
         target = {}
+        growth = {}  # bounds on max |theta' - theta|, per tensor where one is cheap
         for l in range(1, self.T + 1):
             if s[l - 1] is s_h[l - 1]:  # the same clamped x: x^T s_1' - x^T s_1 = x^T (s_1' - s_1)
                 d = s[l] - s_h[l]
                 d *= self.eps[f"W{l}"] * scale
                 w = s[l - 1].T @ d
+                # |x^T d|_ij <= sum_b |x_bi| |d_bj| <= max_i ||x_:i||_1 max |d|
+                growth[f"W{l}"] = self._column_l1() * float(np.max(np.abs(d)))
             else:
                 w = s[l - 1].T @ (s[l] * (self.eps[f"W{l}"] * scale))
                 w -= s_h[l - 1].T @ (s_h[l] * (self.eps[f"W{l}"] * scale))
@@ -374,9 +352,36 @@ class HopfieldSubstrate(HopfieldOracle, FloatingParameters):
             now_g = readout_gradients(s[T], self.W[L], self.b[L], self._y, self._beta)
             for k, name in enumerate((f"W{L}", f"b{L}")):
                 target[name] = theta[name] + self.eps[name] * (held_g[k] - now_g[k])
-        self._assign(target, copy=False)
+        for name, value in target.items():  # fresh arrays: clipped in place, unless provably inside
+            self._reach[name] = self._keep_inside(name, value, self._reach.get(name), growth.get(name))
+            (self.W if name[0] == "W" else self.b)[int(name[1:])] = value
+        self._drive, self._stale = None, True
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _keep_inside(self, name: str, value: np.ndarray, reach: float | None, growth: float | None) -> float:
+        """Clip ``value`` (theta + a change) in place to its bounds; return a bound on its max |entry|.
+
+        ``reach`` bounds max |theta| and ``growth`` max |change|: when their sum is inside the box,
+        nothing is read (a pass over a large tensor saved on most steps); else the extremes are read,
+        the tensor clipped if it must be, and the bound made exact again.
+        """
+        lo, hi = self.info.parameter_bounds[name]
+        if reach is not None and growth is not None and reach + growth <= min(-lo, hi):
+            return reach + growth
+        low, high = float(value.min()), float(value.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise RelaxationError(f"refusing non-finite values for parameter {name}")
+        if low < lo or high > hi:
+            clip_ufunc(value, lo, hi, out=value)
+            low, high = max(low, lo), min(high, hi)
+        return max(-low, high)
+
+    def _column_l1(self) -> float:
+        """``max_i sum_b |x_bi|`` of the clamped inputs (kept with the drive, per clamp)."""
+        if self._x_l1 is None:
+            self._x_l1 = float(np.max(np.abs(self._x).sum(axis=0)))
+        return self._x_l1
 
     def close(self) -> None:
         """Nothing to switch off in simulation; removes nudging."""

@@ -10,11 +10,13 @@ are only of the sizes of layers 2..L.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aeqprop.substrate import check_array
+from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.readout import cross_entropy, predict
 
 
@@ -62,13 +64,39 @@ def implicit_gradient(W: list, s: list, boxes: list, dC_ds: np.ndarray) -> dict[
 class HopfieldOracle:
     """Capability "oracle" of :class:`~sim_backends.hopfield.HopfieldSubstrate` (a mixin)."""
 
+    # provided by the host class
+    info: SubstrateInfo
+    dtype: np.dtype
+    readout: bool
+    L: int
+    T: int
+    W: list[Any]  # W[l] for l = 1..L (W[0] is None)
+    b: list[Any]
+    _x: np.ndarray
+    _s: list[np.ndarray]
+    _y: np.ndarray | None
+    _drive: np.ndarray | None
+    _stale: bool
+    _free: list[np.ndarray] | None
+    _state_beta: float | None
+    _rho: float | None
+
+    if TYPE_CHECKING:
+
+        def clamp(self, x: np.ndarray) -> None: ...
+        def nudge(self, beta: float, y: np.ndarray | None = None) -> None: ...
+        def outputs(self) -> np.ndarray: ...
+        def _relax(self, tol: float, max_sweeps: int) -> RelaxReport: ...
+        def _box(self, l: int) -> tuple[float, float]: ...
+
     @contextmanager
-    def _float64(self):
+    def _float64(self) -> Iterator[None]:
         """Compute in float64 for the duration (the oracle), whatever the substrate's dtype."""
         if self.dtype == np.float64:
             yield
             return
         saved = (self.W, self.b, self._x, self._s, self._y, self._drive)
+        kept = (self._free, self._state_beta, self._rho)  # the free equilibrium and its contraction
         self.W = [None] + [w.astype(np.float64) for w in self.W[1:]]
         self.b = [None] + [v.astype(np.float64) for v in self.b[1:]]
         self.dtype, self._drive = np.dtype(np.float64), None
@@ -76,6 +104,7 @@ class HopfieldOracle:
             yield
         finally:
             self.W, self.b, self._x, self._s, self._y, self._drive = saved
+            self._free, self._state_beta, self._rho = kept
             self.dtype = np.dtype(np.float32)
             self._stale = True
 

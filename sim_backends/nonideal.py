@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import RelaxReport
+from sim_backends.hopfield_relax import Acceleration
 
 STREAMS = ("read", "program", "drift", "variability", "stuck")
 
@@ -128,6 +129,9 @@ class NonidealSubstrate:
                     f"settle_sweeps needs a substrate with a sweep budget (max_sweeps); {type(substrate).__name__} has none"
                 )
             substrate.max_sweeps = min(int(substrate.max_sweeps), cfg.settle_sweeps)
+            if hasattr(substrate, "acceleration"):  # a device settles by its own physics: plain sweeps, from
+                # where the state is, so a budget of sweeps means the same on every substrate
+                substrate.acceleration = Acceleration.of(False)
         self._writes = self.factor is not None or any(
             (cfg.program_noise, cfg.write_nonlinearity, cfg.write_asymmetry, cfg.levels, cfg.stuck)
         )

@@ -295,3 +295,24 @@ def test_a_release_is_physics_not_a_programming_write(interior_net):
         assert written.std() == pytest.approx(noise, rel=0.2, abs=1e-12)
     for n in moved[0.0]:
         assert np.array_equal(moved[0.0][n], moved[1e-3][n])
+
+
+def test_finite_settling_runs_plain_sweeps():
+    # settle_sweeps models a device that settles by its own dynamics: the budget counts plain block
+    # coordinate descent sweeps, without the simulation's heavy-ball acceleration or warm start
+    from sim_backends.hopfield import HopfieldSubstrate
+
+    x = np.random.default_rng(0).uniform(0, 1, (4, 8))
+    outputs = {}
+    for name, sub in {
+        "device": NonidealSubstrate(HopfieldSubstrate((8, 12, 12, 3), seed=0), settle_sweeps=5),
+        "plain": HopfieldSubstrate((8, 12, 12, 3), seed=0, acceleration=False, max_sweeps=5),
+        "accelerated": HopfieldSubstrate((8, 12, 12, 3), seed=0, max_sweeps=5),
+    }.items():
+        sub.clamp(x)
+        sub.relax()  # the free phase (where the accelerated sweeps measure their rate)
+        sub.nudge(-0.5, np.eye(3)[[0, 1, 2, 0]])
+        sub.relax()
+        outputs[name] = sub.outputs()
+    assert np.array_equal(outputs["device"], outputs["plain"])
+    assert not np.array_equal(outputs["accelerated"], outputs["plain"])  # the budget would mean more
