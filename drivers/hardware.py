@@ -36,11 +36,23 @@ EventHook = Callable[[str, str], None]
 class Driver(Protocol):
     """What the substrate asks of an instrument driver: ScpiInstrument, BoardInstrument, or a test's fake.
 
+    Optional: ``prepare()`` (the profile's set-up, run at start) and ``safe()`` (the instrument's own
+    safe command, run at close), looked up by name.
+
     Example: ``inst.exchange(sets=[(1001, 0.5)], trigger=True, reads=[3001, 3002])`` -> ``array([0.12, 0.4])``
     (channel units, V or A); ``inst.source_levels([1001])`` -> ``array([0.5])``.
     """
 
     transport: Transport
+
+    @property
+    def address(self) -> str: ...
+
+    def errors(self) -> list[str]: ...
+
+    def output(self, channels: Sequence[int], on: bool) -> None: ...
+
+    def set_compliance(self, ch: int, value: float) -> None: ...
 
     def exchange(
         self,
