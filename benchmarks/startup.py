@@ -4,7 +4,8 @@ Each command is a fresh interpreter, run from the repository root (so this tree'
 one imported); the commands are run in turn, ``--repeats`` rounds, and the median wall time of each
 is printed with its ratio to the other two. The ratios are the figures: contention on the
 machine slows all alike. `python -c "import typer"` is shown as the floor of a typer CLI. Also lists which slow modules (pyvisa, serial, matplotlib, scipy,
-dask) `aeqprop --help` imported: none is expected.
+dask) `aeqprop --help` imported: none is expected. Last, the time from the imports done to the help
+printed, with typer's eager build of the command tree and with the console script's lazy one.
 
 The bytecode of this tree's modules (cli.py, aeqprop/) is written first, as pip writes it for an
 installed package (and as the warm-up round would, unless PYTHONDONTWRITEBYTECODE is set): the
@@ -68,6 +69,34 @@ def slow_imports() -> list[str]:
     return json.loads(out.stderr.strip().splitlines()[-1])
 
 
+BUILD_PROBE = """
+import contextlib, io, sys, time
+import typer.main
+import cli
+t0 = time.perf_counter()
+group = cli.lazy_group(cli.app) if sys.argv[1] == "lazy" else typer.main.get_command(cli.app)
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        group.main(["--help"], prog_name="aeqprop")
+    except SystemExit:
+        pass
+print(time.perf_counter() - t0)
+"""
+
+
+def build_and_help(repeats: int) -> dict[str, float]:
+    """Median s from the imports done to the help printed, each build in a fresh interpreter: typer's
+    eager build of the whole tree, and the console script's lazy one (``cli.lazy_group``)."""
+    times: dict[str, list[float]] = {"eager": [], "lazy": []}
+    for _ in range(repeats):
+        for kind in times:
+            out = subprocess.run(
+                [sys.executable, "-c", BUILD_PROBE, kind], cwd=ROOT, capture_output=True, text=True, check=True
+            )
+            times[kind].append(float(out.stdout.strip().splitlines()[-1]))
+    return {kind: statistics.median(t) for kind, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="rounds of the commands (median taken)")
@@ -88,6 +117,12 @@ def main() -> None:
         print(f"| {name:<28} | {1e3 * m:>11.0f} | {m / base:>16.2f} | {m / imp:>16.2f} |")
     print(f"aeqprop --help / import aeqprop: {med['aeqprop --help'] / imp:.2f} (aim 2.00 or less)")
     print(f"slow modules imported by aeqprop --help: {', '.join(slow_imports()) or 'none'}")
+    build = build_and_help(args.repeats)
+    print(f"\nbuilding the commands and printing the help, after the imports; median of {args.repeats}")
+    print(f"| {'build':<46} | {'ms':>5} |")
+    print(f"|{'-' * 48}|{'-' * 7}|")
+    print(f"| {'eager: typer.main.get_command(app)':<46} | {1e3 * build['eager']:>5.1f} |")
+    print(f"| {'lazy: cli.lazy_group(app), the console script':<46} | {1e3 * build['lazy']:>5.1f} |")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ class BoardInstrument:
 
     def exchange(
         self,
-        sets: Sequence[tuple[int, float]] = (),
+        sets: Sequence[tuple[int, float] | Pulse] = (),
         *,
         kind: str = "voltage",
         trigger: bool = False,

@@ -17,44 +17,83 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from aeqprop.errors import ConfigurationError, InstrumentError, RelaxationError, SafetyLimitError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from drivers.safe_state import ramp, safe_all, start_safely
 from drivers.scpi import Pulse
-from drivers.wiring import Group, WiringMap
+from drivers.transport import Transport
+from drivers.wiring import Group, Hold, Instrument, Limits, WiringMap
 
 EventHook = Callable[[str, str], None]
 
 
-def open_instrument(spec, on_event: EventHook | None = None):
+class Driver(Protocol):
+    """What the substrate asks of an instrument driver: ScpiInstrument, BoardInstrument, or a test's fake.
+
+    Optional: ``prepare()`` (the profile's set-up, run at start) and ``safe()`` (the instrument's own
+    safe command, run at close), looked up by name.
+
+    Example: ``inst.exchange(sets=[(1001, 0.5)], trigger=True, reads=[3001, 3002])`` -> ``array([0.12, 0.4])``
+    (channel units, V or A); ``inst.source_levels([1001])`` -> ``array([0.5])``.
+    """
+
+    transport: Transport
+
+    @property
+    def address(self) -> str: ...
+
+    def errors(self) -> list[str]: ...
+
+    def output(self, channels: Sequence[int], on: bool) -> None: ...
+
+    def set_compliance(self, ch: int, value: float) -> None: ...
+
+    def exchange(
+        self,
+        sets: Sequence[tuple[int, float] | Pulse] = (),
+        *,
+        kind: str = "voltage",
+        trigger: bool = False,
+        pulse: tuple[int, float] | Pulse | None = None,
+        reads: Sequence[int] = (),
+        read_kind: str = "voltage",
+    ) -> np.ndarray | None: ...
+
+    def source_levels(self, channels: Sequence[int], kind: str = "voltage") -> np.ndarray: ...
+
+
+def open_instrument(spec: Instrument, on_event: EventHook | None = None) -> Driver:
     """A driver (ScpiInstrument or BoardInstrument) for one wiring-map instrument, opened."""
     from drivers.board import BoardInstrument
     from drivers.scpi import ScpiInstrument
     from drivers.transport import open_transport
 
-    options = dict(
+    options: dict[str, object] = dict(
         timeout=spec.timeout,
         write_timeout=spec.write_timeout,
         min_interval=spec.min_interval,
         retries=spec.retries,
         on_event=on_event,
     )
-    if "::" in spec.address:
+    visa = "::" in spec.address  # a VISA resource, else a serial port
+    if visa:
         options["backend"] = spec.backend
     else:
         options["baudrate"] = spec.baudrate
-    transport = open_transport(spec.address, **options)
+    transport = open_transport(spec.address, kind="visa" if visa else "serial", **options)
     return BoardInstrument(transport) if spec.profile == "board" else ScpiInstrument(transport, spec.profile)
 
 
 class _Role:
     """A resolved group: instrument name, channels, scale, limits, last commanded channel values."""
 
-    def __init__(self, name: str, group: Group, count: int):
+    def __init__(self, name: str, group: Group, count: int) -> None:
         self.name, self.group = name, group
         self.inst = group.instrument
         self.channels = group.resolve(count, name)
@@ -62,10 +101,19 @@ class _Role:
         self.limits = group.limits
         self.level = np.full(count, np.nan)  # last commanded, channel units
 
-    def check(self, values: np.ndarray) -> np.ndarray:
+    @property
+    def source_limits(self) -> Limits:
+        """The limits of a source role (the wiring map refuses a source without them)."""
+        if self.limits is None:
+            raise ConfigurationError(
+                f"{self.name} is not a source (no limits in the wiring map); nothing is written to it"
+            )
+        return self.limits
+
+    def check(self, values: ArrayLike) -> np.ndarray:
         """Channel values for substrate values, refused (SafetyLimitError) past the range."""
         v = np.asarray(values, dtype=np.float64).ravel() * self.scale
-        lo, hi = self.limits.range
+        lo, hi = self.source_limits.range
         bad = np.flatnonzero(~np.isfinite(v) | (v < lo) | (v > hi))
         if bad.size:
             i = int(bad[0])
@@ -84,7 +132,9 @@ class InstrumentSubstrate:
     receives transport faults and retries and the substrate's own events.
     """
 
-    def __init__(self, wiring: WiringMap, instruments: Mapping | None = None, on_event: EventHook | None = None):
+    def __init__(
+        self, wiring: WiringMap, instruments: Mapping[str, Driver] | None = None, on_event: EventHook | None = None
+    ) -> None:
         self.wiring = w = wiring
         self.on_event = on_event
         shapes = {n: tuple(p.shape) for n, p in w.parameters.items()}
@@ -92,20 +142,20 @@ class InstrumentSubstrate:
             n_inputs=w.n_inputs,
             n_outputs=w.n_outputs,
             parameter_shapes=shapes,
-            parameter_bounds={n: tuple(p.bounds) for n, p in w.parameters.items()},
+            parameter_bounds={n: (p.bounds[0], p.bounds[1]) for n, p in w.parameters.items()},
             max_batch=1,
             capabilities=w.capabilities(),
             description=w.description or "instrument substrate",
         )
         self.roles: dict[str, _Role] = {name: _Role(name, g, n) for name, g, n in w.groups()}
-        self._pending: list[tuple[_Role, np.ndarray]] = []
+        self._pending: list[tuple[_Role, np.ndarray | Pulse]] = []  # a Pulse goes out in its place
         self._outputs: np.ndarray | None = None
         self._gradients: dict[str, np.ndarray] | None = None
         self._prefetch = False
         self._knobs: dict[str, np.ndarray] | None = None
         self._programmed: dict[str, np.ndarray] = {}
         self._closed = False
-        self.instruments = dict(instruments or {})
+        self.instruments: dict[str, Driver] = dict(instruments or {})
         try:
             for name, spec in w.instruments.items():
                 if name not in self.instruments:
@@ -114,7 +164,7 @@ class InstrumentSubstrate:
         except BaseException:
             self.close()
             raise
-        self._settle = max([w.relax.settle] + [r.limits.settle for r in self._sources()])
+        self._settle = max([w.relax.settle] + [r.source_limits.settle for r in self._sources()])
         self._finalizer = weakref.finalize(self, InstrumentSubstrate._safe_all, self.instruments, self.roles)
 
     # -- start and stop -------------------------------------------------------------
@@ -125,11 +175,11 @@ class InstrumentSubstrate:
         return [r for name, r in self.roles.items() if name in self.wiring.source_roles()]
 
     @staticmethod
-    def _safe_all(instruments, roles) -> list[str]:
+    def _safe_all(instruments: Mapping[str, Driver], roles: Mapping[str, _Role]) -> list[str]:
         return safe_all(instruments, roles)
 
     @staticmethod
-    def _ramp(inst, role: _Role, target: np.ndarray) -> None:
+    def _ramp(inst: Driver, role: _Role, target: np.ndarray) -> None:
         ramp(inst, role, target)
 
     def close(self) -> None:
@@ -153,15 +203,15 @@ class InstrumentSubstrate:
     def __enter__(self) -> InstrumentSubstrate:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- writing and reading ----------------------------------------------------------
-    def _queue(self, role: _Role, values: np.ndarray) -> None:
+    def _queue(self, role: _Role, values: ArrayLike) -> None:
         if self._closed:
             raise InstrumentError("the substrate is closed; build a new one to continue")
         v = role.check(values)
-        lim = role.limits
+        lim = role.source_limits
         start = np.where(np.isfinite(role.level), role.level, 0.0)
         if lim.max_step and np.max(np.abs(v - start)) > lim.max_step:
             self._flush()
@@ -173,7 +223,7 @@ class InstrumentSubstrate:
         self._gradients = None
 
     def _flush(
-        self, trigger: bool = False, pulse: tuple[_Role, Pulse] | None = None, reads: list[_Role] = ()
+        self, trigger: bool = False, pulse: tuple[_Role, Pulse] | None = None, reads: Sequence[_Role] = ()
     ) -> dict[str, np.ndarray]:
         """Send pending writes (+ pulse, trigger, reads), one exchange per instrument; readings per role."""
         pending, self._pending = self._pending, []
@@ -185,9 +235,9 @@ class InstrumentSubstrate:
             or any(r.inst == n for r in reads)
             or (pulse and pulse[0].inst == n)
         ]
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for n in names:
-            sets: list = []
+            sets: list[tuple[int, float] | Pulse] = []
             for r, v in pending:
                 if r.inst == n:
                     sets.extend([v] if isinstance(v, Pulse) else zip(r.channels, v))
@@ -197,6 +247,10 @@ class InstrumentSubstrate:
             p = pulse[1] if pulse and pulse[0].inst == n else None
             kind = kinds.pop() if len(kinds) == 1 else "voltage"
             values = self.instruments[n].exchange(sets=sets, kind=kind, trigger=trigger, pulse=p, reads=chs)
+            if values is None:
+                if chs:
+                    raise InstrumentError(f"{n} returned no readings for channels {chs}; check its driver's exchange")
+                continue
             i = 0
             for r in mine:
                 out[r.name] = np.asarray(values[i : i + len(r.channels)]) / r.scale
@@ -344,8 +398,7 @@ class InstrumentSubstrate:
         """
         self._need("aeqprop")
         t0 = time.perf_counter()
-        hold = self.wiring.hold
-        role = self.roles["hold"]
+        hold, role = self._hold_line()
         report = RelaxReport(sweeps=1)
         seconds = None if duration is None else self._release_seconds(duration)
         if seconds is not None and hold.release == "pulse":
@@ -363,9 +416,15 @@ class InstrumentSubstrate:
         report.seconds = time.perf_counter() - t0
         return report
 
+    def _hold_line(self) -> tuple[Hold, _Role]:
+        """The hold line's settings and its role (wired wherever the capability "aeqprop" is)."""
+        if self.wiring.hold is None:
+            raise ConfigurationError("no hold line is wired; add [hold] to the wiring map to release the parameters")
+        return self.wiring.hold, self.roles["hold"]
+
     def _release_seconds(self, duration: float) -> float:
         """A release of ``duration`` units in s, checked against the hold line's level and ``max_seconds``."""
-        hold, role = self.wiring.hold, self.roles["hold"]
+        hold, role = self._hold_line()
         role.check([hold.release_level])
         seconds = float(duration) * hold.time_scale
         if not (0.0 <= seconds <= hold.max_seconds):
@@ -384,7 +443,7 @@ class InstrumentSubstrate:
         Without a pulsing hold line or a readout it is exactly those two calls.
         """
         self._need("aeqprop")
-        hold, role = self.wiring.hold, self.roles["hold"]
+        hold, role = self._hold_line()
         keys = [f"parameters.{n}.readout" for n in self.info.parameter_shapes]
         if hold.release != "pulse" or not all(k in self.roles for k in keys):
             return self.release(duration), self.parameters()
@@ -416,9 +475,10 @@ class InstrumentSubstrate:
         in order with the other writes; otherwise the level and then 0 in two messages, so firmware that
         latches a whole message at once still sees the edge.
         """
-        if "homeostasis" not in self.roles:
+        line = self.wiring.homeostasis
+        if "homeostasis" not in self.roles or line is None:
             raise ConfigurationError("no homeostasis line is wired; use Aeqprop(homeostasis='feedback')")
-        role, line = self.roles["homeostasis"], self.wiring.homeostasis
+        role = self.roles["homeostasis"]
         level = role.check([line.level])[0]
         if getattr(self.instruments[role.inst], "can_pulse", False):
             if self._closed:

@@ -10,24 +10,30 @@ still off; only then are outputs switched on. Nothing past a limit is ever sent 
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from drivers.board import BoardReset
 from drivers.transport import NoAnswer
 
+if TYPE_CHECKING:
+    from drivers.hardware import Driver, _Role
+    from drivers.wiring import Limits
+
 EventHook = Callable[[str, str], None]
 
 
-def safe_level(limits) -> float:
+def safe_level(limits: Limits) -> float:
     """The level a channel rests at: 0 clipped into the channel's range (V or A)."""
     lo, hi = limits.range
     return float(min(max(0.0, lo), hi))
 
 
-def start_safely(instruments: Mapping, roles, on_event: EventHook | None = None) -> int:
+def start_safely(instruments: Mapping[str, Driver], roles: Sequence[_Role], on_event: EventHook | None = None) -> int:
     """Outputs off, compliances set, levels read back and brought within range, then outputs on.
 
     ``roles``: the source roles (drivers.hardware._Role). Returns the number of channels that were outside
@@ -44,14 +50,15 @@ def start_safely(instruments: Mapping, roles, on_event: EventHook | None = None)
             inst.output(channels[name], False)
     moved = 0
     for role in roles:
-        inst = instruments[role.inst]
-        for ch in role.channels if role.limits.compliance else ():
-            inst.set_compliance(ch, role.limits.compliance)
+        inst, lim = instruments[role.inst], role.source_limits
+        if lim.compliance:
+            for ch in role.channels:
+                inst.set_compliance(ch, lim.compliance)
         level = np.asarray(inst.source_levels(role.channels, role.group.kind), float)
-        lo, hi = role.limits.range
+        lo, hi = lim.range
         bad = ~np.isfinite(level) | (level < lo) | (level > hi)
         if bad.any():
-            target = safe_level(role.limits)
+            target = safe_level(lim)
             inst.exchange(sets=[(ch, target) for ch, b in zip(role.channels, bad) if b], kind=role.group.kind)
             if on_event is not None:
                 i = int(np.flatnonzero(bad)[0])
@@ -68,22 +75,24 @@ def start_safely(instruments: Mapping, roles, on_event: EventHook | None = None)
     return moved
 
 
-def ramp(inst, role, target: np.ndarray) -> None:
+def ramp(inst: Driver, role: _Role, target: np.ndarray) -> None:
     """Move a role's channels to ``target`` (channel units) in steps of at most max_step, at ramp_rate."""
-    lim = role.limits
+    lim = role.source_limits
     start = np.where(np.isfinite(role.level), role.level, 0.0)
     n = 1
+    pause = 0.0  # s between steps
     if lim.max_step:
         n = max(1, int(np.ceil(np.max(np.abs(target - start)) / lim.max_step - 1e-12)))
+        pause = lim.max_step / lim.ramp_rate if lim.ramp_rate else 0.0
     for k in range(1, n + 1):
         v = start + (target - start) * (k / n)
         inst.exchange(sets=list(zip(role.channels, v)), kind=role.group.kind)
-        if k < n and lim.ramp_rate:
-            time.sleep(lim.max_step / lim.ramp_rate)
+        if k < n and pause:
+            time.sleep(pause)
     role.level = target.copy()
 
 
-def safe_all(instruments: Mapping, roles: Mapping) -> list[str]:
+def safe_all(instruments: Mapping[str, Driver], roles: Mapping[str, _Role]) -> list[str]:
     """The safe state on every instrument; returns what could not be confirmed, never raises.
 
     Order: (1) the hold line of every instrument to 0, so the parameters are held everywhere before
@@ -95,7 +104,7 @@ def safe_all(instruments: Mapping, roles: Mapping) -> list[str]:
     failures: list[str] = []
     dead: set[str] = set()
 
-    def attempt(name: str, step) -> None:
+    def attempt(name: str, step: Callable[[], object]) -> None:
         if name in dead:
             return
         inst = instruments[name]
@@ -109,8 +118,8 @@ def safe_all(instruments: Mapping, roles: Mapping) -> list[str]:
         except Exception as exc:
             failures.append(f"{name} ({inst.address}): {exc}")
 
-    def zero(name: str, role) -> Callable[[], None]:
-        return lambda: ramp(instruments[name], role, np.full(len(role.channels), safe_level(role.limits)))
+    def zero(name: str, role: _Role) -> Callable[[], None]:
+        return lambda: ramp(instruments[name], role, np.full(len(role.channels), safe_level(role.source_limits)))
 
     sources = [r for n, r in roles.items() if r.limits is not None and not n.endswith(".program")]
     for role in sources:  # (1) every hold line first
@@ -123,7 +132,7 @@ def safe_all(instruments: Mapping, roles: Mapping) -> list[str]:
                 attempt(name, zero(name, role))
         chs = [c for r in roles.values() if r.inst == name and r.limits is not None for c in r.channels]
         if chs:
-            attempt(name, lambda inst=inst, chs=chs: inst.output(chs, False))
+            attempt(name, functools.partial(inst.output, chs, False))
         if hasattr(inst, "safe"):
             attempt(name, inst.safe)
         try:

@@ -133,7 +133,7 @@ class ScpiInstrument:
     # -- the workhorse ---------------------------------------------------------------
     def exchange(
         self,
-        sets: Sequence[tuple[int, float]] = (),
+        sets: Sequence[tuple[int, float] | Pulse] = (),
         *,
         kind: str = "voltage",
         trigger: bool = False,
@@ -148,7 +148,8 @@ class ScpiInstrument:
         """
         p = self.profile
         template = p.set_voltage if kind == "voltage" else p.set_current
-        commands, acting = [], set()
+        commands: list[str] = []
+        acting: set[int] = set()
         for item in sets:
             if isinstance(item, Pulse):
                 acting.add(len(commands))

@@ -23,14 +23,17 @@ This protocol never calls energy_gradients nor the oracle.
 from __future__ import annotations
 
 import time
-from typing import cast
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import AeqpropSubstrate, HomeostasisSubstrate, StepReport, require
+from aeqprop.substrate import StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages, release_and_read
 from protocols.base import (
+    as_aeqprop,
+    as_homeostasis,
     check_beta,
     check_nudging,
     check_variant,
@@ -42,6 +45,13 @@ from protocols.homeostasis import FeedbackHomeostasis
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}
 HOMEOSTASIS = ("native", "feedback")
+
+
+@runtime_checkable
+class Compliant(Protocol):
+    """A simulated substrate's compliance per tensor. Example: ``sub.eps == {"W1": 0.5, "b1": 0.5}``."""
+
+    eps: Mapping[str, float]
 
 
 class Aeqprop:
@@ -76,7 +86,7 @@ class Aeqprop:
         homeostasis_probe: float = 1.0,
         homeostasis_probes: int = 12,
         calibrate: bool = True,
-    ):
+    ) -> None:
         self.beta = check_beta(beta)
         self.variant = check_variant(variant, VARIANTS, "aeqprop")
         check_nudging(self.betas(), f"aeqprop {variant}")
@@ -104,7 +114,7 @@ class Aeqprop:
             probes=homeostasis_probes,
         )
 
-    def calibrate(self, substrate, x, y) -> dict | None:
+    def calibrate(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
         """Measure the substrate for the feedback loop and apply the choices (see protocols.calibration).
 
         Returns the record (a JSON-able dict with a one-line ``summary``) or None when this protocol
@@ -115,17 +125,17 @@ class Aeqprop:
             return None
         from protocols.calibration import Calibrator, apply
 
-        cal = Calibrator().run(substrate, x, y, self.betas())
+        cal = Calibrator().run(as_aeqprop(substrate, "aeqprop calibration"), x, y, self.betas())
         apply(cal, self, substrate)
         return {**cal.to_dict(), "summary": cal.summary()}
 
-    def apply_calibration(self, substrate, record: dict) -> None:
+    def apply_calibration(self, substrate: Substrate, record: dict[str, Any]) -> None:
         """Put a recorded calibration back into effect (eps on a simulation, the loop's settings)."""
         from protocols.calibration import Calibration, apply
 
         apply(Calibration.from_dict({k: v for k, v in record.items() if k != "summary"}), self, substrate)
 
-    def resume_after(self, extra: dict) -> None:
+    def resume_after(self, extra: dict[str, float]) -> None:
         """Restore what the feedback loop carries between steps from the last step's report extras."""
         if "homeostasis_next_probe" in extra:
             self.feedback.probe = float(extra["homeostasis_next_probe"])
@@ -134,16 +144,20 @@ class Aeqprop:
         lo, hi = VARIANTS[self.variant]
         return lo * self.beta, hi * self.beta
 
-    def expected_rates(self, substrate) -> dict[str, float]:
+    def expected_rates(self, substrate: Substrate) -> dict[str, float]:
         """First-order learning rate per tensor, ``eps (beta2 - beta1)`` times the release fraction.
 
         Reads the substrate's ``eps`` (simulation): for checks only, never during a step.
         """
+        if not isinstance(substrate, Compliant):
+            raise ConfigurationError(
+                f"aeqprop's expected rates read the compliance eps of a simulation; {type(substrate).__name__} has none"
+            )
         beta1, beta2 = self.betas()
         fraction = 1.0 if self.release is None else min(self.release, 1.0)
         return {n: e * (beta2 - beta1) * fraction for n, e in substrate.eps.items()}
 
-    def step(self, substrate: AeqpropSubstrate, x, y) -> StepReport:  # refused below unless it claims aeqprop
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         require(
             substrate,
             self.requires,
@@ -151,6 +165,7 @@ class Aeqprop:
             if self.homeostasis == "feedback"
             else "aeqprop with native homeostasis (else --homeostasis feedback)",
         )
+        substrate = as_aeqprop(substrate, "aeqprop")
         beta1, beta2 = self.betas()
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)
@@ -162,7 +177,7 @@ class Aeqprop:
             report.record("beta1", substrate.relax())
         t0 = time.perf_counter()
         if self.homeostasis == "native":
-            cast(HomeostasisSubstrate, substrate).homeostasis()  # required when native (see __init__)
+            as_homeostasis(substrate, "aeqprop").homeostasis()  # required when native (see __init__)
         else:
             loop = self.feedback(substrate)
             theta = loop.reference  # theta is held from the free phase on: its reads serve as the start

@@ -34,15 +34,22 @@ when the calibration started (within the loop's noise floor).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aeqprop.substrate import AeqpropSubstrate
 from protocols.averaging import averaged
 from protocols.base import difference
 from protocols.homeostasis import FeedbackHomeostasis, LoopSettings, rms
+
+if TYPE_CHECKING:
+    from protocols.aeqprop import Aeqprop
+
+Read = Callable[[], dict[str, np.ndarray]]  # one averaged read of theta
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,8 @@ def used_gain(cal: Calibration, max_error: float = CalibrationSettings.gain_erro
     }
 
 
-def _settable_eps(substrate) -> dict | None:
+def _settable_eps(substrate: object) -> dict[str, float] | None:
+    """A simulation's compliance eps per tensor, changed in place; None where it cannot be set."""
     eps = getattr(substrate, "eps", None)
     return eps if isinstance(eps, dict) else None
 
@@ -181,10 +189,10 @@ class Calibrator:
     Example: ``Calibrator().run(substrate, x, y, betas=(-0.5, 0.5))``.
     """
 
-    def __init__(self, settings: CalibrationSettings = CalibrationSettings()):
+    def __init__(self, settings: CalibrationSettings = CalibrationSettings()) -> None:
         self.settings = settings
 
-    def run(self, substrate, x: np.ndarray, y: np.ndarray, betas: tuple[float, float]) -> Calibration:
+    def run(self, substrate: AeqpropSubstrate, x: np.ndarray, y: np.ndarray, betas: tuple[float, float]) -> Calibration:
         cfg = self.settings
         cal = Calibration(beta=(float(betas[0]), float(betas[1])))
         substrate.clamp(x)
@@ -199,7 +207,7 @@ class Calibrator:
         m = int(min(64, max(1, math.ceil((cfg.kick_sigmas * sigma / cfg.kick) ** 2))))  # reads per averaged read
         kick = max(cfg.kick, cfg.kick_sigmas * sigma / math.sqrt(m))
 
-        def read():
+        def read() -> dict[str, np.ndarray]:
             return averaged(substrate.parameters, m)
 
         hold = FeedbackHomeostasis(max_iter=60, probe=0.25, averages=m, on_cap="hold", probes=8)
@@ -292,7 +300,15 @@ class Calibrator:
         cal.probes = hold.settings.transient + estimates
         return cal
 
-    def _asymmetry(self, substrate, signs, kick, m, read, cal) -> dict[str, float]:
+    def _asymmetry(
+        self,
+        substrate: AeqpropSubstrate,
+        signs: dict[str, np.ndarray],
+        kick: float,
+        m: int,
+        read: Read,
+        cal: Calibration,
+    ) -> dict[str, float]:
         """Per tensor, how much larger an upward move is than a downward one under the same knob offset.
 
         A probe at the holding knob measures the held point's drift; then a probe under a knob offset
@@ -330,7 +346,15 @@ class Calibrator:
                 out[n] = float(np.clip((rise + fall) / (rise - fall), -cfg.max_asymmetry, cfg.max_asymmetry))
         return out
 
-    def _stiffness(self, substrate, signs, kick, m, read, cal) -> tuple[float, dict[str, float]]:
+    def _stiffness(
+        self,
+        substrate: AeqpropSubstrate,
+        signs: dict[str, np.ndarray],
+        kick: float,
+        m: int,
+        read: Read,
+        cal: Calibration,
+    ) -> tuple[float, dict[str, float]]:
         """k from a power iteration of -eps H under a fixed knob; the tensors' shares of the stiff direction."""
         cfg = self.settings
         u = substrate.knobs()
@@ -349,7 +373,7 @@ class Calibrator:
 
         # The first ratio is a Rayleigh quotient over the random kick; later ones approach the largest
         # eigenvalue, until units cross their box bounds (the net is piecewise linear): take the largest.
-        def norm(d):
+        def norm(d: dict[str, np.ndarray]) -> float:
             return math.sqrt(sum(float(np.sum(v * v)) for v in d.values()))
 
         pairs = [(norm(b) / norm(a), j + 1) for j, (a, b) in enumerate(pairwise(moves)) if norm(a) > 0]
@@ -399,7 +423,7 @@ def choose_probe(
     return best, estimates(best), True
 
 
-def apply(cal: Calibration, protocol, substrate) -> None:
+def apply(cal: Calibration, protocol: Aeqprop, substrate: object) -> None:
     """Put a calibration's choices into effect: eps (if settable), and the feedback loop's probe,
     gain and averaged reads. Used after a calibration and when a run resumes from its record."""
     eps = _settable_eps(substrate)

@@ -20,12 +20,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import EqPropSubstrate, RelaxReport, StepReport, require
-from protocols.base import check_beta, check_nudging, difference, free_phase, rates
+from aeqprop.substrate import RelaxReport, StepReport, Substrate, require
+from protocols.base import as_eqprop, check_beta, check_nudging, difference, free_phase, rates
+
+
+@runtime_checkable
+class SweepBudgeted(Protocol):
+    """A settable cap on relaxation sweeps (simulated substrates). Example: ``sub.max_sweeps = 1``
+    makes each ``relax()`` one sweep."""
+
+    max_sweeps: int
 
 
 class ContinualEqProp:
@@ -41,7 +50,7 @@ class ContinualEqProp:
 
     def __init__(
         self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.01, max_steps: int | None = None, seed: int = 0
-    ):
+    ) -> None:
         self.beta = check_beta(beta)
         check_nudging((0.0, self.beta), "continual eqprop")
         self.lr = lr
@@ -49,44 +58,45 @@ class ContinualEqProp:
             raise ConfigurationError(f"max_steps={max_steps}: must be >= 1")
         self.max_steps = None if max_steps is None else int(max_steps)
 
-    def expected_rates(self, substrate) -> dict[str, float]:
+    def expected_rates(self, substrate: Substrate) -> dict[str, float]:
         """First-order learning rate per tensor: the summed update is ``-lr * g_hat`` (positive EqProp)."""
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def step(self, substrate: EqPropSubstrate, x, y) -> StepReport:  # refused below unless it claims eqprop
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         require(substrate, self.requires, "continual eqprop")
-        if not hasattr(substrate, "max_sweeps"):
+        if not isinstance(substrate, SweepBudgeted):
             raise ConfigurationError(
                 "continual eqprop needs single relaxation sweeps: the substrate has no max_sweeps setting"
             )
+        sub = as_eqprop(substrate, "continual eqprop")  # substrate: its sweep budget; sub: the contract
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
-        report.loss, report.outputs, _ = free_phase(substrate, x, y, report)
-        theta0 = substrate.parameters()
+        report.loss, report.outputs, _ = free_phase(sub, x, y, report)
+        theta0 = sub.parameters()
         lr = rates(self.lr, theta0)
         scale = {n: lr[n] / self.beta for n in lr}
-        g_prev = substrate.energy_gradients()
-        cap, tol = int(substrate.max_sweeps), float(getattr(substrate, "tol", 0.0))
+        g_prev = sub.energy_gradients()
+        cap, tol = int(substrate.max_sweeps), float(getattr(sub, "tol", 0.0))
         steps = self.max_steps or cap
         total, converged = RelaxReport(), False
         t0 = time.perf_counter()
-        substrate.nudge(self.beta, y)
+        sub.nudge(self.beta, y)
         substrate.max_sweeps = 1
         try:
             for _ in range(steps):
-                rep = substrate.relax()  # one sweep; the state is now settled "as is"
+                rep = sub.relax()  # one sweep; the state is now settled "as is"
                 total = total + rep
-                g = substrate.energy_gradients()  # read before reprogramming (which marks the state stale)
-                theta = substrate.parameters()
-                substrate.set_parameters({n: theta[n] - scale[n] * (g[n] - g_prev[n]) for n in theta})
+                g = sub.energy_gradients()  # read before reprogramming (which marks the state stale)
+                theta = sub.parameters()
+                sub.set_parameters({n: theta[n] - scale[n] * (g[n] - g_prev[n]) for n in theta})
                 g_prev = g
                 if rep.residual <= tol:
                     converged = True
                     break
         finally:
             substrate.max_sweeps = cap
-            substrate.nudge(0.0)
+            sub.nudge(0.0)
         total.seconds = time.perf_counter() - t0
         report.record("nudged", total)
         report.extra["nudged_converged"] = float(converged)
-        report.delta = difference(substrate.parameters(), theta0)
+        report.delta = difference(sub.parameters(), theta0)
         return report

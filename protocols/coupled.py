@@ -27,8 +27,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import EqPropSubstrate, StepReport, require
-from protocols.base import check_beta, free_phase, rates, sgd_update
+from aeqprop.substrate import StepReport, Substrate, require
+from protocols.base import as_eqprop, check_beta, free_phase, rates, sgd_update
 
 
 class CoupledLearning:
@@ -43,7 +43,7 @@ class CoupledLearning:
 
     def __init__(
         self, eta: float = 0.5, lr: float | Mapping[str, float] = 0.1, clamp_beta: float = 1000.0, seed: int = 0
-    ):
+    ) -> None:
         eta = float(eta)
         if not (np.isfinite(eta) and 0.0 < eta <= 1.0):
             raise ConfigurationError(f"eta={eta}: the clamping fraction must be in (0, 1]")
@@ -51,11 +51,12 @@ class CoupledLearning:
         self.clamp_beta = check_beta(clamp_beta)
         self.lr = lr
 
-    def expected_rates(self, substrate) -> dict[str, float]:
+    def expected_rates(self, substrate: Substrate) -> dict[str, float]:
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def step(self, substrate: EqPropSubstrate, x, y) -> StepReport:  # refused below unless it claims eqprop
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         require(substrate, self.requires, "coupled learning")
+        substrate = as_eqprop(substrate, "coupled learning")
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         report.loss, report.outputs, _ = free_phase(substrate, x, y, report)
         g_free = substrate.energy_gradients()

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aeqprop.substrate import EqPropSubstrate, StepReport, require
+from aeqprop.substrate import EqPropSubstrate, StepReport, Substrate, require
 from protocols.averaging import averaged, check_averages
 from protocols.base import (
+    as_eqprop,
     check_beta,
     check_nudging,
     check_variant,
@@ -51,7 +52,7 @@ class EqProp:
         variant: str = "centered",
         seed: int = 0,
         averages: int = 1,
-    ):
+    ) -> None:
         self.beta = check_beta(beta)
         self.averages = check_averages(averages)
         self.lr = lr
@@ -69,15 +70,17 @@ class EqProp:
         lo, hi = pair
         return lo * self.beta, hi * self.beta
 
-    def expected_rates(self, substrate) -> dict[str, float]:
+    def expected_rates(self, substrate: Substrate) -> dict[str, float]:
         """Learning rate per tensor: the update is ``-lr * g_hat``."""
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def estimate(self, substrate: EqPropSubstrate, x, y, report: StepReport | None = None):
+    def estimate(
+        self, substrate: EqPropSubstrate, x: np.ndarray, y: np.ndarray, report: StepReport | None = None
+    ) -> tuple[dict[str, np.ndarray], float, np.ndarray]:
         """Return (g_hat, loss, outputs), leaving the parameters untouched."""
         beta1, beta2 = self.betas()
         loss, o, _ = free_phase(substrate, x, y, report)
-        grads = {}
+        grads: dict[str, dict[str, np.ndarray]] = {}
         if 0.0 in (beta1, beta2):  # measured at the free equilibrium, before any nudging
             free = averaged(substrate.energy_gradients, self.averages)
         for phase, beta in (("beta1", beta1), ("beta2", beta2)):
@@ -93,8 +96,9 @@ class EqProp:
         substrate.nudge(0.0)
         return g_hat, loss, o
 
-    def step(self, substrate: EqPropSubstrate, x, y) -> StepReport:  # refused below unless it claims eqprop
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         require(substrate, self.requires, "eqprop")
+        substrate = as_eqprop(substrate, "eqprop")
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         trips = round_trips(substrate)
         g_hat, report.loss, report.outputs = self.estimate(substrate, x, y, report)
@@ -107,7 +111,9 @@ class EqProp:
         report.round_trips = round_trips(substrate) - trips
         return report
 
-    def _averaged_update(self, substrate, g_hat, lr) -> dict[str, np.ndarray]:
+    def _averaged_update(
+        self, substrate: EqPropSubstrate, g_hat: dict[str, np.ndarray], lr: dict[str, float]
+    ) -> dict[str, np.ndarray]:
         """sgd_update with theta read ``averages`` times before and after programming."""
         theta = averaged(substrate.parameters, self.averages)
         substrate.set_parameters({n: theta[n] - lr[n] * g_hat[n] for n in g_hat})

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
+from aeqprop.substrate import AeqpropSubstrate
 from protocols.averaging import averaged, check_averages, release_and_read
 from protocols.base import difference
 
@@ -92,6 +93,11 @@ def rms(d: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(float(np.einsum("i,i->", v.ravel(), v.ravel())) for v in d.values()) / max(n, 1)))
 
 
+def _mean(arrays: list[np.ndarray]) -> np.ndarray:
+    """The mean of equally shaped arrays, summed in order (as ``sum(arrays) / len(arrays)``)."""
+    return np.asarray(sum(arrays)) / len(arrays)
+
+
 def stiffness_from_growth(rho: float) -> float:
     """The stiffness k from the loop's error growth rho per full-length probe.
 
@@ -144,7 +150,7 @@ class FeedbackHomeostasis:
         on_cap: str = "raise",
         probes: int = 12,
         settings: LoopSettings = LoopSettings(),
-    ):
+    ) -> None:
         if not (isinstance(atol, (int, float)) and atol >= 0):
             raise ConfigurationError(f"homeostasis atol={atol!r}: must be a number >= 0 (theta units)")
         if not (rtol > 0 and max_iter >= 1 and 0 < probe <= 1):
@@ -167,18 +173,20 @@ class FeedbackHomeostasis:
         # knob dither, used only once a release is quantized; made here so a checkpoint always holds its state
         self.dither = np.random.default_rng(0)
 
-    def __call__(self, substrate, reference: dict[str, np.ndarray] | None = None) -> HomeostasisReport:
+    def __call__(
+        self, substrate: AeqpropSubstrate, reference: dict[str, np.ndarray] | None = None
+    ) -> HomeostasisReport:
         """Run the loop; ``reference``: the theta to hold (default: theta as read now)."""
         cfg, m = self.settings, self.averages
 
-        def read():
+        def read() -> dict[str, np.ndarray]:
             return averaged(substrate.parameters, m)
 
         # the reference: two reads (their difference measures the noise floor when not calibrated), or
         # as many as the calibration asked for (one on a quiet device)
         refs = [read() for _ in range(2 if self.read_noise is None else self.reference_reads)]
         first = refs[0]
-        ref = {n: sum(r[n] for r in refs) / len(refs) for n in first} if reference is None else reference
+        ref = {n: _mean([r[n] for r in refs]) for n in first} if reference is None else reference
         if self.read_noise is None:
             per_tensor = {n: rms({n: refs[1][n] - first[n]}) / np.sqrt(2.0) * np.sqrt(m) for n in first}
         else:
@@ -260,7 +268,7 @@ class FeedbackHomeostasis:
         # Each estimate errs by about k times theta's offset when it was taken (the slope-1 assumption),
         # so average only those taken within the tolerance (the noise floor), past the transient.
         last = [h for j, (h, ok) in enumerate(zip(holds, settled)) if ok and j >= cfg.transient] or holds[-1:]
-        substrate.set_knobs({n: sum(h[n] for h in last) / len(last) for n in u})
+        substrate.set_knobs({n: _mean([h[n] for h in last]) for n in u})
         self.probe = p if runaway else min(self.max_probe, p * cfg.recover)
         report.probe, report.tolerance = p, float("nan") if tol is None else tol  # set by the first probe
         return report

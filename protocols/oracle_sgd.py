@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aeqprop.substrate import OracleSubstrate, StepReport, require
-from protocols.base import rates, sgd_update
+from aeqprop.substrate import StepReport, Substrate, require
+from protocols.base import as_eqprop, as_oracle, rates, sgd_update
 
 
 class OracleSGD:
@@ -22,18 +22,18 @@ class OracleSGD:
     description = "SGD on the true gradient (implicit differentiation); simulation baseline"
     requires = frozenset({"eqprop", "oracle"})
 
-    def __init__(self, lr: float | Mapping[str, float] = 0.1, seed: int = 0):
+    def __init__(self, lr: float | Mapping[str, float] = 0.1, seed: int = 0) -> None:
         self.lr = lr
 
-    def expected_rates(self, substrate) -> dict[str, float]:
+    def expected_rates(self, substrate: Substrate) -> dict[str, float]:
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def step(self, substrate: OracleSubstrate, x, y) -> StepReport:  # refused below unless it claims oracle
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         require(substrate, self.requires, self.name)
         t0 = time.perf_counter()
-        grad = substrate.true_gradient(x, y)
+        grad = as_oracle(substrate, self.name).true_gradient(x, y)
         o = substrate.outputs()
         report = StepReport(loss=float(0.5 * np.sum((o - y) ** 2) / len(o)), outputs=o, delta={})
         report.seconds["free"] = time.perf_counter() - t0
-        report.delta = sgd_update(substrate, grad, rates(self.lr, grad))
+        report.delta = sgd_update(as_eqprop(substrate, self.name), grad, rates(self.lr, grad))
         return report

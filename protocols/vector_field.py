@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -52,20 +52,20 @@ class VectorFieldEqProp:
     description = "Vector-field EqProp: (1/beta)(s_i^beta - s_i^0) s_j^0, for dynamics without an energy"
     requires: frozenset[str] = frozenset()
 
-    def __init__(self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.1, seed: int = 0):
+    def __init__(self, beta: float = 0.5, lr: float | Mapping[str, float] = 0.1, seed: int = 0) -> None:
         self.beta = check_beta(beta)
         check_nudging((0.0, self.beta), "vector-field eqprop")
         self.lr = lr
 
-    def expected_rates(self, substrate) -> dict[str, float]:
+    def expected_rates(self, substrate: Substrate) -> dict[str, float]:
         return rates(self.lr, substrate.info.parameter_shapes)
 
-    def increments(self, substrate, s0, sb) -> dict[str, np.ndarray]:
+    def increments(self, substrate: Substrate, s0: list[np.ndarray], sb: list[np.ndarray]) -> dict[str, np.ndarray]:
         """The update direction per tensor (before the learning rate) from the free and nudged states."""
         names = substrate.info.parameter_shapes
         n = s0[0].shape[0]
         ds = [(a - b) / self.beta for a, b in zip(sb, s0)]
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for name in names:
             m = _NAME.match(name)
             if m is None or not 1 <= int(m.group(2)) < len(s0):
@@ -83,12 +83,13 @@ class VectorFieldEqProp:
                     out[name] = out[name] + ds[l - 1].T @ s0[l] / n
         return out
 
-    def step(self, substrate: LayeredSubstrate, x, y) -> StepReport:  # its methods are checked below
+    def step(self, substrate: Substrate, x: np.ndarray, y: np.ndarray) -> StepReport:
         for method in ("state", "set_parameters"):
             if not callable(getattr(substrate, method, None)):
                 raise ConfigurationError(
                     f"vector-field eqprop needs the substrate method {method}() to read layers and program theta"
                 )
+        substrate = cast(LayeredSubstrate, substrate)  # its two methods beyond the contract, checked above
         report = StepReport(loss=0.0, outputs=np.empty(0), delta={})
         report.loss, report.outputs, _ = free_phase(substrate, x, y, report)
         s0 = substrate.state()

@@ -6,25 +6,33 @@ conductances) has an exact parameter block given the state:
 Aeqprop capability on that: knobs, native homeostasis, short release and
 release to joint equilibrium with a runaway (stiffness) guard.
 
-A host class provides ``eps`` (dict per tensor), ``_u`` (knobs), ``_stale``,
-``tol``, ``max_sweeps``, ``joint_rtol``, ``max_joint_updates`` and the methods
-``parameters()``, ``energy_gradients()``, ``_assign(theta, copy=True)`` (clips to the
-bounds) and ``_relax(tol, max_sweeps) -> RelaxReport``.
+A host class provides the attributes annotated on :class:`FloatingParameters`
+(``eps`` per tensor, ``_u`` (knobs), ``_stale``, ``tol``, ``max_sweeps``, ``joint_rtol``,
+``max_joint_updates``, ``total_sweeps``) and the methods declared there under
+TYPE_CHECKING: ``parameters()``, ``energy_gradients()``, ``_assign(theta, copy=True)``
+(clips to the bounds) and ``_relax(tol, max_sweeps) -> RelaxReport``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from aeqprop.errors import ConfigurationError, RelaxationError, StiffnessError
 from aeqprop.substrate import RelaxReport
 
 
 def within_bounds(
-    name: str, value, shape: tuple[int, ...], bounds: tuple[float, float], copy: bool = True, dtype=np.float64
+    name: str,
+    value: ArrayLike,
+    shape: tuple[int, ...],
+    bounds: tuple[float, float],
+    copy: bool = True,
+    dtype: DTypeLike = np.float64,
 ) -> tuple[np.ndarray, int]:
     """``value`` as ``dtype`` (float64 unless the substrate computes in float32) clipped to
     ``bounds``, and how many entries were clipped.
@@ -48,7 +56,7 @@ def within_bounds(
 def per_tensor(name: str, value: float | Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
     """Expand a float, or a dict keyed by tensor name or by kind ("W", "b"), to one value per tensor."""
     if isinstance(value, Mapping):
-        out = {}
+        out: dict[str, float] = {}
         for n in names:
             v = value.get(n, value.get(n.rstrip("0123456789")))
             if v is None:
@@ -63,7 +71,26 @@ def per_tensor(name: str, value: float | Mapping[str, float], names: Sequence[st
 
 
 class FloatingParameters:
-    """Capability "aeqprop" for a simulated substrate whose energy is linear in theta."""
+    """Capability "aeqprop" for a simulated substrate whose energy is linear in theta (a mixin).
+
+    The host class provides the attributes annotated here and the methods declared under TYPE_CHECKING.
+    """
+
+    eps: dict[str, float]  # coupling of each tensor to its knob, per tensor (units of theta^2 / energy)
+    _u: dict[str, np.ndarray]  # knobs, one array per tensor, shaped as theta
+    _stale: bool  # the state has not settled since the last change
+    tol: float  # relaxation tolerance (largest unit move in one sweep)
+    max_sweeps: int  # cap on sweeps per relaxation
+    joint_rtol: float  # joint release ends when the parameter move falls below this fraction of the first
+    max_joint_updates: int  # cap on parameter updates in a joint release
+    total_sweeps: int  # sweeps counted over the substrate's life
+
+    if TYPE_CHECKING:
+
+        def parameters(self) -> dict[str, np.ndarray]: ...
+        def energy_gradients(self) -> dict[str, np.ndarray]: ...
+        def _assign(self, theta: Mapping[str, np.ndarray], copy: bool = True) -> dict[str, int]: ...
+        def _relax(self, tol: float, max_sweeps: int) -> RelaxReport: ...
 
     def knobs(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self._u.items()}
@@ -142,7 +169,8 @@ class FloatingParameters:
     def _release_joint(self) -> RelaxReport:
         theta0 = self.parameters()
         report = RelaxReport(sweeps=0, residual=0.0, converged=True)
-        first = prev = None
+        first: float | None = None
+        prev: float | None = None
         growth = 0
         ratio = 0.0
         for _ in range(self.max_joint_updates):

@@ -4,6 +4,7 @@ dialect and the board protocol, with fault injection (see :mod:`sim_backends.vir
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,7 +17,7 @@ class _Front:
 
     remembers = False  # a board answers a repeated request (same seq and text) from its last reply
 
-    def __init__(self, model: LabModel, faults: Faults | None):
+    def __init__(self, model: LabModel, faults: Faults | None) -> None:
         self.model = model
         self.faults = faults or Faults()
         self.rng = np.random.default_rng(self.faults.seed)
@@ -35,7 +36,7 @@ class _Front:
         self._last: tuple[str, str | None] | None = None
         self.nan_now = False
 
-    def respond(self, line: str, execute) -> str | None:
+    def respond(self, line: str, execute: Callable[[str, bool], str | None]) -> str | None:
         """The reply to send (None: send nothing); raises ConnectionAbortedError to disconnect."""
         f, roll = self.faults, self.rng.random(4)
         more = self.rng_more.random(3) if (f.late or f.reset or f.nan) else np.ones(3)
@@ -94,7 +95,7 @@ class _Front:
 def _channels(text: str) -> list[int]:
     """ "(@1001:1004,2001)" or "1001-1004,2001" -> channel numbers."""
     text = text.strip().removeprefix("(@").removesuffix(")")
-    out = []
+    out: list[int] = []
     for part in text.replace("-", ":").split(","):
         a, _, b = part.partition(":")
         out.extend(range(int(a), int(b or a) + 1))
@@ -191,7 +192,7 @@ class BoardFront(_Front):
     #: Commands a board answers before it is armed (after power-up, reset or watchdog): reads and safety.
     UNARMED = ("ID", "GET", "SRC", "SAFE", "ARM", "OUT OFF")
 
-    def __init__(self, model: LabModel, faults: Faults | None):
+    def __init__(self, model: LabModel, faults: Faults | None) -> None:
         super().__init__(model, faults)
         self.armed = False
 
@@ -224,10 +225,10 @@ class BoardFront(_Front):
                         if not eq:
                             raise LabError(2, f"bad SET pair {pair!r}")
                         latched[int(ch)] = float(v)
-                    for ch, v in latched.items():  # every value checked before any is applied
-                        m.check(ch, v)
-                    for ch, v in latched.items():
-                        m.set(ch, v)
+                    for channel, value in latched.items():  # every value checked before any is applied
+                        m.check(channel, value)
+                    for channel, value in latched.items():
+                        m.set(channel, value)
                     if trip:
                         self.trip(m, int(arg.partition("=")[0]))
                         raise LabError(6, "compliance tripped")

@@ -42,16 +42,29 @@ and first-order for longer ones.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aeqprop.errors import ConfigurationError
-from aeqprop.substrate import RelaxReport
+from aeqprop.substrate import (
+    AeqpropSubstrate,
+    EqPropSubstrate,
+    HomeostasisSubstrate,
+    RelaxReport,
+    Substrate,
+)
 from sim_backends.hopfield_relax import Acceleration
 
 STREAMS = ("read", "program", "drift", "variability", "stuck")
+
+
+@runtime_checkable
+class SweepBudgeted(Protocol):
+    """A substrate whose relaxation stops after a budget of sweeps. Example: ``sub.max_sweeps == 100``."""
+
+    max_sweeps: int
 
 
 class NonidealConfig(BaseModel):
@@ -84,7 +97,7 @@ class NonidealConfig(BaseModel):
         return self == NonidealConfig(seed=self.seed, stuck_at=self.stuck_at)
 
 
-def make_config(config: NonidealConfig | Mapping | None = None, **fields) -> NonidealConfig:
+def make_config(config: NonidealConfig | Mapping[str, Any] | None = None, **fields: Any) -> NonidealConfig:
     """A NonidealConfig from a model, a dict (run config) or keywords; errors in one line."""
     if isinstance(config, NonidealConfig):
         return config.model_copy(update=fields) if fields else config
@@ -104,18 +117,26 @@ class NonidealSubstrate:
     other attribute (checks, plots) pass through to the true model unaltered.
     """
 
-    def __init__(self, substrate, config: NonidealConfig | Mapping | None = None, **fields):
+    def __init__(
+        self, substrate: Substrate, config: NonidealConfig | Mapping[str, Any] | None = None, **fields: Any
+    ) -> None:
         self.inner = substrate
+        # the wrapped substrate's capabilities, narrowed once: each is None where it lacks that Protocol
+        self._eqprop = substrate if isinstance(substrate, EqPropSubstrate) else None
+        self._aeqprop = substrate if isinstance(substrate, AeqpropSubstrate) else None
+        self._homeostasis = substrate if isinstance(substrate, HomeostasisSubstrate) else None
         self.config = cfg = make_config(config, **fields)
         self.info = substrate.info
         seeds = np.random.SeedSequence(cfg.seed).spawn(len(STREAMS))
         self.rng = {name: np.random.default_rng(s) for name, s in zip(STREAMS, seeds)}
         shapes, bounds = self.info.parameter_shapes, self.info.parameter_bounds
-        self.factor = None
+        self.factor: dict[str, np.ndarray] | None = None
         if cfg.variability > 0:
             g = self.rng["variability"]
             self.factor = {n: np.exp(cfg.variability * g.standard_normal(shapes[n])) for n in shapes}
-        self.stuck_mask = self.stuck_value = None
+        # per tensor, the mask of stuck entries and the values they are stuck at (both None: none stuck)
+        self.stuck_mask: dict[str, np.ndarray] | None = None
+        self.stuck_value: dict[str, np.ndarray] | None = None
         if cfg.stuck > 0:
             g, theta = self.rng["stuck"], substrate.parameters()
             self.stuck_mask = {n: g.random(shapes[n]) < cfg.stuck for n in shapes}
@@ -124,7 +145,7 @@ class NonidealSubstrate:
             else:
                 self.stuck_value = {n: np.where(g.random(shapes[n]) < 0.5, *bounds[n]) for n in shapes}
         if cfg.settle_sweeps is not None:
-            if not hasattr(substrate, "max_sweeps"):
+            if not isinstance(substrate, SweepBudgeted):
                 raise ConfigurationError(
                     f"settle_sweeps needs a substrate with a sweep budget (max_sweeps); {type(substrate).__name__} has none"
                 )
@@ -137,19 +158,36 @@ class NonidealSubstrate:
         )
         if cfg.levels or cfg.stuck:  # the device starts on its grid, with its stuck entries
             theta = substrate.parameters()
-            substrate.set_parameters({n: self._snap(n, theta[n]) for n in theta})
+            self._programmable().set_parameters({n: self._snap(n, theta[n]) for n in theta})
+
+    def _programmable(self) -> EqPropSubstrate:
+        """The wrapped substrate as capability "eqprop" (it programs theta)."""
+        if self._eqprop is None:
+            raise AttributeError(f"the wrapped {type(self.inner).__name__} has no set_parameters / energy_gradients")
+        return self._eqprop
+
+    def _knobbed(self) -> AeqpropSubstrate:
+        """The wrapped substrate as capability "aeqprop" (knobs and release)."""
+        if self._aeqprop is None:
+            raise AttributeError(f"the wrapped {type(self.inner).__name__} has no knobs / set_knobs / release")
+        return self._aeqprop
 
     @property
     def max_sweeps(self) -> int:
         """The wrapped substrate's sweep budget: a protocol that sets it (continual EqProp's
         one-sweep phases) sets it on the device, not on this wrapper."""
+        if not isinstance(self.inner, SweepBudgeted):
+            raise AttributeError("max_sweeps")
         return self.inner.max_sweeps
 
     @max_sweeps.setter
     def max_sweeps(self, value: int) -> None:
+        if not isinstance(self.inner, SweepBudgeted):
+            raise AttributeError(f"the wrapped {type(self.inner).__name__} has no sweep budget (max_sweeps)")
         self.inner.max_sweeps = value
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
+        """Anything else (the oracle, checks, plots) passes through to the wrapped substrate."""
         inner = self.__dict__.get("inner")
         if inner is None:
             raise AttributeError(name)
@@ -170,7 +208,7 @@ class NonidealSubstrate:
         if self.config.levels:
             step = (hi - lo) / (self.config.levels - 1)
             value = lo + np.round((value - lo) / step) * step
-        if self.stuck_mask is not None:
+        if self.stuck_mask is not None and self.stuck_value is not None:
             value = np.where(self.stuck_mask[name], self.stuck_value[name], value)
         return value
 
@@ -185,14 +223,14 @@ class NonidealSubstrate:
             n, a = cfg.write_nonlinearity, cfg.write_asymmetry
             delta = np.where(delta > 0, delta * (1 + a) * (1 - n * pos), delta * (1 - a) * (1 + n * pos))
         if cfg.program_noise and noise:
-            noise = cfg.program_noise * self.rng["program"].standard_normal(delta.shape)
-            delta = delta + np.where(delta != 0, noise, 0.0)
+            error = cfg.program_noise * self.rng["program"].standard_normal(delta.shape)
+            delta = delta + np.where(delta != 0, error, 0.0)
         return delta
 
     def _write(
         self, before: Mapping[str, np.ndarray], wanted: Mapping[str, np.ndarray], gain: bool, noise: bool = True
-    ) -> dict:
-        out = {}
+    ) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
         for n, w in wanted.items():
             if n not in before:
                 out[n] = w  # the wrapped substrate names the error
@@ -209,15 +247,15 @@ class NonidealSubstrate:
         if cfg.drift == 0 and cfg.drift_decay == 0:
             return
         theta, g = self.inner.parameters(), self.rng["drift"]
-        new = {}
+        new: dict[str, np.ndarray] = {}
         for n, v in theta.items():
             v = v * (1.0 - cfg.drift_decay) + cfg.drift * g.standard_normal(v.shape)
             lo, hi = self.info.parameter_bounds[n]
             v = np.clip(v, lo, hi)
-            if self.stuck_mask is not None:
+            if self.stuck_mask is not None and self.stuck_value is not None:
                 v = np.where(self.stuck_mask[n], self.stuck_value[n], v)
             new[n] = v
-        self.inner.set_parameters(new)
+        self._programmable().set_parameters(new)
 
     # -- the contract ---------------------------------------------------------
     def clamp(self, x: np.ndarray) -> None:
@@ -238,72 +276,77 @@ class NonidealSubstrate:
         return self._noisy(self.inner.parameters())
 
     def energy_gradients(self) -> dict[str, np.ndarray]:
-        return self._noisy(self.inner.energy_gradients())
+        return self._noisy(self._programmable().energy_gradients())
 
-    def set_parameters(self, theta: Mapping[str, np.ndarray]):
-        """Program theta through the device's write response, noise, levels and stuck entries."""
+    def set_parameters(self, theta: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Program theta through the device's write response, noise, levels and stuck entries;
+        the wrapped substrate's count of clipped entries per tensor."""
         if not self._writes:
-            return self.inner.set_parameters(theta)
-        return self.inner.set_parameters(self._write(self.inner.parameters(), theta, gain=True))
+            return self._programmable().set_parameters(theta)
+        return self._programmable().set_parameters(self._write(self.inner.parameters(), theta, gain=True))
 
     def knobs(self) -> dict[str, np.ndarray]:
-        return self.inner.knobs()
+        return self._knobbed().knobs()
 
-    def set_knobs(self, u: Mapping[str, np.ndarray]) -> None:
-        self.inner.set_knobs(u)
+    def set_knobs(self, u: dict[str, np.ndarray]) -> None:
+        self._knobbed().set_knobs(u)
 
     def homeostasis(self) -> None:
         """Native homeostasis holds theta against each entry's own compliance, from a noisy
         measurement of the holding force: knob ``u = theta + eps dE/dtheta + read noise``."""
-        self.inner.homeostasis()
+        if self._homeostasis is None:
+            raise AttributeError(f"the wrapped {type(self.inner).__name__} has no homeostasis")
+        inner = self._homeostasis
+        inner.homeostasis()
         if self.factor is not None or self.config.read_noise:
-            theta, u = self.inner.parameters(), self.inner.knobs()
+            theta, u = inner.parameters(), inner.knobs()
             force = {n: u[n] - theta[n] for n in u}
             if self.factor is not None:
                 force = {n: self.factor[n] * force[n] for n in u}
             force = self._noisy(force)
-            self.inner.set_knobs({n: theta[n] + force[n] for n in u})
+            inner.set_knobs({n: theta[n] + force[n] for n in u})
 
     def release(self, duration: float | None = None) -> RelaxReport:
         """Let theta float; the move goes through the device (eps per entry, write effects)."""
+        inner = self._knobbed()
         if not self._writes:
-            return self.inner.release(duration)
-        before = self.inner.parameters()
-        report = self.inner.release(duration)
-        after = self.inner.parameters()
+            return inner.release(duration)
+        before = inner.parameters()
+        report = inner.release(duration)
+        after = inner.parameters()
         if self.factor is not None:
-            u = self.inner.knobs()
+            u = inner.knobs()
             d = 1.0 if duration is None or duration >= 1 else float(duration)
             for n in after:
                 if d == 0:
                     continue
                 target = before[n] + (after[n] - before[n]) / d  # u - eps dE/dtheta
                 after[n] = before[n] + d * (u[n] - self.factor[n] * (u[n] - target) - before[n])
-        self.inner.set_parameters(self._write(before, after, gain=False, noise=False))
+        self._programmable().set_parameters(self._write(before, after, gain=False, noise=False))
         return report
 
     def close(self) -> None:
         self.inner.close()
 
     # -- checkpoints ----------------------------------------------------------
-    def device_state(self) -> dict:
+    def device_state(self) -> dict[str, Any]:
         """The true device state, read without side effects (no read noise, no draw from any stream):
         ``{"parameters": theta, "knobs": u or None, "random": bit-generator state per stream}``.
 
         A checkpoint saves this, so checkpointing never changes a run's result.
         """
-        knobs = self.inner.knobs() if "aeqprop" in self.info.capabilities else None
+        knobs = self._knobbed().knobs() if "aeqprop" in self.info.capabilities else None
         return {
             "parameters": {n: np.array(v, copy=True) for n, v in self.inner.parameters().items()},
             "knobs": None if knobs is None else {n: np.array(v, copy=True) for n, v in knobs.items()},
             "random": {name: g.bit_generator.state for name, g in self.rng.items()},
         }
 
-    def restore_device_state(self, state: Mapping) -> None:
+    def restore_device_state(self, state: Mapping[str, Any]) -> None:
         """Put back a :meth:`device_state` exactly: values go straight to the device (no write response,
         noise or levels applied again); the streams are restored when ``state`` holds them."""
-        self.inner.set_parameters(state["parameters"])
+        self._programmable().set_parameters(state["parameters"])
         if state.get("knobs") is not None:
-            self.inner.set_knobs(state["knobs"])
+            self._knobbed().set_knobs(state["knobs"])
         for name, value in (state.get("random") or {}).items():
             self.rng[name].bit_generator.state = value

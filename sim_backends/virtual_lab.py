@@ -32,7 +32,10 @@ import socketserver
 import threading
 import time
 import tty
+from collections.abc import Callable
+from typing import Any
 
+from aeqprop.substrate import Substrate
 from drivers.board import crc8
 from sim_backends.lab_fronts import BoardFront, ScpiFront
 from sim_backends.lab_model import CHANNELS, Faults, LabError, LabModel  # noqa: F401  (re-exported)
@@ -41,14 +44,21 @@ from sim_backends.lab_model import CHANNELS, Faults, LabError, LabModel  # noqa:
 class ScpiServer:
     """The SCPI front on TCP, bound to 127.0.0.1. Example: ``with ScpiServer(sub) as lab: lab.address``."""
 
-    def __init__(self, substrate=None, port: int = 0, faults: Faults | None = None, model: LabModel | None = None):
+    def __init__(
+        self,
+        substrate: Substrate | None = None,
+        port: int = 0,
+        faults: Faults | None = None,
+        model: LabModel | None = None,
+    ) -> None:
         self.model = model or LabModel(substrate)
         self.front = ScpiFront(self.model, faults)
-        front, clients = self.front, set()
+        front = self.front
+        clients: set[socket.socket] = set()
         self._clients = clients
 
         class Handler(socketserver.StreamRequestHandler):
-            def handle(self):
+            def handle(self) -> None:
                 clients.add(self.connection)
                 try:
                     for raw in self.rfile:
@@ -85,14 +95,16 @@ class ScpiServer:
     def __enter__(self) -> ScpiServer:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
 class BoardServer:
     """The board front on a pseudo-terminal; ``address`` is the terminal's path for pyserial."""
 
-    def __init__(self, substrate=None, faults: Faults | None = None, model: LabModel | None = None):
+    def __init__(
+        self, substrate: Substrate | None = None, faults: Faults | None = None, model: LabModel | None = None
+    ) -> None:
         self.model = model or LabModel(substrate)
         self.front = BoardFront(self.model, faults)
         self._master, self._slave = os.openpty()
@@ -136,27 +148,28 @@ class BoardServer:
     def __enter__(self) -> BoardServer:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
 def serve(
     backend: str = "hopfield",
-    options: dict | None = None,
+    options: dict[str, Any] | None = None,
     port: int = 5025,
     serial: bool = True,
     faults: Faults | None = None,
     wiring_out: str | None = None,
-    echo=print,
+    echo: Callable[[str], object] = print,
 ) -> None:
     """Run the virtual lab until Ctrl+C (``aeqprop serve-sim``): SCPI on 127.0.0.1:port, a board on a pty.
 
     Prints the addresses and, if ``wiring_out`` is given, writes a wiring map for them.
     """
     from aeqprop import registry
+    from aeqprop.parts import as_substrate
     from drivers.wiring import lab_wiring_toml
 
-    substrate = registry.load("backends", backend)(**(options or {}))
+    substrate = as_substrate(registry.load("backends", backend)(**(options or {})), f"backend {backend!r}")
     model = LabModel(substrate)
     tcp = ScpiServer(model=model, port=port, faults=faults)
     board = BoardServer(model=model, faults=faults) if serial else None
