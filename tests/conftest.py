@@ -17,7 +17,12 @@ def make_interior_net(layers=(20, 30, 5), eps=1e-3, batch=8, seed=0, **options):
     """
     options.setdefault("tol", 1e-14)
     options.setdefault("max_sweeps", 100_000)
-    sub = HopfieldSubstrate(layers, eps=eps, seed=seed + 1, **options)
+    return interior(HopfieldSubstrate(layers, eps=eps, seed=seed + 1, **options), layers, batch, seed)
+
+
+def interior(sub, layers, batch, seed):
+    """Scale a layered substrate's weights down and raise its hidden biases (units inside their
+    boxes), hold its knobs at theta, and draw a batch: (substrate, x, y)."""
     rng = np.random.default_rng(seed)
     sub.W[1] *= 0.5
     for l in range(2, sub.L + 1):

@@ -14,22 +14,12 @@ from sim_backends.discrete import ACTIVATIONS, DiscreteSubstrate
 from sim_backends.discrete_bptt import forward
 from sim_backends.gdu import gdu_check, plot_gdu, table_rows
 from sim_backends.hopfield import HopfieldSubstrate
+from tests import conftest
 
 
 def interior(layers=(20, 30, 5), batch=8, seed=0, **options):
     """A small net whose units mostly sit inside their boxes, away from the clip's kinks."""
-    sub = DiscreteSubstrate(layers, seed=seed + 1, **options)
-    rng = np.random.default_rng(seed)
-    sub.W[1] *= 0.5
-    for l in range(2, sub.L + 1):
-        sub.W[l] *= 0.4
-    for l in range(1, sub.L):
-        sub.b[l][:] = 0.3 + rng.normal(0, 0.1, layers[l])
-    sub.b[sub.L][:] = rng.normal(0, 0.1, layers[-1])
-    sub.set_knobs(sub.parameters())
-    x = rng.uniform(0, 1, (batch, layers[0]))
-    y = np.eye(layers[-1])[rng.integers(0, layers[-1], batch)]
-    return sub, x, y
+    return conftest.interior(DiscreteSubstrate(layers, seed=seed + 1, **options), layers, batch, seed)
 
 
 def phi(sub, s):
