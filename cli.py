@@ -689,6 +689,10 @@ def gdu_table(
         for t in range(k):
             table.add_row(str(t), *(cells[t] for _, cells in rows))
         Console().print(table)
+    typer.echo(
+        f"sign agreement of the weight update over the {k} steps with -g_BPTT over them: "
+        f"{report.update_sign_agreement():.2%}"
+    )
     typer.echo(f"worst relative error {report.worst():.2e}; figure {plot_gdu(report, png, seed=seed)}")
     substrate.close()
 

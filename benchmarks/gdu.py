@@ -5,9 +5,10 @@
    initialisation, default smooth activation): the full table for the first seed,
    and the worst cell per seed for the smooth and the clip activations.
 2. Worst per-step relative error against beta, one-sided and centered, both activations.
-3. Sign agreement of the weight updates at beta 0.1, per step (pooled) and summed over the
-   K steps; per-step relative error at beta 0.1 by step, with a linear network (rho = identity:
-   no activation at all) as the reference for what the nudge alone does at that beta.
+3. Sign agreement of the weight updates at beta 0.1: of the update over the K nudged steps
+   (the paper's measure), and per step (pooled, worst step); per-step relative error at
+   beta 0.1 by step, with a linear network (rho = identity: no activation at all) as the
+   reference for what the nudge alone does at that beta.
 4. Digits test accuracy of discrete-time EqProp (centered) and of BPTT (SGD on the
    oracle gradient, through the T free steps) on the same net, one run per seed and
    activation, two worker processes.
@@ -57,17 +58,6 @@ def train_one(job):
     t0 = time.perf_counter()
     result = Trainer(sub, METHODS[method][0](), data, epochs=epochs, batch_size=batch, seed=seed).run()
     return method, activation, seed, result.final.test_accuracy, time.perf_counter() - t0
-
-
-def summed_sign_agreement(r: GDUReport) -> float:
-    """Sign agreement of the weight update summed over the K steps with -(sum of BPTT's per-step gradients)."""
-    agree = total = 0
-    for n in (n for n in r.ep if n[0] == "W"):
-        e, g = sum(r.ep[n]), -sum(r.bptt[n])
-        keep = np.abs(g) > SIGN_FLOOR * np.abs(g).max()
-        agree += int(np.sum(np.sign(e[keep]) == np.sign(g[keep])))
-        total += int(keep.sum())
-    return agree / total
 
 
 def worst_at_step(r: GDUReport, t: int) -> float:
@@ -148,22 +138,25 @@ def main(argv=None) -> None:
         print(f"| {beta:g} | " + " | ".join(cells) + " |")
 
     print(
-        "\nSign agreement of the weight updates with -g_BPTT at beta 0.1 (aim >= 99 %): every entry of every "
-        "per-step update of W1, W2 pooled over the K = 10 steps; worst single step; and of the update summed "
-        f"over the K steps. Left out: entries where |g_BPTT| <= {SIGN_FLOOR:g} of the largest in their step and "
+        "\nSign agreement of the weight updates with BPTT at beta 0.1 (aim >= 99 %). The aim's column is the "
+        "weight update EqProp makes over the K = 10 nudged steps (the sum of its per-step updates) against minus "
+        "BPTT's gradient truncated to the same K steps: the measure of the paper's reference code (its sign "
+        "statistics compare the cumulative EP update and the cumulative BPTT gradient at the last step). Beside "
+        "it, stricter: every entry of every per-step update of W1, W2 pooled over the K steps, and the worst "
+        f"single step. Left out: entries where |g_BPTT| <= {SIGN_FLOOR:g} of the largest in their step and "
         "tensor (the exact zeros: W1 rows of pixels that are 0 in every image of the batch), and the steps where "
         "BPTT's gradient of a tensor is exactly zero (·). Linear: rho = identity in every layer, no activation, "
         "the reference for what the nudge itself does at beta 0.1\n"
     )
-    print("| seed | activation | variant | per step, pooled | worst step | summed over K |")
+    print("| seed | activation | variant | update over the K steps (aim) | per step, pooled | worst step |")
     print("|---:|---|---|---:|---:|---:|")
     for seed in seeds:
         cases = [(a, v, reports[seed, a, v, 0.1]) for a in ACTIVATIONS for v in VARIANTS]
         for activation, variant, r in cases + [("linear", "centered", linear[seed])]:
             worst = min(np.nanmin(r.sign_agreement[n]) for n in r.sign_agreement if n[0] == "W")
             print(
-                f"| {seed} | {activation} | {variant} | {r.sign_agreement_of('W'):.2%} | {worst:.2%} | "
-                f"{summed_sign_agreement(r):.2%} |"
+                f"| {seed} | {activation} | {variant} | {r.update_sign_agreement():.2%} | "
+                f"{r.sign_agreement_of('W'):.2%} | {worst:.2%} |"
             )
 
     print(

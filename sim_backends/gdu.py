@@ -88,6 +88,20 @@ class GDUReport:
                     total += count
         return agree / total if total else float("nan")
 
+    def update_sign_agreement(self, kind: str = "W", floor: float = GDUSettings.sign_floor) -> float:
+        """Sign agreement of the update made over the K nudged steps (the sum of the per-step
+        updates) with minus BPTT's gradient truncated to those K steps (the sum of its per-step
+        gradients), entries of every tensor of that kind pooled; entries where that gradient is
+        at most ``floor`` of its tensor's largest are left out. The paper's measure: its reference
+        code compares the cumulative EP update with the cumulative BPTT gradient at the last step."""
+        agree = total = 0
+        for n in (n for n in self.ep if n[0] == kind):
+            e, g = sum(self.ep[n]), -sum(self.bptt[n])
+            keep = np.abs(g) > floor * np.abs(g).max()
+            agree += int(np.sum(np.sign(e[keep]) == np.sign(g[keep])))
+            total += int(keep.sum())
+        return agree / total if total else float("nan")
+
 
 def ep_updates(
     substrate: Any,

@@ -28,6 +28,8 @@ def test_gdu_tables_and_figure(tmp_path):
     assert "relative error" in out and "sign agreement" in out and "beta=0.001" in out
     header = next(line for line in out.splitlines() if "s1" in line and "W2" in line)
     assert [c for c in re.split(r"[┃│\s]+", header) if c] == ["t", "s1", "s2", "W1", "b1", "W2", "b2"]
+    agreement = float(re.search(r"over the 6 steps with -g_BPTT over them: (\S+)%", out).group(1))
+    assert 99.0 <= agreement <= 100.0
     worst = float(re.search(r"worst relative error (\S+);", out).group(1))
     assert 0 < worst < 1e-2
     assert png.read_bytes()[:4] == b"\x89PNG"
