@@ -1,25 +1,28 @@
 """Fashion-MNIST: centered EqProp and centered Aeqprop on a 784-H-10 Hopfield network against numpy
-backprop of the same net, on the official 60k/10k split with a validation split carved from training;
-and a short run of the convolutional Hopfield substrate.
+backprop of the same net, on the official 60k/10k split with a validation split carved from training.
 
 Model selection uses the validation split only: each method's reported test accuracy is the one
-at the epoch of its best validation accuracy (the final epoch's is shown beside it). Every method
-trains epoch by epoch in lockstep with the backprop baseline, so each epoch-time ratio is taken
-under the same machine load.
+at the epoch of its best validation accuracy (the final epoch's is shown beside it). With
+``--select``, each method's step size is first chosen on the validation split of the first seed
+(a grid: eps scaled for the two EqProp methods, lr for backprop; the best validation accuracy over
+the epochs decides), then every seed trains with the chosen ones. Every method trains epoch by
+epoch in lockstep with the backprop baseline, so each epoch-time ratio is taken under the same
+machine load.
 
     python benchmarks/fashion_mnist.py [--epochs 20] [--hidden 1024] [--seeds 0] [--train-size 0]
-        [--conv-epochs 0] [--conv-train-size 6000] [--lr-schedule constant]
+        [--lr-schedule constant] [--cost squared] [--select]
 
 Timing only (the epoch-time table, no accuracies; evaluation cut to 1,000 samples):
 
-    python benchmarks/fashion_mnist.py --timing --epochs 3 --train-size 3200
+    python benchmarks/fashion_mnist.py --timing --epochs 3
+
+The convolutional substrate has its own script, benchmarks/fashion_mnist_conv.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 from baselines import BackpropMLP, limit_blas_threads
@@ -29,7 +32,6 @@ from aeqprop.schedules import Schedule, ScheduleHook
 from aeqprop.trainer import Trainer
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
-from sim_backends.conv import ConvHopfieldSubstrate
 from sim_backends.hopfield import HopfieldSubstrate
 
 #: Compliance per tensor of Aeqprop (the reference code's 784-2048-10 MNIST settings), and nudging b.
@@ -77,6 +79,104 @@ def selected(history) -> tuple[float, float, int]:
     return best[2], history[-1][2], best[0]
 
 
+#: The step-size grids of ``--select``: a factor on EPS (Aeqprop's eps, EqProp's lr = eps b) and backprop's lr.
+SCALES = (0.5, 1.0, 2.0, 4.0)
+BP_LRS = (0.025, 0.05, 0.1, 0.2)
+AEQPROP, EQPROP, BACKPROP = "Aeqprop", "EqProp", "backprop"
+
+
+def describe(method: str, scale: float, bp_lr: float) -> str:
+    eps = {n: e * scale for n, e in EPS.items()}
+    if method == AEQPROP:
+        return f"Aeqprop, centered (b = {BETA}, eps = W {eps['W1']:g}/{eps['W2']:g}, b {eps['b1']:g}/{eps['b2']:g})"
+    if method == EQPROP:
+        return f"EqProp, centered (b = {BETA / 2}, lr = eps b)"
+    return f"numpy backprop, same net (SGD, lr = {bp_lr:g})"
+
+
+class Lockstep:
+    """One seed: Aeqprop and EqProp at an eps scale, and backprop at its lr, epoch by epoch."""
+
+    def __init__(self, args, data: Dataset, seed: int, scale: float, bp_lr: float, label: str = ""):
+        self.args, self.data, self.seed, self.bp_lr, self.label = args, data, seed, bp_lr, label
+        layers = (784, args.hidden, 10)
+        eps = {n: e * scale for n, e in EPS.items()}
+        lr = {n: e * BETA for n, e in eps.items()}  # EqProp at Aeqprop's first-order rate eps (beta2 - beta1)
+        protocols = {AEQPROP: Aeqprop(beta=BETA), EQPROP: EqProp(beta=BETA / 2, lr=lr)}
+        self.trainers = {
+            name: Trainer(
+                HopfieldSubstrate(layers, eps=eps, tol=1e-3, seed=seed, dtype=args.dtype, cost=args.cost),
+                protocol,
+                data,
+                epochs=args.epochs,
+                batch_size=args.batch,
+                seed=seed,
+                before_step=ScheduleHook(protocol, lr=args.lr_schedule),
+            )
+            for name, protocol in protocols.items()
+        }
+        self.bp = BackpropMLP(layers, lr=bp_lr, seed=seed, cost=args.cost, dtype=args.dtype)
+        names = [*self.trainers, BACKPROP]
+        self.history: dict[str, list] = {n: [] for n in names}
+        self.seconds: dict[str, list] = {n: [] for n in names}
+        self.ratios: dict[str, list] = {n: [] for n in self.trainers}
+        self.sweeps: dict[str, list] = {n: [] for n in self.trainers}
+
+    def run(self) -> Lockstep:
+        data, schedule, epochs = self.data, Schedule.parse(self.args.lr_schedule, "lr schedule"), self.args.epochs
+        for epoch in range(1, epochs + 1):
+            self.bp.lr = self.bp_lr * schedule.factor(2 * epoch - 1, 2 * epochs)  # at the epoch's middle
+            t_bp = self.bp.epoch(data.x_train, data.y_train, self.args.batch)
+            self.seconds[BACKPROP].append(t_bp)
+            self.history[BACKPROP].append(
+                (epoch, self.bp.accuracy(data.x_val, data.labels_val), self.bp.accuracy(data.x_test, data.labels_test))
+            )
+            for name, trainer in self.trainers.items():
+                rec = trainer.run_epoch(epoch)
+                self.seconds[name].append(rec.seconds)
+                self.ratios[name].append(rec.seconds / t_bp)
+                self.sweeps[name].append(rec.sweeps_per_step)
+                self.history[name].append((epoch, rec.val_accuracy, rec.test_accuracy))
+            print(
+                f"  {self.label}seed {self.seed} epoch {epoch}: "
+                + ", ".join(f"{n} val {h[-1][1]:.2%}" for n, h in self.history.items())
+                + f" ({self.seconds[AEQPROP][-1]:.1f} / {self.seconds[EQPROP][-1]:.1f} / {t_bp:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return self
+
+    def best_val(self, name: str) -> tuple[float, int]:
+        best = max(self.history[name], key=lambda r: r[1])
+        return best[1], best[0]
+
+
+def select(args) -> tuple[float, float, float]:
+    """The grids on the validation split of the first seed: (Aeqprop's scale, EqProp's scale, backprop's lr),
+    each the best validation accuracy over its epochs; prints the table."""
+    seed = args.seeds[0]
+    data = subset(load_dataset("fashion-mnist", seed=seed, data_dir=args.data_dir), args.train_size, seed)
+    runs = [
+        Lockstep(args, data, seed, scale, lr, label=f"select {i + 1}/{len(SCALES)}: ").run()
+        for i, (scale, lr) in enumerate(zip(SCALES, BP_LRS, strict=True))
+    ]
+    print(
+        f"\nStep sizes chosen on the validation split ({len(data.x_val)} samples, seed {seed}, {args.epochs} epochs, "
+        "the best validation accuracy over the epochs; the test split is not looked at):\n"
+    )
+    print(
+        "| eps scale (Aeqprop, EqProp) / backprop lr | Aeqprop val (epoch) | EqProp val (epoch) | backprop val (epoch) |"
+    )
+    print("|---|---|---|---|")
+    for scale, lr, run in zip(SCALES, BP_LRS, runs, strict=True):
+        cells = [f"{v:.2%} ({e})" for v, e in (run.best_val(n) for n in (AEQPROP, EQPROP, BACKPROP))]
+        print(f"| {scale:g} / {lr:g} | " + " | ".join(cells) + " |")
+    pick = {n: max(range(len(runs)), key=lambda i: runs[i].best_val(n)[0]) for n in (AEQPROP, EQPROP, BACKPROP)}
+    chosen = SCALES[pick[AEQPROP]], SCALES[pick[EQPROP]], BP_LRS[pick[BACKPROP]]
+    print(f"\nChosen: Aeqprop eps scale {chosen[0]:g}, EqProp eps scale {chosen[1]:g}, backprop lr {chosen[2]:g}")
+    return chosen
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=20)
@@ -87,9 +187,6 @@ def main(argv=None) -> None:
     ap.add_argument("--cost", default="squared", choices=["squared", "cross-entropy"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (0: the library's default)")
-    ap.add_argument("--conv-epochs", type=int, default=0, help="epochs of the conv substrate (0: skip it)")
-    ap.add_argument("--conv-train-size", type=int, default=6000)
-    ap.add_argument("--conv-channels", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument(
         "--lr-schedule",
@@ -97,69 +194,42 @@ def main(argv=None) -> None:
         help="learning-rate schedule of every method (aeqprop/schedules.py), e.g. cosine:0.05; backprop's lr "
         "takes its value at each epoch's middle",
     )
+    ap.add_argument(
+        "--select",
+        action="store_true",
+        help=f"choose each method's step size on the validation split first (eps x {SCALES}, backprop lr {BP_LRS})",
+    )
     ap.add_argument("--timing", action="store_true", help="the epoch-time table only (evaluation on 1,000 samples)")
     args = ap.parse_args(argv)
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
-    layers = (784, args.hidden, 10)
-    schedule = Schedule.parse(args.lr_schedule, "lr schedule")
-    lr = {n: e * BETA for n, e in EPS.items()}  # EqProp at Aeqprop's first-order rate eps (beta2 - beta1)
-    methods = {
-        f"Aeqprop, centered (b = {BETA}, eps = W {EPS['W1']}/{EPS['W2']}, b {EPS['b1']}/{EPS['b2']})": lambda: Aeqprop(
-            beta=BETA
-        ),
-        f"EqProp, centered (b = {BETA / 2}, lr = eps b)": lambda: EqProp(beta=BETA / 2, lr=lr),
+    cmd = "python benchmarks/fashion_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    scale_aeq, scale_eq, bp_lr = select(args) if args.select else (1.0, 1.0, 0.05)
+    names = {
+        AEQPROP: describe(AEQPROP, scale_aeq, bp_lr),
+        EQPROP: describe(EQPROP, scale_eq, bp_lr),
+        BACKPROP: describe(BACKPROP, 1.0, bp_lr),
     }
-    bp_name = "numpy backprop, same net (SGD, lr = 0.05)"
-    results = {name: [] for name in [*methods, bp_name]}
-    ratios = {name: [] for name in methods}
-    seconds = {name: [] for name in [*methods, bp_name]}
-    sweeps = {name: [] for name in methods}
+    results: dict[str, list] = {n: [] for n in names}
+    runs = []
     data = None
     for seed in args.seeds:
         data = subset(load_dataset("fashion-mnist", seed=seed, data_dir=args.data_dir), args.train_size, seed)
         if args.timing:
             data = timing_only(data)
-        trainers = {}
-        for name, make in methods.items():
-            protocol = make()
-            trainers[name] = Trainer(
-                HopfieldSubstrate(layers, eps=EPS, tol=1e-3, seed=seed, dtype=args.dtype, cost=args.cost),
-                protocol,
-                data,
-                epochs=args.epochs,
-                batch_size=args.batch,
-                seed=seed,
-                before_step=ScheduleHook(protocol, lr=args.lr_schedule),
-            )
-        bp = BackpropMLP(layers, lr=0.05, seed=seed, cost=args.cost, dtype=args.dtype)
-        history = {name: [] for name in results}
-        for epoch in range(1, args.epochs + 1):
-            bp.lr = 0.05 * schedule.factor(2 * epoch - 1, 2 * args.epochs)  # at the epoch's middle
-            t_bp = bp.epoch(data.x_train, data.y_train, args.batch)
-            seconds[bp_name].append(t_bp)
-            history[bp_name].append(
-                (epoch, bp.accuracy(data.x_val, data.labels_val), bp.accuracy(data.x_test, data.labels_test))
-            )
-            for name, trainer in trainers.items():
-                rec = trainer.run_epoch(epoch)
-                seconds[name].append(rec.seconds)
-                ratios[name].append(rec.seconds / t_bp)
-                sweeps[name].append(rec.sweeps_per_step)
-                history[name].append((epoch, rec.val_accuracy, rec.test_accuracy))
-                print(
-                    f"  seed {seed} epoch {epoch}: {name}: val {rec.val_accuracy:.2%} test {rec.test_accuracy:.2%} "
-                    f"({rec.seconds:.1f} s, backprop {t_bp:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        for name in results:
-            results[name].append(selected(history[name]))
+        # the two EqProp methods may have chosen different scales: each runs in its own lockstep group then
+        groups = {scale_aeq: [AEQPROP], scale_eq: [EQPROP]} if scale_aeq != scale_eq else {scale_aeq: [AEQPROP, EQPROP]}
+        for scale, members in groups.items():
+            run = Lockstep(args, data, seed, scale, bp_lr).run()
+            runs.append(run)
+            for name in members:
+                results[name].append(selected(run.history[name]))
+        results[BACKPROP].append(selected(runs[-1].history[BACKPROP]))
 
-    cmd = "python benchmarks/fashion_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    layers = (784, args.hidden, 10)
     print(
         f"\n`{cmd.strip()}`: Fashion-MNIST, {'-'.join(map(str, layers))} Hopfield ({args.dtype}, {args.cost} cost), "
-        f"batch {args.batch}, {args.epochs} epochs, lr schedule {args.lr_schedule}, trained on {len(data.x_train)} samples, validation "
-        f"{len(data.x_val)}, official test split {len(data.x_test)}, seeds {args.seeds}, "
+        f"batch {args.batch}, {args.epochs} epochs, lr schedule {args.lr_schedule}, trained on {len(data.x_train)} "
+        f"samples, validation {len(data.x_val)}, official test split {len(data.x_test)}, seeds {args.seeds}, "
         f"BLAS threads {args.threads or 'default'}\n"
     )
     if not args.timing:
@@ -167,58 +237,25 @@ def main(argv=None) -> None:
             "| method | test accuracy at best validation epoch (mean) | per seed (epoch) | final-epoch test accuracy (mean) |"
         )
         print("|---|---|---|---|")
-        for name, rows in results.items():
+        for key, rows in results.items():
             per = " / ".join(f"{t:.2%} ({e})" for t, _, e in rows)
-            print(f"| {name} | {np.mean([r[0] for r in rows]):.2%} | {per} | {np.mean([r[1] for r in rows]):.2%} |")
-    bp_s = float(np.median(seconds[bp_name]))
+            print(
+                f"| {names[key]} | {np.mean([r[0] for r in rows]):.2%} | {per} | {np.mean([r[1] for r in rows]):.2%} |"
+            )
+    bp_s = float(np.median([t for run in runs for t in run.seconds[BACKPROP]]))
     print(
         f"\nTraining epoch time (median; each epoch's ratio is to the backprop epoch run just before it, "
         f"median backprop epoch {bp_s:.2f} s):\n"
     )
     print("| method | seconds per epoch | relative to backprop | relaxation sweeps per step |")
     print("|---|---|---|---|")
-    print(f"| {bp_name} | {bp_s:.2f} | 1.0x | - |")
-    for name in methods:
-        print(
-            f"| {name} | {np.median(seconds[name]):.2f} | {np.median(ratios[name]):.1f}x | {np.mean(sweeps[name]):.1f} |"
-        )
-    if args.conv_epochs:
-        conv_run(args, cmd)
-
-
-def conv_run(args, cmd: str) -> None:
-    """The conv substrate on a training subset: accuracy on the official test split, and its time."""
-    seed = args.seeds[0]
-    data = subset(load_dataset("fashion-mnist", seed=seed, data_dir=args.data_dir), args.conv_train_size, seed)
-    sub = ConvHopfieldSubstrate(
-        (784, 10),
-        input_shape=(1, 28, 28),
-        channels=tuple(args.conv_channels),
-        kernel=5,
-        pool=2,
-        cost=args.cost,
-        eps=0.1,
-        tol=1e-3,
-        seed=seed,
-    )
-    trainer = Trainer(sub, Aeqprop(beta=BETA), data, epochs=args.conv_epochs, batch_size=args.batch, seed=seed)
-    t0 = time.perf_counter()
-    result = trainer.run()
-    wall = time.perf_counter() - t0
-    best = max(result.history, key=lambda r: r.val_accuracy)
-    print(
-        f"\nConv Hopfield ({sub.info.description}), centered Aeqprop b = {BETA}, eps = 0.1, batch {args.batch}, "
-        f"{args.conv_epochs} epochs on {len(data.x_train)} training samples, seed {seed} (same command):\n"
-    )
-    print(
-        "| substrate | test accuracy at best validation epoch (epoch) | final test accuracy | training s per epoch | "
-        "wall time incl. evaluation |"
-    )
-    print("|---|---|---|---|---|")
-    print(
-        f"| conv Hopfield, average pooling | {best.test_accuracy:.2%} ({best.epoch}) | {result.final.test_accuracy:.2%} | "
-        f"{np.median([r.seconds for r in result.history]):.0f} | {wall / 60:.1f} min |"
-    )
+    print(f"| {names[BACKPROP]} | {bp_s:.2f} | 1.0x | - |")
+    for key in (AEQPROP, EQPROP):
+        mine = [run for run in runs if key in run.trainers]
+        secs = [t for run in mine for t in run.seconds[key]]
+        ratio = [r for run in mine for r in run.ratios[key]]
+        sw = [v for run in mine for v in run.sweeps[key]]
+        print(f"| {names[key]} | {np.median(secs):.2f} | {np.median(ratio):.1f}x | {np.mean(sw):.1f} |")
 
 
 if __name__ == "__main__":
