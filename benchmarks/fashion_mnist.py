@@ -95,14 +95,24 @@ def describe(method: str, scale: float, bp_lr: float) -> str:
 
 
 class Lockstep:
-    """One seed: Aeqprop and EqProp at an eps scale, and backprop at its lr, epoch by epoch."""
+    """One seed: Aeqprop and EqProp (or one of them) at an eps scale, and backprop at its lr, epoch by epoch."""
 
-    def __init__(self, args, data: Dataset, seed: int, scale: float, bp_lr: float, label: str = ""):
+    def __init__(
+        self,
+        args,
+        data: Dataset,
+        seed: int,
+        scale: float,
+        bp_lr: float,
+        label: str = "",
+        methods: tuple[str, ...] = (AEQPROP, EQPROP),
+    ):
         self.args, self.data, self.seed, self.bp_lr, self.label = args, data, seed, bp_lr, label
         layers = (784, args.hidden, 10)
         eps = {n: e * scale for n, e in EPS.items()}
         lr = {n: e * BETA for n, e in eps.items()}  # EqProp at Aeqprop's first-order rate eps (beta2 - beta1)
-        protocols = {AEQPROP: Aeqprop(beta=BETA), EQPROP: EqProp(beta=BETA / 2, lr=lr)}
+        make = {AEQPROP: lambda: Aeqprop(beta=BETA), EQPROP: lambda: EqProp(beta=BETA / 2, lr=lr)}
+        protocols = {name: make[name]() for name in methods}
         self.trainers = {
             name: Trainer(
                 HopfieldSubstrate(layers, eps=eps, tol=1e-3, seed=seed, dtype=args.dtype, cost=args.cost),
@@ -140,7 +150,9 @@ class Lockstep:
             print(
                 f"  {self.label}seed {self.seed} epoch {epoch}: "
                 + ", ".join(f"{n} val {h[-1][1]:.2%}" for n, h in self.history.items())
-                + f" ({self.seconds[AEQPROP][-1]:.1f} / {self.seconds[EQPROP][-1]:.1f} / {t_bp:.1f} s)",
+                + " ("
+                + " / ".join(f"{t[-1]:.1f}" for t in self.seconds.values())
+                + " s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -219,7 +231,7 @@ def main(argv=None) -> None:
         # the two EqProp methods may have chosen different scales: each runs in its own lockstep group then
         groups = {scale_aeq: [AEQPROP], scale_eq: [EQPROP]} if scale_aeq != scale_eq else {scale_aeq: [AEQPROP, EQPROP]}
         for scale, members in groups.items():
-            run = Lockstep(args, data, seed, scale, bp_lr).run()
+            run = Lockstep(args, data, seed, scale, bp_lr, methods=tuple(members)).run()
             runs.append(run)
             for name in members:
                 results[name].append(selected(run.history[name]))
