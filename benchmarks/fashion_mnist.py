@@ -90,7 +90,8 @@ def describe(method: str, scale: float, bp_lr: float) -> str:
     if method == AEQPROP:
         return f"Aeqprop, centered (b = {BETA}, eps = W {eps['W1']:g}/{eps['W2']:g}, b {eps['b1']:g}/{eps['b2']:g})"
     if method == EQPROP:
-        return f"EqProp, centered (b = {BETA / 2}, lr = eps b)"
+        scaled = "" if scale == 1.0 else f", eps x {scale:g}"
+        return f"EqProp, centered (b = {BETA / 2}, lr = eps b{scaled})"
     return f"numpy backprop, same net (SGD, lr = {bp_lr:g})"
 
 
