@@ -211,18 +211,35 @@ def test_a_run_config_builds_it_on_an_image_dataset(tmp_path, monkeypatch):
     assert result.final.train_loss < result.history[0].train_loss  # it learns the stripes
 
 
-def test_the_cifar10_example_builds_the_network_it_describes():
-    """Not trained here (sized for a large machine), but its substrate options are checked."""
+@pytest.mark.parametrize(
+    "example, shape, description",
+    [
+        (
+            "cifar10_conv_gpu.toml",
+            (3, 32, 32),
+            "conv Hopfield network 3x32x32 -> 64x14x14 -> 128x5x5 -> 10, softmax readout",
+        ),
+        (
+            "fashion_mnist_conv.toml",
+            (1, 28, 28),
+            "conv Hopfield network 1x28x28 -> 32x12x12 -> 64x4x4 -> 10, softmax readout",
+        ),
+    ],
+)
+def test_the_conv_examples_build_the_networks_they_describe(example, shape, description):
+    """Not trained here (CIFAR-10's is sized for a large machine; Fashion-MNIST's is README's figure,
+    an hour on one core), but their substrate options are checked."""
     from pathlib import Path
 
     from aeqprop.config import load_config
     from aeqprop.parts import build_with
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "cifar10_conv_gpu.toml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / example)
     options = dict(cfg.substrate.options)
     hidden = options.pop("hidden")
-    sub = build_with(ConvHopfieldSubstrate, options, {"layers": (3072, *hidden, 10), "input_shape": (3, 32, 32)}, "x")
-    assert sub.info.description == "conv Hopfield network 3x32x32 -> 64x14x14 -> 128x5x5 -> 10, softmax readout"
+    n = int(np.prod(shape))
+    sub = build_with(ConvHopfieldSubstrate, options, {"layers": (n, *hidden, 10), "input_shape": shape}, "x")
+    assert sub.info.description == description
 
 
 def settle(sub, x, y, beta):
