@@ -9,6 +9,12 @@ examples/fashion_mnist_conv.toml.
     python benchmarks/fashion_mnist_conv.py [--epochs 14] [--channels 32 64] [--hidden 512]
         [--cost cross-entropy] [--eps 0.1 | --eps W=0.1,b=0.02] [--beta 0.5] [--lr-schedule cosine:0.01]
         [--dtype float32] [--threads 1] [--train-size 0]
+
+Timing only (no accuracy): the same steps of centered Aeqprop with plain float64 sweeps, heavy-ball
+float64 sweeps and heavy-ball float32 sweeps, from parameters trained for --warmup steps first
+(the sweeps a relaxation needs grow as the weights do):
+
+    python benchmarks/fashion_mnist_conv.py --timing 200 --warmup 1000
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 from baselines import limit_blas_threads
 from fashion_mnist import selected, subset
 
-from aeqprop.data import load_dataset
+from aeqprop.data import Dataset, load_dataset
 from aeqprop.errors import ConfigurationError
 from aeqprop.schedules import ScheduleHook
 from aeqprop.trainer import Trainer
@@ -61,23 +68,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-size", type=int, default=0, help="train on this many samples (0: all 54,000)")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--timing", type=int, default=0, help="time this many steps per relaxation setting instead")
+    ap.add_argument("--warmup", type=int, default=1000, help="steps trained before the timing")
     args = ap.parse_args(argv)
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     eps = parse_eps(args.eps)
     data = subset(load_dataset("fashion-mnist", seed=args.seed, data_dir=args.data_dir), args.train_size, args.seed)
-    sub = ConvHopfieldSubstrate(
-        (data.n_features, *args.hidden, data.n_classes),
-        input_shape=data.shape,
-        channels=tuple(args.channels),
-        kernel=args.kernel,
-        pool=args.pool,
-        cost=args.cost,
-        eps=eps,
-        tol=args.tol,
-        max_sweeps=args.max_sweeps,
-        seed=args.seed,
-        dtype=args.dtype,
-    )
+    cmd = "python benchmarks/fashion_mnist_conv.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def substrate(dtype: str = args.dtype, acceleration: bool = True) -> ConvHopfieldSubstrate:
+        return ConvHopfieldSubstrate(
+            (data.n_features, *args.hidden, data.n_classes),
+            input_shape=data.shape,
+            channels=tuple(args.channels),
+            kernel=args.kernel,
+            pool=args.pool,
+            cost=args.cost,
+            eps=eps,
+            tol=args.tol,
+            max_sweeps=args.max_sweeps,
+            seed=args.seed,
+            dtype=dtype,
+            acceleration=acceleration,
+        )
+
+    if args.timing:
+        timing(args, data, substrate, cmd)
+        return
+    sub = substrate()
     protocol = Aeqprop(beta=args.beta)
     trainer = Trainer(
         sub,
@@ -104,7 +122,6 @@ def main(argv: list[str] | None = None) -> None:
         )
     wall = time.perf_counter() - t0
     best, final, at = selected(history)
-    cmd = "python benchmarks/fashion_mnist_conv.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"\n`{cmd.strip()}`: Fashion-MNIST, trained on {len(data.x_train)} images, validation {len(data.x_val)}, "
         f"official test split {len(data.x_test)}, seed {args.seed}\n"
@@ -124,6 +141,41 @@ def main(argv: list[str] | None = None) -> None:
         f"| {settings} | {args.epochs} | {best:.2%} ({at}) | {final:.2%} | {np.median(seconds):.0f} "
         f"| {np.mean(sweeps):.1f} | {wall / 60:.1f} min | {args.threads or 'default'} |"
     )
+
+
+def timing(args: argparse.Namespace, data: Dataset, substrate: Callable[..., ConvHopfieldSubstrate], cmd: str) -> None:
+    """Milliseconds and sweeps per step of each relaxation setting, the same steps from the same theta."""
+    x, y, B = data.x_train, data.y_train, args.batch
+    warm = substrate("float64")
+    protocol = Aeqprop(beta=args.beta)
+    for k in range(args.warmup):
+        i = (k * B) % (len(x) - B)
+        protocol.step(warm, x[i : i + B], y[i : i + B])
+    theta = warm.parameters()
+    rows = []
+    for name, dtype, accel in (
+        ("float64, plain block coordinate descent", "float64", False),
+        ("float64, heavy-ball sweeps", "float64", True),
+        ("float32, heavy-ball sweeps (default of the figure)", "float32", True),
+    ):
+        sub = substrate(dtype, accel)
+        sub.set_parameters(theta)
+        sub.set_knobs(theta)
+        start = args.warmup * B
+        t0, sweeps = time.perf_counter(), 0
+        for k in range(args.timing):
+            i = (start + k * B) % (len(x) - B)
+            sweeps += sum(Aeqprop(beta=args.beta).step(sub, x[i : i + B], y[i : i + B]).sweeps.values())
+        rows.append((name, (time.perf_counter() - t0) / args.timing, sweeps / args.timing))
+    print(
+        f"\n`{cmd.strip()}`: {warm.info.description}, centered Aeqprop b = {args.beta:g}, batch {B}, tol {args.tol:g}, "
+        f"{args.timing} steps each from the parameters after {args.warmup} training steps, BLAS threads "
+        f"{args.threads or 'default'}\n"
+    )
+    print("| relaxation | ms per step | sweeps per step (three phases) | speed-up over plain float64 |")
+    print("|---|---|---|---|")
+    for name, seconds, sweeps in rows:
+        print(f"| {name} | {seconds * 1e3:.1f} | {sweeps:.1f} | {rows[0][1] / seconds:.1f}x |")
 
 
 if __name__ == "__main__":
