@@ -308,7 +308,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         # the free phase's contraction; the output's self-coupling 1 + beta divides it (squared cost).
         # Under the readout's force (taken at the current state, not an exact block minimiser) the
         # heavy ball still has the plain sweep's fixed points, and block_descent drops it if the moves
-        # grow: accelerated too (the nudged phases took 3 to 4 times fewer sweeps on Fashion-MNIST).
+        # grow: accelerated too (the nudged phases then take fewer sweeps, tests/sim_backends/test_conv.py).
         rho = self._rho
         if rho is not None and squared:
             rho = rho / (1.0 + beta)
