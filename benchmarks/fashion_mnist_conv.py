@@ -7,7 +7,7 @@ and theta kept; the official test split is evaluated at the epoch of the best va
 stdout. The defaults are the settings of README.md's figure and of
 examples/fashion_mnist_conv.toml.
 
-    python benchmarks/fashion_mnist_conv.py [--epochs 10] [--channels 32 64] [--hidden 512]
+    python benchmarks/fashion_mnist_conv.py [--epochs 4] [--channels 32 64] [--hidden 512]
         [--cost cross-entropy] [--eps 0.1 | --eps W=0.1,b=0.02] [--beta 0.5] [--lr-schedule cosine:0.01]
         [--dtype float32] [--threads 1] [--train-size 0]
 
@@ -52,7 +52,7 @@ def parse_eps(text: str) -> float | dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--hidden", type=int, nargs="*", default=[], help="dense hidden layers after the conv stack")
     ap.add_argument("--kernel", type=int, default=5)
