@@ -17,13 +17,24 @@ theta, the floating parameters (Aeqprop) are exact as in
 :mod:`sim_backends.floating`. ``cost="cross-entropy"`` reads the top layer through
 a softmax readout (:mod:`sim_backends.readout`).
 
+Speed, as the dense network's (:mod:`sim_backends.hopfield`): the sweeps are the
+heavy-ball accelerated block coordinate descent of :mod:`sim_backends.hopfield_relax`
+(the same fixed points; the free phase's measured contraction is reused by the nudged
+phases, and the second phase of centered nudging starts from the free equilibrium);
+each conv map is one strided correlation with its pooled kernel, built once per
+relaxation (:mod:`sim_backends.conv_ops`); the input's patches and drive
+``A_1(x) + b_1`` are computed once per clamp (and change of theta_1), shared by every
+phase and by ``dE/dK_1``; the sweeps write into buffers kept per batch size;
+``dtype="float32"`` halves the memory traffic and the products' time.
+
 The oracle (:mod:`sim_backends.conv_oracle`) solves ``H lambda = dC/ds`` by conjugate
-gradients on the free units.
+gradients on the free units, always in float64.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +43,10 @@ from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.conv_ops import Conv, Dense, add_bias, bias_gradient, bias_shape
 from sim_backends.conv_oracle import ConvOracle
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
+from sim_backends.hopfield_relax import Acceleration, block_descent
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
+
+DTYPES = ("float64", "float32")
 
 HIDDEN_BOX = (0.0, 1.0)
 #: The entry for layer 0 (the clamped input) in per-layer lists: indices are layer numbers.
@@ -42,7 +56,7 @@ OUTPUT_BOX = (-1.0, 2.0)
 
 
 class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
-    """A batched convolutional Hopfield network.
+    """A batched convolutional Hopfield network, float64 (or float32) compute.
 
     Example: ``ConvHopfieldSubstrate((784, 10), input_shape=(1, 28, 28), channels=(16, 32),
     kernel=5, pool=2)``: 1x28x28 -> 16x12x12 -> 32x4x4 -> 10.
@@ -59,6 +73,12 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         "valid", stride 1); the average-pooling block p after each conv (1: none).
     cost:
         ``"squared"`` or ``"cross-entropy"`` (softmax readout of the top layer).
+    dtype:
+        ``"float64"`` or ``"float32"``: the precision of the state, parameters and every
+        product (the oracle computes in float64 either way).
+    acceleration:
+        Heavy-ball acceleration of the sweeps (:class:`~sim_backends.hopfield_relax.Acceleration`,
+        or a dict of its fields, True / False): the same equilibria in fewer sweeps.
     eps, bound, tol, max_sweeps, seed, init_gain, max_batch, joint_rtol, max_joint_updates:
         As :class:`~sim_backends.hopfield.HopfieldSubstrate`.
     """
@@ -80,7 +100,9 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         max_batch: int | None = 1024,
         joint_rtol: float = 1e-6,
         max_joint_updates: int = 500,
-    ):
+        dtype: str = "float64",
+        acceleration: Acceleration | Mapping[str, Any] | bool | None = None,
+    ) -> None:
         layers = tuple(int(n) for n in layers)
         if input_shape is None:
             side = int(round(np.sqrt(layers[0])))
@@ -107,6 +129,10 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         ):
             if not ok:
                 raise ConfigurationError(f"{name}={value}: must be {'>= 1' if name == 'max_sweeps' else '> 0'}")
+        if str(dtype) not in DTYPES:
+            raise ConfigurationError(f"dtype={dtype!r}: valid: {', '.join(DTYPES)}")
+        self.dtype = np.dtype(str(dtype))
+        self.acceleration = Acceleration.of(acceleration)
         self.readout = check_cost(cost, 1 + len(channels) + len(layers) - 1)
         self.maps: dict[int, Conv | Dense] = {}  # the layer map A_l of each layer l = 1..L
         for c in channels:
@@ -118,7 +144,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
                     "a smaller kernel or pool"
                 )
             self.maps[len(self.maps) + 1] = conv
-            image = conv.out_shape
+            image = (conv.out_shape[0], conv.out_shape[1], conv.out_shape[2])
         shape: tuple[int, ...] = image
         for n in layers[1:]:
             self.maps[len(self.maps) + 1] = Dense(shape, n)
@@ -150,20 +176,31 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         for l in range(1, self.L + 1):
             fan_in, fan_out = self.maps[l].fan()
             limit = init_gain * np.sqrt(6.0 / (fan_in + fan_out))
-            self.W.append(np.clip(rng.uniform(-limit, limit, self.maps[l].weight_shape), -bound, bound))
-        self.b = [NO_LAYER] + [np.zeros(shapes[f"b{l}"]) for l in range(1, self.L + 1)]
+            w = np.clip(rng.uniform(-limit, limit, self.maps[l].weight_shape), -bound, bound)
+            self.W.append(w.astype(self.dtype))
+        self.b = [NO_LAYER] + [np.zeros(shapes[f"b{l}"], dtype=self.dtype) for l in range(1, self.L + 1)]
         self._u = self.parameters()
-        self._x = np.zeros((1, *given))
+        self._x = np.zeros((1, *given), dtype=self.dtype)
+        self._cols: np.ndarray | None = None  # the patches of x under layer 1 (a conv map), per clamp
         self._drive: np.ndarray | None = None  # A_1(x) + b_1, kept while x and theta_1 stay
+        self._buffers: dict[tuple[str, int], np.ndarray] = {}  # work arrays of the sweeps, per batch size
+        self._rho: float | None = None  # the plain contraction measured by the free phase on the clamped x
         self._reset_state(1)
         self._beta = 0.0
         self._y: np.ndarray | None = None
         self._stale = True
         self.total_sweeps = 0
+        # Each parity class is an exact function of the other: only the smaller one is watched.
+        odd, even = list(range(1, self.T + 1, 2)), list(range(2, self.T + 1, 2))
+        self._classes = (odd, even)
+        units = {l: int(np.prod(self.shapes[l])) for l in range(1, self.T + 1)}
+        self._watched = 1 if 0 < sum(units[l] for l in even) <= sum(units[l] for l in odd) else 0
 
     # -- state ----------------------------------------------------------------
     def _reset_state(self, batch: int) -> None:
-        self._s = [self._x] + [np.zeros((batch, *self.shapes[l])) for l in range(1, self.L + 1)]
+        self._s = [self._x] + [np.zeros((batch, *self.shapes[l]), dtype=self.dtype) for l in range(1, self.L + 1)]
+        self._free: list[np.ndarray] | None = None  # the free equilibrium on these inputs, once settled
+        self._state_beta: float | None = None  # the nudging the state last settled under
 
     def _box(self, l: int) -> tuple[float, float]:
         return OUTPUT_BOX if l == self.L and not self.readout else HIDDEN_BOX
@@ -172,8 +209,11 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         """Set the inputs, shape (batch, C * H * W) (flattened images); the state restarts from zero."""
         x = check_array("x", x, (None, self.info.n_inputs))
         self.info.check_batch(x.shape[0])
-        self._x = x.reshape(x.shape[0], *self.shapes[0])
-        self._drive = None
+        self._x = x.reshape(x.shape[0], *self.shapes[0]).astype(self.dtype, copy=False)
+        self._drive = self._cols = None
+        self._rho = None
+        if self._buffers and next(iter(self._buffers.values())).shape[0] != x.shape[0]:
+            self._buffers = {}
         self._reset_state(x.shape[0])
         if self._y is not None and self._y.shape[0] != x.shape[0]:
             self._beta, self._y = 0.0, None
@@ -185,49 +225,111 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         if beta != 0.0 and y is None:
             raise ConfigurationError("nudge with beta != 0 needs a target y")
         if y is not None:
-            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs))
+            y = check_array("y", y, (self._x.shape[0], self.info.n_outputs)).astype(self.dtype, copy=False)
         self._beta, self._y = beta, y
         self._stale = True
 
-    def _pre(self, l: int, s: list[np.ndarray]) -> np.ndarray:
-        """The unconstrained minimiser of layer l given its neighbours (before the box)."""
-        W, b, L = self.W, self.b, self.L
-        if l == 1:
-            if self._drive is None:
-                self._drive = add_bias(self.maps[1].forward(s[0], W[1]), b[1])
-            pre = self._drive.copy()
-        else:
-            pre = add_bias(self.maps[l].forward(s[l - 1], W[l]), b[l])
-        if l < self.T:
-            pre += self.maps[l + 1].adjoint(s[l + 1], W[l + 1])
-        beta, y = self._beta, self._y
-        if y is not None and beta != 0.0 and l == self.T:
-            if self.readout:
-                err = predict(_flat(s[l]), W[L], b[L]) - y
-                pre -= beta * (err @ W[L].T).reshape(pre.shape)
-            else:
-                pre += beta * y
-                pre /= 1.0 + beta
-        return pre
+    def _buffer(self, name: str, l: int, shape: tuple[int, ...]) -> np.ndarray:
+        """A work array kept between sweeps and relaxations (dropped when the batch size changes)."""
+        kept = self._buffers.get((name, l))
+        if kept is None or kept.shape != shape or kept.dtype != self.dtype:
+            kept = self._buffers[(name, l)] = np.empty(shape, dtype=self.dtype)
+        return kept
+
+    def _input_patches(self) -> np.ndarray:
+        """The patches of x under layer 1 (a conv map), once per clamp."""
+        if self._cols is None:
+            conv = self.maps[1]
+            assert isinstance(conv, Conv)
+            self._cols = conv.patches(self._x)
+        return self._cols
+
+    def _input_drive(self) -> np.ndarray:
+        """``A_1(x) + b_1``, computed once per clamp and change of W_1 or b_1."""
+        if self._drive is None:
+            conv = self.maps[1]
+            assert isinstance(conv, Conv)
+            drive = np.empty((self._x.shape[0], *self.shapes[1]), dtype=self.dtype)
+            conv.apply(self._input_patches(), conv.pooled(self.W[1]), drive)
+            self._drive = add_bias(drive, self.b[1])
+        return self._drive
 
     def _relax(self, tol: float, max_sweeps: int) -> RelaxReport:
-        """Exact block coordinate descent, odd layers then even; stops when no unit moves by more than tol."""
-        s, T = self._s, self.T
-        order = list(range(1, T + 1, 2)) + list(range(2, T + 1, 2))
-        change, sweeps = np.inf, 0
-        while sweeps < max_sweeps:
-            sweeps += 1
-            change = 0.0
-            for l in order:
-                lo, hi = self._box(l)
-                new = np.clip(self._pre(l, s), lo, hi)
-                change = max(change, float(np.max(np.abs(new - s[l]))))
-                s[l] = new
-            if not np.isfinite(change):
-                raise RelaxationError("the state became non-finite during relaxation; check the parameters")
-            if change <= tol:
-                break
-        return self._settled(sweeps, change, tol)
+        """Block coordinate descent, odd layers then even, heavy-ball accelerated
+        (:func:`sim_backends.hopfield_relax.block_descent`); stops on a plain sweep whose
+        watched layers move by at most tol."""
+        s, W, b, L, T, maps = self._s, self.W, self.b, self.L, self.T, self.maps
+        beta, y = self._beta, self._y
+        B = s[0].shape[0]
+        drive = self._input_drive()
+        kernels = {l: m.pooled(W[l]) for l, m in maps.items() if isinstance(m, Conv) and 1 < l <= T}
+        dense_T = {l: np.ascontiguousarray(W[l].T) for l, m in maps.items() if isinstance(m, Dense) and 1 < l}
+        squared = beta != 0.0 and not self.readout
+        force = self.readout and beta != 0.0
+        if squared:
+            assert y is not None  # nudge refuses beta != 0 without a target
+            y_scaled = beta * y
+        free, at = self._free, self._state_beta
+        if free is not None and at is not None and beta != 0.0 and abs(beta) < abs(beta - at):
+            if self.acceleration.warm_start:  # the free equilibrium is the nearer start (centered nudging)
+                s[1:] = [a.copy() for a in free]
+
+        def target(l: int, pre: np.ndarray) -> None:
+            """Layer l's exact minimiser given its neighbours, before the box, into ``pre``."""
+            m = maps[l]
+            if l == 1:
+                np.copyto(pre, drive)
+            elif isinstance(m, Conv):
+                cols = m.patches(
+                    s[l - 1], self._buffer("cols", l, (B * int(np.prod(m.out_shape[1:])), kernels[l].shape[1]))
+                )
+                m.apply(cols, kernels[l], pre, self._buffer("work", l, (cols.shape[0], m.out_shape[0])))
+                add_bias(pre, b[l])
+            else:
+                np.dot(s[l - 1].reshape(B, -1), W[l], out=pre)
+                pre += b[l]
+                if squared and l == L:
+                    pre += y_scaled
+                    pre /= 1.0 + beta
+            if l < T:
+                above = maps[l + 1]
+                if isinstance(above, Conv):
+                    above.spread(s[l + 1], kernels[l + 1], pre, add=True)
+                else:
+                    flat = pre.reshape(B, -1)
+                    flat += np.dot(s[l + 1], dense_T[l + 1], out=self._buffer("back", l, flat.shape))
+            if force and l == T:
+                assert y is not None
+                err = predict(_flat(s[T]), W[L], b[L])
+                err -= y
+                err *= beta
+                pre.reshape(B, -1)[...] -= err @ dense_T[L]
+
+        # the free phase's contraction; the output's self-coupling 1 + beta divides it (squared cost).
+        # Under the readout's force (taken at the current state, not an exact block minimiser) the
+        # heavy ball still has the plain sweep's fixed points, and block_descent drops it if the moves
+        # grow: accelerated too (the nudged phases then take fewer sweeps, tests/sim_backends/test_conv.py).
+        rho = self._rho
+        if rho is not None and squared:
+            rho = rho / (1.0 + beta)
+        settings = self.acceleration
+        done = block_descent(s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, settings)
+        if done.rho is not None and beta == 0.0:
+            self._rho = done.rho
+        if not np.isfinite(done.residual):
+            raise RelaxationError("the state became non-finite during relaxation; check the parameters")
+        self._state_beta = beta
+        if beta == 0.0 and done.residual <= tol:
+            self._free = [a.copy() for a in s[1:]]
+        return self._settled(done.sweeps, done.residual, tol)
+
+    def _bounds(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Each energy layer's box as 0-d arrays of the compute dtype."""
+        out = {}
+        for l in range(1, self.T + 1):
+            lo, hi = self._box(l)
+            out[l] = (np.asarray(lo, self.dtype), np.asarray(hi, self.dtype))
+        return out
 
     def outputs(self) -> np.ndarray:
         """The output units, or with the readout the class probabilities."""
@@ -242,17 +344,21 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         return [a.copy() for a in self._s]
 
     def energy(self) -> float:
-        """F = E + beta C at the current state, batch mean."""
-        s, e = self._s, 0.0
+        """F = E + beta C at the current state, batch mean (computed in float64)."""
+        s = [a.astype(np.float64) for a in self._s]
+        e = 0.0
         for l in range(1, self.T + 1):
-            drive = add_bias(self.maps[l].forward(s[l - 1], self.W[l]), self.b[l])
+            W, b = self.W[l].astype(np.float64), self.b[l].astype(np.float64)
+            drive = add_bias(self.maps[l].forward(s[l - 1], W), b)
             e += 0.5 * np.sum(s[l] ** 2) - np.sum(s[l] * drive)
         e /= s[0].shape[0]
         if self._y is not None and self._beta != 0.0:
+            y = self._y.astype(np.float64)
             if self.readout:
-                e += self._beta * cross_entropy(self.outputs(), self._y)
+                p = predict(_flat(s[self.T]), self.W[self.L].astype(np.float64), self.b[self.L].astype(np.float64))
+                e += self._beta * cross_entropy(p, y)
             else:
-                e += self._beta * 0.5 * np.sum((s[self.L] - self._y) ** 2) / s[0].shape[0]
+                e += self._beta * 0.5 * np.sum((s[self.L] - y) ** 2) / s[0].shape[0]
         return float(e)
 
     # -- parameters (capability "eqprop") -------------------------------------
@@ -268,10 +374,11 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             if name not in self.info.parameter_shapes:
                 raise ConfigurationError(f"unknown parameter {name!r}; valid: {sorted(self.info.parameter_shapes)}")
             kept, clipped[name] = within_bounds(
-                name, value, self.info.parameter_shapes[name], self.info.parameter_bounds[name], copy
+                name, value, self.info.parameter_shapes[name], self.info.parameter_bounds[name], copy, self.dtype
             )
             (self.W if name[0] == "W" else self.b)[int(name[1:])] = kept
-            self._drive = None
+            if name in ("W1", "b1"):
+                self._drive = None
         self._stale = True
         return clipped
 
@@ -284,7 +391,14 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         self._settle()
         s, B, out = self._s, self._s[0].shape[0], {}
         for l in range(1, self.T + 1):
-            out[f"W{l}"] = self.maps[l].gradient(s[l - 1], s[l]) * (-1.0 / B)
+            m = self.maps[l]
+            if isinstance(m, Conv):
+                cols = self._input_patches() if l == 1 else m.patches(s[l - 1])
+                g = m.gradient_from(cols, s[l])
+            else:
+                g = m.gradient(s[l - 1], s[l])
+            g *= -1.0 / B
+            out[f"W{l}"] = g
             out[f"b{l}"] = bias_gradient(s[l]) * (-1.0 / B)
         if self.readout:
             L = self.L

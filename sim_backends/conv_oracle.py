@@ -7,12 +7,15 @@ through the layer maps, never formed; the system is solved by conjugate
 gradients, each sample its own system, to a relative residual of ``rtol``.
 H is positive definite on the free units when the equilibrium is a strict
 minimum; if CG does not converge the oracle says so instead of returning a
-wrong gradient.
+wrong gradient. A float32 substrate's oracle computes in float64 (its parameters
+widened), so the yardstick does not carry the training precision's rounding.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,7 +54,17 @@ class ConvOracle:
     L: int  # layers after the input
     T: int  # the top layer of units (L - 1 with a readout)
     readout: bool
+    dtype: np.dtype
     _s: State
+    _x: np.ndarray
+    _y: np.ndarray | None
+    _drive: np.ndarray | None
+    _cols: np.ndarray | None
+    _free: State | None
+    _state_beta: float | None
+    _rho: float | None
+    _buffers: dict[tuple[str, int], np.ndarray]
+    _stale: bool
 
     if TYPE_CHECKING:
 
@@ -101,8 +114,31 @@ class ConvOracle:
             "units (H not positive definite); lower init_gain or the weights"
         )
 
+    @contextmanager
+    def _float64(self) -> Iterator[None]:
+        """Compute in float64 for the duration (the oracle), whatever the substrate's dtype;
+        the state, inputs and what the relaxation keeps are put back after."""
+        if self.dtype == np.float64:
+            yield
+            return
+        saved: tuple[Any, ...] = (self.W, self.b, self._x, self._s, self._y, self._drive, self._cols)
+        kept = (self._free, self._state_beta, self._rho, self._buffers, self.dtype)
+        self.W = [w.astype(np.float64) for w in self.W]
+        self.b = [v.astype(np.float64) for v in self.b]
+        self.dtype, self._drive, self._cols, self._buffers = np.dtype(np.float64), None, None, {}
+        try:
+            yield
+        finally:
+            self.W, self.b, self._x, self._s, self._y, self._drive, self._cols = saved
+            self._free, self._state_beta, self._rho, self._buffers, self.dtype = kept
+            self._stale = True
+
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        """L = mean_batch C at a tightly settled free equilibrium (squared, or cross-entropy)."""
+        """L = mean_batch C at a tightly settled free equilibrium (squared, or cross-entropy), in float64."""
+        with self._float64():
+            return self._loss(x, y)
+
+    def _loss(self, x: np.ndarray, y: np.ndarray) -> float:
         self.clamp(x)
         self.nudge(0.0)
         self._relax(1e-13, 100_000)
@@ -112,8 +148,16 @@ class ConvOracle:
         return float(0.5 * np.sum((self._s[self.L] - y) ** 2) / len(y))
 
     def true_gradient(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """dL/dtheta by implicit differentiation (conjugate gradients). Leaves the substrate clamped to x."""
-        self.loss(x, y)
+        """dL/dtheta by implicit differentiation (conjugate gradients), in float64. Leaves the substrate
+        clamped to x."""
+        with self._float64():
+            grads = self._implicit(x, y)
+        if self.dtype != np.float64:
+            self.clamp(x)
+        return grads
+
+    def _implicit(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        self._loss(x, y)
         y = check_array("y", y, (x.shape[0], self.info.n_outputs))
         s, T, L, B = self._s, self.T, self.L, x.shape[0]
         masks = [((s[l] > self._box(l)[0]) & (s[l] < self._box(l)[1])).astype(np.float64) for l in range(1, T + 1)]

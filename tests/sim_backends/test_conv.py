@@ -38,6 +38,34 @@ def test_conv_map_is_correlation_then_average_pooling_with_its_adjoint_and_gradi
     assert g[2, 1, 0, 2] == pytest.approx(fd, rel=1e-7)
 
 
+@pytest.mark.parametrize("kernel, pool, side", [(3, 2, 8), (4, 2, 9), (5, 3, 10), (3, 1, 6)])
+def test_pooled_kernel_map_equals_conv_then_pooling_with_exact_adjoint_and_gradient(kernel, pool, side):
+    """The stride-p correlation with the pooled kernel against a direct conv and a reshape-mean
+    pooling; its adjoint against <A a, c> = <a, A^T c>; its kernel gradient entry by entry (c . A(a)
+    is linear in K, so each entry is c . A(a) at a unit kernel)."""
+    rng = np.random.default_rng(kernel + pool)
+    c = Conv((2, side, side), channels=3, kernel=kernel, pool=pool)
+    assert c.valid
+    a, K = rng.normal(size=(2, 2, side, side)), rng.normal(size=c.weight_shape)
+    n = side - kernel + 1
+    direct = np.zeros((2, 3, n, n))
+    for o in range(3):
+        for i in range(n):
+            for j in range(n):
+                direct[:, o, i, j] = np.sum(a[:, :, i : i + kernel, j : j + kernel] * K[o], axis=(1, 2, 3))
+    pooled = direct.reshape(2, 3, n // pool, pool, n // pool, pool).mean(axis=(3, 5))
+    assert np.allclose(c.forward(a, K), pooled, atol=1e-12)
+    cc = rng.normal(size=(2, *c.out_shape))
+    assert np.sum(c.forward(a, K) * cc) == pytest.approx(np.sum(a * c.adjoint(cc, K)), rel=1e-12)
+    g = c.gradient(a, cc)
+    exact = np.zeros_like(K)
+    for idx in np.ndindex(K.shape):
+        unit = np.zeros_like(K)
+        unit[idx] = 1.0
+        exact[idx] = np.sum(c.forward(a, unit) * cc)
+    assert np.allclose(g, exact, atol=1e-11)
+
+
 def small_net(cost="squared", seed=0, two=False, **kw):
     """1x10x10 -> 3x4x4 (3x3 conv, 2x2 pool) -> 5 -> 3, or with ``two`` 1x14x14 -> 3x6x6 -> 4x2x2
     -> 5 -> 3; weights scaled down and hidden biases raised so that units sit inside their boxes."""
@@ -183,15 +211,94 @@ def test_a_run_config_builds_it_on_an_image_dataset(tmp_path, monkeypatch):
     assert result.final.train_loss < result.history[0].train_loss  # it learns the stripes
 
 
-def test_the_cifar10_example_builds_the_network_it_describes():
-    """Not trained here (sized for a large machine), but its substrate options are checked."""
+@pytest.mark.parametrize(
+    "example, shape, description",
+    [
+        (
+            "cifar10_conv_gpu.toml",
+            (3, 32, 32),
+            "conv Hopfield network 3x32x32 -> 64x14x14 -> 128x5x5 -> 10, softmax readout",
+        ),
+        (
+            "fashion_mnist_conv.toml",
+            (1, 28, 28),
+            "conv Hopfield network 1x28x28 -> 32x12x12 -> 64x4x4 -> 10, softmax readout",
+        ),
+    ],
+)
+def test_the_conv_examples_build_the_networks_they_describe(example, shape, description):
+    """Not trained here (CIFAR-10's is sized for a large machine; Fashion-MNIST's is README's figure,
+    an hour on one core), but their substrate options are checked."""
     from pathlib import Path
 
     from aeqprop.config import load_config
     from aeqprop.parts import build_with
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "cifar10_conv_gpu.toml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / example)
     options = dict(cfg.substrate.options)
     hidden = options.pop("hidden")
-    sub = build_with(ConvHopfieldSubstrate, options, {"layers": (3072, *hidden, 10), "input_shape": (3, 32, 32)}, "x")
-    assert sub.info.description == "conv Hopfield network 3x32x32 -> 64x14x14 -> 128x5x5 -> 10, softmax readout"
+    n = int(np.prod(shape))
+    sub = build_with(ConvHopfieldSubstrate, options, {"layers": (n, *hidden, 10), "input_shape": shape}, "x")
+    assert sub.info.description == description
+
+
+def settle(sub, x, y, beta):
+    """The state after clamping x and relaxing under nudging beta (free phase first, as a step does)."""
+    sub.clamp(x)
+    sub.nudge(0.0)
+    sub.relax()
+    if beta:
+        sub.nudge(beta, y)
+        sub.relax()
+    return sub.state()
+
+
+@pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
+def test_accelerated_and_float32_sweeps_reach_the_plain_float64_fixed_point(cost):
+    """Heavy-ball sweeps (with the free phase's rho and the warm start of centered nudging; under the
+    readout's force too) and float32 compute settle where plain float64 block coordinate descent
+    does, to the tolerance; the accelerated relaxation takes fewer sweeps."""
+    nets = {
+        name: small_net(cost, two=True, **options)[0]
+        for name, options in (
+            ("plain", {"acceleration": False, "tol": 1e-9}),
+            ("fast", {"tol": 1e-9}),
+            ("f32", {"dtype": "float32", "tol": 1e-6}),
+        )
+    }
+    _, x, y = small_net(cost, two=True)
+    for beta in (0.0, -0.5, 0.5):
+        plain, fast, f32 = (settle(nets[n], x, y, beta) for n in ("plain", "fast", "f32"))
+        for l in range(1, len(plain)):
+            assert np.max(np.abs(fast[l] - plain[l])) <= 1e-7
+            assert f32[l].dtype == np.float32
+            assert np.max(np.abs(f32[l] - plain[l])) <= 1e-5
+    assert nets["fast"].total_sweeps < 0.85 * nets["plain"].total_sweeps
+
+
+def test_accelerated_relaxation_never_raises_the_energy_above_its_start_and_ends_at_the_plain_energy():
+    sub, x, y = small_net(tol=1e-10)
+    plain, _, _ = small_net(tol=1e-10, acceleration=False)
+    for s in (sub, plain):
+        s.clamp(x)
+        s.nudge(0.0)
+        s.relax()
+        s.nudge(0.5, y)
+    start = sub.energy()
+    sub.relax()
+    plain.relax()
+    assert sub.energy() <= start and sub.energy() == pytest.approx(plain.energy(), abs=1e-9)
+
+
+def test_float32_steps_like_float64_and_its_oracle_is_float64(flatten, rel):
+    sub64, x, y = small_net(eps=0.01, tol=1e-8)
+    sub32, _, _ = small_net(eps=0.01, tol=1e-6, dtype="float32")
+    assert sub32.parameters()["W1"].dtype == np.float32
+    g32, g64 = sub32.true_gradient(x, y), sub64.true_gradient(x, y)
+    assert g32["W1"].dtype == np.float64
+    assert rel(flatten(g32), flatten(g64)) <= 1e-5  # the parameters rounded to float32
+    d64 = Aeqprop(beta=0.1).step(sub64, x, y).delta
+    d32 = Aeqprop(beta=0.1).step(sub32, x, y).delta
+    assert rel(flatten(d32), flatten(d64)) <= 1e-2  # a step of 1e-3 theta, resolved in float32
+    with pytest.raises(ConfigurationError, match="dtype='float16': valid: float64, float32"):
+        ConvHopfieldSubstrate((100, 3), input_shape=(1, 10, 10), channels=(2,), kernel=3, dtype="float16")
