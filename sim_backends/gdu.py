@@ -96,7 +96,7 @@ class GDUReport:
         code compares the cumulative EP update with the cumulative BPTT gradient at the last step."""
         agree = total = 0
         for n in (n for n in self.ep if n[0] == kind):
-            e, g = sum(self.ep[n]), -sum(self.bptt[n])
+            e, g = np.sum(self.ep[n], axis=0), -np.sum(self.bptt[n], axis=0)
             keep = np.abs(g) > floor * np.abs(g).max()
             agree += int(np.sum(np.sign(e[keep]) == np.sign(g[keep])))
             total += int(keep.sum())
