@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from aeqprop.errors import ConfigurationError, RelaxationError
+from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.conv_ops import Conv, Dense, add_bias, bias_gradient, bias_shape
 from sim_backends.conv_oracle import ConvOracle
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
-from sim_backends.hopfield_relax import Acceleration, block_descent
+from sim_backends.hopfield_relax import Acceleration, block_descent, finish
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
@@ -314,14 +314,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             rho = rho / (1.0 + beta)
         settings = self.acceleration
         done = block_descent(s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, settings)
-        if done.rho is not None and beta == 0.0:
-            self._rho = done.rho
-        if not np.isfinite(done.residual):
-            raise RelaxationError("the state became non-finite during relaxation; check the parameters")
-        self._state_beta = beta
-        if beta == 0.0 and done.residual <= tol:
-            self._free = [a.copy() for a in s[1:]]
-        return self._settled(done.sweeps, done.residual, tol)
+        return finish(self, done, beta, tol)
 
     def _bounds(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Each energy layer's box as 0-d arrays of the compute dtype."""

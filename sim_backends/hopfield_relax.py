@@ -225,6 +225,22 @@ def block_descent(
     return Sweeps(sweeps=sweeps, residual=change, rho=estimate)
 
 
+def finish(host: Any, done: Sweeps, beta: float, tol: float) -> RelaxReport:
+    """The end of a layered network's relaxation (``host``: the dense or the conv substrate):
+    raises on a non-finite state; keeps what the next relaxations on the same inputs start from
+    (the free phase's contraction and, once settled, its equilibrium; the nudging the state
+    settled under); returns the report."""
+    if done.rho is not None and beta == 0.0:
+        host._rho = done.rho
+    if not np.isfinite(done.residual):
+        raise RelaxationError("the state became non-finite during relaxation; check the parameters")
+    host._state_beta = beta
+    if beta == 0.0 and done.residual <= tol:
+        host._free = [a.copy() for a in host._s[1:]]
+    report: RelaxReport = host._settled(done.sweeps, done.residual, tol)
+    return report
+
+
 class HopfieldRelaxation:
     """``_relax`` of :class:`~sim_backends.hopfield.HopfieldSubstrate` (a mixin): the layer
     targets of section 4 handed to :func:`block_descent`, and what it keeps between calls."""
@@ -311,14 +327,7 @@ class HopfieldRelaxation:
         # the readout's force is taken at the current state, not an exact block minimiser: plain sweeps
         settings = PLAIN if force else self.acceleration
         done = block_descent(s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, settings)
-        if done.rho is not None and beta == 0.0:
-            self._rho = done.rho
-        if not np.isfinite(done.residual):
-            raise RelaxationError("the state became non-finite during relaxation; check the parameters")
-        self._state_beta = beta
-        if beta == 0.0 and done.residual <= tol:
-            self._free = [a.copy() for a in s[1:]]
-        return self._settled(done.sweeps, done.residual, tol)
+        return finish(self, done, beta, tol)
 
     def _transposes(self) -> list[Any]:
         """``W_l^T`` (contiguous) for l >= 2, kept while ``W_l`` is the same array (it is replaced on update)."""
