@@ -5,12 +5,13 @@ Model selection uses the validation split only: each method's reported test accu
 at the epoch of its best validation accuracy (the final epoch's is shown beside it). With
 ``--select``, each method's step size is first chosen on the validation split of the first seed
 (a grid: eps scaled for the two EqProp methods, lr for backprop; the best validation accuracy over
-the epochs decides), then every seed trains with the chosen ones. Every method trains epoch by
+the epochs decides; ``--scales`` and ``--bp-lrs`` set it), then every seed trains with the chosen
+ones (the first seed's runs are the grid's own, not trained again). Every method trains epoch by
 epoch in lockstep with the backprop baseline, so each epoch-time ratio is taken under the same
 machine load.
 
     python benchmarks/fashion_mnist.py [--epochs 20] [--hidden 1024] [--seeds 0] [--train-size 0]
-        [--lr-schedule constant] [--cost squared] [--select]
+        [--lr-schedule constant] [--cost squared] [--select [--scales 0.5 1 2 4 --bp-lrs 0.025 0.05 0.1 0.2]]
 
 Timing only (the epoch-time table, no accuracies; evaluation cut to 1,000 samples):
 
@@ -108,7 +109,7 @@ class Lockstep:
         label: str = "",
         methods: tuple[str, ...] = (AEQPROP, EQPROP),
     ):
-        self.args, self.data, self.seed, self.bp_lr, self.label = args, data, seed, bp_lr, label
+        self.args, self.data, self.seed, self.scale, self.bp_lr, self.label = args, data, seed, scale, bp_lr, label
         layers = (784, args.hidden, 10)
         eps = {n: e * scale for n, e in EPS.items()}
         lr = {n: e * BETA for n, e in eps.items()}  # EqProp at Aeqprop's first-order rate eps (beta2 - beta1)
@@ -164,14 +165,14 @@ class Lockstep:
         return best[1], best[0]
 
 
-def select(args) -> tuple[float, float, float]:
+def select(args) -> tuple[tuple[float, float, float], list[Lockstep]]:
     """The grids on the validation split of the first seed: (Aeqprop's scale, EqProp's scale, backprop's lr),
-    each the best validation accuracy over its epochs; prints the table."""
-    seed = args.seeds[0]
+    each the best validation accuracy over its epochs, and the grid's runs; prints the table."""
+    seed, scales, bp_lrs = args.seeds[0], args.scales, args.bp_lrs
     data = subset(load_dataset("fashion-mnist", seed=seed, data_dir=args.data_dir), args.train_size, seed)
     runs = [
-        Lockstep(args, data, seed, scale, lr, label=f"select {i + 1}/{len(SCALES)}: ").run()
-        for i, (scale, lr) in enumerate(zip(SCALES, BP_LRS, strict=True))
+        Lockstep(args, data, seed, scale, lr, label=f"select {i + 1}/{len(scales)}: ").run()
+        for i, (scale, lr) in enumerate(zip(scales, bp_lrs, strict=True))
     ]
     print(
         f"\nStep sizes chosen on the validation split ({len(data.x_val)} samples, seed {seed}, {args.epochs} epochs, "
@@ -181,13 +182,13 @@ def select(args) -> tuple[float, float, float]:
         "| eps scale (Aeqprop, EqProp) / backprop lr | Aeqprop val (epoch) | EqProp val (epoch) | backprop val (epoch) |"
     )
     print("|---|---|---|---|")
-    for scale, lr, run in zip(SCALES, BP_LRS, runs, strict=True):
+    for scale, lr, run in zip(scales, bp_lrs, runs, strict=True):
         cells = [f"{v:.2%} ({e})" for v, e in (run.best_val(n) for n in (AEQPROP, EQPROP, BACKPROP))]
         print(f"| {scale:g} / {lr:g} | " + " | ".join(cells) + " |")
     pick = {n: max(range(len(runs)), key=lambda i: runs[i].best_val(n)[0]) for n in (AEQPROP, EQPROP, BACKPROP)}
-    chosen = SCALES[pick[AEQPROP]], SCALES[pick[EQPROP]], BP_LRS[pick[BACKPROP]]
+    chosen = scales[pick[AEQPROP]], scales[pick[EQPROP]], bp_lrs[pick[BACKPROP]]
     print(f"\nChosen: Aeqprop eps scale {chosen[0]:g}, EqProp eps scale {chosen[1]:g}, backprop lr {chosen[2]:g}")
-    return chosen
+    return chosen, runs
 
 
 def main(argv=None) -> None:
@@ -210,13 +211,19 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--select",
         action="store_true",
-        help=f"choose each method's step size on the validation split first (eps x {SCALES}, backprop lr {BP_LRS})",
+        help="choose each method's step size on the validation split first (the grid of --scales and --bp-lrs)",
+    )
+    ap.add_argument("--scales", type=float, nargs="+", default=list(SCALES), help="--select's factors on eps")
+    ap.add_argument(
+        "--bp-lrs", type=float, nargs="+", default=list(BP_LRS), help="--select's backprop lrs, one per scale"
     )
     ap.add_argument("--timing", action="store_true", help="the epoch-time table only (evaluation on 1,000 samples)")
     args = ap.parse_args(argv)
+    if len(args.scales) != len(args.bp_lrs):
+        ap.error(f"--scales has {len(args.scales)} values and --bp-lrs {len(args.bp_lrs)}: give one lr per scale")
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     cmd = "python benchmarks/fashion_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    scale_aeq, scale_eq, bp_lr = select(args) if args.select else (1.0, 1.0, 0.05)
+    (scale_aeq, scale_eq, bp_lr), grid = select(args) if args.select else ((1.0, 1.0, 0.05), [])
     names = {
         AEQPROP: describe(AEQPROP, scale_aeq, bp_lr),
         EQPROP: describe(EQPROP, scale_eq, bp_lr),
@@ -231,6 +238,14 @@ def main(argv=None) -> None:
             data = timing_only(data)
         # the two EqProp methods may have chosen different scales: each runs in its own lockstep group then
         groups = {scale_aeq: [AEQPROP], scale_eq: [EQPROP]} if scale_aeq != scale_eq else {scale_aeq: [AEQPROP, EQPROP]}
+        if grid and seed == args.seeds[0]:  # the grid trained this seed at every setting: its runs are these
+            by_scale = {run.scale: run for run in grid}
+            runs += [by_scale[scale_aeq]] + ([by_scale[scale_eq]] if scale_eq != scale_aeq else [])
+            results[AEQPROP].append(selected(by_scale[scale_aeq].history[AEQPROP]))
+            results[EQPROP].append(selected(by_scale[scale_eq].history[EQPROP]))
+            bp_run = next(run for run in grid if run.bp_lr == bp_lr)
+            results[BACKPROP].append(selected(bp_run.history[BACKPROP]))
+            continue
         for scale, members in groups.items():
             run = Lockstep(args, data, seed, scale, bp_lr, methods=tuple(members)).run()
             runs.append(run)
