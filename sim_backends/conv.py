@@ -40,7 +40,7 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
-from sim_backends.conv_ops import Conv, Dense, add_bias, bias_gradient, bias_shape
+from sim_backends.conv_ops import POOLINGS, Conv, Dense, MaxConv, add_bias, bias_gradient, bias_shape, conv_map
 from sim_backends.conv_oracle import ConvOracle
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.hopfield_relax import Acceleration, block_descent, finish
@@ -70,7 +70,10 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         (C, H, W) of an input image (a run passes the dataset's).
     channels, kernel, pool:
         Channels of each conv layer; the kernel size k (a square k x k window,
-        "valid", stride 1); the average-pooling block p after each conv (1: none).
+        "valid", stride 1); the pooling block p after each conv (1: none).
+    pooling:
+        ``"average"`` (the energy stays bilinear) or ``"max"`` (Ernoult et al. 2019, Laborieux et
+        al. 2021: the coupling goes through the max of each block, see below).
     cost:
         ``"squared"`` or ``"cross-entropy"`` (softmax readout of the top layer).
     dtype:
@@ -90,6 +93,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         channels: Sequence[int] = (16, 32),
         kernel: int = 5,
         pool: int = 2,
+        pooling: str = "average",
         cost: str = "squared",
         eps: float | Mapping[str, float] = 0.1,
         bound: float = 1.0,
@@ -129,6 +133,8 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         ):
             if not ok:
                 raise ConfigurationError(f"{name}={value}: must be {'>= 1' if name == 'max_sweeps' else '> 0'}")
+        if pooling not in POOLINGS:
+            raise ConfigurationError(f"pooling={pooling!r}: valid: {', '.join(POOLINGS)}")
         if str(dtype) not in DTYPES:
             raise ConfigurationError(f"dtype={dtype!r}: valid: {', '.join(DTYPES)}")
         self.dtype = np.dtype(str(dtype))
@@ -136,7 +142,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         self.readout = check_cost(cost, 1 + len(channels) + len(layers) - 1)
         self.maps: dict[int, Conv | Dense] = {}  # the layer map A_l of each layer l = 1..L
         for c in channels:
-            conv = Conv(image, c, kernel, pool)
+            conv = conv_map(image, c, kernel, pool, pooling)
             if not conv.valid:
                 raise ConfigurationError(
                     f"a {kernel}x{kernel} conv then {pool}x{pool} pooling does not fit a {image[1]}x{image[2]} "
@@ -182,6 +188,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         self._u = self.parameters()
         self._x = np.zeros((1, *given), dtype=self.dtype)
         self._cols: np.ndarray | None = None  # the patches of x under layer 1 (a conv map), per clamp
+        self._routes: dict[int, np.ndarray] = {}  # the argmax of each max-pooling layer's blocks
         self._drive: np.ndarray | None = None  # A_1(x) + b_1, kept while x and theta_1 stay
         self._buffers: dict[tuple[str, int], np.ndarray] = {}  # work arrays of the sweeps, per batch size
         self._rho: float | None = None  # the plain contraction measured by the free phase on the clamped x
@@ -199,6 +206,9 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
     # -- state ----------------------------------------------------------------
     def _reset_state(self, batch: int) -> None:
         self._s = [self._x] + [np.zeros((batch, *self.shapes[l]), dtype=self.dtype) for l in range(1, self.L + 1)]
+        self._routes = {
+            l: np.zeros((batch, *self.shapes[l]), dtype=np.intp) for l, m in self.maps.items() if isinstance(m, MaxConv)
+        }
         self._free: list[np.ndarray] | None = None  # the free equilibrium on these inputs, once settled
         self._state_beta: float | None = None  # the nudging the state last settled under
 
@@ -250,7 +260,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             conv = self.maps[1]
             assert isinstance(conv, Conv)
             drive = np.empty((self._x.shape[0], *self.shapes[1]), dtype=self.dtype)
-            conv.apply(self._input_patches(), conv.pooled(self.W[1]), drive)
+            conv.apply(self._input_patches(), conv.pooled(self.W[1]), drive, route=self._routes.get(1))
             self._drive = add_bias(drive, self.b[1])
         return self._drive
 
@@ -264,6 +274,11 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
         drive = self._input_drive()
         kernels = {l: m.pooled(W[l]) for l, m in maps.items() if isinstance(m, Conv) and 1 < l <= T}
         dense_T = {l: np.ascontiguousarray(W[l].T) for l, m in maps.items() if isinstance(m, Dense) and 1 < l}
+        routes = self._routes
+        for l, r in routes.items():  # each max-pooling block's argmax at the state the relaxation starts from
+            m = maps[l]
+            if l > 1 and isinstance(m, MaxConv):
+                np.copyto(r, m.route(s[l - 1], W[l]))
         squared = beta != 0.0 and not self.readout
         force = self.readout and beta != 0.0
         if squared:
@@ -280,10 +295,9 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             if l == 1:
                 np.copyto(pre, drive)
             elif isinstance(m, Conv):
-                cols = m.patches(
-                    s[l - 1], self._buffer("cols", l, (B * int(np.prod(m.out_shape[1:])), kernels[l].shape[1]))
-                )
-                m.apply(cols, kernels[l], pre, self._buffer("work", l, (cols.shape[0], m.out_shape[0])))
+                cols = m.patches(s[l - 1], self._buffer("cols", l, (m.rows(B), kernels[l].shape[1])))
+                work = self._buffer("work", l, (cols.shape[0], m.out_shape[0]))
+                m.apply(cols, kernels[l], pre, work, routes.get(l))
                 add_bias(pre, b[l])
             else:
                 np.dot(s[l - 1].reshape(B, -1), W[l], out=pre)
@@ -294,7 +308,7 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             if l < T:
                 above = maps[l + 1]
                 if isinstance(above, Conv):
-                    above.spread(s[l + 1], kernels[l + 1], pre, add=True)
+                    above.spread(s[l + 1], kernels[l + 1], pre, add=True, route=routes.get(l + 1))
                 else:
                     flat = pre.reshape(B, -1)
                     flat += np.dot(s[l + 1], dense_T[l + 1], out=self._buffer("back", l, flat.shape))
@@ -387,7 +401,12 @@ class ConvHopfieldSubstrate(ConvOracle, FloatingParameters):
             m = self.maps[l]
             if isinstance(m, Conv):
                 cols = self._input_patches() if l == 1 else m.patches(s[l - 1])
-                g = m.gradient_from(cols, s[l])
+                route = None
+                if isinstance(m, MaxConv):  # routed at the current state
+                    if l == 1:
+                        self._input_drive()  # layer 1's route comes with the drive (fresh for theta_1)
+                    route = self._routes[1] if l == 1 else m.route(s[l - 1], self.W[l])
+                g = m.gradient_from(cols, s[l], route)
             else:
                 g = m.gradient(s[l - 1], s[l])
             g *= -1.0 / B
