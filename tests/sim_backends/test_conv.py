@@ -139,10 +139,10 @@ def test_satisfies_the_contract_and_describes_its_layers():
     assert sub.info.description == "conv Hopfield network 1x10x10 -> 3x4x4 -> 5 -> 3"
 
 
-@pytest.mark.parametrize("pooling", ["average", "max"])
+@pytest.mark.parametrize("pooling", ["average", "max", ("average", "max")])
 @pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
 def test_oracle_agrees_with_finite_differences(cost, pooling, flatten, rel):
-    sub, x, y = small_net(cost, two=pooling == "max", pooling=pooling)
+    sub, x, y = small_net(cost, two=pooling != "average", pooling=pooling)
     grad = sub.true_gradient(x, y)
     fd, _ = finite_difference(sub, x, y, h=1e-6)
     assert rel(flatten(grad), flatten(fd)) <= 1e-6
@@ -167,7 +167,7 @@ def test_settled_state_is_each_layers_minimiser_and_energy_never_rises():
     assert np.allclose(s[3], np.clip((s[2] @ W[3] + b[3] + 0.4 * y) / 1.4, -1, 2), atol=1e-12)
 
 
-@pytest.mark.parametrize("pooling", ["average", "max"])
+@pytest.mark.parametrize("pooling", ["average", "max", ("max", "average")])
 @pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
 def test_gradcheck_centered_eqprop_at_beta_1e_3(cost, pooling):
     sub, x, y = small_net(cost, two=True, pooling=pooling)
@@ -362,5 +362,5 @@ def test_max_pooling_sweeps_never_raise_the_energy_and_settle_at_each_layers_rou
     s2 = np.clip(m[2].forward(s[1], W[2]) + b[2][None, :, None, None] + m[3].adjoint(s[3], W[3]), 0, 1)
     assert np.allclose(s[1], s1, atol=1e-12) and np.allclose(s[2], s2, atol=1e-12)
     assert np.array_equal(m[1].forward(s[0], W[1], r1), m[1].forward(s[0], W[1]))
-    with pytest.raises(ConfigurationError, match="pooling='min': valid: average, max"):
+    with pytest.raises(ConfigurationError, match="pooling=.min.: valid: average, max, or a list"):
         ConvHopfieldSubstrate((100, 3), input_shape=(1, 10, 10), channels=(2,), kernel=3, pooling="min")
