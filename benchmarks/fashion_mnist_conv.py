@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hidden", type=int, nargs="*", default=[], help="dense hidden layers after the conv stack")
     ap.add_argument("--kernel", type=int, default=5)
     ap.add_argument("--pool", type=int, default=2)
+    ap.add_argument(
+        "--pooling", nargs="+", default=["average"], help="average or max: one for every conv layer, or one per layer"
+    )
     ap.add_argument("--cost", default="cross-entropy", choices=["squared", "cross-entropy"])
     ap.add_argument("--eps", default="0.1", help="compliance: a number or NAME=VALUE,... per tensor")
     ap.add_argument("--beta", type=float, default=0.5, help="nudging b of centered Aeqprop (-b/2, +b/2)")
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             channels=tuple(args.channels),
             kernel=args.kernel,
             pool=args.pool,
+            pooling=args.pooling[0] if len(args.pooling) == 1 else args.pooling,
             cost=args.cost,
             eps=eps,
             tol=args.tol,
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.dtype}, tol {args.tol:g}"
     )
     print(
-        f"| {sub.info.description} ({args.kernel}x{args.kernel} conv, {args.pool}x{args.pool} average pooling) "
+        f"| {sub.info.description} ({args.kernel}x{args.kernel} conv, {args.pool}x{args.pool} {'/'.join(args.pooling)} pooling) "
         f"| {settings} | {args.epochs} | {best:.2%} ({at}; validation {val[at - 1]:.2%}) | {final:.2%} | {np.median(seconds):.0f} "
         f"| {np.mean(sweeps):.1f} | {wall / 60:.1f} min | {args.threads or 'default'} |"
     )
