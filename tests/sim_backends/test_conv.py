@@ -245,21 +245,23 @@ def test_a_run_config_builds_it_on_an_image_dataset(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "example, shape, description",
+    "example, shape, description, max_pooled",
     [
         (
             "cifar10_conv_gpu.toml",
             (3, 32, 32),
             "conv Hopfield network 3x32x32 -> 64x14x14 -> 128x5x5 -> 10, softmax readout",
+            [False, False],
         ),
         (
             "fashion_mnist_conv.toml",
             (1, 28, 28),
             "conv Hopfield network 1x28x28 -> 32x12x12 -> 64x4x4 -> 10, softmax readout",
+            [True, False],
         ),
     ],
 )
-def test_the_conv_examples_build_the_networks_they_describe(example, shape, description):
+def test_the_conv_examples_build_the_networks_they_describe(example, shape, description, max_pooled):
     """Not trained here (CIFAR-10's is sized for a large machine; Fashion-MNIST's is README's figure,
     an hour on one core), but their substrate options are checked."""
     from pathlib import Path
@@ -273,6 +275,7 @@ def test_the_conv_examples_build_the_networks_they_describe(example, shape, desc
     n = int(np.prod(shape))
     sub = build_with(ConvHopfieldSubstrate, options, {"layers": (n, *hidden, 10), "input_shape": shape}, "x")
     assert sub.info.description == description
+    assert [isinstance(sub.maps[l], MaxConv) for l in (1, 2)] == max_pooled
 
 
 def settle(sub, x, y, beta):
