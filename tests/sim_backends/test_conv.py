@@ -139,7 +139,7 @@ def test_satisfies_the_contract_and_describes_its_layers():
     assert sub.info.description == "conv Hopfield network 1x10x10 -> 3x4x4 -> 5 -> 3"
 
 
-@pytest.mark.parametrize("pooling", ["average", "max", ("average", "max")])
+@pytest.mark.parametrize("pooling", ["average", "max", pytest.param(("average", "max"), id="average-max")])
 @pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
 def test_oracle_agrees_with_finite_differences(cost, pooling, flatten, rel):
     sub, x, y = small_net(cost, two=pooling != "average", pooling=pooling)
@@ -167,7 +167,7 @@ def test_settled_state_is_each_layers_minimiser_and_energy_never_rises():
     assert np.allclose(s[3], np.clip((s[2] @ W[3] + b[3] + 0.4 * y) / 1.4, -1, 2), atol=1e-12)
 
 
-@pytest.mark.parametrize("pooling", ["average", "max", ("max", "average")])
+@pytest.mark.parametrize("pooling", ["average", "max", pytest.param(("max", "average"), id="max-average")])
 @pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
 def test_gradcheck_centered_eqprop_at_beta_1e_3(cost, pooling):
     sub, x, y = small_net(cost, two=True, pooling=pooling)
