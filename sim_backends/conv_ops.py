@@ -88,14 +88,24 @@ class Conv:
         np.copyto(out.reshape(b, ho, wo, self.q, self.q, a.shape[1]), win.transpose(0, 2, 3, 4, 5, 1))
         return out
 
-    def apply(self, cols: np.ndarray, Q: np.ndarray, out: np.ndarray, work: np.ndarray | None = None) -> None:
-        """``out`` (B, C_out, Ho, Wo) <- the layer map of the patches ``cols`` with the pooled kernel Q."""
+    def apply(
+        self,
+        cols: np.ndarray,
+        Q: np.ndarray,
+        out: np.ndarray,
+        work: np.ndarray | None = None,
+        route: np.ndarray | None = None,
+    ) -> None:
+        """``out`` (B, C_out, Ho, Wo) <- the layer map of the patches ``cols`` with the pooled kernel Q
+        (``route``: for max pooling, the argmax is written there)."""
         b = out.shape[0]
         c_out, ho, wo = self.out_shape
         z = np.dot(cols, Q.T, out=work)  # (B Ho Wo, C_out)
         np.copyto(out, z.reshape(b, ho, wo, c_out).transpose(0, 3, 1, 2))
 
-    def spread(self, c: np.ndarray, Q: np.ndarray, out: np.ndarray, add: bool = False) -> None:
+    def spread(
+        self, c: np.ndarray, Q: np.ndarray, out: np.ndarray, add: bool = False, route: np.ndarray | None = None
+    ) -> None:
         """``out`` (B, C_in, H, W) <- A^T c (``add``: +=): the product of c with Q, then its windows
         added back at their places, m^2 shifted adds of p x p blocks (m = ceil(q / p))."""
         b, (c_in, h, w) = c.shape[0], self.in_shape
@@ -119,26 +129,156 @@ class Conv:
         else:
             np.copyto(out, full)
 
-    def gradient_from(self, cols: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def gradient_from(self, cols: np.ndarray, c: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         """d(c . A(a))/dK, batch sum, from the patches ``cols`` of a: shape (C_out, C_in, k, k)."""
         rows = np.ascontiguousarray(c.transpose(0, 2, 3, 1)).reshape(-1, c.shape[1])
         return self.unpooled(rows.T @ cols)
 
     # -- the same maps from K (checks and the oracle) ---------------------------
-    def forward(self, a: np.ndarray, K: np.ndarray) -> np.ndarray:
+    def rows(self, batch: int) -> int:
+        """Rows of :meth:`patches` for a batch: one per pooled output."""
+        return batch * self.out_shape[1] * self.out_shape[2]
+
+    def route(self, a: np.ndarray, K: np.ndarray) -> np.ndarray | None:
+        """The pooling's routing at ``a`` (None: average pooling routes nothing)."""
+        return None
+
+    def forward(self, a: np.ndarray, K: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((a.shape[0], *self.out_shape), dtype=np.result_type(a, K))
         self.apply(self.patches(a.astype(out.dtype, copy=False)), self.pooled(K.astype(out.dtype, copy=False)), out)
         return out
 
-    def adjoint(self, c: np.ndarray, K: np.ndarray) -> np.ndarray:
+    def adjoint(self, c: np.ndarray, K: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         """A^T c: the correlation's adjoint with the pooled kernel ("col2im")."""
         out = np.empty((c.shape[0], *self.in_shape), dtype=np.result_type(c, K))
         self.spread(c, self.pooled(K.astype(out.dtype, copy=False)), out)
         return out
 
-    def gradient(self, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def gradient(self, a: np.ndarray, c: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         """d(c . A(a))/dK, summed over the batch: shape (C_out, C_in, k, k)."""
         return self.gradient_from(self.patches(a), c)
+
+
+class MaxConv(Conv):
+    """Valid correlation (kernel k, C_in -> C_out channels), then p x p max pooling (Ernoult et al.
+    2019, Laborieux et al. 2021).
+
+    The map is piecewise linear: given its *route* (which of the p x p conv outputs is the
+    largest in each pooling block, an index in [0, p^2) per pooled output) it is the
+    correlation followed by the selection of the routed entries, and ``adjoint`` and
+    ``gradient`` are those of that linear map (the gradient routes through the argmax). The
+    patches are the k x k windows at stride 1 (no pooled kernel: the max does not commute with
+    the correlation), Q is K as a (C_out, k k C_in) matrix. Ties go to the first entry.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], channels: int, kernel: int, pool: int) -> None:
+        super().__init__(in_shape, channels, kernel, pool)
+        self.q = self.k  # the window of a patch: the kernel itself
+
+    def pooled(self, K: np.ndarray) -> np.ndarray:
+        """K as a (C_out, k k C_in) matrix, rows ordered (u, v, channel)."""
+        return K.transpose(0, 2, 3, 1).reshape(K.shape[0], -1)
+
+    def unpooled(self, G: np.ndarray) -> np.ndarray:
+        c_out, c_in, k, _ = self.weight_shape
+        return G.reshape(c_out, k, k, c_in).transpose(0, 3, 1, 2).copy()
+
+    def rows(self, batch: int) -> int:
+        return batch * self.conv_shape[1] * self.conv_shape[2]
+
+    def patches(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(B Hc Wc, k k C_in): the k x k window of ``a`` under each conv output (before the pooling)."""
+        b, k = a.shape[0], self.k
+        hc, wc = self.conv_shape[1:]
+        win = sliding_window_view(a, (k, k), axis=(2, 3))
+        if out is None:
+            out = np.empty((b * hc * wc, k * k * a.shape[1]), dtype=a.dtype)
+        np.copyto(out.reshape(b, hc, wc, k, k, a.shape[1]), win.transpose(0, 2, 3, 4, 5, 1))
+        return out
+
+    def _blocks(self, z: np.ndarray, b: int) -> np.ndarray:
+        """The conv outputs (B Hc Wc, C_out) as (B, C_out, Ho, Wo, p p): each pooling block's entries."""
+        c_out, ho, wo = self.out_shape
+        p = self.p
+        return z.reshape(b, ho, p, wo, p, c_out).transpose(0, 5, 1, 3, 2, 4).reshape(b, c_out, ho, wo, p * p)
+
+    def apply(
+        self,
+        cols: np.ndarray,
+        Q: np.ndarray,
+        out: np.ndarray,
+        work: np.ndarray | None = None,
+        route: np.ndarray | None = None,
+    ) -> None:
+        """``out`` <- the max over each p x p block of the correlation; its argmax into ``route``."""
+        blocks = self._blocks(np.dot(cols, Q.T, out=work), out.shape[0])
+        arg = blocks.argmax(axis=-1)
+        if route is not None:
+            np.copyto(route, arg)
+        np.copyto(out, np.take_along_axis(blocks, arg[..., None], axis=-1)[..., 0])
+
+    def _unpool(self, c: np.ndarray, route: np.ndarray) -> np.ndarray:
+        """c (B, C_out, Ho, Wo) put at its routed place in each block, zeros elsewhere: (B Hc Wc, C_out)."""
+        b, (c_out, ho, wo), p = c.shape[0], self.out_shape, self.p
+        grid = np.zeros((b, c_out, ho, wo, p * p), dtype=c.dtype)
+        np.put_along_axis(grid, route[..., None], c[..., None], axis=-1)
+        return grid.reshape(b, c_out, ho, wo, p, p).transpose(0, 2, 4, 3, 5, 1).reshape(-1, c_out)
+
+    def spread(
+        self, c: np.ndarray, Q: np.ndarray, out: np.ndarray, add: bool = False, route: np.ndarray | None = None
+    ) -> None:
+        """``out`` (B, C_in, H, W) <- A^T c (``add``: +=): c unpooled along the route, its product
+        with Q, the windows added back at their places (k^2 shifted adds)."""
+        if route is None:
+            raise ValueError("max pooling's adjoint needs the route (the argmax of each block)")
+        b, (c_in, h, w), k = c.shape[0], self.in_shape, self.k
+        hc, wc = self.conv_shape[1:]
+        cols = (self._unpool(c, route) @ Q).reshape(b, hc, wc, k, k, c_in)
+        acc = np.zeros((b, h, w, c_in), dtype=out.dtype)
+        for u in range(k):
+            for v in range(k):
+                acc[:, u : u + hc, v : v + wc, :] += cols[:, :, :, u, v, :]
+        full = acc.transpose(0, 3, 1, 2)
+        if add:
+            out += full
+        else:
+            np.copyto(out, full)
+
+    def gradient_from(self, cols: np.ndarray, c: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
+        if route is None:
+            raise ValueError("max pooling's gradient needs the route (the argmax of each block)")
+        return self.unpooled(self._unpool(c, route).T @ cols)
+
+    def route(self, a: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """The argmax of each pooling block of the correlation of ``a``: (B, C_out, Ho, Wo) integers."""
+        dtype = np.result_type(a, K)
+        cols = self.patches(a.astype(dtype, copy=False))
+        return self._blocks(cols @ self.pooled(K.astype(dtype, copy=False)).T, a.shape[0]).argmax(axis=-1)
+
+    def forward(self, a: np.ndarray, K: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
+        """The max-pooled correlation; with ``route``, the routed entries instead (the linear map
+        the route defines: the oracle's, at an equilibrium's route)."""
+        dtype = np.result_type(a, K)
+        cols = self.patches(a.astype(dtype, copy=False))
+        blocks = self._blocks(cols @ self.pooled(K.astype(dtype, copy=False)).T, a.shape[0])
+        arg = blocks.argmax(axis=-1) if route is None else route
+        return np.take_along_axis(blocks, arg[..., None], axis=-1)[..., 0]
+
+    def adjoint(self, c: np.ndarray, K: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty((c.shape[0], *self.in_shape), dtype=np.result_type(c, K))
+        self.spread(c, self.pooled(K.astype(out.dtype, copy=False)), out, route=route)
+        return out
+
+    def gradient(self, a: np.ndarray, c: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
+        return self.gradient_from(self.patches(a), c, route)
+
+
+POOLINGS = {"average": Conv, "max": MaxConv}
+
+
+def conv_map(in_shape: tuple[int, int, int], channels: int, kernel: int, pool: int, pooling: str) -> Conv:
+    """The conv map of a layer: a k x k correlation, then ``pooling`` ("average" or "max") over p x p."""
+    return POOLINGS[pooling](in_shape, channels, kernel, pool)
 
 
 class Dense:
@@ -154,13 +294,16 @@ class Dense:
     def fan(self) -> tuple[int, int]:
         return self.weight_shape[0], self.weight_shape[1]
 
-    def forward(self, a: np.ndarray, W: np.ndarray) -> np.ndarray:
+    def route(self, a: np.ndarray, W: np.ndarray) -> np.ndarray | None:
+        return None
+
+    def forward(self, a: np.ndarray, W: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         return a.reshape(a.shape[0], -1) @ W
 
-    def adjoint(self, c: np.ndarray, W: np.ndarray) -> np.ndarray:
+    def adjoint(self, c: np.ndarray, W: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         return (c @ W.T).reshape(c.shape[0], *self.in_shape)
 
-    def gradient(self, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def gradient(self, a: np.ndarray, c: np.ndarray, route: np.ndarray | None = None) -> np.ndarray:
         return a.reshape(a.shape[0], -1).T @ c
 
 

@@ -60,6 +60,7 @@ class ConvOracle:
     _y: np.ndarray | None
     _drive: np.ndarray | None
     _cols: np.ndarray | None
+    _routes: dict[int, np.ndarray]
     _free: State | None
     _state_beta: float | None
     _rho: float | None
@@ -74,20 +75,21 @@ class ConvOracle:
         def _relax(self, tol: float, max_sweeps: int) -> RelaxReport: ...
         def _box(self, l: int) -> tuple[float, float]: ...
 
-    def _hessian(self, v: State, masks: State) -> State:
-        """H v on the free units, layers 1..T (v given as masked layers 1..T)."""
+    def _hessian(self, v: State, masks: State, routes: dict[int, np.ndarray | None]) -> State:
+        """H v on the free units, layers 1..T (v given as masked layers 1..T; max pooling's maps
+        are the linear maps of the equilibrium's ``routes``)."""
         T, W = self.T, self.W
         out = []
         for l in range(1, T + 1):
             h = v[l - 1].copy()
             if l > 1:
-                h -= self.maps[l].forward(v[l - 2], W[l])
+                h -= self.maps[l].forward(v[l - 2], W[l], routes[l])
             if l < T:
-                h -= self.maps[l + 1].adjoint(v[l], W[l + 1])
+                h -= self.maps[l + 1].adjoint(v[l], W[l + 1], routes[l + 1])
             out.append(h * masks[l - 1])
         return out
 
-    def _solve(self, rhs: State, masks: State) -> State:
+    def _solve(self, rhs: State, masks: State, routes: dict[int, np.ndarray | None]) -> State:
         """Batched conjugate gradients for H lambda = rhs (each sample separately)."""
         x = [np.zeros_like(r) for r in rhs]
         r = [a.copy() for a in rhs]
@@ -98,7 +100,7 @@ class ConvOracle:
         for _ in range(4 * n + 20):
             if np.all(rr <= target):
                 return x
-            Hp = self._hessian(p, masks)
+            Hp = self._hessian(p, masks, routes)
             pHp = _dot(p, Hp)
             if np.any(pHp[rr > target] <= 0):
                 break
@@ -121,7 +123,7 @@ class ConvOracle:
         if self.dtype == np.float64:
             yield
             return
-        saved: tuple[Any, ...] = (self.W, self.b, self._x, self._s, self._y, self._drive, self._cols)
+        saved: tuple[Any, ...] = (self.W, self.b, self._x, self._s, self._y, self._drive, self._cols, self._routes)
         kept = (self._free, self._state_beta, self._rho, self._buffers, self.dtype)
         self.W = [w.astype(np.float64) for w in self.W]
         self.b = [v.astype(np.float64) for v in self.b]
@@ -129,7 +131,7 @@ class ConvOracle:
         try:
             yield
         finally:
-            self.W, self.b, self._x, self._s, self._y, self._drive, self._cols = saved
+            self.W, self.b, self._x, self._s, self._y, self._drive, self._cols, self._routes = saved
             self._free, self._state_beta, self._rho, self._buffers, self.dtype = kept
             self._stale = True
 
@@ -168,12 +170,14 @@ class ConvOracle:
         else:
             rhs[-1] = s[L] - y
         rhs = [r * m for r, m in zip(rhs, masks)]
-        lam = [np.zeros_like(s[0])] + self._solve(rhs, masks)
+        # max pooling: near the equilibrium (no ties) each map is the linear map of its route there
+        routes = {l: self.maps[l].route(s[l - 1], self.W[l]) for l in range(1, T + 1)}
+        lam = [np.zeros_like(s[0])] + self._solve(rhs, masks, routes)
         grads = {}
         for l in range(1, T + 1):
-            g = self.maps[l].gradient(s[l - 1], lam[l])
+            g = self.maps[l].gradient(s[l - 1], lam[l], routes[l])
             if l > 1:
-                g += self.maps[l].gradient(lam[l - 1], s[l])
+                g += self.maps[l].gradient(lam[l - 1], s[l], routes[l])
             grads[f"W{l}"] = g / B
             grads[f"b{l}"] = bias_gradient(lam[l]) / B
         if self.readout:
