@@ -28,6 +28,8 @@ and the oracle.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -321,3 +323,31 @@ def add_bias(z: np.ndarray, b: np.ndarray) -> np.ndarray:
 def bias_gradient(c: np.ndarray) -> np.ndarray:
     """d(c . b)/db summed over the batch (and the spatial axes)."""
     return c.sum(axis=tuple(i for i in range(c.ndim) if i != 1))
+
+
+class ConvHost:
+    """What the conv substrate's mixins (:class:`~sim_backends.conv_relax.ConvRelaxation`,
+    :class:`~sim_backends.conv_oracle.ConvOracle`) read of their host class,
+    :class:`~sim_backends.conv.ConvHopfieldSubstrate`: annotations only, set by the host."""
+
+    maps: dict[int, Conv | Dense]  # layer map A_l of each layer l = 1..L
+    W: list[np.ndarray]  # indexed by layer number
+    b: list[np.ndarray]
+    L: int  # layers after the input
+    T: int  # the top layer of units (L - 1 with a readout)
+    readout: bool
+    dtype: np.dtype
+    _s: list[np.ndarray]  # the state [x, s_1, ..., s_L], each with a leading batch axis
+    _x: np.ndarray
+    _y: np.ndarray | None
+    _drive: np.ndarray | None  # A_1(x) + b_1, per clamp and theta_1
+    _cols: np.ndarray | None  # the patches of x under layer 1, per clamp
+    _routes: dict[int, np.ndarray]  # the argmax of each max-pooling layer's blocks
+    _buffers: dict[tuple[str, int], np.ndarray]  # work arrays of the sweeps, per batch size
+    _free: list[np.ndarray] | None  # the free equilibrium on the clamped x, once settled
+    _state_beta: float | None  # the nudging the state last settled under
+    _rho: float | None  # the plain contraction measured by the free phase
+
+    if TYPE_CHECKING:
+
+        def _box(self, l: int) -> tuple[float, float]: ...

@@ -21,7 +21,7 @@ import numpy as np
 
 from aeqprop.errors import RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
-from sim_backends.conv_ops import Conv, Dense, bias_gradient
+from sim_backends.conv_ops import ConvHost, bias_gradient
 from sim_backends.readout import cross_entropy, predict
 
 State = list[np.ndarray]  # one array per layer, each with a leading batch axis
@@ -39,32 +39,16 @@ def _scaled(v: State, k: np.ndarray) -> State:
     return [a * k.reshape((-1,) + (1,) * (a.ndim - 1)) for a in v]
 
 
-class ConvOracle:
+class ConvOracle(ConvHost):
     """Capability "oracle" of :class:`~sim_backends.conv.ConvHopfieldSubstrate` (a mixin).
 
-    The host class provides the attributes annotated here and the methods declared under TYPE_CHECKING.
+    The host class provides the attributes of :class:`~sim_backends.conv_ops.ConvHost`, those
+    annotated here and the methods declared under TYPE_CHECKING.
     """
 
     oracle_rtol = 1e-12
 
     info: SubstrateInfo
-    maps: dict[int, Conv | Dense]  # layer map A_l of each layer l = 1..L
-    W: list[np.ndarray]  # indexed by layer number
-    b: list[np.ndarray]
-    L: int  # layers after the input
-    T: int  # the top layer of units (L - 1 with a readout)
-    readout: bool
-    dtype: np.dtype
-    _s: State
-    _x: np.ndarray
-    _y: np.ndarray | None
-    _drive: np.ndarray | None
-    _cols: np.ndarray | None
-    _routes: dict[int, np.ndarray]
-    _free: State | None
-    _state_beta: float | None
-    _rho: float | None
-    _buffers: dict[tuple[str, int], np.ndarray]
     _stale: bool
 
     if TYPE_CHECKING:
@@ -73,7 +57,6 @@ class ConvOracle:
         def nudge(self, beta: float, y: np.ndarray | None = None) -> None: ...
         def outputs(self) -> np.ndarray: ...
         def _relax(self, tol: float, max_sweeps: int) -> RelaxReport: ...
-        def _box(self, l: int) -> tuple[float, float]: ...
 
     def _hessian(self, v: State, masks: State, routes: dict[int, np.ndarray | None]) -> State:
         """H v on the free units, layers 1..T (v given as masked layers 1..T; max pooling's maps

@@ -7,48 +7,23 @@ kept per clamp; the work arrays kept per batch size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from aeqprop.substrate import RelaxReport
-from sim_backends.conv_ops import Conv, Dense, MaxConv, add_bias
+from sim_backends.conv_ops import Conv, ConvHost, Dense, MaxConv, add_bias
 from sim_backends.hopfield_relax import Acceleration, block_descent, finish
 from sim_backends.readout import predict
 
 
-class ConvRelaxation:
-    """``_relax`` of :class:`~sim_backends.conv.ConvHopfieldSubstrate` and the arrays it keeps.
+class ConvRelaxation(ConvHost):
+    """``_relax`` of :class:`~sim_backends.conv.ConvHopfieldSubstrate` and the arrays it keeps
+    (the host's attributes: :class:`~sim_backends.conv_ops.ConvHost`)."""
 
-    The host class provides the attributes annotated here and the method declared under TYPE_CHECKING.
-    """
-
-    maps: dict[int, Conv | Dense]  # layer map A_l of each layer l = 1..L
-    W: list[np.ndarray]  # indexed by layer number
-    b: list[np.ndarray]
-    L: int  # layers after the input
-    T: int  # the top layer of units (L - 1 with a readout)
-    readout: bool
-    dtype: np.dtype
     shapes: list[tuple[int, ...]]
     acceleration: Acceleration
-    _s: list[np.ndarray]
-    _x: np.ndarray
     _beta: float
-    _y: np.ndarray | None
-    _cols: np.ndarray | None
-    _drive: np.ndarray | None
-    _routes: dict[int, np.ndarray]
-    _buffers: dict[tuple[str, int], np.ndarray]
-    _rho: float | None
-    _free: list[np.ndarray] | None
-    _state_beta: float | None
     _classes: tuple[list[int], list[int]]
     _watched: int
-
-    if TYPE_CHECKING:
-
-        def _box(self, l: int) -> tuple[float, float]: ...
 
     def _buffer(self, name: str, l: int, shape: tuple[int, ...]) -> np.ndarray:
         """A work array kept between sweeps and relaxations (dropped when the batch size changes)."""
@@ -85,11 +60,6 @@ class ConvRelaxation:
         drive = self._input_drive()
         kernels = {l: m.pooled(W[l]) for l, m in maps.items() if isinstance(m, Conv) and 1 < l <= T}
         dense_T = {l: np.ascontiguousarray(W[l].T) for l, m in maps.items() if isinstance(m, Dense) and 1 < l}
-        routes = self._routes
-        for l, r in routes.items():  # each max-pooling block's argmax at the state the relaxation starts from
-            m = maps[l]
-            if l > 1 and isinstance(m, MaxConv):
-                np.copyto(r, m.route(s[l - 1], W[l]))
         squared = beta != 0.0 and not self.readout
         force = self.readout and beta != 0.0
         if squared:
@@ -99,6 +69,11 @@ class ConvRelaxation:
         if free is not None and at is not None and beta != 0.0 and abs(beta) < abs(beta - at):
             if self.acceleration.warm_start:  # the free equilibrium is the nearer start (centered nudging)
                 s[1:] = [a.copy() for a in free]
+        routes = self._routes
+        for l, r in routes.items():  # each max-pooling block's argmax at the state the relaxation starts from
+            m = maps[l]
+            if l > 1 and isinstance(m, MaxConv):
+                np.copyto(r, m.route(s[l - 1], W[l]))
 
         def target(l: int, pre: np.ndarray) -> None:
             """Layer l's exact minimiser given its neighbours, before the box, into ``pre``."""

@@ -367,3 +367,24 @@ def test_max_pooling_sweeps_never_raise_the_energy_and_settle_at_each_layers_rou
     assert np.array_equal(m[1].forward(s[0], W[1], r1), m[1].forward(s[0], W[1]))
     with pytest.raises(ConfigurationError, match="pooling=.min.: valid: average, max, or a list"):
         ConvHopfieldSubstrate((100, 3), input_shape=(1, 10, 10), channels=(2,), kernel=3, pooling="min")
+
+
+@pytest.mark.parametrize("seed", [0, 4])  # seeds where some of layer 2's routes differ between the two states
+def test_a_warm_started_max_pooling_phase_routes_its_first_sweep_at_the_free_state(seed):
+    """Centered nudging starts the second phase from the free equilibrium: its first sweep takes
+    layer 2's routes at that state (the bound of F it minimises touches F there), not the routes
+    left from the first phase's state."""
+    sub, x, y = small_net(two=True, pooling="max", seed=seed)
+    sub.clamp(x)
+    sub.relax()
+    free = sub.state()
+    sub.nudge(-0.9, y)
+    sub.relax()
+    m, W, b = sub.maps, sub.W, sub.b
+    route = m[2].route(free[1], W[2])
+    assert np.any(route != m[2].route(sub.state()[1], W[2]))  # the first phase moved some routes
+    sub.nudge(0.9, y)
+    sub.max_sweeps = 1
+    sub.relax()
+    s1 = np.clip(m[1].forward(free[0], W[1]) + b[1][None, :, None, None] + m[2].adjoint(free[2], W[2], route), 0, 1)
+    assert np.allclose(sub._s[1], s1, rtol=0, atol=1e-12)
