@@ -149,18 +149,24 @@ def test_oracle_agrees_with_finite_differences(cost, pooling, flatten, rel):
     assert np.linalg.norm(fd["W1"]) > 1e-4  # the conv kernel is reached
 
 
-def test_settled_state_is_each_layers_minimiser_and_energy_never_rises():
-    sub, x, y = small_net()
+def settle_sweep_by_sweep(sub, x, y, sweeps):
+    """Clamp x, nudge toward y at beta 0.4, take ``sweeps`` single sweeps checking that F never
+    rises (and falls overall), then settle fully."""
     sub.clamp(x)
     sub.nudge(0.4, y)
     sub.max_sweeps = 1
     energies = [sub.energy()]
-    for _ in range(30):
+    for _ in range(sweeps):
         sub.relax()
         energies.append(sub.energy())
     assert np.all(np.diff(energies) <= 1e-12) and energies[-1] < energies[1]
     sub.max_sweeps = 100_000
     sub.relax()
+
+
+def test_settled_state_is_each_layers_minimiser_and_energy_never_rises():
+    sub, x, y = small_net()
+    settle_sweep_by_sweep(sub, x, y, 30)
     s, W, b, m = sub.state(), sub.W, sub.b, sub.maps
     s1 = np.clip(m[1].forward(s[0], W[1]) + b[1][None, :, None, None] + m[2].adjoint(s[2], W[2]), 0, 1)
     assert np.allclose(s[1], s1, atol=1e-12)
@@ -348,16 +354,7 @@ def test_max_pooling_sweeps_never_raise_the_energy_and_settle_at_each_layers_rou
     current route minimises a quadratic upper bound of F (majorize-minimize), so F never rises;
     at the end each layer is its clipped minimiser at the equilibrium's routes."""
     sub, x, y = small_net(two=True, pooling="max", acceleration=False)
-    sub.clamp(x)
-    sub.nudge(0.4, y)
-    sub.max_sweeps = 1
-    energies = [sub.energy()]
-    for _ in range(40):
-        sub.relax()
-        energies.append(sub.energy())
-    assert np.all(np.diff(energies) <= 1e-12) and energies[-1] < energies[1]
-    sub.max_sweeps = 100_000
-    sub.relax()
+    settle_sweep_by_sweep(sub, x, y, 40)
     s, W, b, m = sub.state(), sub.W, sub.b, sub.maps
     r1, r2 = m[1].route(s[0], W[1]), m[2].route(s[1], W[2])
     assert np.any(r2 != 0)  # the routes are not all the first entry
