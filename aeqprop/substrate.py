@@ -254,6 +254,6 @@ def check_array(name: str, a: np.ndarray, shape: tuple[int | None, ...]) -> np.n
     if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
         want = "(" + ", ".join("batch" if s is None else str(s) for s in shape) + ")"
         raise ConfigurationError(f"{name} has shape {a.shape}, expected {want}")
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():
         raise ConfigurationError(f"{name} contains NaN or infinite entries")
     return a

@@ -13,6 +13,7 @@ continues bitwise as if the run had never stopped.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -251,10 +252,10 @@ class Trainer:
             if grad is not None:
                 names = sorted(grad)
                 report.extra["fidelity_cosine"] = fidelity(flatten(report.delta, names), -flatten(grad, names)).cosine
-            if not np.isfinite(report.loss):
+            if not math.isfinite(report.loss):
                 raise ConfigurationError("the training loss became non-finite; lower the learning rate or eps")
             loss += report.loss * len(idx)
-            correct += float(np.sum(np.argmax(report.outputs, axis=1) == data.labels_train[idx]))
+            correct += float(np.count_nonzero(np.argmax(report.outputs, axis=1) == data.labels_train[idx]))
             sweeps += sum(report.sweeps.values())
             g += 1
             if on_step is not None:

@@ -129,7 +129,8 @@ def free_phase(
     if report is not None:
         report.record("free", rep)
     o = substrate.outputs()
-    loss = float(0.5 * np.sum((o - y) ** 2) / o.shape[0])
+    d = o - y
+    loss = float(0.5 * np.add.reduce(np.square(d, out=d), axis=None) / o.shape[0])
     return loss, o, rep
 
 

@@ -39,7 +39,7 @@ from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport, SubstrateInfo, check_array
 from sim_backends.floating import FloatingParameters, per_tensor, within_bounds  # noqa: F401  (per_tensor re-exported)
 from sim_backends.hopfield_oracle import HopfieldOracle
-from sim_backends.hopfield_relax import Acceleration, HopfieldRelaxation, clip_ufunc
+from sim_backends.hopfield_relax import Acceleration, HopfieldRelaxation, clip_ufunc, extent
 from sim_backends.readout import check_beta, check_cost, cross_entropy, predict, readout_gradients
 
 DTYPES = ("float64", "float32")
@@ -339,7 +339,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
                 d *= self.eps[f"W{l}"] * scale
                 w = s[l - 1].T @ d
                 # |x^T d|_ij <= sum_b |x_bi| |d_bj| <= max_i ||x_:i||_1 max |d|
-                growth[f"W{l}"] = self._column_l1() * float(np.max(np.abs(d)))
+                growth[f"W{l}"] = self._column_l1() * extent(d)
             else:
                 w = s[l - 1].T @ (s[l] * (self.eps[f"W{l}"] * scale))
                 w -= s_h[l - 1].T @ (s_h[l] * (self.eps[f"W{l}"] * scale))
@@ -369,7 +369,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
         lo, hi = self.info.parameter_bounds[name]
         if reach is not None and growth is not None and reach + growth <= min(-lo, hi):
             return reach + growth
-        low, high = float(value.min()), float(value.max())
+        low, high = float(np.minimum.reduce(value, axis=None)), float(np.maximum.reduce(value, axis=None))
         if not (np.isfinite(low) and np.isfinite(high)):
             raise RelaxationError(f"refusing non-finite values for parameter {name}")
         if low < lo or high > hi:
@@ -380,7 +380,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
     def _column_l1(self) -> float:
         """``max_i sum_b |x_bi|`` of the clamped inputs (kept with the drive, per clamp)."""
         if self._x_l1 is None:
-            self._x_l1 = float(np.max(np.abs(self._x).sum(axis=0)))
+            self._x_l1 = float(np.maximum.reduce(np.add.reduce(np.abs(self._x), axis=0), axis=None))
         return self._x_l1
 
     def close(self) -> None:

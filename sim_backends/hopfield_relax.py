@@ -58,6 +58,12 @@ except ImportError:  # pragma: no cover  (numpy < 2)
 _largest = np.maximum.reduce
 
 
+def extent(a: np.ndarray) -> float:
+    """``max |a|`` by two reductions, without the temporary ``abs(a)``; NaN if ``a`` holds one."""
+    high, low = float(_largest(a, axis=None)), float(np.minimum.reduce(a, axis=None))
+    return high if high >= -low else -low  # both reductions carry a NaN; it fails the comparison
+
+
 @dataclass(frozen=True)
 class Acceleration:
     """Heavy-ball acceleration of a relaxation (all numbers dimensionless).
@@ -232,7 +238,7 @@ def finish(host: Any, done: Sweeps, beta: float, tol: float) -> RelaxReport:
     settled under); returns the report."""
     if done.rho is not None and beta == 0.0:
         host._rho = done.rho
-    if not np.isfinite(done.residual):
+    if not math.isfinite(done.residual):
         raise RelaxationError("the state became non-finite during relaxation; check the parameters")
     host._state_beta = beta
     if beta == 0.0 and done.residual <= tol:

@@ -6,7 +6,7 @@ import pytest
 
 from aeqprop.errors import ConfigurationError
 from sim_backends.hopfield import HopfieldSubstrate
-from sim_backends.hopfield_relax import Acceleration
+from sim_backends.hopfield_relax import Acceleration, extent
 
 PLAIN = Acceleration(enabled=False)
 
@@ -146,3 +146,15 @@ def test_acceleration_from_a_run_config():
         HopfieldSubstrate((4, 5, 3), acceleration={"omega": 1.5})
     with pytest.raises(ConfigurationError, match="give true, false or a table"):
         HopfieldSubstrate((4, 5, 3), acceleration="fast")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_extent_is_the_largest_magnitude_and_carries_a_nan(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(7, 5)) * 10.0 ** rng.integers(-3, 3)
+    assert extent(a) == np.max(np.abs(a))
+    assert extent(-a) == np.max(np.abs(a))
+    for k in (0, a.size - 1, a.size // 2):  # a NaN anywhere, even where the other extreme sits
+        b = a.copy()
+        b.flat[k] = np.nan
+        assert np.isnan(extent(b))
