@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     for dtype, values in bp_seconds.items():
         print(f"| numpy backprop MLP ({dtype}) | {np.median(values):.4f} | 1.0x |")
     for name in methods:
-        print(f"| {name} | {np.median(seconds[name]):.4f} | {np.median(ratios[name]):.1f}x |")
+        print(f"| {name} | {np.median(seconds[name]):.4f} | {np.median(ratios[name]):.2f}x |")
     print("\nWhere a step's time goes (mean ms per step; 'other' is the protocol's own work and the trainer's):\n")
     phases = ["free", "beta1", "homeostasis", "beta2", "update"]
     print("| method | " + " | ".join(phases) + " | other | total | sweeps per step (free / beta1 / beta2) |")
