@@ -7,6 +7,7 @@ added with :func:`add_lazy_group` lives in a module imported only when that grou
 
 import copy
 import functools
+import importlib
 import inspect
 import sys
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
@@ -158,7 +159,8 @@ def lazy_group(app: typer.Typer) -> TyperGroup:
             functools.partial(_command_summary, command_info, name),
         )
     for group_info in app.registered_groups:
-        solved = typer.main.solve_typer_info_defaults(group_info)
+        listed = group_info.listing() if isinstance(group_info, LazyTyperInfo) else group_info
+        solved = typer.main.solve_typer_info_defaults(listed)
         build = functools.partial(
             typer.main.get_group_from_info,
             group_info,
@@ -192,3 +194,45 @@ def _group_summary(solved: TyperInfo) -> Command:
         hidden=solved.hidden,
         deprecated=solved.deprecated,
     )
+
+
+class LazyTyperInfo(TyperInfo):
+    """A sub-group as ``app.add_typer`` records it, its Typer imported from its module when the group is built.
+
+    The settings a help listing reads (help, and short_help, hidden or deprecated where set) are given
+    here, so listing the group imports nothing; the group's Typer in its module is a bare
+    ``typer.Typer()`` holding its commands. Typer's own eager build reads ``typer_instance`` and so
+    imports the module, as a test's ``CliRunner().invoke(app, ...)`` does.
+    """
+
+    __slots__ = ("_where", "_typer")  # outside __dict__, which typer copies field by field into a TyperInfo
+
+    def __init__(self, module: str, attribute: str, **settings: Any) -> None:
+        self._where = (module, attribute)
+        self._typer: typer.Typer | None = None
+        super().__init__(**settings)
+
+    @property
+    def typer_instance(self) -> typer.Typer:
+        """The group's Typer, ``module.attribute``, imported on first use."""
+        if self._typer is None:
+            module, attribute = self._where
+            found = getattr(importlib.import_module(module), attribute)
+            if not isinstance(found, typer.Typer):
+                raise TypeError(f"{module}.{attribute} is a {type(found).__name__}, not the group's typer.Typer")
+            self._typer = found
+        return self._typer
+
+    @typer_instance.setter
+    def typer_instance(self, value: object) -> None:
+        """TyperInfo.__init__ stores its default here; the Typer is the module's."""
+
+    def listing(self) -> TyperInfo:
+        """The same settings without the Typer: typer solves them (help, hidden, ...) importing nothing."""
+        return TyperInfo(**self.__dict__)
+
+
+def add_lazy_group(app: typer.Typer, name: str, module: str, attribute: str, *, help: str, **settings: Any) -> None:
+    """``app.add_typer(module.attribute, name=name, help=help, ...)`` without importing ``module`` until the
+    group is built (see :class:`LazyTyperInfo`)."""
+    app.registered_groups.append(LazyTyperInfo(module, attribute, name=name, help=help, **settings))
