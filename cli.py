@@ -195,121 +195,6 @@ def parse_schedule(text: Optional[str], what: str) -> Optional[dict[str, Any]]:
     return Schedule.parse(text, what).model_dump(exclude_none=True)
 
 
-def list_registered(kind: str) -> None:
-    """One line per registered name: the name and its description."""
-    from aeqprop import registry
-
-    rows = registry.describe(kind)
-    width = max((len(r[0]) for r in rows), default=0)
-    for name, _target, text in rows:
-        typer.echo(f"{name:<{width}}  {text}")
-
-
-protocols_app = typer.Typer(no_args_is_help=True, help="Training protocols: built in, and added by installed packages.")
-app.add_typer(protocols_app, name="protocols")
-backends_app = typer.Typer(
-    no_args_is_help=True, help="Simulated substrates: built in, and added by installed packages."
-)
-app.add_typer(backends_app, name="backends")
-
-
-@protocols_app.command("list")
-@one_line_errors
-def protocols_list() -> None:
-    """The protocols available by name (a file runs with --protocol path/to/file.py:ClassName)."""
-    list_registered("protocols")
-
-
-@backends_app.command("list")
-@one_line_errors
-def backends_list() -> None:
-    """The simulated substrates available by name."""
-    list_registered("backends")
-
-
-data_app = typer.Typer(
-    no_args_is_help=True, help="Named datasets (MNIST family, CIFAR): where they are, and downloading them."
-)
-app.add_typer(data_app, name="data")
-
-
-@data_app.command("list")
-@one_line_errors
-def data_list(
-    data_dir: Optional[str] = typer.Option(None, help="Folder of the datasets [default: see `train --help`]."),
-) -> None:
-    """Each named dataset, its image shape and the folder it loads from (or 'not found')."""
-    from aeqprop.catalog import CATALOG, locate
-    from aeqprop.errors import DataError
-
-    for name, ds in CATALOG.items():
-        try:
-            where = str(next(iter(locate(ds, data_dir).values())).parent)
-        except DataError:
-            where = f"not found (aeqprop data fetch {name})"
-        typer.echo(f"{name:<16} {'x'.join(map(str, ds.shape)):<9} {where}")
-
-
-@data_app.command("fetch")
-@one_line_errors
-def data_fetch(
-    name: str = typer.Argument(..., help="Dataset name, e.g. fashion-mnist (see `aeqprop data list`)."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder to download into (the dataset goes in DATA_DIR/NAME)."),
-    mirror: list[str] = typer.Option([], help="Base URL to download from instead of the official ones (repeatable)."),
-) -> None:
-    """Download a named dataset from its official location; each file is checked against its published MD5."""
-    from aeqprop.download import fetch
-
-    folder = fetch(name, data_dir, mirrors=mirror or None, on_file=lambda f, status: typer.echo(f"{status:<10} {f}"))
-    typer.echo(f"{name} in {folder}")
-
-
-@protocols_app.command("show")
-@one_line_errors
-def protocols_show(
-    name: str = typer.Argument(..., help="Protocol name (see `aeqprop protocols list`) or file.py:Class."),
-) -> None:
-    """A protocol's options with defaults, its variants, and what it needs of a substrate."""
-    from aeqprop import describe
-
-    for line in describe.show("protocols", name):
-        typer.echo(line)
-
-
-@backends_app.command("show")
-@one_line_errors
-def backends_show(name: str = typer.Argument(..., help="Backend name (see `aeqprop backends list`).")) -> None:
-    """A backend's options with defaults and its capabilities."""
-    from aeqprop import describe
-
-    for line in describe.show("backends", name):
-        typer.echo(line)
-
-
-runs_app = typer.Typer(no_args_is_help=True, help="Look at the runs recorded in a runs folder.")
-app.add_typer(runs_app, name="runs")
-
-
-@runs_app.command("list")
-@one_line_errors
-def runs_list(runs: str = typer.Option("runs", help="Runs folder holding the run store.")) -> None:
-    """A table of runs: id, status, dataset, backend, protocol, best accuracy, duration."""
-    from aeqprop import views
-
-    views.print_runs(runs)
-
-
-@runs_app.command("show")
-@one_line_errors
-def runs_show(
-    run: str = typer.Argument(..., help="Run id."), runs: str = typer.Option("runs", help="Runs folder.")
-) -> None:
-    """A run's config, metrics summary and events."""
-    from aeqprop import views
-
-    views.print_run(runs, run)
-
-
 @app.command()
 @one_line_errors
 def plot(
@@ -456,16 +341,6 @@ def gdu_table(
     substrate.close()
 
 
-add_lazy_group(
-    app,
-    "instruments",
-    "drivers.commands",
-    "instruments_app",
-    help="Find, probe and check instruments (nothing here changes an output).",
-    no_args_is_help=True,
-)
-
-
 @app.command("serve-sim")
 @one_line_errors
 def serve_sim(
@@ -498,6 +373,48 @@ def serve_sim(
     serve(backend, options, port=port, serial=serial, faults=faults, wiring_out=wiring_out, echo=typer.echo)
 
 
+# The command groups, in the order the help lists them (after the commands above). Each group's module
+# is imported only when one of its commands runs; the name and help here are what the help lists.
+add_lazy_group(
+    app,
+    "protocols",
+    "aeqprop.cli_registry",
+    "protocols_app",
+    help="Training protocols: built in, and added by installed packages.",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "backends",
+    "aeqprop.cli_registry",
+    "backends_app",
+    help="Simulated substrates: built in, and added by installed packages.",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "data",
+    "aeqprop.cli_data",
+    "data_app",
+    help="Named datasets (MNIST family, CIFAR): where they are, and downloading them.",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "runs",
+    "aeqprop.cli_runs",
+    "runs_app",
+    help="Look at the runs recorded in a runs folder.",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "instruments",
+    "drivers.commands",
+    "instruments_app",
+    help="Find, probe and check instruments (nothing here changes an output).",
+    no_args_is_help=True,
+)
 add_lazy_group(
     app,
     "sweep",
