@@ -8,13 +8,14 @@ Heavy imports are deferred so that ``aeqprop --help`` starts fast.
 # No `from __future__ import annotations`: typer reads every command's signature at start-up, and
 # string annotations cost it an eval each (a third of the time `aeqprop --help` spends past its imports).
 # Annotations naming types imported under TYPE_CHECKING are therefore quoted.
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from aeqprop.cli_errors import fail, one_line_errors, resume_command
+from aeqprop.cli_errors import one_line_errors, resume_command
 from aeqprop.cli_lazy import LazyCommands as LazyCommands  # re-exported: tests and benchmarks use cli.LazyCommands
 from aeqprop.cli_lazy import OneLineGroup, add_lazy_group, lazy_group
+from aeqprop.cli_options import parse_hidden, parse_release, parse_schedule
 
 if TYPE_CHECKING:
     from aeqprop.session import Outcome
@@ -27,42 +28,6 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts hold literal [default: ...]; rich markup would eat them
     help="Train physical systems by (agnostic) equilibrium propagation.",
 )
-
-
-def parse_hidden(hidden: str) -> tuple[int, ...]:
-    from aeqprop.errors import ConfigurationError
-
-    try:
-        sizes = tuple(int(h) for h in hidden.split(",") if h.strip())
-    except ValueError:
-        raise ConfigurationError(
-            f"--hidden {hidden!r}: give hidden layer sizes as integers, e.g. 256 or 128,64"
-        ) from None
-    if not sizes:
-        raise ConfigurationError(f"--hidden {hidden!r}: give at least one layer size, e.g. 256 or 128,64")
-    if any(h < 1 for h in sizes):
-        raise ConfigurationError(f"--hidden {hidden!r}: layer sizes must be >= 1")
-    return sizes
-
-
-def parse_release(release: str) -> float | str:
-    from aeqprop.errors import ConfigurationError
-
-    if release in ("equilibrium", "joint"):
-        return "equilibrium"
-    try:
-        return float(release)
-    except ValueError:
-        raise ConfigurationError(f"--release {release!r}: give a duration (e.g. 1.0) or 'equilibrium'") from None
-
-
-def _build(kind: str, name: str, options: dict[str, Any]) -> object:
-    """The factory registered under ``name``, given those of ``options`` it takes (for gradcheck,
-    whose flags serve every protocol)."""
-    from aeqprop import registry
-    from aeqprop.parts import build_with
-
-    return build_with(registry.load(kind, name), {}, {k: v for k, v in options.items() if v is not None}, kind)
 
 
 @app.command()
@@ -186,15 +151,6 @@ def resume(
     report_outcome(outcome, outcome.result.history[-1].epoch if outcome.result.history else 0, runs)
 
 
-def parse_schedule(text: Optional[str], what: str) -> Optional[dict[str, Any]]:
-    """A schedule option as the run config's table (see aeqprop.schedules), or None."""
-    if text is None:
-        return None
-    from aeqprop.schedules import Schedule
-
-    return Schedule.parse(text, what).model_dump(exclude_none=True)
-
-
 @app.command()
 @one_line_errors
 def plot(
@@ -249,96 +205,17 @@ def gradcheck(
 
     With --gdu: EqProp's per-step updates of the nudged phase against BPTT's per-step gradients
     (Ernoult et al. 2019), as tables of relative error and sign agreement per layer and step, and a PNG."""
-    import numpy as np
-    from rich.console import Console
-    from rich.table import Table
-
-    from aeqprop import oracle
-    from aeqprop.substrate import OracleSubstrate
+    from sim_backends.gradcheck import gdu_table, oracle_table
 
     sizes = parse_hidden(layers)
     if gdu:
         return gdu_table(
             backend or "discrete", sizes, variant, 1e-3 if beta is None else beta, k, batch_size, seed, png
         )
-    backend, beta = backend or "hopfield", 0.01 if beta is None else beta
-    substrate = _build("backends", backend, dict(layers=sizes, eps=eps, seed=seed, tol=1e-13, max_sweeps=100_000))
-    if not isinstance(substrate, OracleSubstrate):
-        fail(f"backend {backend} has no oracle gradient (capability 'oracle'); gradcheck compares against it")
-    prot = _build(
-        "protocols",
-        protocol,
-        dict(
-            beta=beta,
-            lr=lr,
-            variant=variant,
-            homeostasis=homeostasis,
-            release=parse_release(release),
-            seed=seed,
-            homeostasis_rtol=1e-9,
-        ),
+    beta = 0.01 if beta is None else beta
+    oracle_table(
+        protocol, variant, beta, eps, lr, homeostasis, release, backend or "hopfield", sizes, batch_size, entries, seed
     )
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (batch_size, sizes[0]))
-    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
-    update = oracle.update_fidelity(substrate, prot, x, y)
-    fd, masks = oracle.finite_difference(substrate, x, y, entries=entries, seed=seed)
-    grad = substrate.true_gradient(x, y)
-    table = Table(title=f"{protocol} ({variant}, beta={beta:g}) against the oracle; oracle against finite differences")
-    for col in ("tensor", "update cosine", "update rel. error", "oracle vs FD rel. error"):
-        table.add_column(col, justify="right")
-    for name in list(grad) + ["all"]:
-        if name == "all":
-            a = np.concatenate([grad[n][masks[n]] for n in grad])
-            b = np.concatenate([fd[n][masks[n]] for n in grad])
-        else:
-            a, b = grad[name][masks[name]], fd[name][masks[name]]
-        table.add_row(
-            name,
-            f"{update[name].cosine:.6f}",
-            f"{update[name].rel_error:.2e}",
-            f"{oracle.fidelity(a, b).rel_error:.2e}",
-        )
-    Console().print(table)
-    substrate.close()
-
-
-def gdu_table(
-    backend: str, sizes: tuple[int, ...], variant: str, beta: float, k: int, batch_size: int, seed: int, png: str
-) -> None:
-    """`gradcheck --gdu`: the tables and the figure (matplotlib is imported only to draw it)."""
-    import numpy as np
-    from rich.console import Console
-    from rich.table import Table
-
-    from aeqprop.substrate import Substrate
-    from sim_backends.gdu import gdu_check, plot_gdu, table_rows
-
-    substrate = _build("backends", backend, {"layers": sizes, "seed": seed})
-    if not isinstance(substrate, Substrate):
-        fail(f"backend {backend} did not build a substrate (it has no clamp, nudge, relax, outputs, ...)")
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (batch_size, sizes[0]))
-    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
-    report = gdu_check(substrate, x, y, beta=beta, K=k, variant=variant)
-    for what, title in (
-        ("rel_error", "relative error ||D_EP + g_BPTT|| / ||g_BPTT||"),
-        ("sign_agreement", "sign agreement of D_EP with -g_BPTT"),
-    ):
-        table = Table(title=f"{title}; {variant}, beta={beta:g}, T={report.T} free steps (· : not reached at step t)")
-        rows = table_rows(report, what)
-        table.add_column("t", justify="right")
-        for name, _ in rows:
-            table.add_column(name, justify="right")
-        for t in range(k):
-            table.add_row(str(t), *(cells[t] for _, cells in rows))
-        Console().print(table)
-    typer.echo(
-        f"sign agreement of the weight update over the {k} steps with -g_BPTT over them: "
-        f"{report.update_sign_agreement():.2%}"
-    )
-    typer.echo(f"worst relative error {report.worst():.2e}; figure {plot_gdu(report, png, seed=seed)}")
-    substrate.close()
 
 
 @app.command("serve-sim")
