@@ -1,7 +1,8 @@
 """The command line's error handling: every failure is one line on stderr and a non-zero exit.
 
 An AeqpropError exits with status 2, an interrupted run with 1, a bug with 3 (:data:`INTERNAL_ERROR`).
-Imports only typer and, when a command fails, :mod:`aeqprop.errors`, so every command module can use it.
+Imports only typer (its click through :mod:`aeqprop.cli_lazy`) and, when a command fails, :mod:`aeqprop.errors`,
+so every command module can use it.
 """
 
 import functools
@@ -11,10 +12,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
-try:
-    from typer._click import exceptions as click_exceptions  # typer vendors its click
-except ImportError:  # older typer: click itself
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]  # the same module, before typer vendored it
+from aeqprop.cli_lazy import click_exceptions
 
 P = ParamSpec("P")
 R = TypeVar("R")

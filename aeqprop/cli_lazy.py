@@ -18,12 +18,12 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 from typer.models import CommandInfo, TyperInfo
 
-from aeqprop.cli_errors import click_exceptions
-
 try:
     from typer._click import Command
+    from typer._click import exceptions as click_exceptions  # typer vendors its click
 except ImportError:  # older typer: click itself
     from click import Command  # type: ignore[assignment]  # the same class, before typer vendored it
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]  # the same module, before typer vendored it
 
 
 class OneLineGroup(TyperGroup):
