@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from aeqprop.sweep_exec import SweepReport
 
 sweep_app = typer.Typer()
+
 _RUNS_OF_FILE = typer.Option(None, help="Runs folder (default: the sweep file's, else its base config's, else runs).")
 _WORKERS = typer.Option(None, help="Worker processes of the local pool or --cluster local (default: one per core).")
 _SCHEDULER = typer.Option(None, help="A running Dask scheduler to run on, tcp://HOST:PORT (needs the dask extra).")

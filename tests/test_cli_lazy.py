@@ -154,3 +154,12 @@ def test_a_group_module_is_imported_only_when_that_group_runs():
         group = imported_by(name, "--help")
         assert modules & group == {module}, name
         assert not {"dask", "distributed", "pyvisa", "serial", "matplotlib"} & group, name  # imported when asked for
+
+
+def test_a_lazy_group_names_a_module_attribute_that_is_not_a_typer():
+    info = LazyTyperInfo("aeqprop.cli_options", "parse_hidden", name="bad", help="a function, not a group")
+    assert info.listing().help == "a function, not a group" and info.listing().name == "bad"
+    with pytest.raises(
+        TypeError, match=r"aeqprop\.cli_options\.parse_hidden is a function, not the group's typer\.Typer"
+    ):
+        _ = info.typer_instance
