@@ -1,8 +1,9 @@
-"""The ``aeqprop`` command line.
+"""The ``aeqprop`` command line: the app, its top-level commands, and its command groups by module.
 
 Every command validates its input before it opens anything; an AeqpropError is
-printed as one line and exits with status 2 (1 for an interrupted run).
-Heavy imports are deferred so that ``aeqprop --help`` starts fast.
+printed as one line and exits with status 2 (1 for an interrupted run; see aeqprop.cli_errors).
+Heavy imports are deferred so that ``aeqprop --help`` starts fast: each group (``aeqprop/cli_*.py``,
+``drivers/commands.py``) is imported only when one of its commands runs (see aeqprop.cli_lazy).
 """
 
 # No `from __future__ import annotations`: typer reads every command's signature at start-up, and
