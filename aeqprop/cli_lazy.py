@@ -205,10 +205,11 @@ class LazyTyperInfo(TyperInfo):
     imports the module, as a test's ``CliRunner().invoke(app, ...)`` does.
     """
 
-    __slots__ = ("_where", "_typer")  # outside __dict__, which typer copies field by field into a TyperInfo
+    __slots__ = ("where", "_typer")  # outside __dict__, which typer copies field by field into a TyperInfo
+    where: tuple[str, str]  # (module, attribute) of the group's Typer
 
     def __init__(self, module: str, attribute: str, **settings: Any) -> None:
-        self._where = (module, attribute)
+        self.where = (module, attribute)
         self._typer: typer.Typer | None = None
         super().__init__(**settings)
 
@@ -216,7 +217,7 @@ class LazyTyperInfo(TyperInfo):
     def typer_instance(self) -> typer.Typer:
         """The group's Typer, ``module.attribute``, imported on first use."""
         if self._typer is None:
-            module, attribute = self._where
+            module, attribute = self.where
             found = getattr(importlib.import_module(module), attribute)
             if not isinstance(found, typer.Typer):
                 raise TypeError(f"{module}.{attribute} is a {type(found).__name__}, not the group's typer.Typer")

@@ -144,7 +144,7 @@ def imported_by(*args: str) -> set[str]:
 
 
 def test_a_group_module_is_imported_only_when_that_group_runs():
-    lazy = {info.name: info._where[0] for info in cli.app.registered_groups if isinstance(info, LazyTyperInfo)}
+    lazy = {info.name: info.where[0] for info in cli.app.registered_groups if isinstance(info, LazyTyperInfo)}
     assert lazy["instruments"] == "drivers.commands"
     modules = set(lazy.values())
     top = imported_by("--help")
