@@ -1,213 +1,25 @@
-"""The ``aeqprop`` command line.
+"""The ``aeqprop`` command line: the app, its top-level commands, and its command groups by module.
 
 Every command validates its input before it opens anything; an AeqpropError is
-printed as one line and exits with status 2 (1 for an interrupted run).
-Heavy imports are deferred so that ``aeqprop --help`` starts fast.
+printed as one line and exits with status 2 (1 for an interrupted run; see aeqprop.cli_errors).
+Heavy imports are deferred so that ``aeqprop --help`` starts fast: each group (``aeqprop/cli_*.py``,
+``drivers/commands.py``) is imported only when one of its commands runs (see aeqprop.cli_lazy).
 """
 
 # No `from __future__ import annotations`: typer reads every command's signature at start-up, and
 # string annotations cost it an eval each (a third of the time `aeqprop --help` spends past its imports).
 # Annotations naming types imported under TYPE_CHECKING are therefore quoted.
-import copy
-import functools
-import inspect
-import os
-import sys
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Optional, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Optional
 
 import typer
-import typer.main
-from typer.core import TyperCommand, TyperGroup
-from typer.models import CommandInfo, TyperInfo
 
-try:
-    from typer._click import Command
-    from typer._click import exceptions as click_exceptions  # typer vendors its click
-except ImportError:  # older typer: click itself
-    from click import Command  # type: ignore[assignment]  # the same class, before typer vendored it
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]  # the same module, before typer vendored it
+from aeqprop.cli_errors import one_line_errors, resume_command
+from aeqprop.cli_lazy import LazyCommands as LazyCommands  # re-exported: tests and benchmarks use cli.LazyCommands
+from aeqprop.cli_lazy import OneLineGroup, add_lazy_group, lazy_group
+from aeqprop.cli_options import parse_hidden, parse_release, parse_schedule
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
-    import numpy as np
-
     from aeqprop.session import Outcome
-    from aeqprop.sweep_exec import SweepReport
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class OneLineGroup(TyperGroup):
-    """The top command group: a usage error (unknown option, bad number) is one line, not a usage box."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        windows_expand_args: bool = True,
-        **extra: Any,
-    ) -> int:
-        try:
-            rv = super().main(
-                args=args,
-                prog_name=prog_name,
-                complete_var=complete_var,
-                standalone_mode=False,
-                windows_expand_args=windows_expand_args,
-                **extra,
-            )
-            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0  # click returns an Exit's code
-        except typer.Exit as exc:
-            code = exc.exit_code
-        except typer.Abort:
-            typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
-            code = 1
-        except getattr(click_exceptions, "NoArgsIsHelpError", ()) as exc:  # the help text, in full
-            exc.show()
-            code = exc.exit_code
-        except click_exceptions.UsageError as exc:
-            where = (
-                f"aeqprop {exc.ctx.command_path.partition(' ')[2]} --help".replace("  ", " ")
-                if exc.ctx
-                else "aeqprop --help"
-            )
-            typer.secho(
-                f"error: {exc.format_message().splitlines()[0]} (see `{where.strip()}`)", fg=typer.colors.RED, err=True
-            )
-            code = exc.exit_code
-        except click_exceptions.ClickException as exc:
-            typer.secho(f"error: {exc.format_message().splitlines()[0]}", fg=typer.colors.RED, err=True)
-            code = exc.exit_code
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
-    def list_commands(self, ctx: Any) -> list[str]:
-        """The names in the order they were added (as typer lists them), without building a lazy one."""
-        return list(self.commands)
-
-    def format_commands(self, ctx: Any, formatter: Any) -> None:
-        """The commands section of the help; a lazy command is listed from its summary, not built."""
-        commands = self.commands
-        if not isinstance(commands, LazyCommands):
-            return super().format_commands(ctx, formatter)
-        commands.listing = True
-        try:
-            super().format_commands(ctx, formatter)
-        finally:
-            commands.listing = False
-
-
-class LazyCommands(MutableMapping[str, Command]):
-    """A group's commands by name, each built by typer on first use.
-
-    While ``listing`` (the group's help), a command not yet built is given as its summary: the same
-    class with the same help, short help, hidden and deprecated flags and no parameters, which is
-    all a help listing reads. So ``aeqprop --help`` builds no command, and ``aeqprop runs list``
-    builds the ``runs`` group alone.
-    """
-
-    def __init__(self, lazy: dict[str, tuple[Callable[[], Command], Callable[[], Command]]]) -> None:
-        self._names = list(lazy)
-        self._lazy = dict(lazy)  # name -> (build, summary)
-        self._built: dict[str, Command] = {}
-        self.listing = False
-
-    def __getitem__(self, name: str) -> Command:
-        if name in self._built:
-            return self._built[name]
-        build, summary = self._lazy[name]
-        if self.listing:
-            return summary()
-        command = self._built[name] = build()
-        del self._lazy[name]
-        return command
-
-    def __setitem__(self, name: str, command: Command) -> None:
-        if name not in self._built and name not in self._lazy:
-            self._names.append(name)
-        self._lazy.pop(name, None)
-        self._built[name] = command
-
-    def __delitem__(self, name: str) -> None:
-        if name not in self._built and name not in self._lazy:
-            raise KeyError(name)
-        self._names.remove(name)
-        self._lazy.pop(name, None)
-        self._built.pop(name, None)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._names))
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-
-def lazy_group(app: typer.Typer) -> TyperGroup:
-    """The click group ``typer.main.get_command(app)`` builds, with each command and sub-group built on first use.
-
-    Typer builds every command of a tree (its parameters read from the signature) before it parses
-    anything; the console script builds only what it runs. The group itself, each command and each
-    sub-group are built by typer's own functions, so they are the same objects; a sub-group added
-    without a name (merged into its parent by typer) is built at once.
-    """
-    shell = copy.copy(app)  # the group alone: typer builds it from the app's settings
-    shell.registered_commands, shell.registered_groups = [], []
-    group = typer.main.get_group(shell)
-    short, markup = app.pretty_exceptions_short, app.rich_markup_mode
-    lazy: dict[str, tuple[Callable[[], Command], Callable[[], Command]]] = {}
-    eager: dict[str, Command] = {}
-    for command_info in app.registered_commands:
-        if command_info.callback is None:
-            continue
-        name = command_info.name or typer.main.get_command_name(command_info.callback.__name__)
-        lazy[name] = (
-            functools.partial(
-                typer.main.get_command_from_info, command_info, pretty_exceptions_short=short, rich_markup_mode=markup
-            ),
-            functools.partial(_command_summary, command_info, name),
-        )
-    for group_info in app.registered_groups:
-        solved = typer.main.solve_typer_info_defaults(group_info)
-        build = functools.partial(
-            typer.main.get_group_from_info,
-            group_info,
-            pretty_exceptions_short=short,
-            rich_markup_mode=markup,
-            suggest_commands=app.suggest_commands,
-        )
-        if solved.name:
-            lazy[solved.name] = (build, functools.partial(_group_summary, solved))
-        else:
-            eager.update(build().commands)
-    group.commands = LazyCommands(lazy)
-    group.commands.update(eager)
-    return group
-
-
-def _command_summary(info: CommandInfo, name: str) -> Command:
-    """A command as its group's help lists it (help as typer takes it: the docstring unless given)."""
-    use_help = inspect.getdoc(info.callback) if info.help is None else inspect.cleandoc(info.help)
-    cls = info.cls or TyperCommand
-    return cls(name=name, help=use_help, short_help=info.short_help, hidden=info.hidden, deprecated=info.deprecated)
-
-
-def _group_summary(solved: TyperInfo) -> Command:
-    """A sub-group as its parent's help lists it, from its settings as typer solves them."""
-    cls = solved.cls or TyperGroup
-    return cls(
-        name=solved.name,
-        help=solved.help,
-        short_help=solved.short_help,
-        hidden=solved.hidden,
-        deprecated=solved.deprecated,
-    )
-
 
 app = typer.Typer(
     cls=OneLineGroup,
@@ -217,93 +29,6 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts hold literal [default: ...]; rich markup would eat them
     help="Train physical systems by (agnostic) equilibrium propagation.",
 )
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one line to stderr and exit non-zero."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-#: Exit status of an unexpected exception: a bug, reported in one line (AEQPROP_TRACEBACK=1 shows the traceback).
-INTERNAL_ERROR = 3
-
-
-def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn an AeqpropError into one line on stderr and a non-zero exit, no traceback.
-
-    A second Ctrl+C names the run to resume; running out of memory says so; any other
-    exception is a bug, printed as one ``internal error`` line with exit status 3.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from aeqprop.errors import AeqpropError
-
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click_exceptions.ClickException):
-            raise
-        except AeqpropError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except KeyboardInterrupt as exc:
-            rid, runs = getattr(exc, "run_id", None), getattr(exc, "runs", None)
-            hint = f"; continue it with `{resume_command(rid, runs)}`" if rid else ""
-            fail(f"interrupted{hint}", code=1)
-        except MemoryError:
-            fail("out of memory; make the run smaller (fewer hidden units, a smaller batch)")
-        except Exception as exc:
-            if os.environ.get("AEQPROP_TRACEBACK"):
-                raise
-            text = str(exc).splitlines()[0] if str(exc) else ""
-            fail(
-                f"internal error ({type(exc).__name__}: {text[:200]}); this is a bug, please report it with the "
-                "command; AEQPROP_TRACEBACK=1 shows the traceback",
-                code=INTERNAL_ERROR,
-            )
-
-    return wrapper
-
-
-def resume_command(run_id: int | str, runs: str | None) -> str:
-    """``aeqprop resume 3`` (with ``--runs FOLDER`` when the folder is not the default)."""
-    return f"aeqprop resume {run_id}" + ("" if runs in (None, "runs") else f" --runs {runs}")
-
-
-def parse_hidden(hidden: str) -> tuple[int, ...]:
-    from aeqprop.errors import ConfigurationError
-
-    try:
-        sizes = tuple(int(h) for h in hidden.split(",") if h.strip())
-    except ValueError:
-        raise ConfigurationError(
-            f"--hidden {hidden!r}: give hidden layer sizes as integers, e.g. 256 or 128,64"
-        ) from None
-    if not sizes:
-        raise ConfigurationError(f"--hidden {hidden!r}: give at least one layer size, e.g. 256 or 128,64")
-    if any(h < 1 for h in sizes):
-        raise ConfigurationError(f"--hidden {hidden!r}: layer sizes must be >= 1")
-    return sizes
-
-
-def parse_release(release: str) -> float | str:
-    from aeqprop.errors import ConfigurationError
-
-    if release in ("equilibrium", "joint"):
-        return "equilibrium"
-    try:
-        return float(release)
-    except ValueError:
-        raise ConfigurationError(f"--release {release!r}: give a duration (e.g. 1.0) or 'equilibrium'") from None
-
-
-def _build(kind: str, name: str, options: dict[str, Any]) -> object:
-    """The factory registered under ``name``, given those of ``options`` it takes (for gradcheck,
-    whose flags serve every protocol)."""
-    from aeqprop import registry
-    from aeqprop.parts import build_with
-
-    return build_with(registry.load(kind, name), {}, {k: v for k, v in options.items() if v is not None}, kind)
 
 
 @app.command()
@@ -427,130 +152,6 @@ def resume(
     report_outcome(outcome, outcome.result.history[-1].epoch if outcome.result.history else 0, runs)
 
 
-def parse_schedule(text: Optional[str], what: str) -> Optional[dict[str, Any]]:
-    """A schedule option as the run config's table (see aeqprop.schedules), or None."""
-    if text is None:
-        return None
-    from aeqprop.schedules import Schedule
-
-    return Schedule.parse(text, what).model_dump(exclude_none=True)
-
-
-def list_registered(kind: str) -> None:
-    """One line per registered name: the name and its description."""
-    from aeqprop import registry
-
-    rows = registry.describe(kind)
-    width = max((len(r[0]) for r in rows), default=0)
-    for name, _target, text in rows:
-        typer.echo(f"{name:<{width}}  {text}")
-
-
-protocols_app = typer.Typer(no_args_is_help=True, help="Training protocols: built in, and added by installed packages.")
-app.add_typer(protocols_app, name="protocols")
-backends_app = typer.Typer(
-    no_args_is_help=True, help="Simulated substrates: built in, and added by installed packages."
-)
-app.add_typer(backends_app, name="backends")
-
-
-@protocols_app.command("list")
-@one_line_errors
-def protocols_list() -> None:
-    """The protocols available by name (a file runs with --protocol path/to/file.py:ClassName)."""
-    list_registered("protocols")
-
-
-@backends_app.command("list")
-@one_line_errors
-def backends_list() -> None:
-    """The simulated substrates available by name."""
-    list_registered("backends")
-
-
-data_app = typer.Typer(
-    no_args_is_help=True, help="Named datasets (MNIST family, CIFAR): where they are, and downloading them."
-)
-app.add_typer(data_app, name="data")
-
-
-@data_app.command("list")
-@one_line_errors
-def data_list(
-    data_dir: Optional[str] = typer.Option(None, help="Folder of the datasets [default: see `train --help`]."),
-) -> None:
-    """Each named dataset, its image shape and the folder it loads from (or 'not found')."""
-    from aeqprop.catalog import CATALOG, locate
-    from aeqprop.errors import DataError
-
-    for name, ds in CATALOG.items():
-        try:
-            where = str(next(iter(locate(ds, data_dir).values())).parent)
-        except DataError:
-            where = f"not found (aeqprop data fetch {name})"
-        typer.echo(f"{name:<16} {'x'.join(map(str, ds.shape)):<9} {where}")
-
-
-@data_app.command("fetch")
-@one_line_errors
-def data_fetch(
-    name: str = typer.Argument(..., help="Dataset name, e.g. fashion-mnist (see `aeqprop data list`)."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder to download into (the dataset goes in DATA_DIR/NAME)."),
-    mirror: list[str] = typer.Option([], help="Base URL to download from instead of the official ones (repeatable)."),
-) -> None:
-    """Download a named dataset from its official location; each file is checked against its published MD5."""
-    from aeqprop.download import fetch
-
-    folder = fetch(name, data_dir, mirrors=mirror or None, on_file=lambda f, status: typer.echo(f"{status:<10} {f}"))
-    typer.echo(f"{name} in {folder}")
-
-
-@protocols_app.command("show")
-@one_line_errors
-def protocols_show(
-    name: str = typer.Argument(..., help="Protocol name (see `aeqprop protocols list`) or file.py:Class."),
-) -> None:
-    """A protocol's options with defaults, its variants, and what it needs of a substrate."""
-    from aeqprop import describe
-
-    for line in describe.show("protocols", name):
-        typer.echo(line)
-
-
-@backends_app.command("show")
-@one_line_errors
-def backends_show(name: str = typer.Argument(..., help="Backend name (see `aeqprop backends list`).")) -> None:
-    """A backend's options with defaults and its capabilities."""
-    from aeqprop import describe
-
-    for line in describe.show("backends", name):
-        typer.echo(line)
-
-
-runs_app = typer.Typer(no_args_is_help=True, help="Look at the runs recorded in a runs folder.")
-app.add_typer(runs_app, name="runs")
-
-
-@runs_app.command("list")
-@one_line_errors
-def runs_list(runs: str = typer.Option("runs", help="Runs folder holding the run store.")) -> None:
-    """A table of runs: id, status, dataset, backend, protocol, best accuracy, duration."""
-    from aeqprop import views
-
-    views.print_runs(runs)
-
-
-@runs_app.command("show")
-@one_line_errors
-def runs_show(
-    run: str = typer.Argument(..., help="Run id."), runs: str = typer.Option("runs", help="Runs folder.")
-) -> None:
-    """A run's config, metrics summary and events."""
-    from aeqprop import views
-
-    views.print_run(runs, run)
-
-
 @app.command()
 @one_line_errors
 def plot(
@@ -605,226 +206,17 @@ def gradcheck(
 
     With --gdu: EqProp's per-step updates of the nudged phase against BPTT's per-step gradients
     (Ernoult et al. 2019), as tables of relative error and sign agreement per layer and step, and a PNG."""
-    import numpy as np
-    from rich.console import Console
-    from rich.table import Table
-
-    from aeqprop import oracle
-    from aeqprop.substrate import OracleSubstrate
+    from sim_backends.gradcheck import gdu_table, oracle_table
 
     sizes = parse_hidden(layers)
     if gdu:
         return gdu_table(
             backend or "discrete", sizes, variant, 1e-3 if beta is None else beta, k, batch_size, seed, png
         )
-    backend, beta = backend or "hopfield", 0.01 if beta is None else beta
-    substrate = _build("backends", backend, dict(layers=sizes, eps=eps, seed=seed, tol=1e-13, max_sweeps=100_000))
-    if not isinstance(substrate, OracleSubstrate):
-        fail(f"backend {backend} has no oracle gradient (capability 'oracle'); gradcheck compares against it")
-    prot = _build(
-        "protocols",
-        protocol,
-        dict(
-            beta=beta,
-            lr=lr,
-            variant=variant,
-            homeostasis=homeostasis,
-            release=parse_release(release),
-            seed=seed,
-            homeostasis_rtol=1e-9,
-        ),
+    beta = 0.01 if beta is None else beta
+    oracle_table(
+        protocol, variant, beta, eps, lr, homeostasis, release, backend or "hopfield", sizes, batch_size, entries, seed
     )
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (batch_size, sizes[0]))
-    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
-    update = oracle.update_fidelity(substrate, prot, x, y)
-    fd, masks = oracle.finite_difference(substrate, x, y, entries=entries, seed=seed)
-    grad = substrate.true_gradient(x, y)
-    table = Table(title=f"{protocol} ({variant}, beta={beta:g}) against the oracle; oracle against finite differences")
-    for col in ("tensor", "update cosine", "update rel. error", "oracle vs FD rel. error"):
-        table.add_column(col, justify="right")
-    for name in list(grad) + ["all"]:
-        if name == "all":
-            a = np.concatenate([grad[n][masks[n]] for n in grad])
-            b = np.concatenate([fd[n][masks[n]] for n in grad])
-        else:
-            a, b = grad[name][masks[name]], fd[name][masks[name]]
-        table.add_row(
-            name,
-            f"{update[name].cosine:.6f}",
-            f"{update[name].rel_error:.2e}",
-            f"{oracle.fidelity(a, b).rel_error:.2e}",
-        )
-    Console().print(table)
-    substrate.close()
-
-
-def gdu_table(
-    backend: str, sizes: tuple[int, ...], variant: str, beta: float, k: int, batch_size: int, seed: int, png: str
-) -> None:
-    """`gradcheck --gdu`: the tables and the figure (matplotlib is imported only to draw it)."""
-    import numpy as np
-    from rich.console import Console
-    from rich.table import Table
-
-    from aeqprop.substrate import Substrate
-    from sim_backends.gdu import gdu_check, plot_gdu, table_rows
-
-    substrate = _build("backends", backend, {"layers": sizes, "seed": seed})
-    if not isinstance(substrate, Substrate):
-        fail(f"backend {backend} did not build a substrate (it has no clamp, nudge, relax, outputs, ...)")
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (batch_size, sizes[0]))
-    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch_size)]
-    report = gdu_check(substrate, x, y, beta=beta, K=k, variant=variant)
-    for what, title in (
-        ("rel_error", "relative error ||D_EP + g_BPTT|| / ||g_BPTT||"),
-        ("sign_agreement", "sign agreement of D_EP with -g_BPTT"),
-    ):
-        table = Table(title=f"{title}; {variant}, beta={beta:g}, T={report.T} free steps (· : not reached at step t)")
-        rows = table_rows(report, what)
-        table.add_column("t", justify="right")
-        for name, _ in rows:
-            table.add_column(name, justify="right")
-        for t in range(k):
-            table.add_row(str(t), *(cells[t] for _, cells in rows))
-        Console().print(table)
-    typer.echo(
-        f"sign agreement of the weight update over the {k} steps with -g_BPTT over them: "
-        f"{report.update_sign_agreement():.2%}"
-    )
-    typer.echo(f"worst relative error {report.worst():.2e}; figure {plot_gdu(report, png, seed=seed)}")
-    substrate.close()
-
-
-instruments_app = typer.Typer(
-    no_args_is_help=True, help="Find, probe and check instruments (nothing here changes an output)."
-)
-app.add_typer(instruments_app, name="instruments")
-
-
-@instruments_app.command("list")
-@one_line_errors
-def instruments_list(
-    visa_backend: str = typer.Option("@py", help="VISA backend: @py (pyvisa-py), @ivi, or FILE.yaml@sim."),
-) -> None:
-    """VISA resources and serial ports this machine sees."""
-    from drivers.cli_support import list_instruments
-
-    found = list_instruments(visa_backend)
-    for kind in ("visa", "serial"):
-        typer.echo(f"{kind}:")
-        for line in found[kind] or ["(none)"]:
-            typer.echo(f"  {line}")
-
-
-@instruments_app.command("probe")
-@one_line_errors
-def instruments_probe(
-    address: str = typer.Argument(..., help="VISA resource (TCPIP::127.0.0.1::5025::SOCKET) or serial port."),
-    profile: Optional[str] = typer.Option(
-        None, help="keithley2450, keysight-b2900, multichannel or board [default: from the identity]."
-    ),
-    channel: Optional[int] = typer.Option(None, help="Channel whose programmed source level is read back."),
-    visa_backend: str = typer.Option("@py", help="VISA backend."),
-    timeout: float = typer.Option(2.0, help="Read timeout in s."),
-) -> None:
-    """Identity, error queue and one safe read of an instrument."""
-    from drivers.cli_support import probe
-
-    info = probe(address, profile=profile, channel=channel, backend=visa_backend, timeout=timeout)
-    channel_read, level = info["safe_read"]
-    typer.echo(f"{info['address']}: {info['identity']}")
-    typer.echo(f"  profile {info['profile']}; errors: {', '.join(info['errors']) or 'none'}")
-    typer.echo(f"  channel {channel_read} source level {level:g}; {info['round_trips']} round trips")
-
-
-@instruments_app.command("check")
-@one_line_errors
-def instruments_check(
-    wiring: str = typer.Argument(..., help="Wiring map (TOML)."),
-    config: Optional[str] = typer.Option(
-        None, help="Run config whose data and nudging are checked against the limits."
-    ),
-) -> None:
-    """Validate a wiring map, and the values a run would send, without opening any instrument."""
-    from aeqprop.config import load_config
-    from aeqprop.data import load_dataset
-    from drivers.cli_support import check_wiring, protocol_betas
-
-    x: np.ndarray | None = None
-    betas: Sequence[float] = ()
-    needs: tuple[str, ...] = ()
-    if config is not None:
-        cfg = load_config(config)
-        ds = cfg.dataset
-        x = load_dataset(
-            ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column
-        ).x_train
-        from aeqprop import registry
-        from aeqprop.parts import build_with
-
-        protocol = build_with(
-            registry.load("protocols", cfg.protocol.name), cfg.protocol.options, {"seed": cfg.seed}, "protocol.options"
-        )  # refuses options no protocol takes, as train does
-        betas = protocol_betas(cfg.protocol.name, cfg.protocol.options)
-        needs = tuple(getattr(protocol, "requires", ()))
-    for line in check_wiring(wiring, betas=betas, x=x, capabilities=needs):
-        typer.echo(line)
-
-
-@instruments_app.command("conformance")
-@one_line_errors
-def instruments_conformance(
-    address: str = typer.Argument(..., help="Serial port or pyserial URL of a board (docs/board-protocol.md)."),
-    source: int = typer.Option(1001, help="A DAC channel the checks may set."),
-    adc: int = typer.Option(2001, help="An ADC channel."),
-    hold: int = typer.Option(9000, help="The hold line (pulsed once)."),
-    baudrate: int = typer.Option(115200, help="Serial speed."),
-    timeout: float = typer.Option(2.0, help="Read timeout in s."),
-) -> None:
-    """Check a board against the protocol document. It drives the board: disconnect the device first."""
-    from drivers.conformance import Channels, conformance
-
-    checks = conformance(address, Channels(source, adc, hold), baudrate=baudrate, timeout=timeout)
-    for c in checks:
-        typer.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}")
-    failed = [c.name for c in checks if not c.passed]
-    typer.echo(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
-    if failed:
-        raise typer.Exit(1)
-
-
-@instruments_app.command("calibrate")
-@one_line_errors
-def instruments_calibrate(
-    wiring: str = typer.Argument(..., help="Wiring map (TOML) of a substrate with knobs (capability aeqprop)."),
-    config: Optional[str] = typer.Option(None, help="Run config whose dataset and nudging the calibration uses."),
-    beta: float = typer.Option(1.0, help="Nudging strength b of centered Aeqprop (without --config)."),
-) -> None:
-    """Measure read noise, knob gain and stiffness for feedback Aeqprop; sets knobs and releases, then holds theta back."""
-    import numpy as np
-
-    from aeqprop.config import load_config
-    from aeqprop.data import load_dataset
-    from drivers.cli_support import build_substrate
-    from protocols.aeqprop import Aeqprop
-
-    options: dict[str, Any] = {"beta": beta}
-    if config is not None:
-        cfg = load_config(config)
-        options = {k: v for k, v in cfg.protocol.options.items() if k in ("beta", "variant")}
-        ds = cfg.dataset
-        data = load_dataset(ds.name, test_fraction=ds.test_fraction, seed=cfg.data_seed, target_column=ds.target_column)
-        x, y = data.x_train[:1], data.y_train[:1]
-    protocol = Aeqprop(homeostasis="feedback", **options)
-    with build_substrate(wiring) as hw:
-        if config is None:
-            x, y = np.full((1, hw.info.n_inputs), 0.5), np.eye(hw.info.n_outputs)[:1]
-        record = protocol.calibrate(hw, x, y)
-        if record is None:  # feedback Aeqprop calibrates unless told not to
-            fail("the protocol did not calibrate (it was told not to)")
-        typer.echo(f"calibration: {record['summary']}; {record['reads']} reads, {hw.round_trips} round trips")
 
 
 @app.command("serve-sim")
@@ -859,152 +251,56 @@ def serve_sim(
     serve(backend, options, port=port, serial=serial, faults=faults, wiring_out=wiring_out, echo=typer.echo)
 
 
-sweep_app = typer.Typer(
-    no_args_is_help=True, help="Sweeps: many runs from one file, on a local process pool or a Dask cluster."
+# The command groups, in the order the help lists them (after the commands above). Each group's module
+# is imported only when one of its commands runs; the name and help here are what the help lists.
+add_lazy_group(
+    app,
+    "protocols",
+    "aeqprop.cli_registry",
+    "protocols_app",
+    help="Training protocols: built in, and added by installed packages.",
+    no_args_is_help=True,
 )
-app.add_typer(sweep_app, name="sweep")
-_RUNS_OF_FILE = typer.Option(None, help="Runs folder (default: the sweep file's, else its base config's, else runs).")
-_WORKERS = typer.Option(None, help="Worker processes of the local pool or --cluster local (default: one per core).")
-_SCHEDULER = typer.Option(None, help="A running Dask scheduler to run on, tcp://HOST:PORT (needs the dask extra).")
-_CLUSTER = typer.Option(None, help="'local': a Dask LocalCluster of --workers processes on 127.0.0.1.")
-_RETRIES = typer.Option(3, min=0, help="Times a run whose worker was lost is submitted again.")
-
-
-def sweep_executor(
-    workers: Optional[int], scheduler: Optional[str], cluster: Optional[str]
-) -> Callable[[], "Executor"]:
-    """A factory of the sweep's Executor: the local process pool, or Dask (imported only here)."""
-    from aeqprop.errors import ConfigurationError
-
-    if workers is not None and workers < 1:
-        raise ConfigurationError(f"--workers {workers}: give at least 1")
-    if scheduler is not None or cluster is not None:
-        from aeqprop.dask_executor import DaskExecutor
-
-        def make() -> "Executor":
-            ex = DaskExecutor(scheduler=scheduler, cluster=cluster, workers=workers)
-            where = f"dashboard {ex.dashboard}" if ex.dashboard else "no dashboard (install bokeh for one)"
-            typer.echo(f"dask scheduler {ex.address}, {ex.workers} workers, {where}")
-            return ex
-
-        return make
-    from aeqprop.sweep_exec import LocalPool
-
-    return lambda: LocalPool(workers)
-
-
-def report_sweep(sweep_id: int, report: "SweepReport", runs: str, quiet: bool) -> None:
-    from aeqprop import sweep_views
-
-    done = ", ".join(f"{n} {k}" for k, n in sorted(report.recorded.items())) or "no run"
-    retried = f", {report.resubmitted} resubmitted after a lost worker" if report.resubmitted else ""
-    if report.interrupted:
-        typer.echo(
-            f"sweep {sweep_id} interrupted after {report.seconds:.1f} s: {done} recorded{retried}; "
-            f"continue it with `aeqprop sweep resume {sweep_id} --runs {runs}`"
-        )
-        raise typer.Exit(1)
-    if not quiet:
-        sweep_views.print_sweep(runs, str(sweep_id))
-    typer.echo(f"sweep {sweep_id}: {done} in {report.seconds:.1f} s{retried}")
-
-
-@sweep_app.command("run")
-@one_line_errors
-def sweep_run(
-    sweep_file: str = typer.Argument(..., help="Sweep file (TOML), e.g. benchmarks/learning_rules.toml."),
-    runs: Optional[str] = _RUNS_OF_FILE,
-    workers: Optional[int] = _WORKERS,
-    scheduler: Optional[str] = _SCHEDULER,
-    cluster: Optional[str] = _CLUSTER,
-    retries: int = _RETRIES,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
-) -> None:
-    """Expand a sweep file into runs and run them all, each recorded in the run store under the sweep's id."""
-    from aeqprop.sweep import load_sweep
-    from aeqprop.sweep_exec import SweepSettings, start_sweep
-
-    sweep = load_sweep(sweep_file, runs)
-    make = sweep_executor(workers, scheduler, cluster)
-    sweep_id, report = start_sweep(
-        sweep,
-        make,
-        SweepSettings(retries=retries),
-        progress=not quiet,
-        on_created=lambda sid: typer.echo(f"sweep {sid}: {len(sweep.jobs)} runs in {sweep.runs}"),
-        one_at_a_time=workers == 1 and scheduler is None and cluster is None,
-    )
-    report_sweep(sweep_id, report, sweep.runs, quiet)
-
-
-@sweep_app.command("resume")
-@one_line_errors
-def sweep_resume(
-    sweep: str = typer.Argument(..., help="Sweep id."),
-    runs: str = typer.Option("runs", help="Runs folder."),
-    workers: Optional[int] = _WORKERS,
-    scheduler: Optional[str] = _SCHEDULER,
-    cluster: Optional[str] = _CLUSTER,
-    retries: int = _RETRIES,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
-) -> None:
-    """Run the runs of a sweep that did not complete (never started, failed, lost, stopped)."""
-    from aeqprop.sweep_exec import SweepSettings, resume_sweep
-
-    make = sweep_executor(workers, scheduler, cluster)
-    sweep_id, todo, report = resume_sweep(
-        runs,
-        sweep,
-        make,
-        SweepSettings(retries=retries),
-        progress=not quiet,
-        one_at_a_time=workers == 1 and scheduler is None and cluster is None,
-    )
-    if not todo:
-        typer.echo(f"sweep {sweep_id}: every run already completed; nothing to resume")
-        return
-    typer.echo(f"sweep {sweep_id}: {todo} runs to go")
-    report_sweep(sweep_id, report, runs, quiet)
-
-
-@sweep_app.command("show")
-@one_line_errors
-def sweep_show(
-    sweep: str = typer.Argument(..., help="Sweep id."),
-    runs: str = typer.Option("runs", help="Runs folder."),
-    markdown: bool = typer.Option(False, help="A Markdown table (for a README)."),
-) -> None:
-    """A table per point: final test accuracy, mean ± std over seeds, ranked (by validation accuracy where
-    every point holds a validation split out), the best marked."""
-    from aeqprop import sweep_views
-
-    sweep_views.print_sweep(runs, sweep, markdown=markdown)
-
-
-@sweep_app.command("plot")
-@one_line_errors
-def sweep_plot(
-    sweep: str = typer.Argument(..., help="Sweep id."),
-    runs: str = typer.Option("runs", help="Runs folder."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="PNG path (default: RUNS/sweep-ID.png)."),
-) -> None:
-    """PNG: final test accuracy against each swept axis, with the spread over seeds."""
-    from aeqprop import sweep_views
-
-    typer.echo(sweep_views.plot_sweep(runs, sweep, output))
-
-
-@sweep_app.command("export")
-@one_line_errors
-def sweep_export(
-    sweep: str = typer.Argument(..., help="Sweep id."),
-    runs: str = typer.Option("runs", help="Runs folder."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="CSV path (default: RUNS/sweep-ID.csv)."),
-) -> None:
-    """CSV: one row per run of the sweep (point, seed, swept values, status, figures)."""
-    from aeqprop import sweep_views
-
-    typer.echo(sweep_views.export_sweep(runs, sweep, output))
+add_lazy_group(
+    app,
+    "backends",
+    "aeqprop.cli_registry",
+    "backends_app",
+    help="Simulated substrates: built in, and added by installed packages.",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "data",
+    "aeqprop.cli_data",
+    "data_app",
+    help="Named datasets (MNIST family, CIFAR): where they are, and downloading them.",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "runs",
+    "aeqprop.cli_runs",
+    "runs_app",
+    help="Look at the runs recorded in a runs folder.",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "instruments",
+    "drivers.commands",
+    "instruments_app",
+    help="Find, probe and check instruments (nothing here changes an output).",
+    no_args_is_help=True,
+)
+add_lazy_group(
+    app,
+    "sweep",
+    "aeqprop.cli_sweep",
+    "sweep_app",
+    help="Sweeps: many runs from one file, on a local process pool or a Dask cluster.",
+    no_args_is_help=True,
+)
 
 
 def main() -> None:

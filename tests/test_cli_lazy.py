@@ -2,12 +2,16 @@
 
 import contextlib
 import io
+import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
 
 import cli
+from aeqprop.cli_lazy import LazyTyperInfo
 
 
 def run(group, args: list[str]) -> tuple[str, str, object]:
@@ -117,3 +121,45 @@ def test_lazy_commands_is_a_mapping_in_insertion_order():
     assert list(commands) == ["a", "c"] and "b" not in commands
     with pytest.raises(KeyError):
         commands["b"]
+
+
+LAZY_PROBE = """
+import json, runpy, sys
+sys.argv = ["aeqprop", *sys.argv[1:]]
+try:
+    runpy.run_module("cli", run_name="__main__")
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def imported_by(*args: str) -> set[str]:
+    """The modules a fresh interpreter has imported after ``aeqprop ARGS``."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", LAZY_PROBE, *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_a_group_module_is_imported_only_when_that_group_runs():
+    lazy = {info.name: info.where[0] for info in cli.app.registered_groups if isinstance(info, LazyTyperInfo)}
+    assert lazy["instruments"] == "drivers.commands"
+    modules = set(lazy.values())
+    top = imported_by("--help")
+    assert "aeqprop.cli_lazy" in top and not modules & top
+    assert not {"numpy", "drivers.cli_support", "aeqprop.session"} & top  # what the commands import when they run
+    for name, module in lazy.items():
+        group = imported_by(name, "--help")
+        assert modules & group == {module}, name
+        assert not {"dask", "distributed", "pyvisa", "serial", "matplotlib"} & group, name  # imported when asked for
+
+
+def test_a_lazy_group_names_a_module_attribute_that_is_not_a_typer():
+    info = LazyTyperInfo("aeqprop.cli_options", "parse_hidden", name="bad", help="a function, not a group")
+    assert info.listing().help == "a function, not a group" and info.listing().name == "bad"
+    with pytest.raises(
+        TypeError, match=r"aeqprop\.cli_options\.parse_hidden is a function, not the group's typer\.Typer"
+    ):
+        _ = info.typer_instance
