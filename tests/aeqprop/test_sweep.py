@@ -283,7 +283,7 @@ def test_a_run_with_a_validation_split_records_it_per_epoch(tmp_path):
 
 def test_the_cli_and_the_sweep_modules_never_import_dask():
     code = (
-        "import sys, cli, aeqprop.sweep, aeqprop.sweep_exec, aeqprop.sweep_store, aeqprop.sweep_views; "
+        "import sys, cli, aeqprop.cli_sweep, aeqprop.sweep, aeqprop.sweep_exec, aeqprop.sweep_store, aeqprop.sweep_views; "
         "assert 'distributed' not in sys.modules and 'dask' not in sys.modules, 'dask imported'"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
