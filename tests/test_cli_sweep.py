@@ -200,25 +200,61 @@ def test_a_local_pool_worker_killed_mid_sweep_has_its_run_recorded_once(tmp_path
     assert_each_job_once_and_equal_to_reference(tmp_path / "runs", reference)
 
 
+#: The longest any one wait of the Ctrl+C test below may take (s): it waits for events (a worker holding a
+#: job, a run recorded, the process ending), never for a fixed delay, so this only bounds a hung run.
+PATIENCE = 600.0
+
+
+def hold_a_worker_mid_job(proc, scratch: Path, timeout: float = PATIENCE) -> psutil.Process:
+    """Suspend (SIGSTOP) a pool worker of ``proc`` while it trains a job, and return it.
+
+    A worker trains a job in a scratch store under ``scratch`` (``aeqprop-job-*``), open from the run's
+    start until its result is about to go back; a worker suspended with that store open cannot return its
+    job, so the sweep cannot end before it is stopped, however slow the machine. A worker caught between
+    jobs is resumed and the search goes on. Only /proc is read (nothing opened in the scratch folder).
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        for worker in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "resource_tracker" in " ".join(worker.cmdline()):
+                    continue
+                worker.suspend()
+                files = [f.path for f in worker.open_files()]
+                if any("aeqprop-job-" in f and f.endswith("aeqprop.db") for f in files):
+                    return worker
+                worker.resume()
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.01)
+    raise AssertionError(f"no pool worker was seen training a job within {timeout} s")
+
+
 @pytest.mark.slow
 def test_a_sweep_stopped_by_ctrl_c_keeps_its_finished_runs_and_resumes(tmp_path, reference):
     proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q", scratch=tmp_path)
+    held = None
     try:
-        wait_for_runs(tmp_path / "runs", 1, proc)
+        # one job held in flight: the other worker finishes runs, and the sweep is stopped before the last
+        held = hold_a_worker_mid_job(proc, tmp_path)
+        wait_for_runs(tmp_path / "runs", 1, proc, timeout=PATIENCE)
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=PATIENCE)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        if held is not None and held.is_running():  # the sweep kills its workers; if it did not, the test does
+            held.kill()
     assert proc.returncode == 1, err
     assert "sweep 1 interrupted" in out and "aeqprop sweep resume 1" in out
-    psutil.wait_procs(children, timeout=10)
+    psutil.wait_procs(children, timeout=PATIENCE)
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)  # no worker left
     done = recorded(tmp_path / "runs")
     assert 1 <= len(done) < 4 and all(r["status"] == "completed" for r in done)
-    resumed = cli("sweep", "resume", "1", "--runs", tmp_path / "runs", "--workers", "2", "-q")
+    resumed = cli("sweep", "resume", "1", "--runs", tmp_path / "runs", "--workers", "2", "-q", timeout=PATIENCE)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{4 - len(done)} runs to go" in resumed.stdout
     assert_each_job_once_and_equal_to_reference(tmp_path / "runs", reference)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from aeqprop import session
@@ -128,14 +129,54 @@ def wait_for(runs, sql, predicate, proc, timeout=60):
     pytest.fail("timed out waiting for the run")
 
 
+#: The longest any one wait of the SIGKILL tests may take (s): they wait for events (a checkpoint in the
+#: store, the process ending), never for a fixed delay, so this only bounds a hung run on a loaded machine.
+PATIENCE = 600.0
+
+
+def stopped_at(runs, step, proc, timeout=PATIENCE):
+    """Stop (SIGSTOP) the training process ``proc`` once its store holds a checkpoint at ``step`` or later,
+    and return the last checkpoint's step; the process is left stopped, for the caller's SIGKILL.
+
+    The store is read only while the process is stopped and it runs between reads, so the step
+    returned is the one it stands at when killed, however slow the machine (no race to the run's end).
+    """
+    end = time.monotonic() + timeout
+    child = psutil.Process(proc.pid)
+    db_path = Path(runs) / "aeqprop.db"
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        if not db_path.exists():  # made whole, then linked into place: nothing to read until then
+            time.sleep(0.01)
+            continue
+        child.suspend()
+        while child.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            time.sleep(0.001)  # SIGSTOP delivered, not yet acted on (another core)
+        last = 0
+        db = sqlite3.connect(db_path, timeout=0.05)  # not waiting on a lock the stopped process holds
+        try:
+            last = db.execute("SELECT MAX(step) FROM checkpoints").fetchone()[0] or 0
+        except sqlite3.OperationalError:  # locked: read again after the process has run on
+            pass
+        finally:
+            db.close()
+        if last >= step:
+            return last
+        child.resume()
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate()
+    pytest.fail(f"no checkpoint at step {step} within {timeout} s")
+
+
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path, reference):
     runs = tmp_path / "runs"
     path = write_config(tmp_path / "run.toml", runs)
     target = int(np.random.default_rng().integers(3, 60))
     proc = cli("train", str(path), "--quiet")
-    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
+    seen = stopped_at(runs, target, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=PATIENCE)
     assert proc.returncode == -signal.SIGKILL
     store = RunStore(runs, create=False)
     assert store.run(1)["status"] == "running"  # killed: nobody recorded an end
@@ -143,14 +184,14 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path, ref
 
     assert views.status(store.run(1)) == "killed"  # and its owner is gone: shown as such
     killed_at = store.load_checkpoint(1)["global_step"]
-    assert target <= killed_at < 5 * 36, killed_at
+    assert target <= killed_at == seen < 5 * 36, (killed_at, seen)  # killed where it was stopped
     store.close()
     done = subprocess.run(
         [sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=PATIENCE,
     )
     assert done.returncode == 0, done.stderr
     cp, epochs = final_parameters(runs, 1)
@@ -338,15 +379,16 @@ def test_sigkill_on_a_noisy_device_then_resume_is_bitwise_identical(tmp_path, ch
     path = write_config(tmp_path / "run.toml", runs, **changes)
     target = int(np.random.default_rng().integers(3, 30))
     proc = cli("train", str(path), "--quiet")
-    wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= target, proc)
+    stopped_at(runs, target, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=PATIENCE)
+    assert proc.returncode == -signal.SIGKILL
     done = subprocess.run(
         [sys.executable, "-m", "cli", "resume", "1", "--runs", str(runs), "--quiet"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=PATIENCE,
     )
     assert done.returncode == 0, done.stderr
     a, ea = final_parameters(tmp_path / "ref", ref.run_id)
