@@ -130,7 +130,7 @@ def free_phase(
         report.record("free", rep)
     o = substrate.outputs()
     d = o - y
-    loss = float(0.5 * np.add.reduce(np.square(d, out=d), axis=None) / o.shape[0])
+    loss = float(0.5 * np.square(d, out=d).sum() / o.shape[0])
     return loss, o, rep
 
 

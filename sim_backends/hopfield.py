@@ -369,7 +369,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
         lo, hi = self.info.parameter_bounds[name]
         if reach is not None and growth is not None and reach + growth <= min(-lo, hi):
             return reach + growth
-        low, high = float(np.minimum.reduce(value, axis=None)), float(np.maximum.reduce(value, axis=None))
+        low, high = float(value.min()), float(value.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise RelaxationError(f"refusing non-finite values for parameter {name}")
         if low < lo or high > hi:
@@ -380,7 +380,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
     def _column_l1(self) -> float:
         """``max_i sum_b |x_bi|`` of the clamped inputs (kept with the drive, per clamp)."""
         if self._x_l1 is None:
-            self._x_l1 = float(np.maximum.reduce(np.add.reduce(np.abs(self._x), axis=0), axis=None))
+            self._x_l1 = float(np.abs(self._x).sum(axis=0).max())
         return self._x_l1
 
     def close(self) -> None:

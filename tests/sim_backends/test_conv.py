@@ -38,6 +38,18 @@ def test_conv_map_is_correlation_then_average_pooling_with_its_adjoint_and_gradi
     assert g[2, 1, 0, 2] == pytest.approx(fd, rel=1e-7)
 
 
+def valid_correlation(a, K):
+    """The "valid" correlation of ``a`` (B, C_in, H, W) with ``K`` (C_out, C_in, k, k), loop by loop."""
+    k = K.shape[-1]
+    n = a.shape[-1] - k + 1
+    out = np.zeros((a.shape[0], K.shape[0], n, n))
+    for o in range(K.shape[0]):
+        for i in range(n):
+            for j in range(n):
+                out[:, o, i, j] = np.sum(a[:, :, i : i + k, j : j + k] * K[o], axis=(1, 2, 3))
+    return out
+
+
 @pytest.mark.parametrize("kernel, pool, side", [(3, 2, 8), (4, 2, 9), (5, 3, 10), (3, 1, 6)])
 def test_pooled_kernel_map_equals_conv_then_pooling_with_exact_adjoint_and_gradient(kernel, pool, side):
     """The stride-p correlation with the pooled kernel against a direct conv and a reshape-mean
@@ -48,11 +60,7 @@ def test_pooled_kernel_map_equals_conv_then_pooling_with_exact_adjoint_and_gradi
     assert c.valid
     a, K = rng.normal(size=(2, 2, side, side)), rng.normal(size=c.weight_shape)
     n = side - kernel + 1
-    direct = np.zeros((2, 3, n, n))
-    for o in range(3):
-        for i in range(n):
-            for j in range(n):
-                direct[:, o, i, j] = np.sum(a[:, :, i : i + kernel, j : j + kernel] * K[o], axis=(1, 2, 3))
+    direct = valid_correlation(a, K)
     pooled = direct.reshape(2, 3, n // pool, pool, n // pool, pool).mean(axis=(3, 5))
     assert np.allclose(c.forward(a, K), pooled, atol=1e-12)
     cc = rng.normal(size=(2, *c.out_shape))
@@ -75,11 +83,7 @@ def test_max_pooling_map_against_a_direct_loop_with_its_adjoint_and_routed_gradi
     m = MaxConv((2, side, side), channels=3, kernel=kernel, pool=pool)
     a, K = rng.normal(size=(2, 2, side, side)), rng.normal(size=m.weight_shape)
     n = side - kernel + 1
-    direct = np.zeros((2, 3, n, n))
-    for o in range(3):
-        for i in range(n):
-            for j in range(n):
-                direct[:, o, i, j] = np.sum(a[:, :, i : i + kernel, j : j + kernel] * K[o], axis=(1, 2, 3))
+    direct = valid_correlation(a, K)
     blocks = direct.reshape(2, 3, n // pool, pool, n // pool, pool).transpose(0, 1, 2, 4, 3, 5)
     blocks = blocks.reshape(2, 3, n // pool, n // pool, pool * pool)
     assert np.allclose(m.forward(a, K), blocks.max(axis=-1), atol=1e-12)
