@@ -7,6 +7,11 @@ import pytest
 
 from sim_backends.hopfield import HopfieldSubstrate
 
+#: The longest one wait of a subprocess test may take (s). Those tests wait for events (a checkpoint in
+#: the store, a worker holding a job, the process ending), never for a fixed delay, so this only bounds
+#: a hung process on a loaded machine: it is generous because a tight bound fails a slow CI run.
+PATIENCE = 600.0
+
 
 def make_interior_net(layers=(20, 30, 5), eps=1e-3, batch=8, seed=0, **options):
     """A small Hopfield net whose units mostly sit inside their boxes, settled to 1e-14.

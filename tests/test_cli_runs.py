@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import PATIENCE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = """
@@ -70,7 +72,7 @@ def two_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two")
     a, b = small(tmp, "aeqprop", name="a.toml"), small(tmp, "eqprop", epochs=4, name="b.toml")
     procs = [popen("train", str(a), "-q"), popen("train", str(b), "-q")]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=PATIENCE) for p in procs]
     for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     return tmp / "runs"

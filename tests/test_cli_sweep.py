@@ -20,6 +20,7 @@ import pytest
 from aeqprop.store import RunStore
 from aeqprop.sweep import load_sweep
 from aeqprop.sweep_store import open_store, run_digest
+from tests.conftest import PATIENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -124,7 +125,7 @@ def assert_each_job_once_and_equal_to_reference(runs: Path, reference: dict, swe
         assert r["digest"] == reference[(r["point"], r["seed"])], f"run {r['id']} differs from the run alone"
 
 
-def wait_for_runs(runs: Path, count: int, proc, timeout=60.0) -> None:
+def wait_for_runs(runs: Path, count: int, proc, timeout=PATIENCE) -> None:
     """Block until ``count`` runs are recorded (the process that writes them still running)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -190,7 +191,7 @@ def test_a_local_pool_worker_killed_mid_sweep_has_its_run_recorded_once(tmp_path
         ]
         assert workers, "no pool worker found"
         workers[0].kill()
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=PATIENCE)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -198,11 +199,6 @@ def test_a_local_pool_worker_killed_mid_sweep_has_its_run_recorded_once(tmp_path
     assert proc.returncode == 0, err
     assert "resubmitted after a lost worker" in out
     assert_each_job_once_and_equal_to_reference(tmp_path / "runs", reference)
-
-
-#: The longest any one wait of the Ctrl+C test below may take (s): it waits for events (a worker holding a
-#: job, a run recorded, the process ending), never for a fixed delay, so this only bounds a hung run.
-PATIENCE = 600.0
 
 
 def hold_a_worker_mid_job(proc, scratch: Path, timeout: float = PATIENCE) -> psutil.Process:
@@ -310,7 +306,7 @@ def dask_cluster(tmp_path):
         from distributed import Client
 
         with Client(address, timeout=30) as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(2, timeout=PATIENCE)
         yield address, procs[1:]
     finally:
         for p in reversed(procs):
@@ -332,7 +328,7 @@ def test_a_remote_dask_scheduler_runs_the_sweep_and_survives_a_killed_worker(tmp
     try:
         wait_for_runs(tmp_path / "runs", 1, proc)
         workers[0].kill()  # SIGKILL mid-sweep: its run in flight is lost
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=PATIENCE)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -16,6 +16,7 @@ from aeqprop.store import RunStore
 from drivers.wiring import lab_wiring_toml
 from sim_backends.hopfield import HopfieldSubstrate
 from sim_backends.virtual_lab import Faults, ScpiServer
+from tests.conftest import PATIENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = dict(layers=(4, 5, 3), eps=0.1, seed=0, tol=1e-3, max_sweeps=100, max_batch=1)
@@ -321,7 +322,7 @@ def test_a_virtual_lab_run_killed_by_sigkill_and_resumed_is_bitwise_the_uninterr
                     return execute(line, trip)
 
                 lab.front.execute = kill_mid_run
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=PATIENCE)
             if name == "killed":
                 assert proc.returncode == -signal.SIGKILL, err
                 assert RunStore(str(runs), create=False).run(1)["status"] in ("running", "killed")

@@ -14,6 +14,7 @@ import pytest
 from aeqprop import session
 from aeqprop.config import validate
 from aeqprop.store import RunStore
+from tests.conftest import PATIENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +113,7 @@ def write_config(path, runs, **changes):
     return path
 
 
-def wait_for(runs, sql, predicate, proc, timeout=60):
+def wait_for(runs, sql, predicate, proc, timeout=PATIENCE):
     """Poll the store until ``predicate(rows)``; fail if the process ends first."""
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -127,11 +128,6 @@ def wait_for(runs, sql, predicate, proc, timeout=60):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.005)
     pytest.fail("timed out waiting for the run")
-
-
-#: The longest any one wait of the SIGKILL tests may take (s): they wait for events (a checkpoint in the
-#: store, the process ending), never for a fixed delay, so this only bounds a hung run on a loaded machine.
-PATIENCE = 600.0
 
 
 def stopped_at(runs, step, proc, timeout=PATIENCE):
@@ -210,7 +206,7 @@ def test_sigint_stops_at_a_step_checkpoints_closes_and_resumes(tmp_path, referen
     proc = cli("train", str(path), "--quiet")
     wait_for(runs, "SELECT COUNT(*) FROM evaluations", lambda rows: rows[0][0] >= 2, proc)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 1, err
     assert "interrupted" in out and "aeqprop resume 1" in out
     store = RunStore(runs, create=False)
@@ -273,7 +269,7 @@ def test_a_second_sigint_stops_at_once_and_the_run_still_resumes(tmp_path, refer
     wait_for(runs, "SELECT MAX(step) FROM checkpoints", lambda rows: (rows[0][0] or 0) >= 20, proc)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 1 and "Traceback" not in err, err
     hint = f"interrupted; continue it with `aeqprop resume 1 --runs {runs}`"
     if hint not in out:  # the two signals were not merged into one: it stopped at once, and says how to go on
@@ -312,7 +308,7 @@ def test_sigterm_and_sighup_stop_as_ctrl_c_does_and_nobody_else_trains_the_run_m
     with pytest.raises(StoreError, match=rf"run 1 is being trained by process {proc.pid} on "):
         session.resume(str(runs), 1)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 1, err
     assert f"run 1 interrupted; continue it with `aeqprop resume 1 --runs {runs}`" in out
     store = RunStore(runs, readonly=True)

@@ -13,6 +13,7 @@ from aeqprop import session
 from aeqprop.config import validate
 from aeqprop.store import DB_NAME, RunStore, StoreError
 from aeqprop.trainer import EpochRecord, Position
+from tests.conftest import PATIENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -184,7 +185,7 @@ def test_disk_full_mid_run_is_one_line_and_the_run_resumes_bitwise(tmp_path):
         "except AeqpropError as exc:\n"
         "    print(exc); sys.exit(2)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=PATIENCE)
     assert done.returncode == 2, done.stderr
     assert "cannot write to the run store" in done.stdout and "full" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr
@@ -220,7 +221,7 @@ def test_two_processes_creating_a_store_at_once_never_see_a_half_made_file(tmp_p
         )
         for _ in range(4)
     ]
-    errs = [p.communicate(timeout=60)[1] for p in procs]
+    errs = [p.communicate(timeout=PATIENCE)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errs
     assert sorted(r["id"] for r in RunStore(tmp_path / "s", readonly=True).runs()) == [1, 2, 3, 4]
     assert not [p for p in os.listdir(tmp_path / "s") if p.endswith(".tmp")]
