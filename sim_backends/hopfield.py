@@ -146,6 +146,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
         self.W = [None] + [np.clip(w, -bound, bound).astype(self.dtype) for w in self.W[1:]]
         # native homeostasis not yet turned into knob values (see homeostasis): theta, state, beta, y
         self._held: tuple[dict[str, np.ndarray], list[np.ndarray], float, np.ndarray | None] | None = None
+        self._views: tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]] | None = None  # parameters()'s
         self._u = self.parameters()
         self._x = np.zeros((1, layers[0]), dtype=self.dtype)
         self._drive: np.ndarray | None = None  # x W_1 + b_1 for the clamped x and current W_1, b_1
@@ -245,12 +246,17 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
 
     # -- parameters (capability "eqprop") -------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
-        """Read theta: read-only snapshots (the arrays are replaced on every change, never written)."""
-        out = {}
-        for l in range(1, self.L + 1):
-            out[f"W{l}"] = _frozen(self.W[l])
-            out[f"b{l}"] = _frozen(self.b[l])
-        return out
+        """Read theta: read-only snapshots (the arrays are replaced on every change, never written,
+        so the views are made once per change: a step reads theta three times)."""
+        arrays = (*self.W[1:], *self.b[1:])
+        kept = self._views
+        if kept is None or any(a is not k for a, k in zip(arrays, kept[0], strict=True)):
+            out = {}
+            for l in range(1, self.L + 1):
+                out[f"W{l}"] = _frozen(self.W[l])
+                out[f"b{l}"] = _frozen(self.b[l])
+            kept = self._views = (arrays, out)
+        return dict(kept[1])
 
     def _assign(self, theta: Mapping[str, np.ndarray], copy: bool = True) -> dict[str, int]:
         clipped = {}
