@@ -12,6 +12,13 @@ examples/fashion_mnist_conv.toml.
         [--lr-schedule cosine:0.01]
         [--dtype float32] [--threads 1] [--train-size 0]
 
+A long run can go on over several invocations: ``--state FILE`` saves the run after every epoch
+(theta, the knobs, the order's random state, the validation curve, the best-validation theta) and
+a rerun of the same command picks it up there, to the same bits as one uninterrupted run;
+``--stop-after N`` ends an invocation after N epochs (the schedule still spans --epochs):
+
+    python benchmarks/fashion_mnist_conv.py --epochs 20 --state conv.npz [--stop-after 5]
+
 Timing only (no accuracy): the same steps of centered Aeqprop with plain float64 sweeps, heavy-ball
 float64 sweeps and heavy-ball float32 sweeps, from parameters trained for --warmup steps first
 (the sweeps a relaxation needs grow as the weights do):
@@ -22,9 +29,13 @@ float64 sweeps and heavy-ball float32 sweeps, from parameters trained for --warm
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from baselines import limit_blas_threads
@@ -33,7 +44,8 @@ from fashion_mnist import subset
 from aeqprop.data import Dataset, load_dataset
 from aeqprop.errors import ConfigurationError
 from aeqprop.schedules import ScheduleHook
-from aeqprop.trainer import Trainer, evaluate
+from aeqprop.snapshot import restore, snapshot
+from aeqprop.trainer import EpochRecord, Trainer, evaluate
 from protocols.aeqprop import Aeqprop
 from sim_backends.conv import ConvHopfieldSubstrate
 
@@ -78,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--timing", type=int, default=0, help="time this many steps per relaxation setting instead")
     ap.add_argument("--warmup", type=int, default=1000, help="steps trained before the timing")
+    ap.add_argument("--state", type=Path, default=None, help="save the run here after every epoch; resume from it")
+    ap.add_argument("--stop-after", type=int, default=0, help="end this invocation after this many epochs (0: none)")
     args = ap.parse_args(argv)
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     eps = parse_eps(args.eps)
@@ -123,28 +137,36 @@ def main(argv: list[str] | None = None) -> None:
         before_step=ScheduleHook(protocol, lr=args.lr_schedule),
     )
     t0 = time.perf_counter()
-    val, thetas, seconds, sweeps = [], [], [], []
-    for epoch in range(1, args.epochs + 1):
+    run = (
+        RunState.load(args.state, fingerprint(args), sub, trainer) if args.state and args.state.exists() else RunState()
+    )
+    if run.val:
+        print(f"  resumed from {args.state} after epoch {len(run.val)}", file=sys.stderr, flush=True)
+    for epoch in range(len(run.val) + 1, args.epochs + 1):
         rec = trainer.run_epoch(epoch)
         assert rec is not None  # no stop hook
-        val.append(rec.test_accuracy)  # the validation split (see held_out)
-        thetas.append(sub.parameters())
-        seconds.append(rec.seconds)
-        sweeps.append(rec.sweeps_per_step)
+        run.add(rec, sub)  # rec.test_accuracy is the validation split's (see held_out)
         print(
-            f"  epoch {epoch}: train {rec.train_accuracy:.2%} val {rec.test_accuracy:.2%} "
-            f"({rec.seconds:.0f} s, {rec.sweeps_per_step:.1f} sweeps per step, {(time.perf_counter() - t0) / 60:.1f} min)",
+            f"  epoch {epoch}: train {rec.train_accuracy:.2%} val {rec.test_accuracy:.2%} ({rec.seconds:.0f} s, "
+            f"{rec.sweeps_per_step:.1f} sweeps per step, {(run.wall + time.perf_counter() - t0) / 60:.1f} min)",
             file=sys.stderr,
             flush=True,
         )
-    at = int(np.argmax(val)) + 1
+        if args.state:
+            run.save(args.state, fingerprint(args), sub, trainer, time.perf_counter() - t0)
+        if args.stop_after and epoch - run.first + 1 >= args.stop_after and epoch < args.epochs:
+            print(f"  stopped after epoch {epoch}; rerun the same command to go on", file=sys.stderr, flush=True)
+            return
+    at = int(np.argmax(run.val)) + 1
+    final_theta = sub.parameters()
     tests = {}
-    for epoch in sorted({at, args.epochs}):
-        sub.set_parameters(thetas[epoch - 1])
+    for epoch, theta in sorted({at: run.best, args.epochs: final_theta}.items()):
+        sub.set_parameters(theta)
         tests[epoch] = evaluate(sub, data.x_test, data.labels_test)[1]
         print(f"  test accuracy at epoch {epoch}: {tests[epoch]:.2%}", file=sys.stderr, flush=True)
     best, final = tests[at], tests[args.epochs]
-    wall = time.perf_counter() - t0
+    wall = run.wall + time.perf_counter() - t0
+    val, seconds, sweeps = run.val, run.seconds, run.sweeps
     print(
         f"\n`{cmd.strip()}`: Fashion-MNIST, trained on {len(data.x_train)} images, validation {len(data.x_val)}, "
         f"official test split {len(data.x_test)}, seed {args.seed}\n"
@@ -165,6 +187,71 @@ def main(argv: list[str] | None = None) -> None:
         f"| {settings} | {args.epochs} | {best:.2%} ({at}; validation {val[at - 1]:.2%}) | {final:.2%} | {np.median(seconds):.0f} "
         f"| {np.mean(sweeps):.1f} | {wall / 60:.1f} min | {args.threads or 'default'} |"
     )
+
+
+def fingerprint(args: argparse.Namespace) -> str:
+    """The settings a saved run must share with the command resuming it (where the data lies, and
+    how the run is split over invocations, aside)."""
+    kept = {k: v for k, v in sorted(vars(args).items()) if k not in ("state", "stop_after", "data_dir")}
+    return json.dumps(kept, default=str)
+
+
+@dataclass
+class RunState:
+    """The run so far: per epoch the validation accuracy, training seconds and sweeps per step; the
+    theta of the first best validation epoch; the wall time of earlier invocations."""
+
+    val: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    sweeps: list[float] = field(default_factory=list)
+    best: dict[str, np.ndarray] = field(default_factory=dict)
+    wall: float = 0.0
+    first: int = 1  # the first epoch this invocation trains
+
+    def add(self, rec: EpochRecord, sub: ConvHopfieldSubstrate) -> None:
+        if not self.val or rec.test_accuracy > max(self.val):  # the first epoch of the best, as argmax
+            self.best = sub.parameters()
+        self.val.append(rec.test_accuracy)
+        self.seconds.append(rec.seconds)
+        self.sweeps.append(rec.sweeps_per_step)
+
+    def save(self, path: Path, key: str, sub: ConvHopfieldSubstrate, trainer: Trainer, elapsed: float) -> None:
+        """Write the run (atomically: a stop mid-write leaves the previous save)."""
+        snap = snapshot(sub, knobbed=True)
+        arrays = {f"theta.{n}": v for n, v in snap["parameters"].items()}
+        arrays |= {f"knobs.{n}": v for n, v in (snap["knobs"] or {}).items()}
+        arrays |= {f"best.{n}": v for n, v in self.best.items()}
+        meta = {
+            "settings": key,
+            "val": self.val,
+            "seconds": self.seconds,
+            "sweeps": self.sweeps,
+            "wall": self.wall + elapsed,
+            "order": trainer.rng.bit_generator.state,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, key: str, sub: ConvHopfieldSubstrate, trainer: Trainer) -> RunState:
+        """The saved run, its theta and knobs put back into ``sub`` and its order's state into ``trainer``."""
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            part = {
+                kind: {n.partition(".")[2]: f[n] for n in f.files if n.startswith(kind + ".")}
+                for kind in ("theta", "knobs", "best")
+            }
+        if meta["settings"] != key:
+            raise SystemExit(
+                f"{path} was saved by a run with other settings; give another --state or the same settings"
+            )
+        restore(sub, part["theta"], part["knobs"] or None)
+        trainer.rng.bit_generator.state = meta["order"]
+        run = cls(meta["val"], meta["seconds"], meta["sweeps"], part["best"], meta["wall"])
+        run.first = len(run.val) + 1
+        return run
 
 
 def timing(args: argparse.Namespace, data: Dataset, substrate: Callable[..., ConvHopfieldSubstrate], cmd: str) -> None:

@@ -1,0 +1,87 @@
+"""benchmarks/fashion_mnist_conv.py split over invocations (--state, --stop-after) ends where one
+uninterrupted run ends, to the bit: theta, the knobs, the best-validation theta and the curve."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aeqprop import catalog
+from aeqprop.idx import write_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def conv_benchmark(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its imports of baselines and fashion_mnist
+    spec = importlib.util.spec_from_file_location(
+        "aeqprop_conv_benchmark", ROOT / "benchmarks" / "fashion_mnist_conv.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_fashion_mnist(folder: Path, n_train=160, n_test=32) -> None:
+    """Fashion-MNIST's four files holding random images (what the tests compare is bits, not accuracy)."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = np.clip(rng.normal(labels[:, None, None] * 20 + 40, 30, (n, 28, 28)), 0, 255).astype(np.uint8)
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+
+
+def saved(path: Path) -> dict:
+    with np.load(path) as f:
+        return {n: f[n] for n in f.files}
+
+
+def test_a_run_split_over_three_invocations_ends_as_one_run_does(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist")
+    bench = conv_benchmark(monkeypatch)
+    settings = ["--epochs", "3", "--channels", "2", "4", "--data-dir", str(tmp_path / "data"), "--tol", "0.01"]
+
+    bench.main([*settings, "--state", str(tmp_path / "one.npz")])
+    whole = capsys.readouterr()
+    split = [*settings, "--state", str(tmp_path / "split.npz"), "--stop-after", "1"]
+    for epoch in (1, 2):
+        bench.main(split)
+        part = capsys.readouterr()
+        assert part.out == "" and f"stopped after epoch {epoch}; rerun the same command to go on" in part.err
+    bench.main(split)
+    last = capsys.readouterr()
+    assert "resumed from" in last.err and "after epoch 2" in last.err
+
+    one, parts = saved(tmp_path / "one.npz"), saved(tmp_path / "split.npz")
+    arrays = sorted(n for n in one if n != "meta")
+    assert arrays == sorted(n for n in parts if n != "meta") and any(n.startswith("knobs.") for n in arrays)
+    for name in arrays:
+        assert np.array_equal(one[name], parts[name]), name
+    meta, meta_split = (json.loads(str(m["meta"])) for m in (one, parts))
+    assert meta["val"] == meta_split["val"] and meta["sweeps"] == meta_split["sweeps"] and len(meta["val"]) == 3
+    # the table's accuracies and sweeps agree (its timing columns may not)
+    row = [line for line in whole.out.splitlines() if line.startswith("| conv")]
+    row_split = [line for line in last.out.splitlines() if line.startswith("| conv")]
+    assert len(row) == 1 and row[0].split("|")[3:6] == row_split[0].split("|")[3:6]
+    assert row[0].split("|")[7] == row_split[0].split("|")[7]
+    val = [line.split(" val ")[1].split()[0] for line in whole.err.splitlines() if " val " in line]
+    val_split = [line.split(" val ")[1].split()[0] for line in (part.err + last.err).splitlines() if " val " in line]
+    assert len(val) == 3 and val[1:] == val_split
+
+
+def test_a_saved_run_refuses_a_command_with_other_settings(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
+    bench = conv_benchmark(monkeypatch)
+    settings = ["--epochs", "2", "--channels", "2", "2", "--data-dir", str(tmp_path / "data"), "--tol", "0.05"]
+    state = ["--state", str(tmp_path / "s.npz"), "--stop-after", "1"]
+    bench.main([*settings, *state])
+    with pytest.raises(SystemExit, match="was saved by a run with other settings"):
+        bench.main([*settings, "--eps", "0.1", *state])
