@@ -63,7 +63,8 @@ def parse_eps(text: str) -> float | dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The options; their defaults are examples/fashion_mnist_conv.toml's settings (a test holds them equal)."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64])
@@ -92,7 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=1000, help="steps trained before the timing")
     ap.add_argument("--state", type=Path, default=None, help="save the run here after every epoch; resume from it")
     ap.add_argument("--stop-after", type=int, default=0, help="end this invocation after this many epochs (0: none)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     eps = parse_eps(args.eps)
     data = subset(load_dataset("fashion-mnist", seed=args.seed, data_dir=args.data_dir), args.train_size, args.seed)

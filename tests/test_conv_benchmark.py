@@ -1,5 +1,6 @@
-"""benchmarks/fashion_mnist_conv.py split over invocations (--state, --stop-after) ends where one
-uninterrupted run ends, to the bit: theta, the knobs, the best-validation theta and the curve."""
+"""benchmarks/fashion_mnist_conv.py: a run split over invocations (--state, --stop-after) ends where one
+uninterrupted run ends, to the bit (theta, the knobs, the best-validation theta, the curve); its
+defaults are the conv example's settings."""
 
 import importlib.util
 import json
@@ -85,3 +86,31 @@ def test_a_saved_run_refuses_a_command_with_other_settings(tmp_path, monkeypatch
     bench.main([*settings, *state])
     with pytest.raises(SystemExit, match="was saved by a run with other settings"):
         bench.main([*settings, "--eps", "0.1", *state])
+
+
+def test_the_benchmark_defaults_are_the_conv_example_s_settings(monkeypatch):
+    """README's conv figure runs the benchmark on its defaults and says examples/fashion_mnist_conv.toml
+    trains the same network: the two must not drift apart."""
+    from aeqprop.config import load_config
+
+    defaults = conv_benchmark(monkeypatch).parser().parse_args([])
+    cfg = load_config(ROOT / "examples" / "fashion_mnist_conv.toml")
+    sub, proto = cfg.substrate.options, cfg.protocol.options
+    assert cfg.dataset.name == "fashion-mnist" and cfg.substrate.backend == "conv" and cfg.protocol.name == "aeqprop"
+    assert (sub["channels"], sub["hidden"], sub["kernel"], sub["pool"]) == (
+        defaults.channels,
+        defaults.hidden,
+        defaults.kernel,
+        defaults.pool,
+    )
+    assert (sub["pooling"], sub["cost"], sub["dtype"]) == (defaults.pooling, defaults.cost, defaults.dtype)
+    assert (sub["eps"], sub["tol"], sub["max_sweeps"]) == (float(defaults.eps), defaults.tol, defaults.max_sweeps)
+    assert (proto["variant"], proto["beta"], proto["homeostasis"], proto["release"]) == (
+        "centered",
+        defaults.beta,
+        "native",
+        1.0,
+    )
+    kind, _, end = defaults.lr_schedule.partition(":")
+    assert (cfg.schedule.epochs, cfg.schedule.batch_size, cfg.seed) == (defaults.epochs, defaults.batch, defaults.seed)
+    assert cfg.schedule.lr == {"kind": kind, "end": float(end)}
