@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from baselines import limit_blas_threads
@@ -104,21 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd = "python benchmarks/fashion_mnist_conv.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def substrate(dtype: str = args.dtype, acceleration: bool = True) -> ConvHopfieldSubstrate:
-        return ConvHopfieldSubstrate(
-            (data.n_features, *args.hidden, data.n_classes),
-            input_shape=data.shape,
-            channels=tuple(args.channels),
-            kernel=args.kernel,
-            pool=args.pool,
-            pooling=args.pooling[0] if len(args.pooling) == 1 else args.pooling,
-            cost=args.cost,
-            eps=eps,
-            tol=args.tol,
-            max_sweeps=args.max_sweeps,
-            seed=args.seed,
-            dtype=dtype,
-            acceleration=acceleration,
-        )
+        return build(args, data, dtype, acceleration)
 
     if args.timing:
         timing(args, data, substrate, cmd)
@@ -194,11 +181,42 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
+def build(args: argparse.Namespace, data: Dataset, dtype: str, acceleration: bool = True) -> ConvHopfieldSubstrate:
+    """The conv network the options describe, for ``data``'s image shape and classes."""
+    return ConvHopfieldSubstrate(
+        (data.n_features, *args.hidden, data.n_classes),
+        input_shape=data.shape,
+        channels=tuple(args.channels),
+        kernel=args.kernel,
+        pool=args.pool,
+        pooling=args.pooling[0] if len(args.pooling) == 1 else args.pooling,
+        cost=args.cost,
+        eps=parse_eps(args.eps),
+        tol=args.tol,
+        max_sweeps=args.max_sweeps,
+        seed=args.seed,
+        dtype=dtype,
+        acceleration=acceleration,
+    )
+
+
 def fingerprint(args: argparse.Namespace) -> str:
     """The settings a saved run must share with the command resuming it (where the data lies, and
     how the run is split over invocations, aside)."""
     kept = {k: v for k, v in sorted(vars(args).items()) if k not in ("state", "stop_after", "data_dir")}
     return json.dumps(kept, default=str)
+
+
+def read_state(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """A saved run's record (its settings as JSON under "settings") and its arrays by kind:
+    "theta", "knobs" and "best" (the best-validation theta)."""
+    with np.load(path) as f:
+        meta = json.loads(str(f["meta"]))
+        part = {
+            kind: {n.partition(".")[2]: f[n] for n in f.files if n.startswith(kind + ".")}
+            for kind in ("theta", "knobs", "best")
+        }
+    return meta, part
 
 
 @dataclass
@@ -242,12 +260,7 @@ class RunState:
     @classmethod
     def load(cls, path: Path, key: str, sub: ConvHopfieldSubstrate, trainer: Trainer) -> RunState:
         """The saved run, its theta and knobs put back into ``sub`` and its order's state into ``trainer``."""
-        with np.load(path) as f:
-            meta = json.loads(str(f["meta"]))
-            part = {
-                kind: {n.partition(".")[2]: f[n] for n in f.files if n.startswith(kind + ".")}
-                for kind in ("theta", "knobs", "best")
-            }
+        meta, part = read_state(path)
         if meta["settings"] != key:
             raise SystemExit(
                 f"{path} was saved by a run with other settings; give another --state or the same settings"

@@ -1,6 +1,6 @@
 """benchmarks/fashion_mnist_conv.py: a run split over invocations (--state, --stop-after) ends where one
 uninterrupted run ends, to the bit (theta, the knobs, the best-validation theta, the curve); its
-defaults are the conv example's settings."""
+defaults are the conv example's settings; benchmarks/conv_fidelity.py reads its state files."""
 
 import importlib.util
 import json
@@ -114,3 +114,25 @@ def test_the_benchmark_defaults_are_the_conv_example_s_settings(monkeypatch):
     kind, _, end = defaults.lr_schedule.partition(":")
     assert (cfg.schedule.epochs, cfg.schedule.batch_size, cfg.seed) == (defaults.epochs, defaults.batch, defaults.seed)
     assert cfg.schedule.lr == {"kind": kind, "end": float(end)}
+
+
+def test_the_fidelity_script_reads_a_saved_run_and_its_small_nudge_follows_the_gradient(tmp_path, monkeypatch, capsys):
+    """benchmarks/conv_fidelity.py rebuilds the saved run's network from its state file; on a young
+    network (a convex energy) a small nudge's step lies along minus the oracle gradient."""
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
+    bench = conv_benchmark(monkeypatch)
+    data = ["--data-dir", str(tmp_path / "data")]
+    bench.main(
+        ["--epochs", "2", "--channels", "2", "3", *data, "--state", str(tmp_path / "s.npz"), "--stop-after", "1"]
+    )
+    capsys.readouterr()
+    spec = importlib.util.spec_from_file_location("aeqprop_conv_fidelity", ROOT / "benchmarks" / "conv_fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(tmp_path / "s.npz"), "--betas", "0.5", "0.01", "--batches", "2", *data])
+    out = capsys.readouterr().out
+    assert "the theta after epoch 1 of a run with channels 2/3" in out
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines() if line.startswith("| 0.")}
+    assert set(rows) == {"0.5", "0.01"}
+    assert float(rows["0.01"][1]) > 0.95  # the lowest cosine of the two batches (float32, tol 1e-3)

@@ -1,0 +1,75 @@
+"""How well centered Aeqprop's step on the conv substrate follows the true gradient, at the theta
+of a saved run of benchmarks/fashion_mnist_conv.py (its --state file), for several nudgings b.
+
+For each b and each of a few random training batches: the cosine between the step's change of
+theta and minus the oracle gradient (implicit differentiation at a tightly settled equilibrium,
+sim_backends/conv_oracle.py), both from the saved theta, on the run's own network and settings.
+A cosine well below 1 on some batches means the nudged phases settled in another minimum than
+the free one (the energy is not convex once the coupling between the conv layers exceeds 1).
+
+    python benchmarks/conv_fidelity.py STATE [--betas 0.5 0.25 0.1] [--batches 6] [--seed 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from baselines import limit_blas_threads
+from fashion_mnist_conv import build, read_state
+
+from aeqprop.data import load_dataset
+from aeqprop.oracle import fidelity
+from protocols.aeqprop import Aeqprop
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("state", type=Path, help="a --state file of benchmarks/fashion_mnist_conv.py")
+    ap.add_argument("--betas", type=float, nargs="+", default=[0.5, 0.25, 0.1])
+    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=5, help="seed of the batches drawn from the training split")
+    ap.add_argument("--data-dir", default=None)
+    args = ap.parse_args(argv)
+    meta, part = read_state(args.state)
+    settings = argparse.Namespace(**json.loads(meta["settings"]))
+    limiter = limit_blas_threads(settings.threads)  # noqa: F841  (kept alive for the run)
+    data = load_dataset("fashion-mnist", seed=settings.seed, data_dir=args.data_dir)
+    rng = np.random.default_rng(args.seed)
+    batches = [rng.choice(len(data.x_train), settings.batch, replace=False) for _ in range(args.batches)]
+    theta = part["theta"]
+    rows = []
+    for beta in args.betas:
+        cosines, capped = [], 0
+        for idx in batches:
+            x, y = data.x_train[idx], data.y_train[idx]
+            sub = build(settings, data, settings.dtype)
+            sub.set_parameters(theta)
+            g = sub.true_gradient(x, y)
+            sub.set_parameters(theta)
+            sub.set_knobs(theta)
+            report = Aeqprop(beta=beta).step(sub, x, y)
+            after = sub.parameters()
+            names = sorted(g)
+            step = np.concatenate([(after[n] - theta[n]).ravel().astype(np.float64) for n in names])
+            cosines.append(fidelity(step, -np.concatenate([g[n].ravel() for n in names])).cosine)
+            capped += sum(n >= settings.max_sweeps for n in report.sweeps.values())
+        rows.append((beta, float(np.mean(cosines)), float(np.min(cosines)), capped, 3 * len(batches)))
+        print(f"  b = {beta:g}: cosines {' '.join(f'{c:.3f}' for c in cosines)}", file=sys.stderr, flush=True)
+    cmd = "python benchmarks/conv_fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(
+        f"\n`{cmd.strip()}`: the theta after epoch {len(meta['val'])} of a run with channels "
+        f"{'/'.join(map(str, settings.channels))}, eps {settings.eps}, b {settings.beta:g}; "
+        f"{args.batches} training batches of {settings.batch}, {settings.dtype}, tol {settings.tol:g}\n"
+    )
+    print("| nudging b | cosine of the step to -gradient, mean | lowest | phases ending at max_sweeps |")
+    print("|---|---|---|---|")
+    for beta, mean, low, capped, phases in rows:
+        print(f"| {beta:g} | {mean:.3f} | {low:.3f} | {capped} of {phases} |")
+
+
+if __name__ == "__main__":
+    main()
