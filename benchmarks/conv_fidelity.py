@@ -42,20 +42,22 @@ def main(argv: list[str] | None = None) -> None:
     batches = [rng.choice(len(data.x_train), settings.batch, replace=False) for _ in range(args.batches)]
     theta = part["theta"]
     rows = []
+    sub = build(settings, data, settings.dtype)
+    sub.set_parameters(theta)
+    names = sorted(theta)
+    targets = []  # minus the oracle gradient on each batch, flat: computed once, compared with every b's step
+    for idx in batches:
+        g = sub.true_gradient(data.x_train[idx], data.y_train[idx])
+        targets.append(-np.concatenate([g[n].ravel() for n in names]))
     for beta in args.betas:
         cosines, capped = [], 0
-        for idx in batches:
-            x, y = data.x_train[idx], data.y_train[idx]
-            sub = build(settings, data, settings.dtype)
-            sub.set_parameters(theta)
-            g = sub.true_gradient(x, y)
+        for idx, target in zip(batches, targets, strict=True):
             sub.set_parameters(theta)
             sub.set_knobs(theta)
-            report = Aeqprop(beta=beta).step(sub, x, y)
+            report = Aeqprop(beta=beta).step(sub, data.x_train[idx], data.y_train[idx])
             after = sub.parameters()
-            names = sorted(g)
             step = np.concatenate([(after[n] - theta[n]).ravel().astype(np.float64) for n in names])
-            cosines.append(fidelity(step, -np.concatenate([g[n].ravel() for n in names])).cosine)
+            cosines.append(fidelity(step, target).cosine)
             capped += sum(n >= settings.max_sweeps for n in report.sweeps.values())
         rows.append((beta, float(np.mean(cosines)), float(np.min(cosines)), capped, 3 * len(batches)))
         print(f"  b = {beta:g}: cosines {' '.join(f'{c:.3f}' for c in cosines)}", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ float64 sweeps and heavy-ball float32 sweeps, from parameters trained for --warm
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -104,13 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     data = subset(load_dataset("fashion-mnist", seed=args.seed, data_dir=args.data_dir), args.train_size, args.seed)
     cmd = "python benchmarks/fashion_mnist_conv.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    def substrate(dtype: str = args.dtype, acceleration: bool = True) -> ConvHopfieldSubstrate:
-        return build(args, data, dtype, acceleration)
+    substrate = functools.partial(build, args, data)  # (dtype, acceleration=True)
 
     if args.timing:
         timing(args, data, substrate, cmd)
         return
-    sub = substrate()
+    sub = substrate(args.dtype)
     protocol = Aeqprop(beta=args.beta)
     # The trainer evaluates its "test" split after each epoch: here the validation split, which alone
     # selects the epoch; theta is kept per epoch and the official test split evaluated afterwards,
