@@ -118,17 +118,34 @@ class HealthPolicy:
 
 
 def health(result: Any, data: Any, policy: HealthPolicy = HealthPolicy()) -> list[str]:
-    """Warnings for a completed run that did not learn (its step underflowed, or it diverged to the bounds)."""
+    """Warnings for a completed run: it did not learn (its step underflowed, or it diverged to the
+    bounds), or some of its relaxations ended at their sweep cap unsettled."""
+    warnings = unsettled(result.history)
     labels = np.asarray(data.labels_test)
     if labels.size == 0:
-        return []
+        return warnings
     majority = float(np.max(np.bincount(labels.astype(int)))) / labels.size
     best = result.best_test_accuracy
     sampling = policy.z * float(np.sqrt(majority * (1.0 - majority) / labels.size))
     if best <= majority + max(policy.margin, sampling):
-        return [
+        warnings.insert(
+            0,
             f"the run did not learn: best test accuracy {best:.1%}, no better than always answering the most "
             f"common class ({majority:.1%} of {labels.size} test samples); check beta, lr and eps (a step too "
-            "small underflows, one too large throws the parameters to their bounds)"
-        ]
-    return []
+            "small underflows, one too large throws the parameters to their bounds)",
+        )
+    return warnings
+
+
+def unsettled(history: Sequence[Any]) -> list[str]:
+    """A warning if any epoch had relaxations that ended at the sweep cap: their steps hold the
+    unfinished settling as well as the gradient (a small nudging suffers most)."""
+    counts = [(r.epoch, r.unsettled_phases) for r in history if getattr(r, "unsettled_phases", 0)]
+    if not counts:
+        return []
+    total = sum(n for _, n in counts)
+    epochs = ", ".join(str(e) for e, _ in counts[:5]) + (", ..." if len(counts) > 5 else "")
+    return [
+        f"{total} relaxations ended unsettled at the sweep cap (epochs {epochs}); their steps are not the "
+        "gradient's: raise max_sweeps (or tol)"
+    ]

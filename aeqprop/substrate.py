@@ -84,6 +84,8 @@ class StepReport:
     ``loss`` and ``outputs`` are those of the free phase (beta = 0) before the
     update; ``delta`` is the parameter change per tensor; ``sweeps`` and
     ``seconds`` are per phase name (``"free"``, ``"beta1"``, ``"beta2"``, ...);
+    ``unsettled`` names the phases whose relaxation ended unconverged (at its sweep cap): the
+    step's contrast then holds the unfinished settling too, and is not the gradient's;
     ``round_trips`` counts instrument exchanges (0 in simulation).
     """
 
@@ -94,11 +96,15 @@ class StepReport:
     seconds: dict[str, float] = field(default_factory=dict)
     round_trips: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    unsettled: list[str] = field(default_factory=list)
 
     def record(self, phase: str, report: RelaxReport) -> None:
-        """Add a relaxation's sweeps and seconds under a phase name."""
+        """Add a relaxation's sweeps and seconds under a phase name (and the phase to
+        ``unsettled`` if it ended unconverged)."""
         self.sweeps[phase] = self.sweeps.get(phase, 0) + report.sweeps
         self.seconds[phase] = self.seconds.get(phase, 0.0) + report.seconds
+        if not report.converged:
+            self.unsettled.append(phase)
 
 
 @runtime_checkable

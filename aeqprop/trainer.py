@@ -46,6 +46,7 @@ class EpochRecord:
     sweeps_per_step: float
     val_loss: float = float("nan")  # on the validation split, when the data has one
     val_accuracy: float = float("nan")
+    unsettled_phases: int = 0  # relaxations that ended at their sweep cap (StepReport.unsettled)
 
 
 @dataclass
@@ -67,15 +68,16 @@ class Position:
     """Where a run is in its data order: the next step is ``step`` of ``epoch`` (1-based epochs).
 
     ``order`` is the epoch's permutation of the training split; ``sums`` the
-    running (loss, correct, sweeps) of the epoch so far; ``global_step`` the
-    steps done since the start of the run.
+    running (loss, correct, sweeps, unsettled phases) of the epoch so far (a checkpoint
+    written before the fourth was counted holds three); ``global_step`` the steps done
+    since the start of the run.
     """
 
     epoch: int
     step: int
     global_step: int
     order: np.ndarray
-    sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    sums: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
 
 
 def _generators(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, np.random.Generator]:
@@ -233,7 +235,8 @@ class Trainer:
         order, k0 = start.order, start.step
         y_all = data.y_train
         t0 = time.perf_counter()
-        loss, correct, sweeps = start.sums
+        loss, correct, sweeps, *rest = start.sums
+        unsettled = rest[0] if rest else 0.0
         g = start.global_step
         n_steps, total = self.steps_per_epoch(), self.total_steps()
         should_stop = hooks.get("should_stop")
@@ -257,6 +260,9 @@ class Trainer:
             loss += report.loss * len(idx)
             correct += float(np.count_nonzero(np.argmax(report.outputs, axis=1) == data.labels_train[idx]))
             sweeps += sum(report.sweeps.values())
+            if report.unsettled:
+                unsettled += len(report.unsettled)
+                report.extra["unsettled_phases"] = float(len(report.unsettled))
             g += 1
             if on_step is not None:
                 on_step(epoch, k, report)
@@ -265,7 +271,7 @@ class Trainer:
             stop = should_stop is not None and should_stop()
             due = self.checkpoint_every and g % self.checkpoint_every == 0
             if (stop or due or k + 1 == n_steps) and "on_checkpoint" in hooks:
-                hooks["on_checkpoint"](Position(epoch, k + 1, g, order, (loss, correct, sweeps)))
+                hooks["on_checkpoint"](Position(epoch, k + 1, g, order, (loss, correct, sweeps, unsettled)))
             if stop:
                 return None
         seconds = time.perf_counter() - t0
@@ -276,7 +282,9 @@ class Trainer:
         val = (float("nan"), float("nan"))
         if data.x_val is not None and data.labels_val is not None and len(data.x_val):
             val = evaluate(sub, data.x_val, data.labels_val)
-        return EpochRecord(epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps, *val)
+        return EpochRecord(
+            epoch, loss / n, correct / n, test_loss, test_acc, seconds, sweeps / n_steps, *val, int(unsettled)
+        )
 
     def run(
         self,

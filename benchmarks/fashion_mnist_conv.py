@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         run.add(rec, sub)  # rec.test_accuracy is the validation split's (see held_out)
         print(
             f"  epoch {epoch}: train {rec.train_accuracy:.2%} val {rec.test_accuracy:.2%} ({rec.seconds:.0f} s, "
-            f"{rec.sweeps_per_step:.1f} sweeps per step, {(run.wall + time.perf_counter() - t0) / 60:.1f} min)",
+            f"{rec.sweeps_per_step:.1f} sweeps per step, {rec.unsettled_phases} relaxations unsettled at the cap, "
+            f"{(run.wall + time.perf_counter() - t0) / 60:.1f} min)",
             file=sys.stderr,
             flush=True,
         )
@@ -166,18 +167,23 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "| architecture | settings | epochs | test accuracy at best validation epoch (epoch; its validation accuracy) "
         "| final test accuracy "
-        "| training s per epoch (median) | sweeps per step | total wall time incl. evaluation | BLAS threads |"
+        "| training s per epoch (median) | sweeps per step | relaxations unsettled at the sweep cap "
+        "| total wall time incl. evaluation | BLAS threads |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     eps_text = args.eps if isinstance(eps, dict) else f"{eps:g}"
     settings = (
         f"centered Aeqprop b = {args.beta:g}, eps {eps_text}, release schedule {args.lr_schedule}, batch {args.batch}, "
-        f"{args.dtype}, tol {args.tol:g}"
+        f"{args.dtype}, tol {args.tol:g}, max_sweeps {args.max_sweeps}"
+    )
+    counted = [n for n in run.unsettled if n is not None]
+    unsettled = f"{sum(counted)} of {3 * trainer.steps_per_epoch() * len(counted)}" + (
+        f" (epochs {len(run.val) - len(counted) + 1}-{len(run.val)})" if len(counted) < len(run.val) else ""
     )
     print(
         f"| {sub.info.description} ({args.kernel}x{args.kernel} conv, {args.pool}x{args.pool} {'/'.join(args.pooling)} pooling) "
         f"| {settings} | {args.epochs} | {best:.2%} ({at}; validation {val[at - 1]:.2%}) | {final:.2%} | {np.median(seconds):.0f} "
-        f"| {np.mean(sweeps):.1f} | {wall / 60:.1f} min | {args.threads or 'default'} |"
+        f"| {np.mean(sweeps):.1f} | {unsettled} | {wall / 60:.1f} min | {args.threads or 'default'} |"
     )
 
 
@@ -221,12 +227,14 @@ def read_state(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarr
 
 @dataclass
 class RunState:
-    """The run so far: per epoch the validation accuracy, training seconds and sweeps per step; the
+    """The run so far: per epoch the validation accuracy, training seconds, sweeps per step and
+    relaxations that ended at the sweep cap (None for epochs saved before that was counted); the
     theta of the first best validation epoch; the wall time of earlier invocations."""
 
     val: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     sweeps: list[float] = field(default_factory=list)
+    unsettled: list[int | None] = field(default_factory=list)
     best: dict[str, np.ndarray] = field(default_factory=dict)
     wall: float = 0.0
     first: int = 1  # the first epoch this invocation trains
@@ -237,6 +245,7 @@ class RunState:
         self.val.append(rec.test_accuracy)
         self.seconds.append(rec.seconds)
         self.sweeps.append(rec.sweeps_per_step)
+        self.unsettled.append(rec.unsettled_phases)
 
     def save(self, path: Path, key: str, sub: ConvHopfieldSubstrate, trainer: Trainer, elapsed: float) -> None:
         """Write the run (atomically: a stop mid-write leaves the previous save)."""
@@ -249,6 +258,7 @@ class RunState:
             "val": self.val,
             "seconds": self.seconds,
             "sweeps": self.sweeps,
+            "unsettled": self.unsettled,
             "wall": self.wall + elapsed,
             "order": trainer.rng.bit_generator.state,
         }
@@ -267,7 +277,8 @@ class RunState:
             )
         restore(sub, part["theta"], part["knobs"] or None)
         trainer.rng.bit_generator.state = meta["order"]
-        run = cls(meta["val"], meta["seconds"], meta["sweeps"], part["best"], meta["wall"])
+        unsettled = meta.get("unsettled", [None] * len(meta["val"]))
+        run = cls(meta["val"], meta["seconds"], meta["sweeps"], unsettled, part["best"], meta["wall"])
         run.first = len(run.val) + 1
         return run
 

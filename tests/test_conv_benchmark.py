@@ -67,11 +67,12 @@ def test_a_run_split_over_three_invocations_ends_as_one_run_does(tmp_path, monke
         assert np.array_equal(one[name], parts[name]), name
     meta, meta_split = (json.loads(str(m["meta"])) for m in (one, parts))
     assert meta["val"] == meta_split["val"] and meta["sweeps"] == meta_split["sweeps"] and len(meta["val"]) == 3
+    assert meta["unsettled"] == meta_split["unsettled"] and len(meta["unsettled"]) == 3
     # the table's accuracies and sweeps agree (its timing columns may not)
     row = [line for line in whole.out.splitlines() if line.startswith("| conv")]
     row_split = [line for line in last.out.splitlines() if line.startswith("| conv")]
     assert len(row) == 1 and row[0].split("|")[3:6] == row_split[0].split("|")[3:6]
-    assert row[0].split("|")[7] == row_split[0].split("|")[7]
+    assert row[0].split("|")[7:9] == row_split[0].split("|")[7:9]  # sweeps, relaxations cut off
     val = [line.split(" val ")[1].split()[0] for line in whole.err.splitlines() if " val " in line]
     val_split = [line.split(" val ")[1].split()[0] for line in (part.err + last.err).splitlines() if " val " in line]
     assert len(val) == 3 and val[1:] == val_split
@@ -133,6 +134,26 @@ def test_the_fidelity_script_reads_a_saved_run_and_its_small_nudge_follows_the_g
     module.main([str(tmp_path / "s.npz"), "--betas", "0.5", "0.01", "--batches", "2", *data])
     out = capsys.readouterr().out
     assert "the theta after epoch 1 of a run with channels 2/3" in out
-    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines() if line.startswith("| 0.")}
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in out.splitlines() if line.startswith("| 0.")}
     assert set(rows) == {"0.5", "0.01"}
     assert float(rows["0.01"][1]) > 0.95  # the lowest cosine of the two batches (float32, tol 1e-3)
+    # and its length is the first-order step's, eps b |gradient|, within the settling's error: states
+    # settled to 1e-3 against a nudge of 0.01 (0.87 measured; a step missing its b or eps is off 2x or more)
+    assert 0.75 < float(rows["0.01"][2]) < 1.25
+
+
+def test_the_settling_script_counts_the_steps_a_low_cap_cuts_off(tmp_path, monkeypatch, capsys):
+    """benchmarks/conv_settling.py: at a cap of 2 sweeps every step has a relaxation cut off (a
+    relaxation from the zero state takes more), at 1000 none does, on the same batches."""
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
+    conv_benchmark(monkeypatch)  # puts benchmarks/ on the path
+    spec = importlib.util.spec_from_file_location("aeqprop_conv_settling", ROOT / "benchmarks" / "conv_settling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = ["--data-dir", str(tmp_path / "data"), "--channels", "2", "3"]
+    module.main([*data, "--steps", "6", "--caps", "2", "1000", "--val-size", "8"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in out.splitlines() if line[:3] in ("| 2", "| 1")}
+    assert rows["2"][0].strip() == "100.0%" and rows["1000"][0].strip() == "0.0%"
+    assert float(rows["2"][3]) == 6.0 and float(rows["1000"][3]) > 6.0  # sweeps per step: 3 phases of 2

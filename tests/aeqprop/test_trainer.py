@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
+from aeqprop.checks import health
 from aeqprop.data import load_dataset
 from aeqprop.errors import ConfigurationError
-from aeqprop.trainer import Trainer, evaluate
+from aeqprop.trainer import Position, Trainer, evaluate
 from protocols.aeqprop import Aeqprop
+from protocols.continual import ContinualEqProp
 from protocols.eqprop import EqProp
 from sim_backends.hopfield import HopfieldSubstrate
 
@@ -75,3 +77,51 @@ def test_gradient_fidelity_is_measured_without_changing_the_run():
     assert all(np.array_equal(theta[n], bare[n]) for n in theta)
     with pytest.raises(ConfigurationError, match="fidelity needs the oracle"):
         Trainer(OnlyRelaxes(), EqProp(), wine, epochs=1, batch_size=4, fidelity_every=2)
+
+
+def test_relaxations_ending_at_the_sweep_cap_are_counted_and_reported():
+    """A phase cut off at max_sweeps is counted per epoch (and per step in the store's extras);
+    a completed run with any gets a warning. Counted independently: every relaxation of a
+    one-sweep cap at a tolerance no single sweep meets."""
+    wine = load_dataset("wine", seed=0)
+    steps = []
+
+    def run(**settings):
+        sub = HopfieldSubstrate((13, 16, 3), eps=0.1, seed=0, **settings)
+        trainer = Trainer(sub, Aeqprop(beta=1.0), wine, epochs=1, batch_size=8, seed=0)
+        return trainer, trainer.run(on_step=lambda e, k, report: steps.append(report))
+
+    trainer, capped = run(tol=1e-12, max_sweeps=1)
+    n = trainer.steps_per_epoch()
+    assert capped.final.unsettled_phases == 3 * n  # free, beta1, beta2 of every step
+    assert all(r.unsettled == ["free", "beta1", "beta2"] and r.extra["unsettled_phases"] == 3 for r in steps)
+    warnings = health(capped, wine)
+    assert any(f"{3 * n} relaxations ended unsettled at the sweep cap (epochs 1)" in w for w in warnings)
+    steps.clear()
+    _, settled = run(tol=1e-3)
+    assert settled.final.unsettled_phases == 0 and not any(r.unsettled for r in steps)
+    assert not any("unsettled" in w for w in health(settled, wine))
+
+
+def test_continual_eqprop_one_sweep_relaxations_are_not_unsettled_phases():
+    """Continual EqProp relaxes one sweep at a time on purpose: its nudged phase counts as
+    unsettled only if the whole phase ends unconverged."""
+    wine = load_dataset("wine", seed=0)
+    sub = HopfieldSubstrate((13, 16, 3), eps=0.1, seed=0, tol=1e-3)
+    reports = []
+    Trainer(sub, ContinualEqProp(), wine, epochs=1, batch_size=8, seed=0).run(
+        on_step=lambda e, k, report: reports.append(report)
+    )
+    converged = [r.extra["nudged_converged"] == 1.0 for r in reports]
+    assert any(converged)
+    assert all(("nudged" in r.unsettled) != ok for r, ok in zip(reports, converged, strict=True))
+
+
+def test_a_checkpoint_with_three_running_sums_resumes():
+    """Checkpoints written before the unsettled count (three running sums) still resume."""
+    iris = load_dataset("iris", seed=0)
+    sub = HopfieldSubstrate((4, 8, 3), seed=0)
+    trainer = Trainer(sub, EqProp(), iris, epochs=1, batch_size=8, seed=0)
+    order = np.random.default_rng(0).permutation(len(iris.x_train))
+    record = trainer.run_epoch(1, start=Position(1, 2, 2, order, (1.0, 4.0, 30.0)))
+    assert record is not None and record.unsettled_phases == 0
