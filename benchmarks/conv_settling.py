@@ -6,20 +6,27 @@ Per cap: the share of steps with a relaxation cut off at the cap (its contrast t
 unfinished settling, not only the nudge's effect), the largest step's length over the median
 step's, the validation accuracy after the steps (on the first --val-size validation images), the
 sweeps per step, and the time per step against the first cap's, measured in the same run. The
-other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --caps).
+other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --caps). With
+``--start STATE`` (a --state file of fashion_mnist_conv.py) the steps start from that run's theta,
+on its network and settings, instead: what the cap does later in training, where the relaxations
+are slower.
 
     python benchmarks/conv_settling.py [--steps 1000] [--caps 100 1000] [--eps 0.5 --beta 0.1]
+    python benchmarks/conv_settling.py --start STATE [--steps 300]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from baselines import limit_blas_threads
 from fashion_mnist import subset
-from fashion_mnist_conv import build, parser
+from fashion_mnist_conv import build, parser, read_state
 
 from aeqprop.data import load_dataset
 from aeqprop.trainer import evaluate
@@ -32,7 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=1000, help="training steps from the initial theta, per cap")
     ap.add_argument("--caps", type=int, nargs="+", default=[100, 1000], help="the max_sweeps compared")
     ap.add_argument("--val-size", type=int, default=2000, help="validation images evaluated after the steps")
+    ap.add_argument("--start", type=Path, default=None, help="start from this saved run's theta and settings")
     args = ap.parse_args(argv)
+    theta, start = None, "the initial theta"
+    if args.start is not None:
+        meta, part = read_state(args.start)
+        own = {k: getattr(args, k) for k in ("steps", "caps", "val_size", "start", "data_dir")}
+        args = argparse.Namespace(**(json.loads(meta["settings"]) | own))
+        theta, start = part["theta"], f"the theta after epoch {len(meta['val'])} of a saved run"
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     data = subset(load_dataset("fashion-mnist", seed=args.seed, data_dir=args.data_dir), args.train_size, args.seed)
     order = np.random.default_rng(args.seed).permutation(len(data.x_train))
@@ -42,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     for cap in args.caps:
         args.max_sweeps = cap
         sub = build(args, data, args.dtype)
+        if theta is not None:
+            sub.set_parameters(theta)
         protocol = Aeqprop(beta=args.beta)
         lengths, cut, sweeps = [], 0, 0
         t0 = time.perf_counter()
@@ -65,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd = "python benchmarks/conv_settling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"\n`{cmd.strip()}`: {sub.info.description}, centered Aeqprop b = {args.beta:g}, eps {args.eps}, batch "
-        f"{args.batch}, {args.dtype}, tol {args.tol:g}; the first {args.steps} steps from the initial theta, "
+        f"{args.batch}, {args.dtype}, tol {args.tol:g}; {args.steps} steps from {start}, "
         f"validation on {n} images\n"
     )
     print(

@@ -144,10 +144,11 @@ def test_the_fidelity_script_reads_a_saved_run_and_its_small_nudge_follows_the_g
 
 def test_the_settling_script_counts_the_steps_a_low_cap_cuts_off(tmp_path, monkeypatch, capsys):
     """benchmarks/conv_settling.py: at a cap of 2 sweeps every step has a relaxation cut off (a
-    relaxation from the zero state takes more), at 1000 none does, on the same batches."""
+    relaxation from the zero state takes more), at 1000 none does, on the same batches; from a saved
+    run it rebuilds that run's network."""
     monkeypatch.delenv(catalog.ENV_VAR, raising=False)
     fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
-    conv_benchmark(monkeypatch)  # puts benchmarks/ on the path
+    bench = conv_benchmark(monkeypatch)  # puts benchmarks/ on the path
     spec = importlib.util.spec_from_file_location("aeqprop_conv_settling", ROOT / "benchmarks" / "conv_settling.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -157,3 +158,13 @@ def test_the_settling_script_counts_the_steps_a_low_cap_cuts_off(tmp_path, monke
     rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in out.splitlines() if line[:3] in ("| 2", "| 1")}
     assert rows["2"][0].strip() == "100.0%" and rows["1000"][0].strip() == "0.0%"
     assert float(rows["2"][3]) == 6.0 and float(rows["1000"][3]) > 6.0  # sweeps per step: 3 phases of 2
+
+    bench.main(
+        [*data, "--channels", "3", "2", "--epochs", "2", "--state", str(tmp_path / "s.npz"), "--stop-after", "1"]
+    )
+    capsys.readouterr()
+    module.main(
+        ["--start", str(tmp_path / "s.npz"), "--steps", "3", "--caps", "1000", "--data-dir", str(tmp_path / "data")]
+    )
+    out = capsys.readouterr().out
+    assert "1x28x28 -> 3x12x12 -> 2x4x4 -> 10" in out and "3 steps from the theta after epoch 1 of a saved run" in out
