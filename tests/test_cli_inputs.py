@@ -84,6 +84,14 @@ def test_a_run_whose_step_underflows_says_it_did_not_learn(tmp_path):
     assert healthy.exit_code == 0 and "warning" not in healthy.stderr, healthy.stderr
 
 
+def test_a_run_whose_relaxations_hit_the_sweep_cap_says_so(tmp_path):
+    result = invoke("train", *TINY, "--runs", tmp_path / "runs", "--max-sweeps", "1", "--tol", "1e-12")
+    assert result.exit_code == 0
+    assert "relaxations ended unsettled at the sweep cap (epochs 1" in result.stderr, result.stderr
+    show = invoke("runs", "show", "1", "--runs", tmp_path / "runs")
+    assert "ended unsettled at the sweep cap" in show.stdout
+
+
 def test_plot_and_export_outputs(tmp_path):
     runs = tmp_path / "runs"
     assert invoke("train", *TINY, "--runs", runs).exit_code == 0
