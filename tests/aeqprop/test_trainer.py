@@ -117,11 +117,19 @@ def test_continual_eqprop_one_sweep_relaxations_are_not_unsettled_phases():
     assert all(("nudged" in r.unsettled) != ok for r, ok in zip(reports, converged, strict=True))
 
 
-def test_a_checkpoint_with_three_running_sums_resumes():
-    """Checkpoints written before the unsettled count (three running sums) still resume."""
+def test_a_checkpoint_s_running_sums_resume_with_or_without_the_unsettled_count():
+    """Checkpoints written before the unsettled count (three running sums) still resume; one with
+    the count goes on from it."""
     iris = load_dataset("iris", seed=0)
     sub = HopfieldSubstrate((4, 8, 3), seed=0)
     trainer = Trainer(sub, EqProp(), iris, epochs=1, batch_size=8, seed=0)
     order = np.random.default_rng(0).permutation(len(iris.x_train))
     record = trainer.run_epoch(1, start=Position(1, 2, 2, order, (1.0, 4.0, 30.0)))
     assert record is not None and record.unsettled_phases == 0
+
+    capped = Trainer(
+        HopfieldSubstrate((4, 8, 3), seed=0, tol=1e-12, max_sweeps=1), EqProp(), iris, epochs=1, batch_size=8
+    )
+    record = capped.run_epoch(1, start=Position(1, 2, 2, order, (1.0, 4.0, 30.0, 5.0)))
+    assert record is not None  # the checkpoint's 5, then 3 phases of each step left in the epoch
+    assert record.unsettled_phases == 5 + 3 * (capped.steps_per_epoch() - 2)
