@@ -5,10 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import PATIENCE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args, timeout=60):
+def cli(*args, timeout=PATIENCE):
     return subprocess.run(
         [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
@@ -46,8 +48,13 @@ def test_serve_sim_then_probe_and_check_then_stop(tmp_path):
         assert "eps physical (not settable)" in cal.stdout  # a bench: eps is the device's
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=10)
-        server.stdout.close()
+        try:
+            server.wait(timeout=PATIENCE)
+        finally:  # never leave the lab listening, even when the test failed
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+            server.stdout.close()
     assert server.returncode == 0  # Ctrl+C stops the lab cleanly
 
 

@@ -201,6 +201,13 @@ def test_a_local_pool_worker_killed_mid_sweep_has_its_run_recorded_once(tmp_path
     assert_each_job_once_and_equal_to_reference(tmp_path / "runs", reference)
 
 
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def hold_a_worker_mid_job(proc, scratch: Path, timeout: float = PATIENCE) -> psutil.Process:
     """Suspend (SIGSTOP) a pool worker of ``proc`` while it trains a job, and return it.
 
@@ -230,7 +237,7 @@ def hold_a_worker_mid_job(proc, scratch: Path, timeout: float = PATIENCE) -> psu
 @pytest.mark.slow
 def test_a_sweep_stopped_by_ctrl_c_keeps_its_finished_runs_and_resumes(tmp_path, reference):
     proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q", scratch=tmp_path)
-    held = None
+    held, children, left, ended = None, [], [], False
     try:
         # one job held in flight: the other worker finishes runs, and the sweep is stopped before the last
         held = hold_a_worker_mid_job(proc, tmp_path)
@@ -238,16 +245,21 @@ def test_a_sweep_stopped_by_ctrl_c_keeps_its_finished_runs_and_resumes(tmp_path,
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=PATIENCE)
+        ended = True
     finally:
+        if ended:
+            psutil.wait_procs(children, timeout=PATIENCE)
+        left = [w for w in dict.fromkeys([held, *children]) if w is not None and alive(w)]
+        # the sweep ends its workers; if it did not, the test does, the suspended one first (orphaned
+        # workers hold the sweep's output pipes open, and a read of them would never end)
+        for worker in left:
+            worker.kill()
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
-        if held is not None and held.is_running():  # the sweep kills its workers; if it did not, the test does
-            held.kill()
+            proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 1, err
     assert "sweep 1 interrupted" in out and "aeqprop sweep resume 1" in out
-    psutil.wait_procs(children, timeout=PATIENCE)
-    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)  # no worker left
+    assert not left, left  # no worker left behind
     done = recorded(tmp_path / "runs")
     assert 1 <= len(done) < 4 and all(r["status"] == "completed" for r in done)
     resumed = cli("sweep", "resume", "1", "--runs", tmp_path / "runs", "--workers", "2", "-q", timeout=PATIENCE)

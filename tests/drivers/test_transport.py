@@ -70,10 +70,14 @@ def test_ctrl_c_during_io_finishes_the_exchange_then_stops():
         return "done"
 
     t = ScriptedTransport([("LONG?", slow_reply)])
-    with pytest.raises(KeyboardInterrupt):
-        t.open().query("LONG?")
-    assert [e.text for e in t.log] == ["LONG?", "done"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            t.open().query("LONG?")
+        assert [e.text for e in t.log] == ["LONG?", "done"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_serial_transport_over_a_pyserial_url_round_trips_and_flushes():
