@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,14 @@ from sim_backends.hopfield import HopfieldSubstrate
 #: the store, a worker holding a job, the process ending), never for a fixed delay, so this only bounds
 #: a hung process on a loaded machine: it is generous because a tight bound fails a slow CI run.
 PATIENCE = 600.0
+
+# A shell runs a background command (`cmd &` without job control: nohup, a CI runner's script)
+# with SIGINT ignored, and Python then keeps it ignored, in this process and in every process
+# a test starts. The tests that stop a run, a sweep or the virtual lab with SIGINT (Ctrl+C)
+# need it delivered: put Python's own handler back (processes started from here then get the
+# default disposition, and install the same handler themselves).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_interior_net(layers=(20, 30, 5), eps=1e-3, batch=8, seed=0, **options):
