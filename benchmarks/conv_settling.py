@@ -1,6 +1,6 @@
-"""What the sweep cap does to centered Aeqprop on the conv substrate: the first training steps of
-benchmarks/fashion_mnist_conv.py's network from its initial theta, once per max_sweeps, on the same
-batches in the same order.
+"""What the sweep cap does to centered Aeqprop on the conv substrate: training steps of
+benchmarks/fashion_mnist_conv.py's network, from its initial theta, once per max_sweeps, on the
+same batches in the same order.
 
 Per cap: the share of steps with a relaxation cut off at the cap (its contrast then holds the
 unfinished settling, not only the nudge's effect), the largest step's length over the median
@@ -36,7 +36,7 @@ from protocols.aeqprop import Aeqprop
 def main(argv: list[str] | None = None) -> None:
     ap = parser()
     ap.description = (__doc__ or "").splitlines()[0]
-    ap.add_argument("--steps", type=int, default=1000, help="training steps from the initial theta, per cap")
+    ap.add_argument("--steps", type=int, default=1000, help="training steps per cap")
     ap.add_argument("--caps", type=int, nargs="+", default=[100, 1000], help="the max_sweeps compared")
     ap.add_argument("--val-size", type=int, default=2000, help="validation images evaluated after the steps")
     ap.add_argument("--start", type=Path, default=None, help="start from this saved run's theta and settings")
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     data = subset(load_dataset("fashion-mnist", seed=args.seed, data_dir=args.data_dir), args.train_size, args.seed)
     order = np.random.default_rng(args.seed).permutation(len(data.x_train))
-    need = args.steps * args.batch
-    order = np.resize(order, need)  # wraps around on a small training split
+    order = np.resize(order, args.steps * args.batch)  # wraps around on a small training split
     rows = []
     for cap in args.caps:
         args.max_sweeps = cap

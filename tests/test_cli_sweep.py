@@ -237,7 +237,7 @@ def hold_a_worker_mid_job(proc, scratch: Path, timeout: float = PATIENCE) -> psu
 @pytest.mark.slow
 def test_a_sweep_stopped_by_ctrl_c_keeps_its_finished_runs_and_resumes(tmp_path, reference):
     proc = popen("sweep", "run", sweep_file(tmp_path), "--workers", "2", "-q", scratch=tmp_path)
-    held, children, left, ended = None, [], [], False
+    held, children, ended = None, [], False
     try:
         # one job held in flight: the other worker finishes runs, and the sweep is stopped before the last
         held = hold_a_worker_mid_job(proc, tmp_path)
