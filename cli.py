@@ -74,7 +74,7 @@ def train(
     tol: Optional[float] = typer.Option(
         None, help="Relaxation tolerance: largest unit change in a sweep [default: 1e-3]."
     ),
-    max_sweeps: Optional[int] = typer.Option(None, help="Relaxation sweep cap per phase [default: 100]."),
+    max_sweeps: Optional[int] = typer.Option(None, help="Relaxation sweep cap per phase [default: 100; conv: 1000]."),
     lr_schedule: Optional[str] = typer.Option(
         None, help="Learning-rate schedule: constant, step[:0.5,0.75[:0.1]], cosine[:END], exponential[:END]."
     ),

@@ -178,9 +178,21 @@ DEFAULT: dict[str, Any] = {
 }
 
 #: Options of the default run per backend (``aeqprop train --backend NAME`` without a file): the
-#: settings behind the README's figures (resistive: benchmarks/resistive.py, 96.66 % on digits).
+#: settings behind the README's figures (resistive: benchmarks/resistive.py, 96.66 % on digits;
+#: conv: benchmarks/conv_digits.py, one 3x3 conv of 32 channels and max pooling, which fits the
+#: 8x8 digits).
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
     "resistive": {"hidden": [256], "eps": 0.3, "tol": 1e-5, "max_sweeps": 100},
+    "conv": {
+        "hidden": [],
+        "channels": [32],
+        "kernel": 3,
+        "pool": 2,
+        "pooling": "max",
+        "cost": "cross-entropy",
+        "eps": 0.3,
+        "dtype": "float32",
+    },
 }
 
 _MESSAGES = {

@@ -99,7 +99,10 @@ class ConvHopfieldSubstrate(ConvOracle, ConvRelaxation, FloatingParameters):
         Heavy-ball acceleration of the sweeps (:class:`~sim_backends.hopfield_relax.Acceleration`,
         or a dict of its fields, True / False): the same equilibria in fewer sweeps.
     eps, bound, tol, max_sweeps, seed, init_gain, max_batch, joint_rtol, max_joint_updates:
-        As :class:`~sim_backends.hopfield.HopfieldSubstrate`.
+        As :class:`~sim_backends.hopfield.HopfieldSubstrate`. The sweep cap is 1000 here (100
+        there): a trained conv network's relaxation takes more than 100 sweeps in a few per cent
+        of the steps, and a relaxation cut off at the cap gives a step that is not the gradient's
+        (README, benchmarks/conv_settling.py).
     """
 
     def __init__(
@@ -114,7 +117,7 @@ class ConvHopfieldSubstrate(ConvOracle, ConvRelaxation, FloatingParameters):
         eps: float | Mapping[str, float] = 0.1,
         bound: float = 1.0,
         tol: float = 1e-3,
-        max_sweeps: int = 100,
+        max_sweeps: int = 1000,
         seed: int = 0,
         init_gain: float = 0.5,
         max_batch: int | None = 1024,

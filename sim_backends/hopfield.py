@@ -232,7 +232,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
         return out
 
     def energy(self) -> float:
-        """F = E + beta C at the current state, batch mean."""
+        """F = E + beta C at the current state (as it stands: no settling), batch mean."""
         s, W, b = self._s, self.W, self.b
         e = 0.0
         for l in range(1, self.T + 1):
@@ -240,7 +240,8 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
         if self._beta != 0.0:
             assert self._y is not None  # nudge refuses beta != 0 without a target
             if self.readout:
-                return float(e / s[0].shape[0]) + self._beta * cross_entropy(self.outputs(), self._y)
+                p = predict(s[self.T], W[self.L], b[self.L])
+                return float(e / s[0].shape[0]) + self._beta * cross_entropy(p, self._y)
             e += self._beta * 0.5 * np.sum((s[self.L] - self._y) ** 2)
         return float(e / s[0].shape[0])
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport
-from sim_backends.readout import predict
+from sim_backends.readout import lower_of_two, predict, readout_step
 
 try:  # the clip ufunc itself: np.clip's Python wrapper costs about 1 us a call
     from numpy._core.umath import clip as clip_ufunc  # type: ignore[attr-defined]
@@ -294,6 +294,8 @@ class HopfieldRelaxation:
         WT = self._transposes()
         # with the readout, the top energy layer feels -beta (p - y) W_r^T, taken at its current state
         force = self.readout and beta != 0.0
+        alpha = readout_step(beta, W[L]) if force else 1.0
+        bounds = self._bounds()
         inner = {l: np.empty_like(s[l]) for l in range(2, T)}  # s_(l+1) W_(l+1)^T of an inner layer
         zero, self._zero = self._zero, False
         free, at = self._free, self._state_beta
@@ -319,10 +321,14 @@ class HopfieldRelaxation:
                 if l < T:
                     pre += np.dot(s[l + 1], WT[l + 1], out=inner[l])
             if force and l == T:
+                drive_T = pre.copy() if alpha < 1.0 else None
                 err = predict(s[T], W[L], b[L])
                 err -= y
                 err *= beta
                 pre -= err @ WT[L]
+                if drive_T is not None:  # the plain update, or the safe step where F is lower (readout_step)
+                    assert y is not None  # nudge refuses beta != 0 without a target
+                    lower_of_two(pre, drive_T, s[T], W[L], b[L], y, beta, alpha, bounds[T])
 
         # the contraction measured by this clamp's free phase; the output's self-coupling 1 + beta
         # divides it (exactly with one hidden layer: a sweep maps the outputs' error e to
@@ -332,7 +338,7 @@ class HopfieldRelaxation:
             rho = rho / (1.0 + beta)
         # the readout's force is taken at the current state, not an exact block minimiser: plain sweeps
         settings = PLAIN if force else self.acceleration
-        done = block_descent(s, self._classes, self._watched, self._bounds(), target, tol, max_sweeps, rho, settings)
+        done = block_descent(s, self._classes, self._watched, bounds, target, tol, max_sweeps, rho, settings)
         return finish(self, done, beta, tol)
 
     def _transposes(self) -> list[Any]:

@@ -71,3 +71,66 @@ def readout_gradients(
     err = predict(s_top, W_r, b_r) - y
     err *= beta / len(err)
     return s_top.T @ err, err.sum(axis=0)
+
+
+def readout_step(beta: float, W_r: np.ndarray) -> float:
+    """The safe step ``alpha`` of the top energy layer's update under the readout's force, 1 when
+    the plain update is always safe (see :func:`lower_of_two`).
+
+    The plain update sets s_T to its target at the current state, ``t = box(d - beta (p - y) W_r^T)``:
+    the force is taken at the current state, so it is a fixed-point iteration, not the block's
+    minimiser. The block's energy ``|s|^2 / 2 - s.d + beta C(s)`` has the Hessian
+    ``I + beta W_r H W_r^T``, H the softmax Hessian (eigenvalues in [0, 1/2]): its curvature lies
+    in ``[1, 1 + kappa]`` for beta > 0 and in ``[1 - kappa, 1]`` for beta < 0, with
+    ``kappa = |beta| |W_r|_2^2 / 2``. A projected gradient step lowers F whenever it is below
+    ``2 / L``, L the largest curvature in absolute value (the descent lemma). The plain step (1)
+    is below it for every state while kappa < 1 (beta > 0) or kappa < 3 (beta < 0); past that,
+    ``2 / (2 + kappa)`` (beta > 0: the best contraction over that range of curvature) or
+    ``1 / (kappa - 1)`` (beta < 0) is.
+    """
+    if beta == 0.0:
+        return 1.0
+    w = np.asarray(W_r, dtype=np.float64)
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    kappa = abs(beta) * float(np.linalg.eigvalsh(gram)[-1]) / 2.0
+    if beta > 0:
+        return 1.0 if kappa < 1.0 else 2.0 / (2.0 + kappa)
+    return 1.0 if kappa < 3.0 else 1.0 / (kappa - 1.0)
+
+
+def block_energy(
+    s: np.ndarray, drive: np.ndarray, W_r: np.ndarray, b_r: np.ndarray, y: np.ndarray, beta: float
+) -> np.ndarray:
+    """Per sample, the top layer's part of F: ``|s|^2 / 2 - s.d + beta C(s)``, s and d as (batch, units)."""
+    z = s @ W_r
+    z += b_r
+    top = z.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    cost = log_norm * y.sum(axis=1) - np.einsum("ij,ij->i", y, z)
+    return np.einsum("ij,ij->i", s, 0.5 * s - drive) + beta * cost
+
+
+def lower_of_two(
+    pre: np.ndarray,
+    drive: np.ndarray,
+    s: np.ndarray,
+    W_r: np.ndarray,
+    b_r: np.ndarray,
+    y: np.ndarray,
+    beta: float,
+    alpha: float,
+    box: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Per sample, the update of lower block energy: the plain one ``pre`` (the target under the
+    force, before the box) or the safe step ``s + alpha (pre - s)`` (:func:`readout_step`), into
+    ``pre``; ``drive`` is the target without the force. F falls at every sweep at least as much as
+    under the safe step (so it settles at least at its rate), and the plain step is kept where it
+    does better (the samples that the fixed-point iteration settles fast). All arrays (batch, units)."""
+    safe = pre - s
+    safe *= alpha
+    safe += s
+    plain_energy = block_energy(np.clip(pre, *box), drive, W_r, b_r, y, beta)
+    safe_energy = block_energy(np.clip(safe, *box), drive, W_r, b_r, y, beta)
+    better = safe_energy < plain_energy
+    if better.any():
+        pre[better] = safe[better]

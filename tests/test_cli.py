@@ -79,6 +79,16 @@ def test_default_training_run_reaches_97_percent_on_digits():
     assert accuracy >= 97.0, result.stdout
 
 
+def test_the_conv_backend_s_default_run_trains_on_digits():
+    """`aeqprop train --backend conv` fits the 8x8 digits (it used to stop: a 5x5 conv then 2x2 pooling
+    does not fit); 5 epochs of its 30 reach 96.1 %, against 91.1 % with 4 channels instead of 32."""
+    result = aeqprop("train", "--backend", "conv", "--epochs", "5", "--quiet", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "unsettled" not in result.stderr, result.stderr
+    accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy >= 95.0, result.stdout
+
+
 def test_an_option_the_protocol_does_not_take_is_refused():
     assert_one_line_error(aeqprop("train", "--lr", "0.1"), "protocol.options: unknown option(s) lr", "valid: beta")
 

@@ -389,3 +389,27 @@ def test_a_warm_started_max_pooling_phase_routes_its_first_sweep_at_the_free_sta
     sub.relax()
     s1 = np.clip(m[1].forward(free[0], W[1]) + b[1][None, :, None, None] + m[2].adjoint(free[2], W[2], route), 0, 1)
     assert np.allclose(sub._s[1], s1, rtol=0, atol=1e-12)
+
+
+def test_under_a_strong_readout_the_nudged_relaxation_descends_and_settles(monkeypatch):
+    """A readout of +-1 weights (kappa = beta |W_r|^2 / 2 about 4 at beta 0.5): the top layer's
+    update, the lower of the plain one and a safe step (sim_backends.readout.lower_of_two), lowers
+    F every sweep and settles; the plain fixed-point iteration alone never settles there."""
+    import sim_backends.conv_relax as relax
+
+    def nudged(max_sweeps):
+        sub, x, y = small_net("cross-entropy", max_sweeps=max_sweeps)
+        sub.set_parameters({"W3": np.random.default_rng(1).choice([-1.0, 1.0], size=(5, 3))})
+        sub.clamp(x)
+        sub.nudge(0.5, y)
+        return sub
+
+    sub = nudged(1)
+    energies = [sub.energy()]
+    for _ in range(200):
+        sub.relax()
+        energies.append(sub.energy())
+    assert np.all(np.diff(energies) <= 1e-12)
+    assert nudged(5000).relax().converged
+    monkeypatch.setattr(relax, "readout_step", lambda beta, w: 1.0)
+    assert not nudged(5000).relax().converged

@@ -48,6 +48,77 @@ def test_readout_equilibrium_is_stationary_and_energy_never_rises(interior_net):
     assert np.allclose(s[1], np.clip(x @ W[1] + s[2] @ W[2].T + b[1], 0, 1), atol=1e-12)
 
 
+def strong_readout(beta, seed=3):
+    """One hidden layer under a readout of +-1 weights: kappa = |beta| |W_r|^2 / 2 is about 7 at
+    |beta| = 0.5, where the fixed-point iteration of the top layer (force at the current state) swings."""
+    sub = HopfieldSubstrate((6, 12, 4), cost="cross-entropy", seed=seed, tol=1e-10, max_sweeps=1000)
+    rng = np.random.default_rng(seed)
+    sub.set_parameters({"W2": rng.choice([-1.0, 1.0], size=(12, 4))})
+    x = rng.uniform(0, 1, (5, 6))
+    y = np.eye(4)[rng.integers(0, 4, 5)]
+    sub.clamp(x)
+    sub.nudge(beta, y)
+    return sub, x, y
+
+
+def energy_changes(beta, sweeps=300):
+    sub, _, _ = strong_readout(beta)
+    sub.max_sweeps = 1
+    trace = [sub.energy()]
+    for _ in range(sweeps):
+        sub.relax()
+        trace.append(sub.energy())
+    return np.diff(trace)
+
+
+@pytest.mark.parametrize("beta", [0.5, -0.5])
+def test_under_a_strong_readout_every_sweep_lowers_the_energy(beta):
+    """Where the plain update may raise F, the top layer takes the lower of it and a safe projected
+    gradient step (sim_backends.readout.lower_of_two): the energy never rises and the relaxation
+    settles, at either sign of the nudge (at beta < 0 the block is not convex)."""
+    assert np.all(energy_changes(beta) <= 1e-12)
+    assert strong_readout(beta)[0].relax().converged
+
+
+def test_the_fixed_point_iteration_the_step_replaced_swings_under_a_strong_readout(monkeypatch):
+    """The plain iteration (force at the current state, alpha = 1) raises the energy on the same
+    network at beta > 0 and never settles: what the conv runs' relaxations cut off at the cap were."""
+    import sim_backends.hopfield_relax as relax
+
+    monkeypatch.setattr(relax, "readout_step", lambda beta, w: 1.0)
+    assert np.max(energy_changes(0.5)) > 1e-3
+    assert not strong_readout(0.5)[0].relax().converged
+
+
+def test_under_a_strong_readout_the_nudged_state_is_the_minimiser_scipy_finds():
+    """At beta > 0 the nudged energy is strictly convex in the hidden layer: the relaxation's state
+    is its one minimiser, found independently by L-BFGS-B on F written out here."""
+    from scipy.optimize import minimize
+
+    beta = 0.5
+    sub, x, y = strong_readout(beta)
+    report = sub.relax()
+    W1, b1, W2, b2 = (sub.parameters()[n] for n in ("W1", "b1", "W2", "b2"))
+    drive = x @ W1 + b1
+
+    def F(flat):
+        s = flat.reshape(drive.shape)
+        z = s @ W2 + b2
+        log_p = z - z.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        return float(np.sum(0.5 * s**2 - s * drive) - beta * np.sum(y * log_p))
+
+    found = minimize(
+        F,
+        np.full(drive.size, 0.5),
+        method="L-BFGS-B",
+        bounds=[(0.0, 1.0)] * drive.size,
+        options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 10_000},
+    )
+    assert report.converged and found.success
+    assert np.abs(sub.state()[1] - found.x.reshape(drive.shape)).max() < 1e-5
+
+
 @pytest.mark.parametrize("cost", ["squared", "cross-entropy"])
 def test_centered_eqprop_matches_the_oracle(interior_net, flatten, rel, cost):
     sub, x, y = interior_net(layers=(6, 9, 4), cost=cost)
