@@ -105,7 +105,7 @@ class ConvRelaxation(ConvHost):
             if force and l == T:
                 assert y is not None
                 flat = pre.reshape(B, -1)
-                drive_T = flat.copy() if alpha < 1.0 else None
+                drive_T = flat.astype(np.float64) if alpha < 1.0 else None
                 err = predict(s[T].reshape(B, -1), W[L], b[L])
                 err -= y
                 err *= beta

@@ -321,7 +321,7 @@ class HopfieldRelaxation:
                 if l < T:
                     pre += np.dot(s[l + 1], WT[l + 1], out=inner[l])
             if force and l == T:
-                drive_T = pre.copy() if alpha < 1.0 else None
+                drive_T = pre.astype(np.float64) if alpha < 1.0 else None
                 err = predict(s[T], W[L], b[L])
                 err -= y
                 err *= beta
