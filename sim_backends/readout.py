@@ -105,7 +105,7 @@ def block_energy(
 
     In float64 whatever the state's precision: near the equilibrium the two updates differ by
     less than float32's rounding of F, and a choice made on rounding noise takes the safe step
-    at random there and slows the settling (111.5 sweeps a step against 101.4, the Fashion-MNIST
+    at random there and slows the settling (111.5 sweeps a step against 100.2, the Fashion-MNIST
     conv network of README.md, benchmarks/conv_settling.py)."""
     s64 = s.astype(np.float64)
     z = s64 @ W_r.astype(np.float64)
