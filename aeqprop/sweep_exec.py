@@ -96,12 +96,30 @@ def run_job(config: dict, blas_threads: int = 1) -> RunRecord:
 PROCESS_TABLES = frozenset({"leases"})
 
 
-def _ignore_sigint() -> None:
+#: Seconds an orphaned pool worker waits for its run in flight to stop before it exits regardless.
+ORPHAN_GRACE = 10.0
+
+
+def _start_worker() -> None:
     """A pool worker leaves Ctrl+C to the process that started the sweep (a run in flight still
-    stops at its next step, through the run's own handler)."""
+    stops at its next step, through the run's own handler), and does not outlive that process: a
+    watcher thread sees the worker orphaned (the sweep killed, even by SIGKILL, which it cannot
+    catch), sends the worker SIGTERM (a run in flight stops at its next step and removes its
+    scratch folder; an idle worker ends) and, if it is still there ORPHAN_GRACE s later, exits."""
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="aeqprop-orphan-watch", daemon=True).start()
 
 
 class LocalPool(Executor):
@@ -115,7 +133,7 @@ class LocalPool(Executor):
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.workers = workers
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
         )
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:

@@ -268,6 +268,48 @@ def test_a_sweep_stopped_by_ctrl_c_keeps_its_finished_runs_and_resumes(tmp_path,
     assert_each_job_once_and_equal_to_reference(tmp_path / "runs", reference)
 
 
+def training_workers(proc, timeout: float = PATIENCE) -> list[psutil.Process]:
+    """The pool workers of ``proc``, once one of them trains a job (its scratch store open)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        workers = []
+        for worker in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "resource_tracker" not in " ".join(worker.cmdline()):
+                    workers.append(worker)
+                    if any("aeqprop-job-" in f.path for f in worker.open_files()):
+                        return workers
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"no pool worker was seen training a job within {timeout} s")
+
+
+def test_a_sweep_killed_outright_leaves_no_worker_and_no_scratch_folder(tmp_path):
+    """SIGKILL cannot be caught by the sweep: its pool workers see themselves orphaned, stop the run in
+    flight at its next step (its scratch folder removed), and end (sweep_exec._start_worker); then
+    multiprocessing's resource tracker, which they held open, ends too."""
+    proc = popen("sweep", "run", sweep_file(tmp_path, epochs=2000), "--workers", "2", "-q", scratch=tmp_path)
+    family: list[psutil.Process] = []
+    try:
+        workers = training_workers(proc)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(timeout=PATIENCE)
+        gone, left = psutil.wait_procs(family, timeout=30)
+    finally:
+        for child in family:  # before reading the pipes: a process left behind holds them open
+            if alive(child):
+                child.kill()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=PATIENCE)
+    assert not left, left  # ended by themselves: the watcher's half second, then a step of the run
+    assert workers and all(w in gone for w in workers)
+    assert not list(tmp_path.glob("aeqprop-job-*"))  # the run in flight cleaned up after itself
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
