@@ -14,7 +14,7 @@ import numpy as np
 from aeqprop.substrate import RelaxReport
 from sim_backends.conv_ops import Conv, ConvHost, Dense, MaxConv, add_bias
 from sim_backends.hopfield_relax import PLAIN, Acceleration, Sweeps, block_descent, finish
-from sim_backends.readout import lower_of_two, predict, readout_step
+from sim_backends.readout import apply_force, readout_step
 
 
 class ConvRelaxation(ConvHost):
@@ -104,14 +104,7 @@ class ConvRelaxation(ConvHost):
                     flat += np.dot(s[l + 1], dense_T[l + 1], out=self._buffer("back", l, flat.shape))
             if force and l == T:
                 assert y is not None
-                flat = pre.reshape(B, -1)
-                drive_T = flat.astype(np.float64) if alpha < 1.0 else None
-                err = predict(s[T].reshape(B, -1), W[L], b[L])
-                err -= y
-                err *= beta
-                flat[...] -= err @ dense_T[L]
-                if drive_T is not None:  # the plain update, or the safe step where F is lower (readout_step)
-                    lower_of_two(flat, drive_T, s[T].reshape(B, -1), W[L], b[L], y, beta, alpha, bounds[T])
+                apply_force(pre.reshape(B, -1), s[T].reshape(B, -1), W[L], b[L], dense_T[L], y, beta, alpha, bounds[T])
 
         # the free phase's contraction; the output's self-coupling 1 + beta divides it (squared cost).
         # Under the readout's force (taken at the current state, not an exact block minimiser) the

@@ -47,7 +47,7 @@ import numpy as np
 
 from aeqprop.errors import ConfigurationError, RelaxationError
 from aeqprop.substrate import RelaxReport
-from sim_backends.readout import lower_of_two, predict, readout_step
+from sim_backends.readout import apply_force, readout_step
 
 try:  # the clip ufunc itself: np.clip's Python wrapper costs about 1 us a call
     from numpy._core.umath import clip as clip_ufunc  # type: ignore[attr-defined]
@@ -321,14 +321,8 @@ class HopfieldRelaxation:
                 if l < T:
                     pre += np.dot(s[l + 1], WT[l + 1], out=inner[l])
             if force and l == T:
-                drive_T = pre.astype(np.float64) if alpha < 1.0 else None
-                err = predict(s[T], W[L], b[L])
-                err -= y
-                err *= beta
-                pre -= err @ WT[L]
-                if drive_T is not None:  # the plain update, or the safe step where F is lower (readout_step)
-                    assert y is not None  # nudge refuses beta != 0 without a target
-                    lower_of_two(pre, drive_T, s[T], W[L], b[L], y, beta, alpha, bounds[T])
+                assert y is not None  # nudge refuses beta != 0 without a target
+                apply_force(pre, s[T], W[L], b[L], WT[L], y, beta, alpha, bounds[T])
 
         # the contraction measured by this clamp's free phase; the output's self-coupling 1 + beta
         # divides it (exactly with one hidden layer: a sweep maps the outputs' error e to

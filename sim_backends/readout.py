@@ -140,3 +140,27 @@ def lower_of_two(
     better = safe_energy < plain_energy
     if better.any():
         pre[better] = safe[better]
+
+
+def apply_force(
+    pre: np.ndarray,
+    s: np.ndarray,
+    W_r: np.ndarray,
+    b_r: np.ndarray,
+    W_rT: np.ndarray,
+    y: np.ndarray,
+    beta: float,
+    alpha: float,
+    box: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """The top energy layer's update under the readout's nudging, in place: ``pre`` (batch, units),
+    the layer's target from its neighbours, becomes ``pre - beta (p - y) W_r^T`` with p read at the
+    current state ``s`` (``W_rT``: W_r transposed, contiguous); where ``alpha < 1``
+    (:func:`readout_step`), per sample the lower-energy of that and the safe step (:func:`lower_of_two`)."""
+    drive = pre.astype(np.float64) if alpha < 1.0 else None
+    err = predict(s, W_r, b_r)
+    err -= y
+    err *= beta
+    pre -= err @ W_rT
+    if drive is not None:
+        lower_of_two(pre, drive, s, W_r, b_r, y, beta, alpha, box)
