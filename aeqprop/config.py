@@ -109,6 +109,8 @@ class ScheduleConfig(_Strict):
     beta: dict[str, Any] | None = None
     lr: dict[str, Any] | None = None
     eps: dict[str, Any] | None = None
+    # Aeqprop: divide the compliance by beta's factor, so a beta schedule leaves the step eps b alone
+    hold_step: bool = False
 
 
 class EveryConfig(_Strict):

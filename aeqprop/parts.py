@@ -187,7 +187,7 @@ def as_substrate(made: object, who: str) -> Substrate:
 def schedule_hook(config: RunConfig, protocol: TrainingProtocol, substrate: Substrate) -> ScheduleHook | None:
     """The ``before_step`` hook of the beta / lr / eps schedules, or None when the config has none."""
     tables = {k: getattr(config.schedule, k) for k in ("beta", "lr", "eps") if getattr(config.schedule, k)}
-    if not tables:
+    if not tables and not config.schedule.hold_step:
         return None
     try:
         from aeqprop import schedules
@@ -195,4 +195,4 @@ def schedule_hook(config: RunConfig, protocol: TrainingProtocol, substrate: Subs
         raise ConfigurationError(
             f"schedule.{next(iter(tables))}: schedules need aeqprop.schedules, which this version lacks"
         ) from None
-    return schedules.hook(protocol, substrate, **tables)
+    return schedules.hook(protocol, substrate, **tables, hold_step=config.schedule.hold_step)

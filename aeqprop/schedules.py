@@ -26,6 +26,13 @@ times the beta factor, and scales the learning rate:
 
 An ``eps`` schedule (simulation) scales the substrate's compliance ``eps``
 per tensor instead: the Aeqprop learning rate without touching the release.
+
+Aeqprop's step ``eps (beta2 - beta1)`` scales with beta, so a beta schedule
+alone also shrinks its learning rate. ``hold_step=True`` divides the compliance
+(simulation) by beta's factor, so the step follows the lr and eps schedules
+only: a smaller nudge (a better estimate of the gradient) at the same rate.
+Example: ``ScheduleHook(p, beta="step:0.5:0.5", lr="cosine", substrate=s,
+hold_step=True)`` halves b at mid-run and doubles eps there.
 """
 
 from __future__ import annotations
@@ -146,15 +153,25 @@ class ScheduleHook:
         beta: str | Mapping | Schedule | None = None,
         substrate: Any = None,
         eps: str | Mapping | Schedule | None = None,
+        hold_step: bool = False,
     ) -> None:
         self.protocol, self.substrate = protocol, substrate
         self.eps = None if eps is None else Schedule.parse(eps, "eps schedule")
-        if self.eps is not None:
-            if not isinstance(getattr(substrate, "eps", None), Mapping):
-                raise ConfigurationError("an eps schedule needs a simulated substrate with a compliance eps per tensor")
-            self.eps0 = {n: float(v) for n, v in substrate.eps.items()}
         name = getattr(protocol, "name", type(protocol).__name__)
         self.beta = None if beta is None else Schedule.parse(beta, "beta schedule")
+        self.hold_step = bool(hold_step)
+        if self.hold_step:
+            if self.beta is None:
+                raise ConfigurationError("hold_step holds Aeqprop's step under a beta schedule: give a beta schedule")
+            if not hasattr(protocol, "release"):
+                raise ConfigurationError(
+                    f"hold_step: protocol {name!r} does not step by eps times beta (only Aeqprop's step scales with beta)"
+                )
+        if self.eps is not None or self.hold_step:
+            if not isinstance(getattr(substrate, "eps", None), Mapping):
+                what = "an eps schedule" if self.eps is not None else "hold_step"
+                raise ConfigurationError(f"{what} needs a simulated substrate with a compliance eps per tensor")
+            self.eps0 = {n: float(v) for n, v in substrate.eps.items()}
         self.lr = None if lr is None else Schedule.parse(lr, "lr schedule")
         if self.beta is not None:
             if not isinstance(getattr(protocol, "beta", None), (int, float)):
@@ -194,13 +211,20 @@ class ScheduleHook:
     def __call__(self, epoch: int, step_in_epoch: int, global_step: int, total_steps: int) -> None:
         for attr, value in self.values(global_step, total_steps).items():
             setattr(self.protocol, attr, value)
-        if self.eps is not None:
-            f = self.eps.factor(global_step, total_steps)
+        if self.eps is not None or self.hold_step:
+            f = 1.0 if self.eps is None else self.eps.factor(global_step, total_steps)
+            if self.hold_step and self.beta is not None:
+                f /= self.beta.factor(global_step, total_steps)
             self.substrate.eps.update({n: v * f for n, v in self.eps0.items()})
 
 
 def hook(
-    protocol: Any, substrate: Any = None, beta: ScheduleSpec = None, lr: ScheduleSpec = None, eps: ScheduleSpec = None
+    protocol: Any,
+    substrate: Any = None,
+    beta: ScheduleSpec = None,
+    lr: ScheduleSpec = None,
+    eps: ScheduleSpec = None,
+    hold_step: bool = False,
 ) -> ScheduleHook:
     """The trainer's ``before_step`` for schedules given as tables (run config) or strings."""
-    return ScheduleHook(protocol, lr=lr, beta=beta, substrate=substrate, eps=eps)
+    return ScheduleHook(protocol, lr=lr, beta=beta, substrate=substrate, eps=eps, hold_step=hold_step)

@@ -9,7 +9,7 @@ examples/fashion_mnist_conv.toml.
 
     python benchmarks/fashion_mnist_conv.py [--epochs 20] [--channels 32 64] [--hidden 512]
         [--pooling max average] [--cost cross-entropy] [--eps 0.1 | --eps W=0.1,b=0.02] [--beta 0.5]
-        [--lr-schedule cosine:0.01] [--max-sweeps 1000]
+        [--lr-schedule cosine:0.01] [--beta-schedule step:0.5:0.5 [--hold-step]] [--max-sweeps 1000]
         [--dtype float32] [--threads 1] [--train-size 0]
 
 A long run can go on over several invocations: ``--state FILE`` saves the run after every epoch
@@ -83,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--eps", default="0.1", help="compliance: a number or NAME=VALUE,... per tensor")
     ap.add_argument("--beta", type=float, default=0.5, help="nudging b of centered Aeqprop (-b/2, +b/2)")
     ap.add_argument("--lr-schedule", default="cosine:0.01", help="schedule of the release (aeqprop/schedules.py)")
+    ap.add_argument("--beta-schedule", default=None, help="schedule of b, e.g. step:0.5:0.5 (none: b throughout)")
+    ap.add_argument(
+        "--hold-step", action="store_true", help="divide eps by b's factor, so the step eps b follows --lr-schedule only"
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--max-sweeps", type=int, default=1000)
@@ -126,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         epochs=args.epochs,
         batch_size=args.batch,
         seed=args.seed,
-        before_step=ScheduleHook(protocol, lr=args.lr_schedule),
+        before_step=ScheduleHook(
+            protocol, lr=args.lr_schedule, beta=args.beta_schedule, substrate=sub, hold_step=args.hold_step
+        ),
     )
     t0 = time.perf_counter()
     run = (
@@ -173,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     eps_text = args.eps if isinstance(eps, dict) else f"{eps:g}"
     settings = (
-        f"centered Aeqprop b = {args.beta:g}, eps {eps_text}, release schedule {args.lr_schedule}, batch {args.batch}, "
+        f"centered Aeqprop b = {args.beta:g}"
+        + (f" (schedule {args.beta_schedule}{', eps / its factor' if args.hold_step else ''})" if args.beta_schedule else "")
+        + f", eps {eps_text}, release schedule {args.lr_schedule}, batch {args.batch}, "
         f"{args.dtype}, tol {args.tol:g}, max_sweeps {args.max_sweeps}"
     )
     counted = [n for n in run.unsettled if n is not None]
@@ -210,6 +218,9 @@ def fingerprint(args: argparse.Namespace) -> str:
     """The settings a saved run must share with the command resuming it (where the data lies, and
     how the run is split over invocations, aside)."""
     kept = {k: v for k, v in sorted(vars(args).items()) if k not in ("state", "stop_after", "data_dir")}
+    for k, unset in (("beta_schedule", None), ("hold_step", False)):  # later options: older saves resume
+        if kept.get(k, unset) == unset:
+            kept.pop(k, None)
     return json.dumps(kept, default=str)
 
 
