@@ -85,7 +85,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr-schedule", default="cosine:0.01", help="schedule of the release (aeqprop/schedules.py)")
     ap.add_argument("--beta-schedule", default=None, help="schedule of b, e.g. step:0.5:0.5 (none: b throughout)")
     ap.add_argument(
-        "--hold-step", action="store_true", help="divide eps by b's factor, so the step eps b follows --lr-schedule only"
+        "--hold-step",
+        action="store_true",
+        help="divide eps by b's factor, so the step eps b follows --lr-schedule only",
     )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-3)
@@ -180,7 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     eps_text = args.eps if isinstance(eps, dict) else f"{eps:g}"
     settings = (
         f"centered Aeqprop b = {args.beta:g}"
-        + (f" (schedule {args.beta_schedule}{', eps / its factor' if args.hold_step else ''})" if args.beta_schedule else "")
+        + (
+            f" (schedule {args.beta_schedule}{', eps / its factor' if args.hold_step else ''})"
+            if args.beta_schedule
+            else ""
+        )
         + f", eps {eps_text}, release schedule {args.lr_schedule}, batch {args.batch}, "
         f"{args.dtype}, tol {args.tol:g}, max_sweeps {args.max_sweeps}"
     )
