@@ -79,6 +79,9 @@ def train(
         None, help="Learning-rate schedule: constant, step[:0.5,0.75[:0.1]], cosine[:END], exponential[:END]."
     ),
     beta_schedule: Optional[str] = typer.Option(None, help="Beta schedule, written as --lr-schedule (must stay > 0)."),
+    hold_step: Optional[bool] = typer.Option(
+        None, "--hold-step", help="Aeqprop in simulation: divide eps by beta's factor, so the step eps b holds."
+    ),
     fidelity_every: Optional[int] = typer.Option(
         None, help="Steps between measurements of the update's cosine with the oracle gradient (simulation; 0: never)."
     ),
@@ -115,6 +118,7 @@ def train(
         "schedule.lr": parse_schedule(lr_schedule, "--lr-schedule"),
         "evaluation.fidelity_every": fidelity_every,
         "schedule.beta": parse_schedule(beta_schedule, "--beta-schedule"),
+        "schedule.hold_step": hold_step,
     }
     cfg = load_config(config, overrides=set_, fields={k: v for k, v in flags.items() if v is not None})
     outcome = session.start(cfg, progress=not quiet, on_created=lambda rid: typer.echo(f"run {rid} in {cfg.runs}"))

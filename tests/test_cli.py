@@ -97,3 +97,19 @@ def test_a_misspelt_substrate_option_is_refused():
     assert_one_line_error(
         aeqprop("train", "--set", "substrate.options.hiden=5"), "unknown option(s) hiden", "valid: layers"
     )
+
+
+def test_hold_step_without_a_beta_schedule_is_refused(tmp_path):
+    result = aeqprop("train", "--hold-step", "--runs", str(tmp_path / "runs"))
+    assert_one_line_error(result, "hold_step", "give a beta schedule")
+    assert not (tmp_path / "runs").exists()  # refused before the run store is touched
+
+
+def test_a_held_beta_schedule_trains():
+    """b halves at mid-run with eps doubled: the run trains as the plain one does (wine, 15 epochs)."""
+    result = aeqprop(
+        "train", "--dataset", "wine", "--hidden", "16", "--epochs", "15", "--batch-size", "8", "--quiet",
+        "--beta-schedule", "step:0.5:0.5", "--hold-step",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split("test accuracy ")[1].split("%")[0]) >= 94.0

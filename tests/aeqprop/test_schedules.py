@@ -94,3 +94,50 @@ def test_eps_schedule_scales_the_substrate_compliance():
     assert sub.eps == pytest.approx({"W1": 0.1, "b1": 0.05, "W2": 0.1, "b2": 0.05})
     with pytest.raises(ConfigurationError, match="compliance eps"):
         ScheduleHook(Aeqprop(), substrate=object(), eps="cosine")
+
+
+def _aeqprop_update(beta: float, eps: float, hold: bool, step: int) -> np.ndarray:
+    """Theta's move over one Aeqprop step at global step ``step`` of 100 under a beta step schedule."""
+    rng = np.random.default_rng(3)
+    sub = HopfieldSubstrate((6, 8, 3), eps=eps, tol=1e-10, max_sweeps=2000, seed=1)
+    x, y = rng.uniform(0, 1, (10, 6)), np.eye(3)[rng.integers(0, 3, 10)]
+    protocol = Aeqprop(beta=beta)
+    ScheduleHook(protocol, beta="step:0.5:0.5", substrate=sub, hold_step=hold)(1, 0, step, 100)
+    before = sub.parameters()
+    protocol.step(sub, x, y)
+    return np.concatenate([(sub.parameters()[n] - before[n]).ravel() for n in sorted(before)])
+
+
+def test_hold_step_keeps_the_aeqprop_step_under_a_beta_schedule():
+    """Past the milestone b halves. Held, eps doubles and the move matches the move at the initial b
+    to first order in b (cosine > 0.999, same length within 2 %); not held, it is half as long."""
+    early = _aeqprop_update(0.02, 0.1, True, 10)
+    held = _aeqprop_update(0.02, 0.1, True, 60)
+    plain = _aeqprop_update(0.02, 0.1, False, 60)
+    assert held @ early / np.linalg.norm(held) / np.linalg.norm(early) > 0.999
+    assert np.linalg.norm(held) / np.linalg.norm(early) == pytest.approx(1.0, abs=0.02)
+    assert np.linalg.norm(plain) / np.linalg.norm(early) == pytest.approx(0.5, abs=0.02)
+
+
+def test_hold_step_refusals_are_one_line():
+    sub = HopfieldSubstrate((6, 8, 3))
+    with pytest.raises(ConfigurationError, match="give a beta schedule"):
+        ScheduleHook(Aeqprop(), substrate=sub, hold_step=True)
+    with pytest.raises(ConfigurationError, match="only Aeqprop"):
+        ScheduleHook(EqProp(beta=0.5, lr=0.1), beta="step", substrate=sub, hold_step=True)
+    with pytest.raises(ConfigurationError, match="hold_step needs a simulated substrate"):
+        ScheduleHook(Aeqprop(), beta="step", substrate=object(), hold_step=True)
+
+
+def test_a_run_config_holds_the_step_with_schedule_hold_step():
+    from aeqprop.config import load_config
+    from aeqprop.parts import schedule_hook
+
+    sub = HopfieldSubstrate((6, 8, 3), eps=0.1)
+    cfg = load_config(overrides=['schedule.beta={kind = "step", gamma = 0.5}', "schedule.hold_step=true"])
+    hook = schedule_hook(cfg, Aeqprop(beta=0.5), sub)
+    assert hook is not None
+    hook(1, 0, 50, 100)
+    assert sub.eps["W1"] == pytest.approx(0.2)
+    with pytest.raises(ConfigurationError, match="give a beta schedule"):
+        schedule_hook(load_config(overrides=["schedule.hold_step=true"]), Aeqprop(), sub)
