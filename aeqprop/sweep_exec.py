@@ -15,6 +15,8 @@ already finished stays recorded, and ``aeqprop sweep resume`` runs the rest.
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import (
@@ -63,33 +65,48 @@ def run_job(config: dict, blas_threads: int = 1) -> RunRecord:
 
     from threadpoolctl import threadpool_limits
 
+    t0 = time.perf_counter()
+    record = RunRecord(host=socket.gethostname(), pid=os.getpid())
+    with _scratch_lock:  # against an orphaned pool worker's watcher: it sees every folder made
+        if _orphaned.is_set():  # a pool worker whose sweep is gone starts nothing new
+            record.error = "the sweep that started this worker is gone"
+            return record
+        tmp = tempfile.mkdtemp(prefix="aeqprop-job-")
+        _scratch.add(tmp)
+    try:
+        with threadpool_limits(limits=blas_threads):
+            _train_into(record, config, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _scratch.discard(tmp)
+    record.seconds = time.perf_counter() - t0
+    return record
+
+
+def _train_into(record: RunRecord, config: dict, tmp: str) -> None:
+    """Train the run in scratch folder ``tmp`` and read its rows into ``record``."""
     from aeqprop import session
     from aeqprop.config import validate
     from aeqprop.errors import AeqpropError
 
-    t0 = time.perf_counter()
-    record = RunRecord(host=socket.gethostname(), pid=os.getpid())
-    with tempfile.TemporaryDirectory(prefix="aeqprop-job-") as tmp, threadpool_limits(limits=blas_threads):
+    try:
+        record.train_seconds = session.start(validate({**config, "runs": tmp})).step_seconds
+    except AeqpropError as exc:
+        record.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # recorded as the run's failure, as `aeqprop train` records it
+        record.error = f"{type(exc).__name__}: {exc}"
+    if os.path.exists(os.path.join(tmp, "aeqprop.db")):
+        store = RunStore(tmp, create=False)
         try:
-            record.train_seconds = session.start(validate({**config, "runs": tmp})).step_seconds
-        except AeqpropError as exc:
-            record.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        except Exception as exc:  # recorded as the run's failure, as `aeqprop train` records it
-            record.error = f"{type(exc).__name__}: {exc}"
-        if os.path.exists(os.path.join(tmp, "aeqprop.db")):
-            store = RunStore(tmp, create=False)
-            try:
-                tables = [r["name"] for r in store._query("SELECT name FROM sqlite_master WHERE type = 'table'")]
-                for table in tables:
-                    columns = [c[1] for c in store.db.execute(f"PRAGMA table_info({table})")]
-                    if table == "runs":
-                        record.tables["runs"] = store._query("SELECT * FROM runs")
-                    elif "run_id" in columns and table not in PROCESS_TABLES:
-                        record.tables[table] = store._query(f"SELECT * FROM {table}")
-            finally:
-                store.close()
-    record.seconds = time.perf_counter() - t0
-    return record
+            tables = [r["name"] for r in store._query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                columns = [c[1] for c in store.db.execute(f"PRAGMA table_info({table})")]
+                if table == "runs":
+                    record.tables["runs"] = store._query("SELECT * FROM runs")
+                elif "run_id" in columns and table not in PROCESS_TABLES:
+                    record.tables[table] = store._query(f"SELECT * FROM {table}")
+        finally:
+            store.close()
 
 
 #: Tables of a scratch store that describe the worker's process, not the run (its lease): not copied.
@@ -99,24 +116,50 @@ PROCESS_TABLES = frozenset({"leases"})
 #: Seconds an orphaned pool worker waits for its run in flight to stop before it exits regardless.
 ORPHAN_GRACE = 10.0
 
+#: Set in a pool worker whose sweep is gone; the scratch folder of the job in flight, if any.
+_orphaned = threading.Event()
+_scratch: set[str] = set()
+_scratch_lock = threading.Lock()
+
+
+def _remove_scratch() -> None:
+    for folder in list(_scratch):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _end_worker(signum: int, frame: object) -> None:
+    """SIGTERM outside a run (idle, or a job before its run's own handler is in place): the job's
+    scratch folder is removed, then the worker ends as SIGTERM ends it by default."""
+    import signal
+
+    _remove_scratch()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
 
 def _start_worker() -> None:
     """A pool worker leaves Ctrl+C to the process that started the sweep (a run in flight still
     stops at its next step, through the run's own handler), and does not outlive that process: a
     watcher thread sees the worker orphaned (the sweep killed, even by SIGKILL, which it cannot
     catch), sends the worker SIGTERM (a run in flight stops at its next step and removes its
-    scratch folder; an idle worker ends) and, if it is still there ORPHAN_GRACE s later, exits."""
+    scratch folder; an idle worker, or a job not yet training, removes it and ends) and no new job
+    starts. If the worker is still there ORPHAN_GRACE s later, it removes the folder and exits."""
     import signal
-    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_worker)
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
+        with _scratch_lock:
+            _orphaned.set()
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(ORPHAN_GRACE)
+        end = time.monotonic() + ORPHAN_GRACE
+        while _scratch and time.monotonic() < end:  # the run in flight stopping at its next step
+            time.sleep(0.05)
+        _remove_scratch()
         os._exit(1)
 
     threading.Thread(target=watch, name="aeqprop-orphan-watch", daemon=True).start()
