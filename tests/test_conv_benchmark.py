@@ -93,6 +93,7 @@ def test_the_benchmark_defaults_are_the_conv_example_s_settings(monkeypatch):
     """README's conv figure runs the benchmark on its defaults and says examples/fashion_mnist_conv.toml
     trains the same network: the two must not drift apart."""
     from aeqprop.config import load_config
+    from aeqprop.schedules import Schedule
 
     defaults = conv_benchmark(monkeypatch).parser().parse_args([])
     cfg = load_config(ROOT / "examples" / "fashion_mnist_conv.toml")
@@ -115,6 +116,9 @@ def test_the_benchmark_defaults_are_the_conv_example_s_settings(monkeypatch):
     kind, _, end = defaults.lr_schedule.partition(":")
     assert (cfg.schedule.epochs, cfg.schedule.batch_size, cfg.seed) == (defaults.epochs, defaults.batch, defaults.seed)
     assert cfg.schedule.lr == {"kind": kind, "end": float(end)}
+    beta = None if defaults.beta_schedule is None else Schedule.parse(defaults.beta_schedule)
+    assert (None if cfg.schedule.beta is None else Schedule.parse(cfg.schedule.beta)) == beta
+    assert cfg.schedule.hold_step == defaults.hold_step
 
 
 def test_the_fidelity_script_reads_a_saved_run_and_its_small_nudge_follows_the_gradient(tmp_path, monkeypatch, capsys):
