@@ -116,13 +116,16 @@ PROCESS_TABLES = frozenset({"leases"})
 #: Seconds an orphaned pool worker waits for its run in flight to stop before it exits regardless.
 ORPHAN_GRACE = 10.0
 
-#: Set in a pool worker whose sweep is gone; the scratch folder of the job in flight, if any.
+#: Set in a pool worker whose sweep is gone.
 _orphaned = threading.Event()
+#: The scratch folders of this process's jobs in flight (one in a pool worker), and the lock under
+#: which a job makes its folder and the watcher marks the worker orphaned.
 _scratch: set[str] = set()
 _scratch_lock = threading.Lock()
 
 
 def _remove_scratch() -> None:
+    """Remove every scratch folder in flight (a worker about to end)."""
     for folder in list(_scratch):
         shutil.rmtree(folder, ignore_errors=True)
 
