@@ -179,7 +179,7 @@ class HopfieldSubstrate(HopfieldRelaxation, HopfieldOracle, FloatingParameters):
     def _box(self, l: int) -> tuple[float, float]:
         return OUTPUT_BOX if l == self.L and not self.readout else HIDDEN_BOX
 
-    def _array(self, name: str, a, shape) -> np.ndarray:
+    def _array(self, name: str, a: np.ndarray, shape: tuple[int | None, ...]) -> np.ndarray:
         a = check_array(name, a, shape)
         return a if self.dtype == np.float64 else a.astype(self.dtype)
 

@@ -10,10 +10,12 @@ message ends or another group or an action begins.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from aeqprop.substrate import AeqpropSubstrate, EqPropSubstrate, HomeostasisSubstrate, Substrate
 from drivers.wiring import LAB_CHANNELS
 
 #: First channel of each role (the layout drivers.wiring.lab_wiring_toml wires).
@@ -74,7 +76,7 @@ LAB_RANGES = {
 class LabModel:
     """Channels over a substrate (thread-safe). Sources: inputs, beta, targets, hold, homeostasis, knobs, program."""
 
-    def __init__(self, substrate, update_seconds: float = 1.0):
+    def __init__(self, substrate: Substrate, update_seconds: float = 1.0) -> None:
         self.sub = substrate
         info = substrate.info
         self.update_seconds = float(update_seconds)
@@ -95,7 +97,9 @@ class LabModel:
             "gradient": (c["gradient"], self.n_params),
         }
         self.levels = {g: np.zeros(n) for g, (_, n) in self.groups.items()}
-        self.levels["knob"] = self._flat(substrate.knobs()) if "aeqprop" in info.capabilities else self.levels["knob"]
+        self.levels["knob"] = (
+            self._flat(self._aeqprop().knobs()) if "aeqprop" in info.capabilities else self.levels["knob"]
+        )
         self.outputs_on: set[int] = set()
         self.compliance: dict[int, float] = {}
         self.errors: list[str] = []
@@ -111,7 +115,7 @@ class LabModel:
                 return g, ch - first
         raise LabError(4, f"no such channel {ch}")
 
-    def _flat(self, d) -> np.ndarray:
+    def _flat(self, d: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([np.ravel(d[n]) for n in self.names]) if self.names else np.zeros(0)
 
     def _unflat(self, v: np.ndarray) -> dict[str, np.ndarray]:
@@ -144,7 +148,7 @@ class LabModel:
         if group == "hold":
             if value != 0.0 and before == 0.0:  # a rising edge releases
                 self.actions += 1
-                self._call("release(None)", lambda: self.sub.release(None))
+                self._call("release(None)", lambda: self._aeqprop().release(None))
         elif group == "homeostasis":
             if value != 0.0 and before == 0.0:  # a rising edge triggers
                 self._homeostasis()
@@ -162,11 +166,27 @@ class LabModel:
             y = lv["target"][None, :].copy() if beta != 0.0 else None
             self._call("nudge", lambda: self.sub.nudge(beta, y))
         elif group == "knob":
-            self._call("set_knobs", lambda: self.sub.set_knobs(self._unflat(lv["knob"])))
+            self._call("set_knobs", lambda: self._aeqprop().set_knobs(self._unflat(lv["knob"])))
         elif group == "program":
-            self._call("set_parameters", lambda: self.sub.set_parameters(self._unflat(lv["program"])))
+            self._call("set_parameters", lambda: self._eqprop().set_parameters(self._unflat(lv["program"])))
 
-    def _call(self, name: str, fn) -> None:
+    # -- the substrate narrowed to a capability: an operation it lacks fails as the instrument's error 5
+    def _eqprop(self) -> EqPropSubstrate:
+        if not isinstance(self.sub, EqPropSubstrate):
+            raise LabError(5, f"the {type(self.sub).__name__} cannot read or program its parameters (no 'eqprop')")
+        return self.sub
+
+    def _aeqprop(self) -> AeqpropSubstrate:
+        if not isinstance(self.sub, AeqpropSubstrate):
+            raise LabError(5, f"the {type(self.sub).__name__} has no knobs (no 'aeqprop')")
+        return self.sub
+
+    def _homeostatic(self) -> HomeostasisSubstrate:
+        if not isinstance(self.sub, HomeostasisSubstrate):
+            raise LabError(5, f"the {type(self.sub).__name__} has no native homeostasis (no 'homeostasis')")
+        return self.sub
+
+    def _call(self, name: str, fn: Callable[[], object]) -> None:
         self.calls.append(name)
         try:
             fn()
@@ -180,8 +200,8 @@ class LabModel:
 
     def _homeostasis(self) -> None:
         self.actions += 1
-        self._call("homeostasis", self.sub.homeostasis)
-        self.levels["knob"] = self._flat(self.sub.knobs())
+        self._call("homeostasis", lambda: self._homeostatic().homeostasis())
+        self.levels["knob"] = self._flat(self._aeqprop().knobs())
 
     def pulse(self, ch: int, seconds: float, level: float = 1.0) -> None:
         """A pulse on the hold line releases for ``seconds``; on the homeostasis line it triggers homeostasis."""
@@ -202,7 +222,7 @@ class LabModel:
             self._homeostasis()
         else:
             self.actions += 1
-            self._call("release", lambda: self.sub.release(seconds / self.update_seconds))
+            self._call("release", lambda: self._aeqprop().release(seconds / self.update_seconds))
 
     def read(self, channels: list[int], source: bool = False) -> list[float]:
         self.flush()
@@ -218,9 +238,9 @@ class LabModel:
                     cache[group] = self._flat(self.sub.parameters())
                 elif group == "gradient":
                     self.calls.append("energy_gradients")
-                    cache[group] = self._flat(self.sub.energy_gradients())
+                    cache[group] = self._flat(self._eqprop().energy_gradients())
                 elif group == "knob" and "aeqprop" in self.sub.info.capabilities:
-                    cache[group] = self._flat(self.sub.knobs())
+                    cache[group] = self._flat(self._aeqprop().knobs())
                 else:
                     cache[group] = self.levels[group]
             out.append(float(cache[group][i]))
@@ -239,7 +259,7 @@ class LabModel:
         for g in ("input", "target", "beta", "homeostasis", "knob"):
             self.levels[g][:] = 0.0
         if "aeqprop" in self.sub.info.capabilities:
-            self.sub.set_knobs(self._unflat(self.levels["knob"]))
+            self._aeqprop().set_knobs(self._unflat(self.levels["knob"]))
         self.outputs_on.clear()
 
     def all_channels(self) -> list[int]:

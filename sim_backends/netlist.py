@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,8 +32,11 @@ from sim_backends.floating import FloatingParameters, per_tensor, within_bounds
 from sim_backends.netlist_colour import Colouring
 from sim_backends.netlist_kkt import Batch, DriveMap, Structure, batch, exp_terms, rows
 from sim_backends.netlist_parse import Circuit, parse, read_netlist
-from sim_backends.netlist_solve import SETTINGS, Solution, check, feasible_start, solve
+from sim_backends.netlist_solve import SETTINGS, Check, Solution, check, feasible_start, solve
 from sim_backends.netlist_sweep import SWEEPS, sweep
+
+if TYPE_CHECKING:
+    from sim_backends.resistive import ResistiveSubstrate
 
 
 def incidence(nodes: np.ndarray, n: int) -> sp.csr_matrix:
@@ -158,13 +162,13 @@ class NetlistSubstrate(FloatingParameters):
         if np.any(group[self.out] < 0):
             raise ConfigurationError(f"{c.source}: an output node is held by sources tied to ground; read another node")
 
-        def inc(nodes):
+        def inc(nodes: np.ndarray) -> sp.csr_matrix:
             return incidence(nodes, n) @ self.P  # rows (e_a - e_b)^T P, in z
 
         self.Ar, self.Ad, self.Ax = inc(self.r_nodes), inc(self.d_nodes), inc(self.x_nodes)
         self.Ao = self.P[self.out]
 
-        def gr(col):
+        def gr(col: int) -> np.ndarray:
             return np.where(group[self.d_nodes[:, col]] < 0, n_free, group[self.d_nodes[:, col]])
 
         self.st = Structure(
@@ -283,7 +287,7 @@ class NetlistSubstrate(FloatingParameters):
         both = np.union1d(self._top, top)
         return both if len(both) <= 4 * max(self._x.shape[0], 16) else top
 
-    def _refuse(self, chk, newton_done: bool, max_sweeps: int) -> None:
+    def _refuse(self, chk: Check, newton_done: bool, max_sweeps: int) -> None:
         node = (
             self.circuit.nodes[int(np.flatnonzero(self.group == chk.worst_group)[0])] if chk.worst_group >= 0 else "?"
         )
@@ -361,7 +365,7 @@ class NetlistSubstrate(FloatingParameters):
         self._beta, self._y = 0.0, None
 
 
-def layered_netlist(sub) -> str:
+def layered_netlist(sub: ResistiveSubstrate) -> str:
     """The netlist of a :class:`sim_backends.resistive.ResistiveSubstrate`, every conductance trainable.
 
     Nodes: ``ip<k>``/``in<k>`` the input sources, ``h<l>_<j>`` hidden, ``o<j>`` outputs,

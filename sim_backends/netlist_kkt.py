@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import splu
+from scipy.sparse.linalg import SuperLU, splu
 
 from aeqprop.errors import RelaxationError
 
@@ -33,6 +33,10 @@ class DiodeModel:
 
 
 DIODE = DiodeModel()
+
+# the samples a function works on: all of a batch, or some by index
+Selector = slice | np.ndarray
+_ALL = slice(None)
 
 
 def exp_terms(vd: np.ndarray, par: np.ndarray, order: int) -> np.ndarray:
@@ -76,7 +80,7 @@ def _pairs_by_row(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([idx, a[m], b[m]]), np.concatenate([idx, b[m], a[m]])
 
 
-def rows(M, X: np.ndarray) -> np.ndarray:
+def rows(M: sp.spmatrix, X: np.ndarray) -> np.ndarray:
     """``M`` applied to every row of X, ``(M @ X^T)^T``, with X^T laid out for the sparse kernel."""
     return (M @ np.ascontiguousarray(X.T)).T
 
@@ -92,7 +96,19 @@ class Structure:
     """The circuit's matrices in z: ``Ar`` resistors, ``Ad`` ideal diodes, ``Ax`` exponential diodes,
     ``Ao`` outputs (rows ``e_a - e_b`` mapped through the groups), and the shared Hessian pattern."""
 
-    def __init__(self, nz: int, Ar, Ad, Ax, Ao, x_par: np.ndarray, ga: np.ndarray, gc: np.ndarray, inc, P):
+    def __init__(
+        self,
+        nz: int,
+        Ar: sp.spmatrix,
+        Ad: sp.spmatrix,
+        Ax: sp.spmatrix,
+        Ao: sp.spmatrix,
+        x_par: np.ndarray,
+        ga: np.ndarray,
+        gc: np.ndarray,
+        inc: sp.spmatrix | np.ndarray,
+        P: sp.spmatrix,
+    ) -> None:
         self.nz, self.m = nz, Ad.shape[0]
         self.inc, self.abs_inc, self.P = (
             sp.csr_matrix(inc),
@@ -158,7 +174,9 @@ class Structure:
         """H_b x_b for every sample, from pattern values (B or 1, nnz) and x (B, nz)."""
         return rows(self.Prow, hvals * x[:, self.pc])
 
-    def _kkt_bounds(self, hvals: np.ndarray, W: np.ndarray, top: np.ndarray, bot: np.ndarray):
+    def _kkt_bounds(
+        self, hvals: np.ndarray, W: np.ndarray, top: np.ndarray, bot: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The KKT solve when every conducting diode is a bound: its group's step is fixed, the
         rest is an SPD system (one Cholesky-like LU of the block-diagonal batch, fixed order)."""
         B, nz = top.shape
@@ -181,7 +199,7 @@ class Structure:
         return p, mu
 
     @staticmethod
-    def _lu(K, permc: str, symmetric: bool = False):
+    def _lu(K: sp.csc_matrix, permc: str, symmetric: bool = False) -> SuperLU:
         try:
             if symmetric:
                 return splu(K, permc_spec=permc, diag_pivot_thresh=0.0, options={"SymmetricMode": True})
@@ -229,7 +247,7 @@ class Structure:
         """One sample's Hessian from its pattern values."""
         return sp.csc_matrix((vals, (self.pr, self.pc)), shape=(self.nz, self.nz))
 
-    def kkt(self, hvals: np.ndarray, W: np.ndarray, top: np.ndarray, bot: np.ndarray):
+    def kkt(self, hvals: np.ndarray, W: np.ndarray, top: np.ndarray, bot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Solve, per sample b, ``[[H_b, A_W^T], [A_W, 0]] [p; mu] = [top_b; bot_b on W]`` with
         ``mu_k = 0`` off the working set W (bool, (B, m)); one LU of the block-diagonal matrix.
         Returns (p (B, nz), mu (B, m))."""
@@ -269,7 +287,16 @@ class Batch:
     off: np.ndarray  # (B, nodes) V = P z + off
 
 
-def batch(st: Structure, off: np.ndarray, drive: np.ndarray, x_nodes, d_nodes, out, beta, y) -> Batch:
+def batch(
+    st: Structure,
+    off: np.ndarray,
+    drive: np.ndarray,
+    x_nodes: np.ndarray,
+    d_nodes: np.ndarray,
+    out: np.ndarray,
+    beta: float,
+    y: np.ndarray | None,
+) -> Batch:
     """The fixed data of a batch with node offsets ``off`` (B, nodes), V = P z + off, and the resistors'
     drive ``Ar^T diag(g) inc off`` (B, nz) A (DriveMap)."""
     c = drive
@@ -284,11 +311,11 @@ def batch(st: Structure, off: np.ndarray, drive: np.ndarray, x_nodes, d_nodes, o
     )
 
 
-def exp_drops(st: Structure, bt: Batch, z: np.ndarray, sel=slice(None)) -> np.ndarray:
+def exp_drops(st: Structure, bt: Batch, z: np.ndarray, sel: Selector = _ALL) -> np.ndarray:
     return rows(st.Ax, z) + bt.dx[sel]
 
 
-def gradient(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel=slice(None)) -> np.ndarray:
+def gradient(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel: Selector = _ALL) -> np.ndarray:
     """dF/dz (B, nz) in A: KCL imbalance of each free group (resistors, nudging, exponential diodes)."""
     grad = rows(hbase, z) + bt.c[sel]
     if st.Ax.shape[0]:
@@ -296,7 +323,7 @@ def gradient(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel=
     return grad
 
 
-def energy(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel=slice(None)) -> np.ndarray:
+def energy(st: Structure, bt: Batch, hbase: sp.csr_matrix, z: np.ndarray, sel: Selector = _ALL) -> np.ndarray:
     """F per sample, up to a constant per sample, in W (half the dissipated power)."""
     f = 0.5 * np.sum(z * rows(hbase, z), axis=1) + np.sum(bt.c[sel] * z, axis=1)
     if st.Ax.shape[0]:

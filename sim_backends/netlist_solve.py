@@ -161,7 +161,7 @@ def primal_active_set(
 
 def model_step(
     st: Structure, hv: np.ndarray, grad: np.ndarray, slack: np.ndarray, W: np.ndarray, tight: np.ndarray, max_iter: int
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Minimise the quadratic model of every sample subject to the ideal diodes, A p <= slack.
 
     Returns (p, W, mu, iterations per sample)."""

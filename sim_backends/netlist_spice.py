@@ -60,7 +60,7 @@ def random_circuit(seed: int, kind: str, n_nodes: int | None = None) -> SpiceCir
     n_src = int(rng.integers(1, 5))
     parent = {v: v for v in ["0"] + names}  # union-find: nodes tied by sources, then by ideal diodes
 
-    def find(v):
+    def find(v: str) -> str:
         while parent[v] != v:
             v = parent[v]
         return v
@@ -118,7 +118,17 @@ def random_circuit(seed: int, kind: str, n_nodes: int | None = None) -> SpiceCir
     return _circuit(f"random {kind} circuit, seed {seed}", ours, deck, names, vmax, imax, rmax, n_d, n_ideal)
 
 
-def _circuit(title, ours, deck, names, vmax, imax, rmax, n_d, n_ideal) -> SpiceCircuit:
+def _circuit(
+    title: str,
+    ours: list[str],
+    deck: list[str],
+    names: list[str],
+    vmax: float,
+    imax: float,
+    rmax: float,
+    n_d: int,
+    n_ideal: int,
+) -> SpiceCircuit:
     """The two decks and the derived tolerance (module docstring) of a random circuit."""
     delta = N_SHARP * VT_TNOM * math.log1p(imax / IS_SHARP)
     reltol, vntol = SHARP if n_ideal else TIGHT

@@ -35,10 +35,20 @@ import tty
 from collections.abc import Callable
 from typing import Any
 
+from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import Substrate
 from drivers.board import crc8
 from sim_backends.lab_fronts import BoardFront, ScpiFront
 from sim_backends.lab_model import CHANNELS, Faults, LabError, LabModel  # noqa: F401  (re-exported)
+
+
+def lab_model(substrate: Substrate | None, model: LabModel | None) -> LabModel:
+    """``model`` if given, else a new one over ``substrate``: a server fronts one or the other."""
+    if model is not None:
+        return model
+    if substrate is None:
+        raise ConfigurationError("a virtual lab needs a substrate or a LabModel to front")
+    return LabModel(substrate)
 
 
 class ScpiServer:
@@ -51,7 +61,7 @@ class ScpiServer:
         faults: Faults | None = None,
         model: LabModel | None = None,
     ) -> None:
-        self.model = model or LabModel(substrate)
+        self.model = lab_model(substrate, model)
         self.front = ScpiFront(self.model, faults)
         front = self.front
         clients: set[socket.socket] = set()
@@ -105,7 +115,7 @@ class BoardServer:
     def __init__(
         self, substrate: Substrate | None = None, faults: Faults | None = None, model: LabModel | None = None
     ) -> None:
-        self.model = model or LabModel(substrate)
+        self.model = lab_model(substrate, model)
         self.front = BoardFront(self.model, faults)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)

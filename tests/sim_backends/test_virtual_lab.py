@@ -1,19 +1,20 @@
 """Training through the virtual lab over real I/O equals training the simulation directly."""
 
+import dataclasses
 import tomllib
 
 import numpy as np
 import pytest
 
 from aeqprop.data import Dataset
-from aeqprop.errors import InstrumentError, SafetyLimitError
+from aeqprop.errors import ConfigurationError, InstrumentError, SafetyLimitError
 from aeqprop.trainer import Trainer
 from drivers.hardware import InstrumentSubstrate
 from drivers.wiring import lab_wiring_toml, parse_wiring
 from protocols.aeqprop import Aeqprop
 from protocols.eqprop import EqProp
 from sim_backends.hopfield import HopfieldSubstrate
-from sim_backends.virtual_lab import BoardServer, Faults, ScpiServer
+from sim_backends.virtual_lab import CHANNELS, BoardServer, Faults, LabError, LabModel, ScpiServer
 
 LAYERS = (4, 5, 3)
 
@@ -229,3 +230,38 @@ def test_a_nan_or_overflow_reading_stops_with_one_instrument_error_and_outputs_o
             with InstrumentSubstrate(wiring_for(lab, profile, timeout=0.2)) as hw:
                 hw.outputs()
         assert lab.model.outputs_on == set()
+
+
+class ContractOnly:
+    """A substrate with the base contract alone: no eqprop, aeqprop or homeostasis methods."""
+
+    def __init__(self):
+        self._sim = make_sim()
+        self.info = dataclasses.replace(self._sim.info, capabilities=frozenset())
+        for name in ("clamp", "nudge", "relax", "outputs", "parameters", "close"):
+            setattr(self, name, getattr(self._sim, name))
+
+
+def test_a_capability_the_substrate_lacks_is_the_labs_error_5_not_a_traceback():
+    model = LabModel(ContractOnly())
+    for group, verb in (("gradient", "cannot read or program"), ("knob", None)):
+        first = CHANNELS[group]
+        if verb is None:  # without knobs the knob channels read back their levels
+            assert model.read([first]) == [0.0]
+            continue
+        with pytest.raises(LabError, match=verb) as err:
+            model.read([first])
+        assert err.value.code == 5 and "ContractOnly" in err.value.text
+    for line, verb in (("hold", "has no knobs"), ("homeostasis", "no native homeostasis")):
+        with pytest.raises(LabError, match=verb) as err:
+            model.set(CHANNELS[line], 1.0)
+        assert err.value.code == 5
+    model.set(CHANNELS["program"], 0.1)
+    with pytest.raises(LabError, match="set_parameters failed: .*cannot read or program"):
+        model.flush()
+    model.safe()  # no knobs to zero: nothing to refuse
+
+
+def test_a_server_with_neither_a_substrate_nor_a_model_is_refused_in_one_line():
+    with pytest.raises(ConfigurationError, match="needs a substrate or a LabModel"):
+        ScpiServer()
