@@ -168,8 +168,11 @@ def spec(name: str) -> DatasetSpec:
 
 
 def search_dirs(data_dir: str | Path | None = None, dataset: DatasetSpec | None = None) -> list[Path]:
-    """The folders searched, in order (see the module docstring)."""
+    """The folders searched, in order (see the module docstring); a data folder given must exist
+    (a typo there would otherwise load another copy of the dataset without a word)."""
     bases = [Path(data_dir).expanduser()] if data_dir else []
+    if bases and not bases[0].is_dir():
+        raise DataError(f"data folder {str(data_dir)!r} (--data-dir, dataset.data_dir) is not a folder here")
     if os.environ.get(ENV_VAR):
         bases.append(Path(os.environ[ENV_VAR]).expanduser())
     bases.append(USER_DIR.expanduser())

@@ -20,9 +20,10 @@ def data_list(
     data_dir: Optional[str] = typer.Option(None, help="Folder of the datasets [default: see `train --help`]."),
 ) -> None:
     """Each named dataset, its image shape and the folder it loads from (or 'not found')."""
-    from aeqprop.catalog import CATALOG, locate
+    from aeqprop.catalog import CATALOG, locate, search_dirs
     from aeqprop.errors import DataError
 
+    search_dirs(data_dir)  # a data folder given must exist
     for name, ds in CATALOG.items():
         try:
             where = str(next(iter(locate(ds, data_dir).values())).parent)

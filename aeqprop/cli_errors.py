@@ -7,6 +7,7 @@ so every command module can use it.
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import NoReturn, ParamSpec, TypeVar
 
@@ -24,6 +25,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: Exit status when the reader of stdout has gone (``aeqprop data list | head -1``): 128 + SIGPIPE, as a shell reports it.
+BROKEN_PIPE = 141
+
 #: Exit status of an unexpected exception: a bug, reported in one line (AEQPROP_TRACEBACK=1 shows the traceback).
 INTERNAL_ERROR = 3
 
@@ -31,7 +35,8 @@ INTERNAL_ERROR = 3
 def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn an AeqpropError into one line on stderr and a non-zero exit, no traceback.
 
-    A second Ctrl+C names the run to resume; running out of memory says so; any other
+    A second Ctrl+C names the run to resume; a closed stdout ends quietly (status 141, as SIGPIPE
+    would); running out of memory says so; any other
     exception is a bug, printed as one ``internal error`` line with exit status 3.
     """
 
@@ -49,6 +54,11 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
             rid, runs = getattr(exc, "run_id", None), getattr(exc, "runs", None)
             hint = f"; continue it with `{resume_command(rid, runs)}`" if rid else ""
             fail(f"interrupted{hint}", code=1)
+        except BrokenPipeError:
+            # stdout's reader went away: stop quietly as a filter does; stdout goes to /dev/null so the
+            # interpreter's last flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(BROKEN_PIPE) from None
         except MemoryError:
             fail("out of memory; make the run smaller (fewer hidden units, a smaller batch)")
         except Exception as exc:

@@ -192,7 +192,7 @@ def execute(
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        status, error = stop_status(exc), f"{type(exc).__name__}: {exc}"
         raise
     finally:
         outcome.status = status
@@ -283,8 +283,18 @@ def start(config: RunConfig, progress: bool = False, on_created: Callable[[int],
         built.substrate.close()
         raise
     if on_created is not None:
-        on_created(run_id)
+        try:
+            on_created(run_id)
+        except BaseException as exc:  # e.g. its line cannot be printed: stdout's reader has gone
+            _finish(built, store, run_id, stop_status(exc), f"{type(exc).__name__}: {exc}")
+            raise
     return execute(built, store, run_id, progress=progress)
+
+
+def stop_status(exc: BaseException) -> str:
+    """The status of a run that ``exc`` ends: Ctrl+C and a closed stdout interrupt it (it resumes),
+    anything else fails it."""
+    return "interrupted" if isinstance(exc, (KeyboardInterrupt, BrokenPipeError)) else "failed"
 
 
 def version_changes(recorded: dict) -> list[str]:

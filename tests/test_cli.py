@@ -113,3 +113,25 @@ def test_a_held_beta_schedule_trains():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.split("test accuracy ")[1].split("%")[0]) >= 94.0
+
+
+def test_a_closed_stdout_ends_quietly_with_the_run_interrupted_and_the_substrate_closed(tmp_path):
+    """`aeqprop train | head -0`: the reader has gone before the first line. The run is closed and
+    left resumable, and nothing but the exit status (141, as SIGPIPE) says so."""
+    runs = tmp_path / "runs"
+    for args in (["data", "list"], ["train", "--epochs", "1", "--runs", str(runs)]):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        p.stdout.close()  # before the process has printed anything
+        with p.stderr:
+            err = p.stderr.read().decode()
+        assert p.wait(timeout=300) == 141 and "Traceback" not in err and "error" not in err, err
+    from aeqprop.store import RunStore
+
+    store = RunStore(runs)
+    (run,) = store.runs()
+    events = [e["message"] for e in store.metrics(run["id"], "events")]
+    assert run["status"] == "interrupted" and "substrate closed (interrupted)" in events
+    resumed = aeqprop("resume", str(run["id"]), "--runs", str(runs))
+    assert resumed.returncode == 0 and "after 1 epochs" in resumed.stdout, resumed.stderr

@@ -155,12 +155,21 @@ def test_a_cifar_batch_that_asks_for_code_is_refused(tmp_path):
 
 
 def test_a_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path):
+    (tmp_path / "here").mkdir()
     with pytest.raises(DataError) as info:
         load_dataset("mnist", data_dir=tmp_path / "here")
     message = str(info.value)
     assert "\n" not in message
     assert str(tmp_path / "here" / "mnist") in message and "user-cache" in message
     assert "aeqprop data fetch mnist" in message
+
+
+def test_a_data_folder_that_does_not_exist_is_refused_not_searched_past(tmp_path, monkeypatch):
+    make_mnist(tmp_path / "kmnist")  # a copy the search would otherwise find
+    monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path))
+    assert load_dataset("kmnist").n_classes == 10
+    with pytest.raises(DataError, match=r"data folder '.*typo' \(--data-dir, dataset.data_dir\) is not a folder"):
+        load_dataset("kmnist", data_dir=tmp_path / "typo")
 
 
 def test_unknown_names_list_bundled_and_named_datasets():
