@@ -94,6 +94,12 @@ class Schedule(BaseModel):
             return self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * t))
         return self.final**t
 
+    def largest(self) -> float:
+        """The largest factor over the run (1 at its start; a step schedule's gamma > 1 compounds)."""
+        if self.kind == "step":
+            return max(1.0, self.gamma ** len(self.milestones))
+        return max(1.0, self.final) if self.kind in ("cosine", "exponential") else 1.0
+
     def positive(self) -> bool:
         """True if the factor never reaches 0 (a beta schedule must stay > 0)."""
         return self.kind != "cosine" or self.final > 0
@@ -179,6 +185,7 @@ class ScheduleHook:
             if not self.beta.positive():
                 raise ConfigurationError("a beta schedule must stay > 0: give cosine:END with END > 0")
             self.beta0 = float(protocol.beta)
+            self._check_largest(protocol, name)
         self.target = None
         if self.lr is not None:
             if getattr(protocol, "lr", None) is not None:
@@ -192,6 +199,21 @@ class ScheduleHook:
                 self.target, self.base = "release", float(protocol.release)
             else:
                 raise ConfigurationError(f"protocol {name!r} has neither lr nor release to schedule")
+
+    def _check_largest(self, protocol: Any, name: str) -> None:
+        """Refuse, before the run, a beta schedule that grows a nudge to where the protocol's own
+        check would stop the run midway (beta <= -1 with the squared cost)."""
+        from protocols.base import check_nudging
+
+        assert self.beta is not None
+        big = self.beta.largest()
+        if big == 1.0 or not callable(getattr(protocol, "betas", None)):
+            return  # never above the start, or a protocol that nudges with beta >= 0 only
+        if getattr(protocol, "variant", None) == "random-sign":  # betas() draws its sign: not called here
+            lo, hi = -self.beta0, self.beta0
+        else:
+            lo, hi = protocol.betas()
+        check_nudging((lo * big, hi * big), f"protocol {name!r} under the beta schedule (x{big:g} at most)")
 
     def values(self, step: int, total: int) -> dict[str, object]:
         """What the protocol's beta and lr (or release) are set to at a step."""

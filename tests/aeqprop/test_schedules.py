@@ -49,6 +49,40 @@ def test_bad_schedules_are_one_line_configuration_errors(spec, fragment):
     assert "\n" not in str(info.value) and "lr schedule" in str(info.value)
 
 
+@pytest.mark.parametrize("spec", ["constant", "step", "step:0.3,0.6:1.7", "cosine:2.5", "cosine", "exponential:3"])
+def test_largest_is_the_largest_factor_over_the_run(spec):
+    sched = Schedule.parse(spec)
+    assert sched.largest() == pytest.approx(max(sched.factor(k, 100) for k in range(101)), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make, spec, refused",
+    [
+        (lambda b: Aeqprop(beta=b), "step:0.5:3", True),  # centered: -b/2 reaches -1.5
+        (lambda b: Aeqprop(beta=b), "step:0.5:1.9", False),
+        (lambda b: Aeqprop(beta=b), "cosine:2.5", True),
+        (lambda b: Aeqprop(beta=b), "exponential:1.5", False),
+        (lambda b: EqProp(beta=b / 2, lr=0.1, variant="random-sign"), "step:0.5,0.75:2", True),  # -b reaches -2
+        (lambda b: EqProp(beta=b / 2, lr=0.1, variant="positive"), "step:0.5,0.75:10", False),  # never below 0
+    ],
+)
+def test_a_beta_schedule_that_would_stop_the_run_midway_is_refused_before_it(make, spec, refused):
+    """The refusal agrees with the protocol's own check at the schedule's largest beta, and the check
+    draws nothing from a random-sign protocol's generator."""
+    protocol = make(1.0)
+    state = protocol.rng.bit_generator.state if hasattr(protocol, "rng") else None
+    if refused:
+        with pytest.raises(ConfigurationError, match=r"under the beta schedule .* destroys the minimum"):
+            ScheduleHook(protocol, beta=spec)
+        with pytest.raises(ConfigurationError, match="destroys the minimum"):
+            make(Schedule.parse(spec).largest())
+    else:
+        ScheduleHook(protocol, beta=spec)
+        make(Schedule.parse(spec).largest())
+    if state is not None:
+        assert protocol.rng.bit_generator.state == state
+
+
 def test_hook_scales_lr_per_tensor_and_beta():
     protocol = EqProp(beta=0.5, lr={"W": 0.2, "b": 0.1})
     hook = ScheduleHook(protocol, lr="cosine", beta="step:0.5:0.5")
