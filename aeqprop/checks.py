@@ -1,5 +1,6 @@
 """Checks of a run before and after it trains: option types against the factory's annotations,
-the memory a layered network needs, and whether a completed run learned anything."""
+the memory a layered network needs, whether a completed run learned anything, and the nudging
+strengths a protocol (or a beta schedule) may reach."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from typing import Any
 import numpy as np
 
 from aeqprop.errors import ConfigurationError
+
+
+def check_nudging(betas: tuple[float, float], who: str) -> None:
+    """Refuse a nudging strength <= -1: with the squared cost and unit output
+    self-energy it destroys the minimum of F (the outputs run away)."""
+    low = min(betas)
+    if low <= -1.0:
+        raise ConfigurationError(
+            f"{who} nudges with beta={low:g}: beta <= -1 destroys the minimum of F with the squared cost; "
+            "use a smaller --beta"
+        )
 
 
 def _accepts(kind: str, value: Any) -> bool | None:

@@ -203,7 +203,7 @@ class ScheduleHook:
     def _check_largest(self, protocol: Any, name: str) -> None:
         """Refuse, before the run, a beta schedule that grows a nudge to where the protocol's own
         check would stop the run midway (beta <= -1 with the squared cost)."""
-        from protocols.base import check_nudging
+        from aeqprop.checks import check_nudging
 
         assert self.beta is not None
         big = self.beta.largest()

@@ -7,6 +7,7 @@ from typing import cast
 
 import numpy as np
 
+from aeqprop.checks import check_nudging  # noqa: F401  (re-exported: the protocols check their nudging)
 from aeqprop.errors import ConfigurationError
 from aeqprop.substrate import (  # noqa: F401  (TrainingProtocol re-exported)
     AeqpropSubstrate,
@@ -25,17 +26,6 @@ def check_beta(beta: float) -> float:
     if not np.isfinite(beta) or beta <= 0:
         raise ConfigurationError(f"beta={beta}: the nudging strength must be a finite number > 0")
     return beta
-
-
-def check_nudging(betas: tuple[float, float], who: str) -> None:
-    """Refuse a nudging strength <= -1: with the squared cost and unit output
-    self-energy it destroys the minimum of F (the outputs run away)."""
-    low = min(betas)
-    if low <= -1.0:
-        raise ConfigurationError(
-            f"{who} nudges with beta={low:g}: beta <= -1 destroys the minimum of F with the squared cost; "
-            "use a smaller --beta"
-        )
 
 
 def check_variant(variant: str, valid: Mapping[str, object], who: str) -> str:
