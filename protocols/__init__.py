@@ -1,1 +1,1 @@
-"""Training protocols: sequences of substrate manipulations (see ARCHITECTURE.md)."""
+"""Training protocols: sequences of substrate manipulations (see docs/layout.md)."""
