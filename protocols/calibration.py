@@ -88,10 +88,13 @@ class Calibrator:
         hold = FeedbackHomeostasis(max_iter=60, probe=0.25, averages=m, on_cap="hold", probes=8)
 
         def restore() -> None:
-            # the loop's final knob holds the reference; a full release lands theta on it (where
-            # k < 1; past it, it multiplies theta's offset by k, which the loop keeps within its floor)
+            # the loop's final knob holds the reference and theta sits within the loop's floor of it.
+            # Where k < 1 a full release lands theta on the reference; past it, it would multiply
+            # theta's offset by up to k (on a device whose entries' eps vary tenfold, 0.003 became
+            # 0.13 RMS), so theta stays where the loop left it (k is 0 until it is measured)
             rep = hold(substrate, reference=ref)
-            substrate.release(1.0)
+            if cal.stiffness < 1.0:
+                substrate.release(1.0)
             cal.reads += rep.reads
 
         restore()
@@ -154,7 +157,11 @@ class Calibrator:
             restore()  # the knob that held theta at the old eps does not at the new one
         cal.eps = None if eps is None else {n: float(v) for n, v in eps.items()}
 
-        # signal: one nudged release from the holding knob
+        # signal: one nudged release from the holding knob, from theta landed on the reference by an
+        # un-nudged one (restore lands it only where k < 1): from where the loop left theta, the nudged
+        # release would also do the landing, and the landing would count as part of the step
+        if cal.stiffness >= 1.0:
+            substrate.release(1.0)
         before = read()
         substrate.nudge(betas[1], y)
         substrate.release(1.0)

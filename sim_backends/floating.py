@@ -131,6 +131,14 @@ class FloatingParameters:
             g[n] += self._u[n]
         return g
 
+    def floating_target(self) -> tuple[dict[str, np.ndarray], RelaxReport | None]:
+        """Where one whole update moves theta before the bounds clip it, ``u - eps dE/dtheta(s)`` at
+        the state settled under the current theta, and the relaxation that settled it (None: it had
+        settled). A device model that scales each entry's compliance (the non-ideal wrapper's
+        variability) moves theta from this, not from a move the bounds have already cut."""
+        report = self._relax(self.tol, self.max_sweeps) if self._stale else None
+        return self._parameter_block(), report
+
     def homeostasis(self) -> None:
         """Native homeostasis: set u = theta + eps dE/dtheta(s), so theta feels no net force."""
         g = self.energy_gradients()
@@ -155,9 +163,9 @@ class FloatingParameters:
             remaining = float(duration)
             while remaining > 1e-12:
                 frac = min(1.0, remaining)
-                if self._stale:
-                    report = report + self._relax(self.tol, self.max_sweeps)
-                target = self._parameter_block()
+                target, settled = self.floating_target()
+                if settled is not None:
+                    report = report + settled
                 if frac < 1.0:
                     theta = self.parameters()
                     target = {n: theta[n] + frac * (target[n] - theta[n]) for n in target}

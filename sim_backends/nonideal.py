@@ -41,6 +41,7 @@ and first-order for longer ones.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -65,6 +66,16 @@ class SweepBudgeted(Protocol):
     """A substrate whose relaxation stops after a budget of sweeps. Example: ``sub.max_sweeps == 100``."""
 
     max_sweeps: int
+
+
+@runtime_checkable
+class FloatingTarget(Protocol):
+    """A substrate that says where an update would move its floating parameters before the bounds
+    clip them (``sim_backends.floating.FloatingParameters``)."""
+
+    def parameters(self) -> dict[str, np.ndarray]: ...
+    def knobs(self) -> dict[str, np.ndarray]: ...
+    def floating_target(self) -> tuple[dict[str, np.ndarray], RelaxReport | None]: ...
 
 
 class NonidealConfig(BaseModel):
@@ -311,6 +322,8 @@ class NonidealSubstrate:
         inner = self._knobbed()
         if not self._writes:
             return inner.release(duration)
+        if self.factor is not None and duration is not None and isinstance(inner, FloatingTarget):
+            return self._release_per_entry(inner, float(duration))
         before = inner.parameters()
         report = inner.release(duration)
         after = inner.parameters()
@@ -323,6 +336,31 @@ class NonidealSubstrate:
                 target = before[n] + (after[n] - before[n]) / d  # u - eps dE/dtheta
                 after[n] = before[n] + d * (u[n] - self.factor[n] * (u[n] - target) - before[n])
         self._programmable().set_parameters(self._write(before, after, gain=False, noise=False))
+        return report
+
+    def _release_per_entry(self, inner: FloatingTarget, duration: float) -> RelaxReport:
+        """A release of ``duration`` updates under each entry's own compliance ``f eps``: each whole
+        update moves theta to ``u - f eps dE/dtheta(s)`` (a fraction, that part of the way), then
+        through the device's write effects and bounds. Taken from the wrapped substrate's unclipped
+        target: inferred from its clipped move instead, an entry the knob pulled past a bound read as
+        one pushed back, and f > 1 sent it the wrong way."""
+        t0 = time.perf_counter()
+        report = RelaxReport(sweeps=0, residual=0.0, converged=True)
+        remaining = duration
+        if not (remaining >= 0 and np.isfinite(remaining)):
+            raise ConfigurationError(f"release duration {duration}: must be a finite number >= 0")
+        while remaining > 1e-12:
+            frac = min(1.0, remaining)
+            before = inner.parameters()
+            target, settled = inner.floating_target()
+            if settled is not None:
+                report = report + settled
+            u = inner.knobs()
+            assert self.factor is not None  # the caller checked
+            wanted = {n: before[n] + frac * (u[n] - self.factor[n] * (u[n] - target[n]) - before[n]) for n in before}
+            self._programmable().set_parameters(self._write(before, wanted, gain=False, noise=False))
+            remaining -= frac
+        report.seconds = time.perf_counter() - t0
         return report
 
     def close(self) -> None:

@@ -154,3 +154,24 @@ def test_choose_probe_shortens_probes_only_where_the_floor_allows():
     long, estimates, quiet = choose_probe(k=2.0, floor=1e-4, signal=1e-2, cfg=cfg, loop=loop)
     assert long == 0.25 and estimates == 10 and not quiet  # 1 / (2 k); at least min_estimates
     assert choose_probe(k=2.0, floor=5e-3, signal=1e-2, cfg=cfg, loop=loop)[1] == 29  # sqrt(2) 10 5e-3 / 0.25e-2
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_calibration_leaves_theta_held_on_a_device_whose_entries_vary_tenfold(seed):
+    """Variability log-std 1 (each entry's eps scaled by up to ~30x): the calibration's stiffness
+    probes push entries far, and the loop must bring theta back where it started. Before, a release
+    whose knob pulled an entry past a bound sent it the other way (the device model), and a full
+    release after each hold multiplied the loop's residual offset by up to k: theta ended 0.1 (RMS)
+    off and training failed."""
+    from aeqprop.data import load_dataset
+    from sim_backends.hopfield import HopfieldSubstrate
+
+    data = load_dataset("digits", seed=0)
+    sub = NonidealSubstrate(
+        HopfieldSubstrate((64, 64, 10), eps=0.1, tol=1e-3, seed=seed), variability=1.0, seed=1000 + seed
+    )
+    start = sub.inner.parameters()
+    cal = Calibrator().run(sub, data.x_train[:16], data.y_train[:16], (-0.5, 0.5))
+    assert cal.stiffness > 1.0  # the held point is unstable under a full release
+    end = sub.inner.parameters()
+    assert max(float(np.sqrt(np.mean((end[n] - start[n]) ** 2))) for n in start) < 1e-2

@@ -316,3 +316,24 @@ def test_finite_settling_runs_plain_sweeps():
         outputs[name] = sub.outputs()
     assert np.array_equal(outputs["device"], outputs["plain"])
     assert not np.array_equal(outputs["accelerated"], outputs["plain"])  # the budget would mean more
+
+
+def test_a_knob_pulling_past_a_bound_moves_a_varied_entry_toward_that_bound():
+    """Each entry moves toward ``u - f eps dE/dtheta``: a knob far below pulls it down to the low
+    bound whatever its factor f. The device model once inferred the target from the wrapped
+    substrate's move after the bounds had cut it, and sent entries with f > 1 to the high bound."""
+    sub = hop(layers=(64, 32, 10), variability=1.0)
+    x, _ = batch(sub)
+    sub.clamp(x)
+    sub.nudge(0.0)
+    sub.relax()
+    lo, hi = sub.info.parameter_bounds["W2"]
+    u = sub.knobs()
+    far = np.zeros(u["W2"].shape, bool)
+    far.ravel()[::7] = True
+    u["W2"] = np.where(far, -50.0, u["W2"])
+    sub.set_knobs(u)
+    sub.release(0.5)  # half way to u - f eps g, far below the bound for the pulled entries
+    w2 = sub.inner.parameters()["W2"]
+    assert np.all(w2[far] == lo) and np.mean(sub.factor["W2"][far] > 1) > 0.3
+    assert np.all((w2[~far] > lo) & (w2[~far] < hi))
