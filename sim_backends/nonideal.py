@@ -344,11 +344,13 @@ class NonidealSubstrate:
         through the device's write effects and bounds. Taken from the wrapped substrate's unclipped
         target: inferred from its clipped move instead, an entry the knob pulled past a bound read as
         one pushed back, and f > 1 sent it the wrong way."""
+        if not (duration >= 0 and np.isfinite(duration)):
+            raise ConfigurationError(f"release duration {duration}: must be a finite number >= 0")
+        factor = self.factor
+        assert factor is not None  # the caller checked
         t0 = time.perf_counter()
         report = RelaxReport(sweeps=0, residual=0.0, converged=True)
         remaining = duration
-        if not (remaining >= 0 and np.isfinite(remaining)):
-            raise ConfigurationError(f"release duration {duration}: must be a finite number >= 0")
         while remaining > 1e-12:
             frac = min(1.0, remaining)
             before = inner.parameters()
@@ -356,8 +358,7 @@ class NonidealSubstrate:
             if settled is not None:
                 report = report + settled
             u = inner.knobs()
-            assert self.factor is not None  # the caller checked
-            wanted = {n: before[n] + frac * (u[n] - self.factor[n] * (u[n] - target[n]) - before[n]) for n in before}
+            wanted = {n: before[n] + frac * (u[n] - factor[n] * (u[n] - target[n]) - before[n]) for n in before}
             self._programmable().set_parameters(self._write(before, wanted, gain=False, noise=False))
             remaining -= frac
         report.seconds = time.perf_counter() - t0
