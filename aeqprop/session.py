@@ -277,18 +277,23 @@ def start(config: RunConfig, progress: bool = False, on_created: Callable[[int],
     built = build(config)
     try:
         store = RunStore(config.runs)
-        run_id = store.create_run(config.to_dict(), config.seed, inputs=files, **built.names)
-        built.events.attach(store, run_id)
     except BaseException:
         built.substrate.close()
         raise
-    if on_created is not None:
+    with store:
         try:
-            on_created(run_id)
-        except BaseException as exc:  # e.g. its line cannot be printed: stdout's reader has gone
-            _finish(built, store, run_id, stop_status(exc), f"{type(exc).__name__}: {exc}")
+            run_id = store.create_run(config.to_dict(), config.seed, inputs=files, **built.names)
+            built.events.attach(store, run_id)
+        except BaseException:
+            built.substrate.close()
             raise
-    return execute(built, store, run_id, progress=progress)
+        if on_created is not None:
+            try:
+                on_created(run_id)
+            except BaseException as exc:  # e.g. its line cannot be printed: stdout's reader has gone
+                _finish(built, store, run_id, stop_status(exc), f"{type(exc).__name__}: {exc}")
+                raise
+        return execute(built, store, run_id, progress=progress)
 
 
 def stop_status(exc: BaseException) -> str:
@@ -318,9 +323,13 @@ def resume(
     inputs are read from the absolute paths recorded at the start. Package versions that differ from
     the start's are a warning (``on_warning(message)`` and an event), not a refusal.
     """
+    with RunStore(runs, create=False) as store:
+        return _resume(store, run_id, progress, on_warning)
+
+
+def _resume(store: RunStore, run_id: int | str, progress: bool, on_warning: Callable[[str], None] | None) -> Outcome:
     from aeqprop import inputs, ownership
 
-    store = RunStore(runs, create=False)
     row = store.run(run_id)
     rid = row["id"]
     if row["status"] == "completed":

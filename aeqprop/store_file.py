@@ -1,8 +1,9 @@
 """The run store's file: opening it safely, checking it, and one write transaction at a time.
 
-Opening checks the file before anything is written: a damaged database
-(``PRAGMA quick_check``), a truncated (0-byte) file, a missing table or a newer
-schema is refused with the way to recover, and nothing is written into it.
+Opening checks the file, through a connection that cannot write, before anything
+is written: a damaged database (``PRAGMA quick_check``), a truncated (0-byte)
+file, a missing table or a newer schema is refused with the way to recover, and
+nothing is written into it (not even the WAL a crashed writer left beside it).
 ``readonly=True`` opens without writing anything (no WAL switch, no tables
 created), so the read commands work on a read-only mount (falling back to an
 immutable read when SQLite cannot make its -shm index there). A new store is
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import quote
 
 from aeqprop.errors import AeqpropError
@@ -46,12 +47,33 @@ class StoreFile:
         self._steps: list[tuple] = []
         self._tokens: dict[int, str] = {}  # run id -> lease token held by this store
         self._check_paths(create and not readonly)
+        # The checks read through a read-only connection: closing a writable one on a refused file would
+        # checkpoint the file's WAL into it (the last connection to close does), a write into a damaged store.
+        self.db = self._open(readonly=True)
+        self._check()
+        if readonly:
+            return
+        self.db.close()
+        self.db = self._open(readonly=False)
         try:
-            self.db = self._connect()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise self._damaged(exc) from None
+        except StoreError:
+            self.db.close()
+            raise
+
+    def _open(self, readonly: bool) -> sqlite3.Connection:
+        try:
+            return self._connect(readonly)
         except sqlite3.DatabaseError as exc:
             raise self._damaged(exc) from None
+
+    def _check(self) -> None:
+        """The file's checks on the open connection; it is closed when they refuse the file."""
         try:
-            self._check_and_migrate()
+            self._check_file()
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise self._damaged(exc) from None
@@ -118,8 +140,8 @@ class StoreFile:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
-    def _connect(self) -> sqlite3.Connection:
-        if self.readonly:
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if readonly:
             uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
             db = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
             try:
@@ -167,7 +189,7 @@ class StoreFile:
         mem.close()
         return out
 
-    def _check_and_migrate(self) -> None:
+    def _check_file(self) -> None:
         """quick_check, then the schema: tables of the store's version present (extra ones tolerated)."""
         result = [r[0] for r in self.db.execute("PRAGMA quick_check").fetchall()]
         if result != ["ok"]:
@@ -200,10 +222,11 @@ class StoreFile:
                 if not columns <= have:
                     raise self._damaged(f"table {table} lacks column(s) {', '.join(sorted(columns - have))}")
         self.version = version
-        if self.readonly:
-            return
+
+    def _migrate(self) -> None:
+        """WAL journal, then the schema brought to this version (a new store, or one of version 1)."""
         self._journal()
-        if version == self.SCHEMA_VERSION:
+        if self.version == self.SCHEMA_VERSION:
             return
         with self._transaction() as db:  # a new store, or a migration from version 1
             db.execute("PRAGMA user_version").fetchone()
@@ -269,7 +292,15 @@ class StoreFile:
         return StoreFile._Tx(self)
 
     def close(self) -> None:
+        """Close the file (again: nothing). The session closes its store on every way out of a run: a
+        connection left to the garbage collector would checkpoint the WAL into the file at some later time."""
         self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _query(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
         try:

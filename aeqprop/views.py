@@ -37,7 +37,8 @@ def print_runs(runs: str) -> list[dict]:
     from rich.console import Console
     from rich.table import Table
 
-    rows = RunStore(runs, readonly=True).runs()
+    with RunStore(runs, readonly=True) as store:
+        rows = store.runs()
     table = Table(title=f"runs in {runs}")
     for col in ("id", "status", "dataset", "backend", "protocol", "best accuracy", "duration"):
         table.add_column(col, justify="right" if col in ("id", "best accuracy", "duration") else "left")
@@ -53,12 +54,12 @@ def print_runs(runs: str) -> list[dict]:
 def print_run(runs: str, run_id: str) -> dict:
     from rich.console import Console
 
-    store = RunStore(runs, readonly=True)
-    row = store.run(run_id)
-    rid = row["id"]
-    epochs = store.metrics(rid, "epoch_metrics")
-    events = store.metrics(rid, "events")
-    steps = store.metrics(rid, "step_metrics")
+    with RunStore(runs, readonly=True) as store:
+        row = store.run(run_id)
+        rid = row["id"]
+        epochs = store.metrics(rid, "epoch_metrics")
+        events = store.metrics(rid, "events")
+        steps = store.metrics(rid, "step_metrics")
     console = Console(width=120)
     console.print(
         f"run {rid}  {status(row)}  {row['dataset']} / {row['backend']} / {row['protocol']}"
@@ -70,7 +71,8 @@ def print_run(runs: str, run_id: str) -> dict:
     if row["error"]:
         console.print(f"error: {row['error']}", markup=False)
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in row["versions"].items()), markup=False)
-    console.print("config: " + json.dumps(row["config"], sort_keys=True), markup=False)
+    # one line however long (no wrapping at the console's width): the config is copied from here
+    console.print("config: " + json.dumps(row["config"], sort_keys=True), markup=False, soft_wrap=True)
     if epochs:
         best = max(epochs, key=lambda e: e["test_accuracy"])
         last = epochs[-1]
@@ -106,10 +108,10 @@ def plot_run(runs: str, run_id: str, output: str | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    store = RunStore(runs, readonly=True)
-    row = store.run(run_id)
-    rid = row["id"]
-    m = _collect(store, rid)
+    with RunStore(runs, readonly=True) as store:
+        row = store.run(run_id)
+        rid = row["id"]
+        m = _collect(store, rid)
     epochs, steps, evals = m["epoch_metrics"], m["step_metrics"], m["evaluations"]
     if not epochs and not steps:
         raise StoreError(f"run {rid} has no metrics yet; nothing to plot")
@@ -199,9 +201,11 @@ def plot_path(fig: Any, runs: str, rid: int, output: str | None) -> Path:
 
 def export_run(runs: str, run_id: str, output: str | None = None) -> list[Path]:
     """Write ``steps.csv``, ``epochs.csv``, ``evaluations.csv``, ``events.csv`` and ``run.json``."""
-    store = RunStore(runs, readonly=True)
-    row = store.run(run_id)
-    rid = row["id"]
+    with RunStore(runs, readonly=True) as store:
+        row = store.run(run_id)
+        rid = row["id"]
+        m = _collect(store, rid)
+        header = {t: [d[1] for d in store.db.execute(f"PRAGMA table_info({t})")] for t in m}
     row.pop("owner", None)
     row.pop("last_seen", None)
     folder = Path(output) if output else Path(runs) / f"run-{rid}"
@@ -211,7 +215,6 @@ def export_run(runs: str, run_id: str, output: str | None = None) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the export folder {folder} ({exc.strerror or exc}); give another -o") from None
-    m = _collect(store, rid)
     paths = []
     for table, name in (
         ("step_metrics", "steps"),
@@ -221,7 +224,7 @@ def export_run(runs: str, run_id: str, output: str | None = None) -> list[Path]:
     ):
         path = folder / f"{name}.csv"
         rows = m[table]
-        columns = list(rows[0]) if rows else [d[1] for d in store.db.execute(f"PRAGMA table_info({table})")]
+        columns = list(rows[0]) if rows else header[table]
         try:
             with open(path, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=columns)

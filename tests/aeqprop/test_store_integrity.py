@@ -75,6 +75,65 @@ def test_random_bytes_in_the_middle_are_refused_by_every_command_and_nothing_is_
     assert snapshot(tmp_path) == before
 
 
+def test_a_damaged_store_with_a_pending_wal_is_refused_and_the_wal_is_not_checkpointed_into_it(tmp_path):
+    """A store whose writer ended without closing keeps its last writes in aeqprop.db-wal. A refused open
+    must leave both files as they were: the last connection to close checkpoints the WAL into the main
+    file, so the checks read through a connection that cannot write."""
+    import shutil
+    import sqlite3
+
+    filled_store(tmp_path / "a")
+    writer = RunStore(tmp_path / "a")
+    rid = writer.create_run({"r": 9}, 9, "iris", "hopfield", "aeqprop")
+    for g in range(1, 300):
+        writer.log_step(rid, g, 1, float(g), {"free": 3}, {"free": 0.01}, {"x": g})
+    writer.flush()
+    (tmp_path / "b").mkdir()
+    for name in (DB_NAME, DB_NAME + "-wal"):  # as a crash leaves them: the writer never closed
+        shutil.copyfile(tmp_path / "a" / name, tmp_path / "b" / name)
+    writer.close()
+    path = tmp_path / "b" / DB_NAME
+    wal = Path(f"{path}-wal")
+    assert wal.stat().st_size > 0
+    data = bytearray(path.read_bytes())
+    data[4096:] = np.random.default_rng(0).bytes(len(data) - 4096)  # every page but the schema's
+    path.write_bytes(bytes(data))
+    before, wal_before = snapshot(tmp_path / "b"), wal.read_bytes()
+    for open_it in (
+        lambda: RunStore(tmp_path / "b", create=False),
+        lambda: RunStore(tmp_path / "b"),
+        lambda: RunStore(tmp_path / "b", readonly=True),
+    ):
+        with pytest.raises(StoreError, match=r"is damaged .*nothing was written to it"):
+            open_it()
+        assert snapshot(tmp_path / "b") == before
+        assert wal.read_bytes() == wal_before
+    db = sqlite3.connect(tmp_path / "a" / DB_NAME)  # the undamaged original reads whole, its new run in it
+    assert db.execute("SELECT COUNT(*) FROM step_metrics WHERE run_id = ?", (rid,)).fetchone()[0] == 299
+    db.close()
+
+
+def test_train_and_resume_close_their_store_on_every_way_out(tmp_path):
+    """No connection is left to the garbage collector, which would checkpoint the WAL into the file at some
+    later time: once the last connection closes SQLite folds the WAL in and removes it."""
+    wal = tmp_path / (DB_NAME + "-wal")
+    outcome = session.start(tiny(tmp_path))
+    assert outcome.status == "completed" and not wal.exists()
+    with pytest.raises(StoreError, match="already completed"):
+        session.resume(str(tmp_path), outcome.run_id)
+    assert not wal.exists()
+    bad = tiny(tmp_path)
+    bad.schedule.epochs = 3
+
+    def refuse(run_id):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        session.start(bad, on_created=refuse)
+    assert not wal.exists()
+    assert [r["status"] for r in RunStore(tmp_path, readonly=True).runs()] == ["completed", "interrupted"]
+
+
 def test_a_truncated_store_and_a_dropped_table_are_refused_not_recreated(tmp_path):
     path = filled_store(tmp_path / "a")
     path.write_bytes(b"")
