@@ -49,6 +49,7 @@ from aeqprop.schedules import ScheduleHook
 from aeqprop.snapshot import restore, snapshot
 from aeqprop.trainer import EpochRecord, Trainer, evaluate
 from protocols.aeqprop import Aeqprop
+from protocols.oracle_sgd import OracleSGD
 from sim_backends.conv import ConvHopfieldSubstrate
 
 
@@ -89,6 +90,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="divide eps by b's factor, so the step eps b follows --lr-schedule only",
     )
+    ap.add_argument(
+        "--rule",
+        default="aeqprop",
+        choices=["aeqprop", "oracle"],
+        help="oracle: SGD on the true gradient at the same rate eps b (a diagnostic of the network itself)",
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--max-sweeps", type=int, default=1000)
@@ -114,10 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     substrate = functools.partial(build, args, data)  # (dtype, acceleration=True)
 
     if args.timing:
+        if args.rule != "aeqprop":
+            raise ConfigurationError("--timing times Aeqprop's relaxations: drop --rule oracle")
         timing(args, data, substrate, cmd)
         return
     sub = substrate(args.dtype)
-    protocol = Aeqprop(beta=args.beta)
+    protocol = make_protocol(args, sub)
     # The trainer evaluates its "test" split after each epoch: here the validation split, which alone
     # selects the epoch; theta is kept per epoch and the official test split evaluated afterwards,
     # at the best-validation epoch and the final one (each epoch's test evaluation would cost
@@ -180,14 +189,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     eps_text = args.eps if isinstance(eps, dict) else f"{eps:g}"
+    rule = (
+        f"SGD on the oracle gradient at lr = eps b (b = {args.beta:g})"
+        if args.rule == "oracle"
+        else f"centered Aeqprop b = {args.beta:g}"
+    )
     settings = (
-        f"centered Aeqprop b = {args.beta:g}"
+        rule
         + (
             f" (schedule {args.beta_schedule}{', eps / its factor' if args.hold_step else ''})"
             if args.beta_schedule
             else ""
         )
-        + f", eps {eps_text}, release schedule {args.lr_schedule}, batch {args.batch}, "
+        + f", eps {eps_text}, {'lr' if args.rule == 'oracle' else 'release'} schedule {args.lr_schedule}, batch {args.batch}, "
         f"{args.dtype}, tol {args.tol:g}, max_sweeps {args.max_sweeps}"
     )
     counted = [n for n in run.unsettled if n is not None]
@@ -199,6 +213,16 @@ def main(argv: list[str] | None = None) -> None:
         f"| {settings} | {args.epochs} | {best:.2%} ({at}; validation {val[at - 1]:.2%}) | {final:.2%} | {np.median(seconds):.0f} "
         f"| {np.mean(sweeps):.1f} | {unsettled} | {wall / 60:.1f} min | {args.threads or 'default'} |"
     )
+
+
+def make_protocol(args: argparse.Namespace, sub: ConvHopfieldSubstrate) -> Aeqprop | OracleSGD:
+    """Centered Aeqprop, or (``--rule oracle``) SGD on the oracle gradient at Aeqprop's first-order
+    rate eps b per tensor: the same network, schedule and batches with the estimator taken out."""
+    if args.rule == "aeqprop":
+        return Aeqprop(beta=args.beta)
+    if args.beta_schedule or args.hold_step:
+        raise ConfigurationError("--rule oracle has no nudge: drop --beta-schedule and --hold-step")
+    return OracleSGD(lr={n: float(e) * args.beta for n, e in sub.eps.items()})
 
 
 def build(args: argparse.Namespace, data: Dataset, dtype: str, acceleration: bool = True) -> ConvHopfieldSubstrate:
@@ -224,7 +248,11 @@ def fingerprint(args: argparse.Namespace) -> str:
     """The settings a saved run must share with the command resuming it (where the data lies, and
     how the run is split over invocations, aside)."""
     kept = {k: v for k, v in sorted(vars(args).items()) if k not in ("state", "stop_after", "data_dir")}
-    for k, unset in (("beta_schedule", None), ("hold_step", False)):  # later options: older saves resume
+    for k, unset in (
+        ("beta_schedule", None),
+        ("hold_step", False),
+        ("rule", "aeqprop"),
+    ):  # later options: older saves resume
         if kept.get(k, unset) == unset:
             kept.pop(k, None)
     return json.dumps(kept, default=str)
