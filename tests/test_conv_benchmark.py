@@ -171,3 +171,38 @@ def test_the_settling_script_counts_the_steps_a_low_cap_cuts_off(tmp_path, monke
     )
     out = capsys.readouterr().out
     assert "1x28x28 -> 3x12x12 -> 2x4x4 -> 10" in out and "3 steps from the theta after epoch 1 of a saved run" in out
+
+
+def test_the_oracle_rule_steps_by_eps_b_times_the_true_gradient_and_keeps_old_saves_resumable(monkeypatch):
+    """--rule oracle is the same run with the estimator taken out: its step is -eps b dL/dtheta per tensor.
+    A save made before the option existed has no "rule" in its settings and still resumes."""
+    from aeqprop.data import one_hot
+    from aeqprop.errors import ConfigurationError
+
+    bench = conv_benchmark(monkeypatch)
+    args = bench.parser().parse_args(["--rule", "oracle", "--channels", "2", "3", "--eps", "W1=0.2,W=0.3,b=0.1"])
+    shape = fashion_shaped(bench)
+    sub = bench.build(args, shape, "float64")
+    proto = bench.make_protocol(args, sub)
+    assert proto.lr == {n: float(e) * 0.5 for n, e in sub.eps.items()} and proto.lr["W1"] == pytest.approx(0.1)
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 1, (4, 784)), one_hot(np.arange(4) % 10, 10)
+    before, grad = sub.parameters(), sub.true_gradient(x, y)
+    proto.step(sub, x, y)
+    after = sub.parameters()
+    for name in ("W1", "W3"):
+        np.testing.assert_allclose(after[name] - before[name], -proto.lr[name] * grad[name], rtol=1e-9, atol=1e-12)
+    for extra in (["--beta-schedule", "step:0.5:0.5"], ["--beta-schedule", "step:0.5:0.5", "--hold-step"]):
+        with pytest.raises(ConfigurationError, match="--rule oracle has no nudge"):
+            bench.make_protocol(bench.parser().parse_args(["--rule", "oracle", *extra]), sub)
+    assert "rule" not in json.loads(bench.fingerprint(bench.parser().parse_args([])))
+    assert json.loads(bench.fingerprint(args))["rule"] == "oracle"
+
+
+def fashion_shaped(bench):
+    """A Dataset with Fashion-MNIST's shape (28x28 images, 10 classes): build() reads only that."""
+    from aeqprop.data import Dataset
+
+    x = np.zeros((10, 784))
+    labels = np.arange(10)
+    return Dataset("fashion-mnist", x, labels, x, labels, 10, shape=(1, 28, 28))
