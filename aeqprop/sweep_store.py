@@ -57,12 +57,16 @@ class RunRecord:
 def open_store(folder: str, create: bool = True) -> RunStore:
     """The run store of ``folder`` with the sweep tables and the ``runs.sweep_job`` column."""
     store = RunStore(folder, create=create)
-    with store._transaction() as db:
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        if "sweep_job" not in _columns(db, "runs"):
-            db.execute("ALTER TABLE runs ADD COLUMN sweep_job INTEGER")
+    try:
+        with store._transaction() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            if "sweep_job" not in _columns(db, "runs"):
+                db.execute("ALTER TABLE runs ADD COLUMN sweep_job INTEGER")
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
