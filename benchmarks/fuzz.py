@@ -3,8 +3,9 @@
 Cases are generated from a seed in six categories: command-line flags of
 ``train``, ``--set`` values, TOML files (binary, other encodings, random
 tables), netlists (mutations of examples/netlist_small.cir), damage to a run
-store (random bytes, truncation, dropped tables, a changed input file) followed
-by a read or a resume, and the run-viewing commands (run ids, ``-o`` paths).
+store (random bytes, truncation, dropped tables, a changed input file) of a
+completed, an interrupted or a crashed run (its last writes still in the WAL)
+followed by a read or a resume, and the run-viewing commands (run ids, ``-o`` paths).
 Each case knows what it should get: ``valid`` (must run), ``invalid`` (must be
 refused in one line), ``suspect`` (refused, or run with a warning) or ``either``.
 
@@ -69,6 +70,26 @@ def make_fixtures(folder: Path) -> None:
     (folder / "netlist.cir").write_bytes((ROOT / "examples" / "netlist_small.cir").read_bytes())
     for kind in ("completed", "interrupted"):
         _template(folder / f"store-{kind}", folder / "tiny.csv", kind)
+    _crashed(folder / "store-interrupted", folder / "store-crashed")
+
+
+def _crashed(source: Path, folder: Path) -> None:
+    """The interrupted run's store as a killed writer leaves it: its last writes still in aeqprop.db-wal
+    (copied while the writer's connection is open; closing it would fold them into the file)."""
+    from aeqprop.store import DB_NAME, RunStore
+
+    scratch = folder.with_name(folder.name + "-writer")
+    shutil.copytree(source, scratch)
+    writer = RunStore(scratch)
+    try:
+        writer.event(1, "note", "written by a process killed before it closed its store " * 40)
+        folder.mkdir()
+        for name in (DB_NAME, DB_NAME + "-wal"):
+            shutil.copyfile(scratch / name, folder / name)
+    finally:
+        writer.close()
+        shutil.rmtree(scratch)
+    assert (folder / (DB_NAME + "-wal")).stat().st_size > 0
 
 
 def _template(runs: Path, data: Path, kind: str) -> None:

@@ -77,7 +77,7 @@ def gen_netlist(rng: random.Random) -> Case:
 
 
 def gen_store(rng: random.Random) -> Case:
-    kind = rng.choice(["completed", "interrupted"])
+    kind = rng.choice(["completed", "interrupted", "crashed"])  # crashed: interrupted, its last writes in the WAL
     command = rng.choice(
         [
             ["runs", "list"],
