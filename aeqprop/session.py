@@ -323,7 +323,7 @@ def resume(
     inputs are read from the absolute paths recorded at the start. Package versions that differ from
     the start's are a warning (``on_warning(message)`` and an event), not a refusal.
     """
-    with RunStore(runs, create=False) as store:
+    with RunStore(runs, readonly=True) as store:
         return _resume(store, run_id, progress, on_warning)
 
 
@@ -334,6 +334,11 @@ def _resume(store: RunStore, run_id: int | str, progress: bool, on_warning: Call
     rid = row["id"]
     if row["status"] == "completed":
         raise StoreError(f"run {rid} already completed; nothing to resume")
+    # what the resume reads is read read-only before its first write (the lease): a store damaged where
+    # the open's checks do not look (a row's text, a checkpoint's bytes) is refused with nothing written
+    store.load_checkpoint(rid)
+    store.inputs(rid)
+    store.writable()
     previous = store.acquire(rid)
     try:
         config = validate(inputs.check(store.inputs(rid), row["config"]))

@@ -377,6 +377,7 @@ class RunStore(StoreFile):
         row = rows[0]
         blob, meta_text = bytes(row["arrays"] or b""), row["meta"] or ""
         if _digest(blob, meta_text) != row["digest"]:
+            self.broken = f"run {run_id}: checkpoint digest mismatch"
             raise StoreError(
                 f"run {run_id}: the checkpoint at step {row['step']} is corrupted (digest mismatch); "
                 "the run cannot resume from it, start it again with `aeqprop train`"
@@ -386,6 +387,7 @@ class RunStore(StoreFile):
             with np.load(io.BytesIO(blob)) as f:
                 arrays = {k: f[k] for k in f.files}
         except (ValueError, OSError) as exc:
+            self.broken = f"run {run_id}: checkpoint unreadable"
             raise StoreError(f"run {run_id}: the checkpoint at step {row['step']} is unreadable ({exc})") from None
         meta["parameters"] = {k[2:]: v for k, v in arrays.items() if k.startswith("p:")}
         meta["knobs"] = {k[2:]: v for k, v in arrays.items() if k.startswith("k:")} if meta["knobs"] else None

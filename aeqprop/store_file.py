@@ -43,7 +43,7 @@ class StoreFile:
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
         self.readonly = readonly
-        self.broken: str | None = None  # set when a write found the file damaged: no more writes
+        self.broken: str | None = None  # set when a read or a write found the file damaged: no more writes
         self._steps: list[tuple] = []
         self._tokens: dict[int, str] = {}  # run id -> lease token held by this store
         self._check_paths(create and not readonly)
@@ -51,8 +51,20 @@ class StoreFile:
         # checkpoint the file's WAL into it (the last connection to close does), a write into a damaged store.
         self.db = self._open(readonly=True)
         self._check()
-        if readonly:
-            return
+        if not readonly:
+            self._reopen_writable()
+
+    def writable(self) -> None:
+        """Reopen a store opened read-only for writing (its checks were made on open).
+
+        A command that must not write into a damaged file reads what it needs read-only first: once a
+        writable connection has been open in this process, SQLite folds the file's WAL into it when the
+        process's last connection to it closes, read-only ones included (they share its descriptors)."""
+        if self.readonly:
+            self.readonly = False
+            self._reopen_writable()
+
+    def _reopen_writable(self) -> None:
         self.db.close()
         self.db = self._open(readonly=False)
         try:
@@ -249,7 +261,7 @@ class StoreFile:
             if store.readonly:
                 raise StoreError(f"{store.path} was opened read-only; nothing can be written to it")
             if store.broken is not None:
-                raise StoreError(f"{store.path}: an earlier write failed ({store.broken}); nothing more is written")
+                raise StoreError(f"{store.path} was found damaged ({store.broken}); nothing more is written to it")
             try:
                 self.db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -276,11 +288,23 @@ class StoreFile:
             except sqlite3.Error:
                 pass
 
+    def _found_damaged(self, exc: BaseException | str) -> StoreError:
+        """The file is damaged where the open's checks do not look (a page, a row's text, a checkpoint):
+        nothing more is written to it."""
+        self.broken = str(exc)
+        return self._damaged(exc)
+
+    @staticmethod
+    def _is_damage(exc: sqlite3.Error) -> bool:
+        text = str(exc)
+        return isinstance(exc, sqlite3.DatabaseError) and (
+            "malformed" in text or "not a database" in text or "Could not decode" in text
+        )
+
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         text = str(exc)
-        if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
-            self.broken = text
-            return self._damaged(exc)
+        if self._is_damage(exc):
+            return self._found_damaged(exc)
         if "readonly" in text or "read-only" in text:
             return StoreError(f"{self.path} is read-only ({text}); training and resuming need a writable runs folder")
         return StoreError(
@@ -308,6 +332,6 @@ class StoreFile:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
         except sqlite3.DatabaseError as exc:
-            if "malformed" in str(exc) or "not a database" in str(exc):
-                raise self._damaged(exc) from None
+            if self._is_damage(exc):
+                raise self._found_damaged(exc) from None
             raise StoreError(f"{self.path}: cannot read the run store ({exc})") from None

@@ -113,15 +113,58 @@ def test_a_damaged_store_with_a_pending_wal_is_refused_and_the_wal_is_not_checkp
     db.close()
 
 
+def crashed_copy(source, folder, note="x"):
+    """``source``'s store as a process killed mid-run leaves it: its last write still in aeqprop.db-wal."""
+    import shutil
+
+    writer = RunStore(source)
+    writer.event(1, "note", note * 200)
+    folder.mkdir()
+    for name in (DB_NAME, DB_NAME + "-wal"):
+        shutil.copyfile(source / name, folder / name)
+    writer.close()
+    assert (folder / (DB_NAME + "-wal")).stat().st_size > 0
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["blob", "text"])
+def test_a_resume_refused_for_damage_the_open_does_not_see_writes_nothing(tmp_path, damage):
+    """A corrupted checkpoint (its digest) or a row's text that is not UTF-8 passes quick_check; the resume
+    reads them read-only before its first write (the lease), so the file and its pending WAL stay as they were."""
+    import sqlite3
+
+    session.start(tiny(tmp_path / "a", checkpoint={"every": 3}))
+    db = sqlite3.connect(tmp_path / "a" / DB_NAME)
+    db.execute("UPDATE runs SET status = 'interrupted'")
+    if damage == "blob":
+        blob = bytearray(db.execute("SELECT arrays FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()[0])
+        blob[len(blob) // 2] ^= 0xFF
+        db.execute("UPDATE checkpoints SET arrays = ? WHERE id = (SELECT MAX(id) FROM checkpoints)", (bytes(blob),))
+    else:
+        db.execute("UPDATE checkpoints SET meta = CAST(X'7B22FF' AS TEXT) WHERE id = (SELECT MAX(id) FROM checkpoints)")
+    db.commit()
+    db.close()
+    folder = crashed_copy(tmp_path / "a", tmp_path / "b")
+    before, wal_before = snapshot(folder), (folder / (DB_NAME + "-wal")).read_bytes()
+    expected = "is corrupted \\(digest mismatch\\)" if damage == "blob" else "is damaged \\(Could not decode"
+    with pytest.raises(StoreError, match=expected):
+        session.resume(str(folder), 1)
+    assert snapshot(folder) == before and (folder / (DB_NAME + "-wal")).read_bytes() == wal_before
+
+
 def test_train_and_resume_close_their_store_on_every_way_out(tmp_path):
     """No connection is left to the garbage collector, which would checkpoint the WAL into the file at some
     later time: once the last connection closes SQLite folds the WAL in and removes it."""
     wal = tmp_path / (DB_NAME + "-wal")
+
+    def folded():  # nothing pending in the WAL (a read-only open may leave an empty one)
+        return not wal.exists() or wal.stat().st_size == 0
+
     outcome = session.start(tiny(tmp_path))
-    assert outcome.status == "completed" and not wal.exists()
+    assert outcome.status == "completed" and folded()
     with pytest.raises(StoreError, match="already completed"):
         session.resume(str(tmp_path), outcome.run_id)
-    assert not wal.exists()
+    assert folded()
     bad = tiny(tmp_path)
     bad.schedule.epochs = 3
 
@@ -130,7 +173,7 @@ def test_train_and_resume_close_their_store_on_every_way_out(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         session.start(bad, on_created=refuse)
-    assert not wal.exists()
+    assert folded()
     assert [r["status"] for r in RunStore(tmp_path, readonly=True).runs()] == ["completed", "interrupted"]
 
 
