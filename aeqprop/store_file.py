@@ -69,7 +69,7 @@ class StoreFile:
         self.db = self._open(readonly=False)
         try:
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self.db.close()
             raise self._damaged(exc) from None
         except StoreError:
@@ -79,14 +79,14 @@ class StoreFile:
     def _open(self, readonly: bool) -> sqlite3.Connection:
         try:
             return self._connect(readonly)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise self._damaged(exc) from None
 
     def _check(self) -> None:
         """The file's checks on the open connection; it is closed when they refuse the file."""
         try:
             self._check_file()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self.db.close()
             raise self._damaged(exc) from None
         except StoreError:
@@ -163,6 +163,9 @@ class StoreFile:
                 db.close()
                 uri = f"file:{quote(str(self.path.resolve()))}?immutable=1"
                 db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            except BaseException:  # a damaged schema (the caller says so): closed, not left to the collector
+                db.close()
+                raise
             return db
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 30000")
@@ -331,6 +334,8 @@ class StoreFile:
             cur = self.db.execute(sql, args)
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
+        except UnicodeDecodeError as exc:  # text in the file that is not UTF-8 (SQLite's or Python's decoding)
+            raise self._found_damaged(exc) from None
         except sqlite3.DatabaseError as exc:
             if self._is_damage(exc):
                 raise self._found_damaged(exc) from None

@@ -30,6 +30,7 @@ a floating node (no path to ground through resistors and sources), inputs not nu
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,10 @@ def number(text: str, where: str) -> float:
     m = NUMBER.fullmatch(text.lower())
     if not m:
         raise ConfigurationError(f"{where}: {text!r} is not a number; write e.g. 1k, 4.7e3, 10u")
-    return float(m.group(1)) * SUFFIX.get(m.group(2) or "", 1.0)
+    value = float(m.group(1)) * SUFFIX.get(m.group(2) or "", 1.0)
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{where}: {text!r} is too large for a number (above 1.8e308); write e.g. 1k, 4.7e3")
+    return value
 
 
 def _node(n: str) -> str:

@@ -177,6 +177,28 @@ def test_train_and_resume_close_their_store_on_every_way_out(tmp_path):
     assert [r["status"] for r in RunStore(tmp_path, readonly=True).runs()] == ["completed", "interrupted"]
 
 
+def test_a_schema_whose_text_is_not_utf8_is_damage_not_a_traceback(tmp_path):
+    """SQLite reads the schema's text and Python cannot decode it: every open says damaged, in one line."""
+    path = filled_store(tmp_path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"CREATE TABLE")
+    assert 100 < at < 4096  # the schema's text lies in the first page
+    data[at + 2 : at + 4] = b"\xf0\x28"  # a 4-byte lead byte followed by no continuation
+    path.write_bytes(bytes(data))
+    before = snapshot(tmp_path)
+    for open_it in (
+        lambda: RunStore(tmp_path, readonly=True),
+        lambda: RunStore(tmp_path),
+        lambda: RunStore(tmp_path, create=False),
+    ):
+        with pytest.raises(
+            StoreError, match=r"is damaged \('utf-8' codec can't decode.*\); nothing was written"
+        ) as err:
+            open_it()
+        assert "\n" not in str(err.value)
+    assert snapshot(tmp_path) == before
+
+
 def test_a_truncated_store_and_a_dropped_table_are_refused_not_recreated(tmp_path):
     path = filled_store(tmp_path / "a")
     path.write_bytes(b"")

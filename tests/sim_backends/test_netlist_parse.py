@@ -102,6 +102,9 @@ GOOD = "V1 a 0 x0\nR1 a b 1 train\nR2 b 0 2\n.output b\n"
         (GOOD + ".model q1 NPN (BF=100)\n", 5, "only diodes"),
         (GOOD + "V2 c 0 SIN(0 1 1k)\nR3 c 0 1\n", 5, "takes one DC value"),
         (GOOD + "+ 1k\n", 4, "output node '1k'"),  # the continuation extends the .output line
+        (GOOD + "R3 a b 1e999 train\n", 5, "'1e999' is too large for a number"),  # not an open circuit
+        (GOOD + "R3 a b 1e400meg\n", 5, "too large for a number"),
+        (GOOD + "D1 b 0 dz\n.model dz D (IS=1e-14 N=1e309)\n", 6, "too large for a number"),
     ],
 )
 def test_unsupported_input_is_refused_with_its_line(text, line, reason):
