@@ -248,11 +248,8 @@ def fingerprint(args: argparse.Namespace) -> str:
     """The settings a saved run must share with the command resuming it (where the data lies, and
     how the run is split over invocations, aside)."""
     kept = {k: v for k, v in sorted(vars(args).items()) if k not in ("state", "stop_after", "data_dir")}
-    for k, unset in (
-        ("beta_schedule", None),
-        ("hold_step", False),
-        ("rule", "aeqprop"),
-    ):  # later options: older saves resume
+    later = (("beta_schedule", None), ("hold_step", False), ("rule", "aeqprop"))  # options added later
+    for k, unset in later:  # at their defaults they are left out, so older saves resume
         if kept.get(k, unset) == unset:
             kept.pop(k, None)
     return json.dumps(kept, default=str)
