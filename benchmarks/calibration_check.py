@@ -9,7 +9,11 @@ model of sim_backends/nonideal.py, calibrated as ``aeqprop train`` calibrates fe
   against the true step ``f eps (g(beta1) - g(beta2))`` at the starting theta, from the bare
   network's energy gradients (no device, no knobs) and each entry's eps factor f on the device;
 - how far theta ended from where it started (largest RMS over the tensors, read from the bare
-  network): the calibration is meant to hold it back where it found it.
+  network): the calibration is meant to hold it back where it found it;
+- the true move of theta in the release it measured the step on (read from the bare network, no
+  read noise: what the measure would be without it), and how far from the start theta was when
+  that release began (largest RMS over the tensors): a step measured away from the start is the
+  step there plus theta's own move under the holding knob.
 
     python benchmarks/calibration_check.py --variability 1 --seeds 6
     python benchmarks/calibration_check.py --read-noise 1e-2 --seeds 3
@@ -23,6 +27,7 @@ import numpy as np
 from baselines import limit_blas_threads
 
 from aeqprop.data import load_dataset
+from aeqprop.substrate import RelaxReport
 from protocols.calibration import Calibrator
 from sim_backends.hopfield import HopfieldSubstrate
 from sim_backends.nonideal import NonidealSubstrate
@@ -62,21 +67,49 @@ def main(argv: list[str] | None = None) -> None:
     device = {"variability": args.variability, "read_noise": args.read_noise, "levels": args.levels or None}
     shown = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in device.items() if v) or "ideal"
     print(f"Digits, Hopfield 64-64-10, eps {EPS}, beta {BETAS[0]} / {BETAS[1]}; device: {shown}; 16 samples\n")
-    print("| seed | stiffness k | averages | step as measured | true step | measured / true | theta moved (RMS) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| seed | stiffness k | averages | step as measured | true step | measured / true | theta moved (RMS) "
+        "| true move of the measured release | theta's offset from the start then (RMS) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for seed in range(args.seeds):
         sub = NonidealSubstrate(
             HopfieldSubstrate((64, 64, 10), eps=EPS, tol=1e-3, seed=seed), seed=1000 + seed, **device
         )
         truth = true_step(HopfieldSubstrate((64, 64, 10), eps=EPS, tol=1e-3, seed=seed), x, y, sub.factor)
         start = sub.inner.parameters()
+        measured = watch_nudged_release(sub, BETAS[1])
         cal = Calibrator().run(sub, x, y, BETAS)
         end = sub.inner.parameters()
         moved = max(rms({n: end[n] - start[n]}) for n in start)
+        ((before, after),) = measured  # the calibration releases once under beta2: its measure of a step
+        offset = max(rms({n: before[n] - start[n]}) for n in start)
         print(
             f"| {seed} | {cal.stiffness:.2f} | {cal.averages} | {cal.signal:.4f} | {truth:.4f} "
-            f"| {cal.signal / truth:.2f} | {moved:.1e} |"
+            f"| {cal.signal / truth:.2f} | {moved:.1e} | {rms({n: after[n] - before[n] for n in before}):.4f} "
+            f"| {offset:.1e} |"
         )
+
+
+def watch_nudged_release(sub: NonidealSubstrate, beta: float) -> list[tuple[dict, dict]]:
+    """Record the bare network's theta before and after every release made under nudging ``beta``."""
+    seen: list[tuple[dict, dict]] = []
+    nudged = {"beta": 0.0}
+    nudge, release = sub.nudge, sub.release
+
+    def watched_nudge(b: float, y: np.ndarray | None = None) -> None:
+        nudged["beta"] = b
+        nudge(b, y)
+
+    def watched_release(duration: float | None = None) -> RelaxReport:
+        before = sub.inner.parameters()
+        report = release(duration)
+        if nudged["beta"] == beta:
+            seen.append((before, sub.inner.parameters()))
+        return report
+
+    sub.nudge, sub.release = watched_nudge, watched_release  # type: ignore[method-assign]
+    return seen
 
 
 if __name__ == "__main__":
