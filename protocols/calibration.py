@@ -159,8 +159,12 @@ class Calibrator:
 
         # signal: one nudged release from the holding knob, from theta landed on the reference by an
         # un-nudged one (restore lands it only where k < 1): from where the loop left theta, the nudged
-        # release would also do the landing, and the landing would count as part of the step
+        # release would also do the landing, and the landing would count as part of the step. Past
+        # k = 1 the landing goes to the knob's fixed point, as far from the reference as the knob
+        # errs: a longer hold first (signal_probes) brings the knob closer
         if cal.stiffness >= 1.0:
+            hold.probes, hold.max_iter = max(hold.probes, cfg.signal_probes), max(hold.max_iter, 2 * cfg.signal_probes)
+            cal.reads += hold(substrate, reference=ref).reads
             substrate.release(1.0)
         before = read()
         substrate.nudge(betas[1], y)

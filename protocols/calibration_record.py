@@ -50,6 +50,11 @@ class CalibrationSettings:
       move against ``max(1, k) sigma / sqrt(averages)`` (a full-length update release
       multiplies theta's offset from its read reference by k); ``max_averages``: the most
       reads averaged per read of theta.
+    - ``signal_probes``: the fewest probes of the hold before the step is measured, where k >= 1.
+      There a full release takes theta to the holding knob's fixed point, whose distance from
+      the held theta grows with the knob's error: at read noise 1e-2 the usual hold (8 probes)
+      left it 0.06 to 0.15 RMS away, and the step was measured there, 1.8 to 3 times the
+      step at the start (``benchmarks/calibration_check.py``).
     - ``signal_rtol``: the loop holds theta to this fraction of one learning step's
       RMS move (divided by max(1, k), since a knob estimate errs by about k times
       theta's offset); it sets the loop's tolerance and, with the stiffness, its
@@ -81,6 +86,7 @@ class CalibrationSettings:
     share: float = 0.2
     snr: float = 6.0
     max_averages: int = 16
+    signal_probes: int = 32
     signal_rtol: float = 0.01
     asymmetry_kick: float = 10.0
     asymmetry_margin: float = 10.0
