@@ -91,9 +91,10 @@ class Calibrator:
             # the loop's final knob holds the reference and theta sits within the loop's floor of it.
             # Where k < 1 a full release lands theta on the reference; past it, it would multiply
             # theta's offset by up to k (on a device whose entries' eps vary tenfold, 0.003 became
-            # 0.13 RMS), so theta stays where the loop left it (k is 0 until it is measured)
+            # 0.13 RMS), so theta stays where the loop left it. k is measured through noisy reads:
+            # only below land_below does a full release land it (k is 0 until it is measured)
             rep = hold(substrate, reference=ref)
-            if cal.stiffness < 1.0:
+            if cal.stiffness < cfg.land_below:
                 substrate.release(1.0)
             cal.reads += rep.reads
 
@@ -162,7 +163,7 @@ class Calibrator:
         # release would also do the landing, and the landing would count as part of the step. Past
         # k = 1 the landing goes to the knob's fixed point, as far from the reference as the knob
         # errs: a longer hold first (signal_probes) brings the knob closer
-        if cal.stiffness >= 1.0:
+        if cal.stiffness >= cfg.land_below:
             hold.probes, hold.max_iter = max(hold.probes, cfg.signal_probes), max(hold.max_iter, 2 * cfg.signal_probes)
             cal.reads += hold(substrate, reference=ref).reads
             substrate.release(1.0)

@@ -50,7 +50,11 @@ class CalibrationSettings:
       move against ``max(1, k) sigma / sqrt(averages)`` (a full-length update release
       multiplies theta's offset from its read reference by k); ``max_averages``: the most
       reads averaged per read of theta.
-    - ``signal_probes``: the fewest probes of the hold before the step is measured, where k >= 1.
+    - ``land_below``: a full release lands theta on the holding knob's fixed point only where
+      the measured k is below this. Past k = 1 a full release throws theta away, and k is
+      measured through noisy reads: at read noise 1e-2 a device measured at k 0.98 took
+      theta from 0.004 to 0.086 RMS off its start in the calibration's last landing.
+    - ``signal_probes``: the fewest probes of the hold before the step is measured, where k >= land_below.
       There a full release takes theta to the holding knob's fixed point, whose distance from
       the held theta grows with the knob's error: at read noise 1e-2 the usual hold (8 probes)
       left it 0.06 to 0.15 RMS away, and the step was measured there, 1.8 to 3 times the
@@ -86,6 +90,7 @@ class CalibrationSettings:
     share: float = 0.2
     snr: float = 6.0
     max_averages: int = 16
+    land_below: float = 0.5
     signal_probes: int = 32
     signal_rtol: float = 0.01
     asymmetry_kick: float = 10.0
