@@ -18,6 +18,7 @@ The tables themselves are the subclass's (:class:`aeqprop.store.RunStore`):
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import quote
@@ -50,7 +51,7 @@ class StoreFile:
         # The checks read through a read-only connection: closing a writable one on a refused file would
         # checkpoint the file's WAL into it (the last connection to close does), a write into a damaged store.
         self.db = self._open(readonly=True)
-        self._check()
+        self._or_close(self._check_file)
         if not readonly:
             self._reopen_writable()
 
@@ -67,14 +68,7 @@ class StoreFile:
     def _reopen_writable(self) -> None:
         self.db.close()
         self.db = self._open(readonly=False)
-        try:
-            self._migrate()
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-            self.db.close()
-            raise self._damaged(exc) from None
-        except StoreError:
-            self.db.close()
-            raise
+        self._or_close(self._migrate)
 
     def _open(self, readonly: bool) -> sqlite3.Connection:
         try:
@@ -82,10 +76,10 @@ class StoreFile:
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise self._damaged(exc) from None
 
-    def _check(self) -> None:
-        """The file's checks on the open connection; it is closed when they refuse the file."""
+    def _or_close(self, step: Callable[[], None]) -> None:
+        """Run the checks or the migration on the open connection; it is closed when they refuse the file."""
         try:
-            self._check_file()
+            step()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self.db.close()
             raise self._damaged(exc) from None
