@@ -82,6 +82,9 @@ def train(
     hold_step: Optional[bool] = typer.Option(
         None, "--hold-step", help="Aeqprop in simulation: divide eps by beta's factor, so the step eps b holds."
     ),
+    augment: Optional[str] = typer.Option(
+        None, help="Training images mirrored left-right with probability 1/2: none or flip [default: none]."
+    ),
     fidelity_every: Optional[int] = typer.Option(
         None, help="Steps between measurements of the update's cosine with the oracle gradient (simulation; 0: never)."
     ),
@@ -119,6 +122,7 @@ def train(
         "evaluation.fidelity_every": fidelity_every,
         "schedule.beta": parse_schedule(beta_schedule, "--beta-schedule"),
         "schedule.hold_step": hold_step,
+        "schedule.augment": augment,
     }
     cfg = load_config(config, overrides=set_, fields={k: v for k, v in flags.items() if v is not None})
     outcome = session.start(cfg, progress=not quiet, on_created=lambda rid: typer.echo(f"run {rid} in {cfg.runs}"))

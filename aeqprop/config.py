@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -111,6 +111,8 @@ class ScheduleConfig(_Strict):
     eps: dict[str, Any] | None = None
     # Aeqprop: divide the compliance by beta's factor, so a beta schedule leaves the step eps b alone
     hold_step: bool = False
+    # training images mirrored left-right with probability 1/2 ("flip"; image datasets only)
+    augment: Literal["none", "flip"] = "none"
 
 
 class EveryConfig(_Strict):

@@ -155,6 +155,7 @@ def build(config: RunConfig) -> Built:
             eval_every=config.evaluation.every,
             fidelity_every=config.evaluation.fidelity_every,
             checkpoint_every=config.checkpoint.every,
+            augment=config.schedule.augment,
         )
     except BaseException:
         substrate.close()

@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from aeqprop import augment as augmentation
 from aeqprop.data import Dataset
 from aeqprop.errors import ConfigurationError
 from aeqprop.oracle import fidelity, flatten
@@ -157,6 +158,8 @@ class Trainer:
     ``on_checkpoint(position)`` is called with the trainer's state at that point.
     Each step's report gets ``substrate_reads`` in its extras: the reads of theta and
     dE/dtheta the step made, counted on the substrate (:class:`aeqprop.reads.ReadCounter`).
+    ``augment = "flip"`` mirrors each training image left-right with probability 1/2
+    (:mod:`aeqprop.augment`; image data only).
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class Trainer:
         eval_every: int = 0,
         checkpoint_every: int = 0,
         fidelity_every: int = 0,
+        augment: str = "none",
     ):
         if epochs < 1:
             raise ConfigurationError(f"epochs={epochs}: must be >= 1")
@@ -198,6 +202,10 @@ class Trainer:
         self.before_step = before_step
         self.eval_every, self.checkpoint_every = int(eval_every), int(checkpoint_every)
         self.fidelity_every = int(fidelity_every)
+        augmentation.check(augment, data.shape)
+        self.augment = augment
+        if augment != "none":  # its own generator: the shuffling order is the same with and without
+            self.augment_rng = np.random.default_rng([seed, 1])
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.x_train) // self.batch_size)
@@ -244,12 +252,15 @@ class Trainer:
             if self.before_step is not None:
                 self.before_step(epoch, k, g, total)
             idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            xb = data.x_train[idx]
+            if self.augment != "none":
+                xb = augmentation.apply(self.augment, xb, data.shape, self.augment_rng)
             grad = None
             if self._oracle is not None and (g + 1) % self.fidelity_every == 0:
                 # the oracle has no side effect on parameters or random state
-                grad = self._oracle.true_gradient(data.x_train[idx], y_all[idx])
+                grad = self._oracle.true_gradient(xb, y_all[idx])
             before = counter.reads if counter is not None else 0
-            report: StepReport = self.protocol.step(sub, data.x_train[idx], y_all[idx])
+            report: StepReport = self.protocol.step(sub, xb, y_all[idx])
             if counter is not None and counter.counting:  # measured here, whatever the protocol reports
                 report.extra["substrate_reads"] = float(counter.reads - before)
             if grad is not None:

@@ -22,6 +22,7 @@ import numpy as np
 from baselines import limit_blas_threads
 from fashion_mnist import subset
 
+from aeqprop.augment import flip_half
 from aeqprop.data import Dataset, load_dataset
 from sim_backends.conv_ops import Conv, Dense, conv_map
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (0: the library's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-size", type=int, default=0, help="train on this many samples (0: all 54,000)")
+    ap.add_argument("--flip", action="store_true", help="mirror each training image left-right with probability 1/2")
     args = ap.parse_args(argv)
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     data = subset(load_dataset("fashion-mnist", seed=args.seed), args.train_size, args.seed)
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
             for i in range(len(x) // B):
                 lr = args.lr * (0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * done / steps)))
                 idx = order[i * B : (i + 1) * B]
-                net.step(x[idx], y[idx], lr)
+                xb = flip_half(x[idx], data.shape, net.rng) if args.flip else x[idx]
+                net.step(xb, y[idx], lr)
                 done += 1
             seconds.append(time.perf_counter() - t0)
             val.append(float(np.mean(net.predict(data.x_val) == data.labels_val)))
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\n`{cmd.strip()}`: numpy backprop, {arch} (5x5 conv, 2x2 pooling), hard-sigmoid units, softmax "
         f"readout, SGD lr {args.lr:g} cosine to 1 %, batch {args.batch}, {args.epochs} epochs on "
-        f"{len(data.x_train)} images, seed {args.seed}\n"
+        f"{len(data.x_train)} images{' (random left-right flips)' if args.flip else ''}, seed {args.seed}\n"
     )
     print(
         "| pooling (per conv layer) | test accuracy at best validation epoch (epoch; validation) "

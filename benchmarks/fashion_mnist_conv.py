@@ -96,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
         choices=["aeqprop", "oracle"],
         help="oracle: SGD on the true gradient at the same rate eps b (a diagnostic of the network itself)",
     )
+    ap.add_argument(
+        "--augment",
+        default="none",
+        choices=["none", "flip"],
+        help="flip: mirror each training image left-right with probability 1/2",
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--max-sweeps", type=int, default=1000)
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         before_step=ScheduleHook(
             protocol, lr=args.lr_schedule, beta=args.beta_schedule, substrate=sub, hold_step=args.hold_step
         ),
+        augment=args.augment,
     )
     t0 = time.perf_counter()
     run = (
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         + f", eps {eps_text}, {'lr' if args.rule == 'oracle' else 'release'} schedule {args.lr_schedule}, batch {args.batch}, "
         f"{args.dtype}, tol {args.tol:g}, max_sweeps {args.max_sweeps}"
+        + (", random left-right flips" if args.augment == "flip" else "")
     )
     counted = [n for n in run.unsettled if n is not None]
     unsettled = f"{sum(counted)} of {3 * trainer.steps_per_epoch() * len(counted)}" + (
@@ -248,7 +256,7 @@ def fingerprint(args: argparse.Namespace) -> str:
     """The settings a saved run must share with the command resuming it (where the data lies, and
     how the run is split over invocations, aside)."""
     kept = {k: v for k, v in sorted(vars(args).items()) if k not in ("state", "stop_after", "data_dir")}
-    later = (("beta_schedule", None), ("hold_step", False), ("rule", "aeqprop"))  # options added later
+    later = (("beta_schedule", None), ("hold_step", False), ("rule", "aeqprop"), ("augment", "none"))  # options added later
     for k, unset in later:  # at their defaults they are left out, so older saves resume
         if kept.get(k, unset) == unset:
             kept.pop(k, None)
@@ -304,6 +312,8 @@ class RunState:
             "wall": self.wall + elapsed,
             "order": trainer.rng.bit_generator.state,
         }
+        if trainer.augment != "none":
+            meta["augment"] = trainer.augment_rng.bit_generator.state
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -319,6 +329,8 @@ class RunState:
             )
         restore(sub, part["theta"], part["knobs"] or None)
         trainer.rng.bit_generator.state = meta["order"]
+        if trainer.augment != "none":
+            trainer.augment_rng.bit_generator.state = meta["augment"]
         unsettled = meta.get("unsettled", [None] * len(meta["val"]))
         run = cls(meta["val"], meta["seconds"], meta["sweeps"], unsettled, part["best"], meta["wall"])
         run.first = len(run.val) + 1

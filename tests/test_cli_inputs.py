@@ -42,6 +42,8 @@ def one_line(result, code=2):
         (["--runs", "/dev/null"], "runs folder /dev/null is a file, not a folder"),
         (["--runs", "/proc/aeqprop-runs"], "cannot create the run store in /proc/aeqprop-runs"),
         (["--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["--augment", "crop"], "schedule.augment: input should be 'none' or 'flip'"),
+        (["--augment", "flip"], "augment = 'flip' needs image data (C, H, W); this dataset has no image shape"),
         (["--bogus"], "No such option: --bogus"),
     ],
 )

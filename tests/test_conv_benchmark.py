@@ -43,11 +43,14 @@ def saved(path: Path) -> dict:
         return {n: f[n] for n in f.files}
 
 
-def test_a_run_split_over_three_invocations_ends_as_one_run_does(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("augment", ["none", "flip"])
+def test_a_run_split_over_three_invocations_ends_as_one_run_does(tmp_path, monkeypatch, capsys, augment):
+    """With flips, the flips' generator is saved with the run and put back."""
     monkeypatch.delenv(catalog.ENV_VAR, raising=False)
     fake_fashion_mnist(tmp_path / "data" / "fashion-mnist")
     bench = conv_benchmark(monkeypatch)
     settings = ["--epochs", "3", "--channels", "2", "4", "--data-dir", str(tmp_path / "data"), "--tol", "0.01"]
+    settings += ["--augment", augment]
 
     bench.main([*settings, "--state", str(tmp_path / "one.npz")])
     whole = capsys.readouterr()
@@ -118,7 +121,7 @@ def test_the_benchmark_defaults_are_the_conv_example_s_settings(monkeypatch):
     assert cfg.schedule.lr == {"kind": kind, "end": float(end)}
     beta = None if defaults.beta_schedule is None else Schedule.parse(defaults.beta_schedule)
     assert (None if cfg.schedule.beta is None else Schedule.parse(cfg.schedule.beta)) == beta
-    assert cfg.schedule.hold_step == defaults.hold_step
+    assert (cfg.schedule.hold_step, cfg.schedule.augment) == (defaults.hold_step, defaults.augment)
 
 
 def test_the_fidelity_script_reads_a_saved_run_and_its_small_nudge_follows_the_gradient(tmp_path, monkeypatch, capsys):

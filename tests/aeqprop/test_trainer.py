@@ -133,3 +133,81 @@ def test_a_checkpoint_s_running_sums_resume_with_or_without_the_unsettled_count(
     record = capped.run_epoch(1, start=Position(1, 2, 2, order, (1.0, 4.0, 30.0, 5.0)))
     assert record is not None  # the checkpoint's 5, then 3 phases of each step left in the epoch
     assert record.unsettled_phases == 5 + 3 * (capped.steps_per_epoch() - 2)
+
+
+def _iris_as_images():
+    """Iris's 4 features read as 1x2x2 images, so that a left-right mirror swaps features 0/1 and 2/3."""
+    from dataclasses import replace
+
+    return replace(load_dataset("iris", seed=0), shape=(1, 2, 2))
+
+
+def test_flip_half_mirrors_about_half_of_the_images_left_right_and_leaves_the_input_alone():
+    from aeqprop.augment import flip_half
+
+    x = np.random.default_rng(0).normal(size=(400, 2 * 3 * 5))
+    kept = x.copy()
+    out = flip_half(x, (2, 3, 5), np.random.default_rng(1))
+    assert np.array_equal(x, kept)
+    img, orig = out.reshape(400, 2, 3, 5), x.reshape(400, 2, 3, 5)
+    mirrored = np.array([np.array_equal(img[i], orig[i, :, :, ::-1]) for i in range(400)])
+    same = np.array([np.array_equal(img[i], orig[i]) for i in range(400)])
+    assert np.all(mirrored ^ same)  # each image is one or the other, never both (random rows are not symmetric)
+    assert 160 <= mirrored.sum() <= 240  # 1/2, within 4 standard deviations
+
+
+class Recording(EqProp):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def step(self, substrate, x, y):
+        self.seen.append(np.array(x))
+        return super().step(substrate, x, y)
+
+
+def test_augmented_training_sees_mirrored_batches_in_the_same_order_and_resumes_to_the_same_bits():
+    data = _iris_as_images()
+    plain, flipped = Recording(), Recording()
+    Trainer(HopfieldSubstrate((4, 8, 3), seed=0), plain, data, epochs=1, batch_size=8, seed=3).run()
+    whole = HopfieldSubstrate((4, 8, 3), seed=0)
+    Trainer(whole, flipped, data, epochs=2, batch_size=8, seed=3, augment="flip").run()
+    n = len(plain.seen)
+    mirror = [a[:, [1, 0, 3, 2]] for a in plain.seen]
+    kinds = [[np.array_equal(f[i], a[i]) or np.array_equal(f[i], m[i]) for i in range(len(a))]
+             for f, a, m in zip(flipped.seen[:n], plain.seen, mirror)]
+    assert all(all(k) for k in kinds)  # the same samples in the same order, each as is or mirrored
+    changed = sum(int(np.sum(np.any(f != a, axis=1))) for f, a in zip(flipped.seen[:n], plain.seen))
+    assert 0.3 * len(data.x_train) < changed < 0.7 * len(data.x_train)
+
+    # stopped after 5 steps of epoch 2 and resumed in a fresh trainer: the same parameters
+    sub = HopfieldSubstrate((4, 8, 3), seed=0)
+    first = Trainer(sub, EqProp(), data, epochs=2, batch_size=8, seed=3, augment="flip")
+    first.run_epoch(1)
+    saved = {}
+    stops = iter(range(10**6))
+    first.run_epoch(
+        2,
+        hooks={
+            "should_stop": lambda: next(stops) == 4,
+            "on_checkpoint": lambda pos: saved.update(pos=pos, rng=first.random_states(), theta=sub.parameters()),
+        },
+    )
+    again = HopfieldSubstrate((4, 8, 3), seed=0)
+    again.set_parameters(saved["theta"])
+    second = Trainer(again, EqProp(), data, epochs=2, batch_size=8, seed=3, augment="flip")
+    second.set_random_states(saved["rng"])
+    second.run_epoch(2, start=saved["pos"])
+    for name, value in whole.parameters().items():
+        assert np.array_equal(value, again.parameters()[name]), name
+
+
+def test_augmentation_is_refused_on_data_without_an_image_shape_and_by_the_config(iris):
+    with pytest.raises(ConfigurationError, match="needs image data"):
+        Trainer(HopfieldSubstrate((4, 8, 3)), EqProp(), iris, epochs=1, batch_size=4, augment="flip")
+    with pytest.raises(ConfigurationError, match="must be one of none, flip"):
+        Trainer(HopfieldSubstrate((4, 8, 3)), EqProp(), _iris_as_images(), epochs=1, batch_size=4, augment="crop")
+    from aeqprop.config import validate
+
+    with pytest.raises(ConfigurationError, match="augment"):
+        validate({"schedule": {"augment": "crop"}})
