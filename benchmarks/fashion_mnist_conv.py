@@ -256,7 +256,12 @@ def fingerprint(args: argparse.Namespace) -> str:
     """The settings a saved run must share with the command resuming it (where the data lies, and
     how the run is split over invocations, aside)."""
     kept = {k: v for k, v in sorted(vars(args).items()) if k not in ("state", "stop_after", "data_dir")}
-    later = (("beta_schedule", None), ("hold_step", False), ("rule", "aeqprop"), ("augment", "none"))  # options added later
+    later = (
+        ("beta_schedule", None),
+        ("hold_step", False),
+        ("rule", "aeqprop"),
+        ("augment", "none"),
+    )  # options added later
     for k, unset in later:  # at their defaults they are left out, so older saves resume
         if kept.get(k, unset) == unset:
             kept.pop(k, None)

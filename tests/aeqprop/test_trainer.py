@@ -174,8 +174,10 @@ def test_augmented_training_sees_mirrored_batches_in_the_same_order_and_resumes_
     Trainer(whole, flipped, data, epochs=2, batch_size=8, seed=3, augment="flip").run()
     n = len(plain.seen)
     mirror = [a[:, [1, 0, 3, 2]] for a in plain.seen]
-    kinds = [[np.array_equal(f[i], a[i]) or np.array_equal(f[i], m[i]) for i in range(len(a))]
-             for f, a, m in zip(flipped.seen[:n], plain.seen, mirror)]
+    kinds = [
+        [np.array_equal(f[i], a[i]) or np.array_equal(f[i], m[i]) for i in range(len(a))]
+        for f, a, m in zip(flipped.seen[:n], plain.seen, mirror)
+    ]
     assert all(all(k) for k in kinds)  # the same samples in the same order, each as is or mirrored
     changed = sum(int(np.sum(np.any(f != a, axis=1))) for f, a in zip(flipped.seen[:n], plain.seen))
     assert 0.3 * len(data.x_train) < changed < 0.7 * len(data.x_train)
