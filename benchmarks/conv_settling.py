@@ -6,7 +6,8 @@ Per cap: the share of steps with a relaxation cut off at the cap (its contrast t
 unfinished settling, not only the nudge's effect), the largest step's length over the median
 step's, the validation accuracy after the steps (on the first --val-size validation images), the
 sweeps per step, and the time per step against the first cap's, measured in the same run. The
-other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --caps). With
+other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --caps; the steps are
+Aeqprop's at the schedules' starting eps and b, with --augment's flips if asked). With
 ``--start STATE`` (a --state file of fashion_mnist_conv.py) the steps start from that run's theta,
 on its network and settings, instead: what the cap does later in training, where the relaxations
 are slower.
@@ -28,6 +29,7 @@ from baselines import limit_blas_threads
 from fashion_mnist import subset
 from fashion_mnist_conv import build, parser, read_state
 
+from aeqprop import augment as augmentation
 from aeqprop.data import load_dataset
 from aeqprop.trainer import evaluate
 from protocols.aeqprop import Aeqprop
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val-size", type=int, default=2000, help="validation images evaluated after the steps")
     ap.add_argument("--start", type=Path, default=None, help="start from this saved run's theta and settings")
     args = ap.parse_args(argv)
+    if args.rule != "aeqprop":
+        ap.error("--rule oracle: this script measures Aeqprop's relaxations; drop --rule")
     theta, start = None, "the initial theta"
     if args.start is not None:
         meta, part = read_state(args.start)
@@ -58,11 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         if theta is not None:
             sub.set_parameters(theta)
         protocol = Aeqprop(beta=args.beta)
+        flips = np.random.default_rng([args.seed, 1])  # the same flips for every cap
         lengths, cut, sweeps = [], 0, 0
         t0 = time.perf_counter()
         for k in range(args.steps):
             idx = order[k * args.batch : (k + 1) * args.batch]
-            report = protocol.step(sub, data.x_train[idx], data.y_train[idx])
+            x = augmentation.apply(getattr(args, "augment", "none"), data.x_train[idx], data.shape, flips)
+            report = protocol.step(sub, x, data.y_train[idx])
             lengths.append(float(np.sqrt(sum(np.vdot(d, d) for d in report.delta.values()))))
             cut += bool(report.unsettled)
             sweeps += sum(report.sweeps.values())

@@ -164,6 +164,11 @@ def test_the_settling_script_counts_the_steps_a_low_cap_cuts_off(tmp_path, monke
     rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in out.splitlines() if line[:3] in ("| 2", "| 1")}
     assert rows["2"][0].strip() == "100.0%" and rows["1000"][0].strip() == "0.0%"
     assert float(rows["2"][3]) == 6.0 and float(rows["1000"][3]) > 6.0  # sweeps per step: 3 phases of 2
+    module.main([*data, "--steps", "2", "--caps", "1000", "--val-size", "8", "--augment", "flip"])
+    assert "max_sweeps 1000" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # Aeqprop's relaxations only: not silently ignored
+        module.main([*data, "--rule", "oracle"])
+    assert refused.value.code == 2 and "--rule oracle" in capsys.readouterr().err
 
     bench.main(
         [*data, "--channels", "3", "2", "--epochs", "2", "--state", str(tmp_path / "s.npz"), "--stop-after", "1"]
