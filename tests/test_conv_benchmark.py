@@ -214,3 +214,27 @@ def fashion_shaped(bench):
     x = np.zeros((10, 784))
     labels = np.arange(10)
     return Dataset("fashion-mnist", x, labels, x, labels, 10, shape=(1, 28, 28))
+
+
+def test_the_units_script_counts_a_channel_switched_off_on_every_image(tmp_path, monkeypatch, capsys):
+    """benchmarks/conv_units.py: a first-layer channel whose kernel and bias are all at -1 is below 0
+    on every image (the inputs are >= 0), and is counted; the saved run's own theta has none."""
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
+    bench = conv_benchmark(monkeypatch)
+    data = ["--data-dir", str(tmp_path / "data")]
+    bench.main([*data, "--channels", "3", "2", "--epochs", "1", "--state", str(tmp_path / "s.npz")])
+    spec = importlib.util.spec_from_file_location("aeqprop_conv_units", ROOT / "benchmarks" / "conv_units.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    arrays = dict(saved(tmp_path / "s.npz"))
+    arrays["theta.W1"] = arrays["theta.W1"].copy()
+    arrays["theta.b1"] = arrays["theta.b1"].copy()
+    arrays["theta.W1"][1], arrays["theta.b1"][1] = -1.0, -1.0
+    np.savez(tmp_path / "off.npz", **arrays)
+    capsys.readouterr()
+    module.main([str(tmp_path / "s.npz"), str(tmp_path / "off.npz"), "--images", "8", *data])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    first = {r[1].split()[0]: r[4].strip() for r in rows if r[3].strip() == "3x12x12"}
+    assert first["s.npz"] == "0 of 3" and first["off.npz"] == "1 of 3"
+    assert len(rows) == 4 and all(r[2].strip() == "1" for r in rows)  # two hidden layers each, one epoch
