@@ -9,11 +9,11 @@ sweeps per step, and the time per step against the first cap's, measured in the 
 other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --caps; the steps are
 Aeqprop's at the schedules' starting eps and b, with --augment's flips if asked). With
 ``--start STATE`` (a --state file of fashion_mnist_conv.py) the steps start from that run's theta,
-on its network and settings, instead: what the cap does later in training, where the relaxations
-are slower.
+on its network and settings (an --eps given here replaces the run's), instead: what the cap does
+later in training, where the relaxations are slower, or what a change of rate does there.
 
     python benchmarks/conv_settling.py [--steps 1000] [--caps 100 1000] [--eps 0.5 --beta 0.1]
-    python benchmarks/conv_settling.py --start STATE [--steps 300]
+    python benchmarks/conv_settling.py --start STATE [--steps 300] [--eps 0.2]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--caps", type=int, nargs="+", default=[100, 1000], help="the max_sweeps compared")
     ap.add_argument("--val-size", type=int, default=2000, help="validation images evaluated after the steps")
     ap.add_argument("--start", type=Path, default=None, help="start from this saved run's theta and settings")
+    ap.set_defaults(eps=None)  # None: fashion_mnist_conv.py's, or with --start the saved run's
     args = ap.parse_args(argv)
     if args.rule != "aeqprop":
         ap.error("--rule oracle: this script measures Aeqprop's relaxations; drop --rule")
@@ -49,8 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.start is not None:
         meta, part = read_state(args.start)
         own = {k: getattr(args, k) for k in ("steps", "caps", "val_size", "start", "data_dir")}
+        if args.eps is not None:
+            own["eps"] = args.eps
         args = argparse.Namespace(**(json.loads(meta["settings"]) | own))
         theta, start = part["theta"], f"the theta after epoch {len(meta['val'])} of a saved run"
+    if args.eps is None:
+        args.eps = parser().get_default("eps")
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     data = subset(load_dataset("fashion-mnist", seed=args.seed, data_dir=args.data_dir), args.train_size, args.seed)
     order = np.random.default_rng(args.seed).permutation(len(data.x_train))

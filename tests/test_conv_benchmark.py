@@ -179,6 +179,9 @@ def test_the_settling_script_counts_the_steps_a_low_cap_cuts_off(tmp_path, monke
     )
     out = capsys.readouterr().out
     assert "1x28x28 -> 3x12x12 -> 2x4x4 -> 10" in out and "3 steps from the theta after epoch 1 of a saved run" in out
+    assert "eps 0.1," in out  # the saved run's
+    module.main(["--start", str(tmp_path / "s.npz"), "--steps", "1", "--caps", "1000", "--eps", "0.3", *data[:2]])
+    assert "eps 0.3," in capsys.readouterr().out  # given here: replaces the saved run's
 
 
 def test_the_oracle_rule_steps_by_eps_b_times_the_true_gradient_and_keeps_old_saves_resumable(monkeypatch):
