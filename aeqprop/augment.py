@@ -34,6 +34,7 @@ def flip_half(x: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -
 
 
 def apply(kind: str, x: np.ndarray, shape: tuple[int, ...] | None, rng: np.random.Generator) -> np.ndarray:
+    """The minibatch ``x`` as augmentation ``kind`` makes it (``x`` itself for "none")."""
     if kind == "none":
         return x
     check(kind, shape)
