@@ -11,6 +11,7 @@ STATE: --state files of benchmarks/fashion_mnist_conv.py (each is rebuilt with i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,13 @@ import numpy as np
 from baselines import limit_blas_threads
 from fashion_mnist_conv import build, parser, read_state
 
-from aeqprop.data import load_dataset
+from aeqprop.data import Dataset, load_dataset
+
+
+@functools.cache
+def fashion_mnist(seed: int, data_dir: str | None) -> Dataset:
+    """The split of a seed, read once for all the saved runs that share it."""
+    return load_dataset("fashion-mnist", seed=seed, data_dir=data_dir)
 
 
 def units(state: Path, images: int, data_dir: str | None) -> tuple[str, int, list[tuple[str, int, int, float, float]]]:
@@ -27,7 +34,7 @@ def units(state: Path, images: int, data_dir: str | None) -> tuple[str, int, lis
     meta, part = read_state(state)
     saved = json.loads(meta["settings"])
     settings = argparse.Namespace(**(vars(parser().parse_args([])) | saved))  # options saved only when set
-    data = load_dataset("fashion-mnist", seed=settings.seed, data_dir=data_dir)
+    data = fashion_mnist(settings.seed, data_dir)
     sub = build(settings, data, settings.dtype)
     sub.set_parameters(part["theta"])
     x = data.x_val[:images]
