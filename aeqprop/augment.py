@@ -22,6 +22,11 @@ def check(kind: str, shape: tuple[int, ...] | None) -> None:
         raise ConfigurationError(f"augment = {kind!r} needs image data (C, H, W); this dataset has no image shape")
 
 
+def generator(seed: int) -> np.random.Generator:
+    """The flips' own generator for a run of ``seed`` (apart from the one that shuffles the data)."""
+    return np.random.default_rng([seed, 1])
+
+
 def flip_half(x: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """A copy of the rows ``x`` (B, C H W) with each image mirrored left-right with probability 1/2."""
     c, h, w = shape

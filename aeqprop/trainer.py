@@ -205,7 +205,7 @@ class Trainer:
         augmentation.check(augment, data.shape)
         self.augment = augment
         if augment != "none":  # its own generator: the shuffling order is the same with and without
-            self.augment_rng = np.random.default_rng([seed, 1])
+            self.augment_rng = augmentation.generator(seed)
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.x_train) // self.batch_size)

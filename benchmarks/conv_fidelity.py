@@ -15,13 +15,12 @@ the free one (the energy is not convex once the coupling between the conv layers
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from baselines import limit_blas_threads
-from fashion_mnist_conv import build, read_state
+from fashion_mnist_conv import build, read_state, saved_settings
 
 from aeqprop.data import load_dataset
 from aeqprop.oracle import fidelity
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
     meta, part = read_state(args.state)
-    settings = argparse.Namespace(**json.loads(meta["settings"]))
+    settings = saved_settings(meta)
     limiter = limit_blas_threads(settings.threads)  # noqa: F841  (kept alive for the run)
     data = load_dataset("fashion-mnist", seed=settings.seed, data_dir=args.data_dir)
     rng = np.random.default_rng(args.seed)

@@ -19,7 +19,6 @@ later in training, where the relaxations are slower, or what a change of rate do
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from baselines import limit_blas_threads
 from fashion_mnist import subset
-from fashion_mnist_conv import build, parser, read_state
+from fashion_mnist_conv import build, parser, read_state, saved_settings
 
 from aeqprop import augment as augmentation
 from aeqprop.data import load_dataset
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         own = {k: getattr(args, k) for k in ("steps", "caps", "val_size", "start", "data_dir")}
         if args.eps is not None:
             own["eps"] = args.eps
-        args = argparse.Namespace(**(json.loads(meta["settings"]) | own))
+        args = argparse.Namespace(**(vars(saved_settings(meta)) | own))
         theta, start = part["theta"], f"the theta after epoch {len(meta['val'])} of a saved run"
     if args.eps is None:
         args.eps = parser().get_default("eps")
@@ -67,12 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         if theta is not None:
             sub.set_parameters(theta)
         protocol = Aeqprop(beta=args.beta)
-        flips = np.random.default_rng([args.seed, 1])  # the same flips for every cap
+        flips = augmentation.generator(args.seed)  # the same flips for every cap
         lengths, cut, sweeps = [], 0, 0
         t0 = time.perf_counter()
         for k in range(args.steps):
             idx = order[k * args.batch : (k + 1) * args.batch]
-            x = augmentation.apply(getattr(args, "augment", "none"), data.x_train[idx], data.shape, flips)
+            x = augmentation.apply(args.augment, data.x_train[idx], data.shape, flips)
             report = protocol.step(sub, x, data.y_train[idx])
             lengths.append(float(np.sqrt(sum(np.vdot(d, d) for d in report.delta.values()))))
             cut += bool(report.unsettled)

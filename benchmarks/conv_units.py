@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from baselines import limit_blas_threads
-from fashion_mnist_conv import build, parser, read_state
+from fashion_mnist_conv import build, read_state, saved_settings
 
 from aeqprop.data import Dataset, load_dataset
 
@@ -32,8 +31,7 @@ def fashion_mnist(seed: int, data_dir: str | None) -> Dataset:
 def units(state: Path, images: int, data_dir: str | None) -> tuple[str, int, list[tuple[str, int, int, float, float]]]:
     """(settings text, epochs saved, per hidden layer (shape, channels, channels never on, share on, share at 1))."""
     meta, part = read_state(state)
-    saved = json.loads(meta["settings"])
-    settings = argparse.Namespace(**(vars(parser().parse_args([])) | saved))  # options saved only when set
+    settings = saved_settings(meta)
     data = fashion_mnist(settings.seed, data_dir)
     sub = build(settings, data, settings.dtype)
     sub.set_parameters(part["theta"])
@@ -51,9 +49,7 @@ def units(state: Path, images: int, data_dir: str | None) -> tuple[str, int, lis
         dead = int(np.count_nonzero(~on.any(axis=(0, 2))))
         shape = "x".join(map(str, np.shape(layers[0][l])[1:]))
         rows.append((shape, a.shape[1], dead, float(on.mean()), float((a >= 1.0).mean())))
-    text = f"eps {settings.eps}, b {settings.beta:g}" + (
-        f", {saved['augment']}" if saved.get("augment", "none") != "none" else ""
-    )
+    text = f"eps {settings.eps}, b {settings.beta:g}" + (f", {settings.augment}" if settings.augment != "none" else "")
     return text, len(meta["val"]), rows
 
 

@@ -280,6 +280,12 @@ def read_state(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarr
     return meta, part
 
 
+def saved_settings(meta: dict[str, Any]) -> argparse.Namespace:
+    """A saved run's settings as the parsed command's namespace: the options a save leaves out at
+    their defaults (:func:`fingerprint`) put back."""
+    return argparse.Namespace(**(vars(parser().parse_args([])) | json.loads(meta["settings"])))
+
+
 @dataclass
 class RunState:
     """The run so far: per epoch the validation accuracy, training seconds, sweeps per step and
