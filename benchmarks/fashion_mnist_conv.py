@@ -106,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
         "--step-clip",
         type=float,
         default=0.0,
-        help="cut a step at this many times the typical step length, per tensor (protocols/step_clip.py; 0: none)",
+        help="cut a step short where a tensor would move more than this many times its typical step "
+        "(protocols/step_clip.py; 0: never)",
     )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-3)
