@@ -106,8 +106,7 @@ def parser() -> argparse.ArgumentParser:
         "--step-clip",
         type=float,
         default=0.0,
-        help="cut a step short where a tensor would move more than this many times its typical step "
-        "(protocols/step_clip.py; 0: never)",
+        help="cut a step at this many times the typical step length, per tensor (protocols/step_clip.py; 0: none)",
     )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-3)

@@ -42,7 +42,7 @@ from protocols.base import (
     step_change,
 )
 from protocols.homeostasis import FeedbackHomeostasis
-from protocols.step_clip import StepClip, check_release, lengths
+from protocols.step_clip import StepClip, lengths
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}
 HOMEOSTASIS = ("native", "feedback")
@@ -111,7 +111,14 @@ class Aeqprop:
         self.release = release
         self.clip = None
         if step_clip:
-            check_release(release)
+            if release is None:
+                raise ConfigurationError(
+                    "step_clip shortens the release: give a release duration (e.g. 1.0), not 'equilibrium'"
+                )
+            if release > 1:
+                raise ConfigurationError(
+                    f"step_clip measures the step on a release of at most 1 (one parameter update); it is {release:g}"
+                )
             self.clip = StepClip(step_clip, step_clip_probe)
         self.averages = check_averages(averages)
         self.calibrate_first = bool(calibrate) and homeostasis == "feedback"
@@ -231,8 +238,12 @@ class Aeqprop:
     ) -> tuple[Any, dict[str, np.ndarray]]:
         """The release in two parts: the first measures the step, the second ends it, cut short if a
         tensor would jump (:mod:`protocols.step_clip`). Returns the release report and theta after."""
-        assert self.clip is not None
-        release = check_release(self.release)  # a schedule may have grown it since __init__
+        assert self.clip is not None and self.release is not None  # step_clip needs a duration (__init__)
+        release = float(self.release)
+        if release > 1.0:
+            raise ConfigurationError(
+                f"step_clip measures the step on a release of at most 1 (one parameter update); it is {release:g}"
+            )
         probe = self.clip.probe
         first, mid = release_and_read(substrate, probe * release, self.averages)
         projected = lengths(step_change(mid, theta), probe * release * nudge)

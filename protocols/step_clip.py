@@ -92,19 +92,6 @@ class StepClip:
         self.typical = {k[len(PREFIX) :]: float(v) for k, v in extra.items() if k.startswith(PREFIX)}
 
 
-def check_release(release: float | str | None) -> float:
-    """The release a clipped step measures and cuts: a duration of at most one parameter update."""
-    if release is None or isinstance(release, str):
-        raise ConfigurationError(
-            "step_clip shortens the release: give a release duration (e.g. 1.0), not 'equilibrium'"
-        )
-    if release > 1:
-        raise ConfigurationError(
-            f"step_clip measures the step on a release of at most 1 (one parameter update); it is {release:g}"
-        )
-    return float(release)
-
-
 def lengths(move: Mapping[str, np.ndarray], per: float) -> dict[str, float]:
     """Each tensor's move length (2-norm) divided by ``per``."""
     return {n: float(np.sqrt(np.vdot(v, v).real)) / per for n, v in move.items()}
