@@ -254,6 +254,6 @@ class Aeqprop:
             # the fraction of the remaining way that ends at s * release of the whole step
             second, after = release_and_read(substrate, (s - probe) * release / (1.0 - probe * release), self.averages)
             released = first + second
-        self.clip.update(projected)  # each tensor its own length (at most its cap), whatever cut the step
+        self.clip.update({n: v * s for n, v in projected.items()})
         report.extra.update({"step_clip_scale": s, "step_clip_reads": float(self.averages), **self.clip.state()})
         return released, after

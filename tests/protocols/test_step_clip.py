@@ -51,12 +51,8 @@ def test_a_jump_is_cut_to_the_cap_and_keeps_its_direction(interior_net):
     lengths = per_unit(full.delta)
     typical = dict(lengths)
     typical["W2"] = lengths["W2"] / 4  # W2's step reads as 4 times its typical length: cut to 2 times
-    plain, clipped, clip = steps(interior_net, typical, factor=2.0, seen=49)
+    plain, clipped, _ = steps(interior_net, typical, factor=2.0)
     assert clipped.extra["step_clip_scale"] == pytest.approx(0.5, rel=1e-9)
-    # each tensor counts its own projected length, W2 at its cap: the cut does not shrink the others'
-    # typical lengths (which would cut ever more steps)
-    assert clip.typical["W2"] == pytest.approx(typical["W2"] * (1 + 1 / 50), rel=1e-9)
-    assert clip.typical["W1"] == pytest.approx(lengths["W1"], rel=2e-3)
     assert per_unit(clipped.delta)["W2"] == pytest.approx(2 * typical["W2"], rel=1e-3)
     assert cosine(clipped.delta, plain.delta) > 1 - 1e-6  # one release moves every tensor: the same direction
     for n in plain.delta:
