@@ -115,10 +115,6 @@ class Aeqprop:
                 raise ConfigurationError(
                     "step_clip shortens the release: give a release duration (e.g. 1.0), not 'equilibrium'"
                 )
-            if release > 1:
-                raise ConfigurationError(
-                    f"step_clip measures the step on a release of at most 1 (one parameter update); it is {release:g}"
-                )
             self.clip = StepClip(step_clip, step_clip_probe)
         self.averages = check_averages(averages)
         self.calibrate_first = bool(calibrate) and homeostasis == "feedback"

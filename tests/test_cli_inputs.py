@@ -44,10 +44,6 @@ def one_line(result, code=2):
         (["--epochs", "abc"], "Invalid value for '--epochs'"),
         (["--augment", "crop"], "schedule.augment: input should be 'none' or 'flip'"),
         (["--augment", "flip"], "augment = 'flip' needs image data (C, H, W); this dataset has no image shape"),
-        (["--step-clip", "0.5"], "step_clip=0.5: the cap is a multiple of the typical step, a number > 1"),
-        (["--step-clip", "nan"], "protocol.options.step_clip = nan: give a finite number"),
-        (["--step-clip", "2", "--release", "equilibrium"], "step_clip shortens the release: give a release duration"),
-        (["--step-clip", "2", "--release", "3"], "step_clip measures the step on a release of at most 1"),
         (["--bogus"], "No such option: --bogus"),
     ],
 )
