@@ -65,10 +65,6 @@ def train(
     release: Optional[str] = typer.Option(
         None, help="Aeqprop release: a duration (1.0 = one parameter update) or 'equilibrium' [default: 1.0]."
     ),
-    step_clip: Optional[float] = typer.Option(
-        None,
-        help="Aeqprop: cut a step at this many times the typical step length, against jumps between minima (0: none).",
-    ),
     epochs: Optional[int] = typer.Option(None, help="Passes over the training split [default: 30]."),
     batch_size: Optional[int] = typer.Option(None, help="Samples per step [default: 16]."),
     seed: Optional[int] = typer.Option(
@@ -115,7 +111,6 @@ def train(
         "protocol.options.lr": lr,
         "protocol.options.homeostasis": homeostasis,
         "protocol.options.release": None if release is None else parse_release(release),
-        "protocol.options.step_clip": step_clip,
         "schedule.epochs": epochs,
         "schedule.batch_size": batch_size,
         "seed": seed,

@@ -9,11 +9,11 @@ sweeps per step, and the time per step against the first cap's, measured in the 
 other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --caps; the steps are
 Aeqprop's at the schedules' starting eps and b, with --augment's flips if asked). With
 ``--start STATE`` (a --state file of fashion_mnist_conv.py) the steps start from that run's theta,
-on its network and settings (an --eps or --step-clip given here replaces the run's), instead: what the cap does
+on its network and settings (an --eps given here replaces the run's), instead: what the cap does
 later in training, where the relaxations are slower, or what a change of rate does there.
 
     python benchmarks/conv_settling.py [--steps 1000] [--caps 100 1000] [--eps 0.5 --beta 0.1]
-    python benchmarks/conv_settling.py --start STATE [--steps 300] [--eps 0.2] [--step-clip 2]
+    python benchmarks/conv_settling.py --start STATE [--steps 300] [--eps 0.2]
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ def main(argv: list[str] | None = None) -> None:
         own = {k: getattr(args, k) for k in ("steps", "caps", "val_size", "start", "data_dir")}
         if args.eps is not None:
             own["eps"] = args.eps
-        if args.step_clip:
-            own["step_clip"] = args.step_clip
         args = argparse.Namespace(**(vars(saved_settings(meta)) | own))
         theta, start = part["theta"], f"the theta after epoch {len(meta['val'])} of a saved run"
     if args.eps is None:
@@ -67,9 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         sub = build(args, data, args.dtype)
         if theta is not None:
             sub.set_parameters(theta)
-        protocol = Aeqprop(beta=args.beta, step_clip=args.step_clip)
+        protocol = Aeqprop(beta=args.beta)
         flips = augmentation.generator(args.seed)  # the same flips for every cap
-        lengths, cut, sweeps, short = [], 0, 0, 0
+        lengths, cut, sweeps = [], 0, 0
         t0 = time.perf_counter()
         for k in range(args.steps):
             idx = order[k * args.batch : (k + 1) * args.batch]
@@ -77,21 +75,12 @@ def main(argv: list[str] | None = None) -> None:
             report = protocol.step(sub, x, data.y_train[idx])
             lengths.append(float(np.sqrt(sum(np.vdot(d, d) for d in report.delta.values()))))
             cut += bool(report.unsettled)
-            short += report.extra.get("step_clip_scale", 1.0) < 1.0
             sweeps += sum(report.sweeps.values())
         seconds = (time.perf_counter() - t0) / args.steps
         n = min(args.val_size, len(data.x_val))
         val = evaluate(sub, data.x_val[:n], data.labels_val[:n])[1]
         rows.append(
-            (
-                cap,
-                cut / args.steps,
-                short / args.steps,
-                max(lengths) / float(np.median(lengths)),
-                val,
-                sweeps / args.steps,
-                seconds,
-            )
+            (cap, cut / args.steps, max(lengths) / float(np.median(lengths)), val, sweeps / args.steps, seconds)
         )
         print(
             f"  max_sweeps {cap}: {cut} steps cut off, validation {val:.2%}, {seconds * 1e3:.0f} ms per step",
@@ -100,21 +89,17 @@ def main(argv: list[str] | None = None) -> None:
         )
     cmd = "python benchmarks/conv_settling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
-        f"\n`{cmd.strip()}`: {sub.info.description}, centered Aeqprop b = {args.beta:g}, eps {args.eps}, "
-        + (f"steps cut at {args.step_clip:g}x the typical length, " if args.step_clip else "")
-        + f"batch "
+        f"\n`{cmd.strip()}`: {sub.info.description}, centered Aeqprop b = {args.beta:g}, eps {args.eps}, batch "
         f"{args.batch}, {args.dtype}, tol {args.tol:g}; {args.steps} steps from {start}, "
         f"validation on {n} images\n"
     )
     print(
-        "| max_sweeps | steps with a relaxation cut off at the cap | steps cut short | largest step / median step "
+        "| max_sweeps | steps with a relaxation cut off at the cap | largest step / median step "
         "| validation accuracy after the steps | sweeps per step | time per step / first row's |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for cap, share, shortened, spread, val, per_step, seconds in rows:
-        print(
-            f"| {cap} | {share:.1%} | {shortened:.1%} | {spread:.1f} | {val:.2%} | {per_step:.1f} | {seconds / rows[0][-1]:.2f} |"
-        )
+    print("|---|---|---|---|---|---|")
+    for cap, share, spread, val, per_step, seconds in rows:
+        print(f"| {cap} | {share:.1%} | {spread:.1f} | {val:.2%} | {per_step:.1f} | {seconds / rows[0][5]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -102,12 +102,6 @@ def parser() -> argparse.ArgumentParser:
         choices=["none", "flip"],
         help="flip: mirror each training image left-right with probability 1/2",
     )
-    ap.add_argument(
-        "--step-clip",
-        type=float,
-        default=0.0,
-        help="cut a step at this many times the typical step length, per tensor (protocols/step_clip.py; 0: none)",
-    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--max-sweeps", type=int, default=1000)
@@ -217,7 +211,6 @@ def main(argv: list[str] | None = None) -> None:
         + f", eps {eps_text}, {'lr' if args.rule == 'oracle' else 'release'} schedule {args.lr_schedule}, batch {args.batch}, "
         f"{args.dtype}, tol {args.tol:g}, max_sweeps {args.max_sweeps}"
         + (", random left-right flips" if args.augment == "flip" else "")
-        + (f", steps cut at {args.step_clip:g}x the typical length" if args.step_clip else "")
     )
     counted = [n for n in run.unsettled if n is not None]
     unsettled = f"{sum(counted)} of {3 * trainer.steps_per_epoch() * len(counted)}" + (
@@ -234,11 +227,7 @@ def make_protocol(args: argparse.Namespace, sub: ConvHopfieldSubstrate) -> Aeqpr
     """Centered Aeqprop, or (``--rule oracle``) SGD on the oracle gradient at Aeqprop's first-order
     rate eps b per tensor: the same network, schedule and batches with the estimator taken out."""
     if args.rule == "aeqprop":
-        return Aeqprop(beta=args.beta, step_clip=args.step_clip)
-    if args.step_clip:
-        raise ConfigurationError(
-            "--rule oracle steps by the true gradient, with no release to cut short: drop --step-clip"
-        )
+        return Aeqprop(beta=args.beta)
     if args.beta_schedule or args.hold_step:
         raise ConfigurationError("--rule oracle has no nudge: drop --beta-schedule and --hold-step")
     return OracleSGD(lr={n: float(e) * args.beta for n, e in sub.eps.items()})
@@ -272,7 +261,6 @@ def fingerprint(args: argparse.Namespace) -> str:
         ("hold_step", False),
         ("rule", "aeqprop"),
         ("augment", "none"),
-        ("step_clip", 0.0),
     )  # options added later
     for k, unset in later:  # at their defaults they are left out, so older saves resume
         if kept.get(k, unset) == unset:
@@ -337,9 +325,6 @@ class RunState:
         }
         if trainer.augment != "none":
             meta["augment"] = trainer.augment_rng.bit_generator.state
-        clip = getattr(trainer.protocol, "clip", None)
-        if clip is not None:
-            meta["step_clip"] = clip.state()  # the typical step lengths the next step is cut against
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -357,9 +342,6 @@ class RunState:
         trainer.rng.bit_generator.state = meta["order"]
         if trainer.augment != "none":
             trainer.augment_rng.bit_generator.state = meta["augment"]
-        clip = getattr(trainer.protocol, "clip", None)
-        if clip is not None:
-            clip.restore(meta["step_clip"])
         unsettled = meta.get("unsettled", [None] * len(meta["val"]))
         run = cls(meta["val"], meta["seconds"], meta["sweeps"], unsettled, part["best"], meta["wall"])
         run.first = len(run.val) + 1

@@ -42,7 +42,6 @@ from protocols.base import (
     step_change,
 )
 from protocols.homeostasis import FeedbackHomeostasis
-from protocols.step_clip import StepClip, lengths
 
 VARIANTS = {"centered": (-0.5, 0.5), "optimistic": (0.0, 1.0), "pessimistic": (-1.0, 0.0)}
 HOMEOSTASIS = ("native", "feedback")
@@ -66,10 +65,6 @@ class Aeqprop:
     ``homeostasis_atol`` ("auto": the read-noise floor) and
     ``homeostasis_on_cap`` ("hold": keep the best knob at the iteration cap)
     configure the feedback loop (see :class:`FeedbackHomeostasis`).
-    Against jumps between minima: ``step_clip`` > 1 cuts the release short when a
-    tensor would move more than that many times its typical step
-    (``step_clip_probe``: the release's first part, which measures the step; see
-    :mod:`protocols.step_clip`); 0 releases in full.
     """
 
     name = "aeqprop"
@@ -91,8 +86,6 @@ class Aeqprop:
         homeostasis_probe: float = 1.0,
         homeostasis_probes: int = 12,
         calibrate: bool = True,
-        step_clip: float = 0.0,
-        step_clip_probe: float = 0.1,
     ) -> None:
         self.beta = check_beta(beta)
         self.variant = check_variant(variant, VARIANTS, "aeqprop")
@@ -109,13 +102,6 @@ class Aeqprop:
         if homeostasis == "native":  # the optional capability, asked for only when used
             self.requires = frozenset({"aeqprop", "homeostasis"})
         self.release = release
-        self.clip = None
-        if step_clip:
-            if release is None:
-                raise ConfigurationError(
-                    "step_clip shortens the release: give a release duration (e.g. 1.0), not 'equilibrium'"
-                )
-            self.clip = StepClip(step_clip, step_clip_probe)
         self.averages = check_averages(averages)
         self.calibrate_first = bool(calibrate) and homeostasis == "feedback"
         self.feedback = FeedbackHomeostasis(
@@ -153,8 +139,6 @@ class Aeqprop:
         """Restore what the feedback loop carries between steps from the last step's report extras."""
         if "homeostasis_next_probe" in extra:
             self.feedback.probe = float(extra["homeostasis_next_probe"])
-        if self.clip is not None:
-            self.clip.restore(extra)
 
     def betas(self) -> tuple[float, float]:
         lo, hi = VARIANTS[self.variant]
@@ -213,43 +197,13 @@ class Aeqprop:
         report.seconds["homeostasis"] = time.perf_counter() - t0
 
         substrate.nudge(beta2, y)
-        assert theta is not None  # read in the free phase (native) or by the feedback loop
-        if self.clip is None:
-            released, after = release_and_read(substrate, self.release, self.averages)  # one exchange on a bench
-        else:
-            released, after = self._clipped_release(substrate, theta, beta2 - beta1, report)
+        released, after = release_and_read(substrate, self.release, self.averages)  # one exchange on a bench
         report.record("beta2", released)
         substrate.nudge(0.0)
+        assert theta is not None  # read in the free phase (native) or by the feedback loop
         report.delta = step_change(after, theta)
         report.extra["reads"] = float(
-            self.averages * (2 if self.homeostasis == "native" else 1)
-            + report.extra.get("homeostasis_reads", 0.0)
-            + report.extra.get("step_clip_reads", 0.0)
+            self.averages * 2 if self.homeostasis == "native" else report.extra["homeostasis_reads"] + self.averages
         )
         report.round_trips = round_trips(substrate) - trips
         return report
-
-    def _clipped_release(
-        self, substrate: Any, theta: dict[str, np.ndarray], nudge: float, report: StepReport
-    ) -> tuple[Any, dict[str, np.ndarray]]:
-        """The release in two parts: the first measures the step, the second ends it, cut short if a
-        tensor would jump (:mod:`protocols.step_clip`). Returns the release report and theta after."""
-        assert self.clip is not None and self.release is not None  # step_clip needs a duration (__init__)
-        release = float(self.release)
-        if release > 1.0:
-            raise ConfigurationError(
-                f"step_clip measures the step on a release of at most 1 (one parameter update); it is {release:g}"
-            )
-        probe = self.clip.probe
-        first, mid = release_and_read(substrate, probe * release, self.averages)
-        projected = lengths(step_change(mid, theta), probe * release * nudge)
-        s = self.clip.scale(projected)
-        released, after = first, mid
-        if s > probe:
-            # the first part moved theta probe * release of the way to its target; the rest moves
-            # the fraction of the remaining way that ends at s * release of the whole step
-            second, after = release_and_read(substrate, (s - probe) * release / (1.0 - probe * release), self.averages)
-            released = first + second
-        self.clip.update({n: v * s for n, v in projected.items()})
-        report.extra.update({"step_clip_scale": s, "step_clip_reads": float(self.averages), **self.clip.state()})
-        return released, after
