@@ -22,7 +22,7 @@ import numpy as np
 from baselines import limit_blas_threads
 from fashion_mnist import subset
 
-from aeqprop.augment import flip_half
+from aeqprop import augment
 from aeqprop.data import Dataset, load_dataset
 from sim_backends.conv_ops import Conv, Dense, conv_map
 
@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> None:
         net = BackpropConv(data, args.channels, args.hidden, kinds, args.seed)
         x, y, B = data.x_train.astype(np.float32), data.y_train.astype(np.float32), args.batch
         steps, done, val, tests, seconds = args.epochs * (len(x) // B), 0, [], [], []
+        flips = augment.generator(args.seed)  # its own generator, as the Trainer's: the same order as without flips
         for epoch in range(1, args.epochs + 1):
             t0 = time.perf_counter()
             order = net.rng.permutation(len(x))
             for i in range(len(x) // B):
                 lr = args.lr * (0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * done / steps)))
                 idx = order[i * B : (i + 1) * B]
-                xb = flip_half(x[idx], data.shape, net.rng) if args.flip else x[idx]
+                xb = augment.flip_half(x[idx], data.shape, flips) if args.flip else x[idx]
                 net.step(xb, y[idx], lr)
                 done += 1
             seconds.append(time.perf_counter() - t0)

@@ -9,7 +9,8 @@ sweeps per step, and the time per step against the first cap's, measured in the 
 other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --caps; the steps are
 Aeqprop's at the schedules' starting eps and b, with --augment's flips if asked). With
 ``--start STATE`` (a --state file of fashion_mnist_conv.py) the steps start from that run's theta,
-on its network and settings (an --eps given here replaces the run's), instead: what the cap does
+on its network and settings (an --eps given here replaces the run's; other settings of the run are
+refused beside it), instead: what the cap does
 later in training, where the relaxations are slower, or what a change of rate does there.
 
     python benchmarks/conv_settling.py [--steps 1000] [--caps 100 1000] [--eps 0.5 --beta 0.1]
@@ -18,7 +19,6 @@ later in training, where the relaxations are slower, or what a change of rate do
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from baselines import limit_blas_threads
 from fashion_mnist import subset
-from fashion_mnist_conv import build, parser, read_state, saved_settings
+from fashion_mnist_conv import build, parser, start_from
 
 from aeqprop import augment as augmentation
 from aeqprop.data import load_dataset
@@ -45,16 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.rule != "aeqprop":
         ap.error("--rule oracle: this script measures Aeqprop's relaxations; drop --rule")
-    theta, start = None, "the initial theta"
-    if args.start is not None:
-        meta, part = read_state(args.start)
-        own = {k: getattr(args, k) for k in ("steps", "caps", "val_size", "start", "data_dir")}
-        if args.eps is not None:
-            own["eps"] = args.eps
-        args = argparse.Namespace(**(vars(saved_settings(meta)) | own))
-        theta, start = part["theta"], f"the theta after epoch {len(meta['val'])} of a saved run"
-    if args.eps is None:
-        args.eps = parser().get_default("eps")
+    args, theta, start = start_from(ap, args, ("steps", "caps", "val_size"))
     limiter = limit_blas_threads(args.threads)  # noqa: F841  (kept alive for the run)
     data = subset(load_dataset("fashion-mnist", seed=args.seed, data_dir=args.data_dir), args.train_size, args.seed)
     order = np.random.default_rng(args.seed).permutation(len(data.x_train))

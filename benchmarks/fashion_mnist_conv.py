@@ -286,6 +286,31 @@ def saved_settings(meta: dict[str, Any]) -> argparse.Namespace:
     return argparse.Namespace(**(vars(parser().parse_args([])) | json.loads(meta["settings"])))
 
 
+def start_from(
+    ap: argparse.ArgumentParser, args: argparse.Namespace, own: tuple[str, ...]
+) -> tuple[argparse.Namespace, dict[str, np.ndarray] | None, str]:
+    """What a diagnostic script starts from: its parsed options and the initial theta, or with
+    ``--start STATE`` the saved run's network and settings, its theta, with the script's own options
+    (``own``), --data-dir and an --eps given here (which replaces the run's rate). A setting of the
+    run given beside --start stops the script with one line: the saved run's would silently win.
+    Returns (settings, theta or None, what it starts from); the scripts set ``eps`` to None by default."""
+    if args.start is None:
+        if args.eps is None:
+            args.eps = parser().get_default("eps")
+        return args, None, "the initial theta"
+    defaults = vars(parser().parse_args([]))
+    allowed = {*own, "start", "data_dir", "eps"}
+    given = [k for k, v in vars(args).items() if k in defaults and k not in allowed and v != defaults[k]]
+    if given:
+        ap.error(f"--start takes the saved run's network and settings: drop --{given[0].replace('_', '-')}")
+    meta, part = read_state(args.start)
+    kept = {k: getattr(args, k) for k in (*own, "start", "data_dir")}
+    if args.eps is not None:
+        kept["eps"] = args.eps
+    settings = argparse.Namespace(**(vars(saved_settings(meta)) | kept))
+    return settings, part["theta"], f"the theta after epoch {len(meta['val'])} of a saved run"
+
+
 @dataclass
 class RunState:
     """The run so far: per epoch the validation accuracy, training seconds, sweeps per step and

@@ -182,6 +182,10 @@ def test_the_settling_script_counts_the_steps_a_low_cap_cuts_off(tmp_path, monke
     assert "eps 0.1," in out  # the saved run's
     module.main(["--start", str(tmp_path / "s.npz"), "--steps", "1", "--caps", "1000", "--eps", "0.3", *data[:2]])
     assert "eps 0.3," in capsys.readouterr().out  # given here: replaces the saved run's
+    with pytest.raises(SystemExit) as refused:  # a setting of the run beside --start: not silently dropped
+        module.main(["--start", str(tmp_path / "s.npz"), "--channels", "4", "4", *data[:2]])
+    assert refused.value.code == 2
+    assert "--start takes the saved run's network and settings: drop --channels" in capsys.readouterr().err
 
 
 def test_the_oracle_rule_steps_by_eps_b_times_the_true_gradient_and_keeps_old_saves_resumable(monkeypatch):
@@ -241,3 +245,52 @@ def test_the_units_script_counts_a_channel_switched_off_on_every_image(tmp_path,
     first = {r[1].split()[0]: r[4].strip() for r in rows if r[3].strip() == "3x12x12"}
     assert first["s.npz"] == "0 of 3" and first["off.npz"] == "1 of 3"
     assert len(rows) == 4 and all(r[2].strip() == "1" for r in rows)  # two hidden layers each, one epoch
+
+
+def test_the_release_script_s_parts_add_up_to_one_update_inside_the_stiffness_limit(tmp_path, monkeypatch, capsys):
+    """benchmarks/conv_release.py: at a compliance far inside the stiffness limit the k parts move
+    theta as the one update does (each part 1/k of the way: parts of 1/k of the remaining way would
+    add up to 1 - (1 - 1/k)^k of it, 0.75 for 2 and 0.65 for 10); at the figure's eps the conv layers' split steps are longer than the one update's."""
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
+    conv_benchmark(monkeypatch)  # puts benchmarks/ on the path
+    spec = importlib.util.spec_from_file_location("aeqprop_conv_release", ROOT / "benchmarks" / "conv_release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = ["--data-dir", str(tmp_path / "data"), "--channels", "2", "3", "--batches", "2", "--dtype", "float64"]
+
+    def table(eps):
+        module.main([*data, "--eps", eps, "--tol", "1e-8", "--parts", "2", "10"])
+        out = capsys.readouterr().out
+        rows = {
+            tuple(c.strip() for c in line.split("|")[1:3]): [float(c) for c in line.split("|")[3:7]]
+            for line in out.splitlines()
+            if " parts |" in line
+        }
+        return rows, out
+
+    rows, out = table("1e-6")  # W1 stiffness eps |lambda| about 0.002 here (1.02 at 1e-5, 10 parts)
+    assert len(rows) == 14 and "2 training batches from the initial theta" in out
+    for (parts, tensor), (mean, largest, _, lowest) in rows.items():
+        assert 0.99 < mean and largest < 1.01 and lowest > 0.999, (parts, tensor)
+    rows, out = table("0.1")
+    assert rows[("2 parts", "W1")][0] > 1.1 and rows[("2 parts", "W2")][0] > 1.1
+
+
+def test_the_backprop_benchmark_s_flips_leave_the_order_of_the_samples_as_it_is(tmp_path, monkeypatch, capsys):
+    """benchmarks/conv_backprop.py --flip draws its flips from a generator of their own, as the
+    Trainer does: every epoch sees the samples in the order of the run without flips."""
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
+    monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path / "data"))
+    conv_benchmark(monkeypatch)  # puts benchmarks/ on the path
+    spec = importlib.util.spec_from_file_location("aeqprop_conv_backprop", ROOT / "benchmarks" / "conv_backprop.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(module.BackpropConv, "step", lambda self, x, y, lr: seen.append(y.argmax(axis=1)))
+    common = ["--epochs", "3", "--channels", "2", "3", "--poolings", "max"]
+    module.main(common)
+    plain, seen[:] = list(seen), []
+    module.main([*common, "--flip"])
+    assert len(plain) == len(seen) >= 3 and all(np.array_equal(a, b) for a, b in zip(plain, seen))
+    assert "random left-right flips" in capsys.readouterr().out
