@@ -10,8 +10,8 @@ other options are fashion_mnist_conv.py's (its --max-sweeps is replaced by --cap
 Aeqprop's at the schedules' starting eps and b, with --augment's flips if asked). With
 ``--start STATE`` (a --state file of fashion_mnist_conv.py) the steps start from that run's theta,
 on its network and settings (an --eps given here replaces the run's; other settings of the run are
-refused beside it), instead: what the cap does
-later in training, where the relaxations are slower, or what a change of rate does there.
+refused beside it), instead: what the cap does later in training, where the relaxations are slower,
+or what a change of rate does there.
 
     python benchmarks/conv_settling.py [--steps 1000] [--caps 100 1000] [--eps 0.5 --beta 0.1]
     python benchmarks/conv_settling.py --start STATE [--steps 300] [--eps 0.2]
