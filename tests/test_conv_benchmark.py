@@ -250,7 +250,8 @@ def test_the_units_script_counts_a_channel_switched_off_on_every_image(tmp_path,
 def test_the_release_script_s_parts_add_up_to_one_update_inside_the_stiffness_limit(tmp_path, monkeypatch, capsys):
     """benchmarks/conv_release.py: at a compliance far inside the stiffness limit the k parts move
     theta as the one update does (each part 1/k of the way: parts of 1/k of the remaining way would
-    add up to 1 - (1 - 1/k)^k of it, 0.75 for 2 and 0.65 for 10); at the figure's eps the conv layers' split steps are longer than the one update's."""
+    add up to 1 - (1 - 1/k)^k of it, 0.75 for 2 and 0.65 for 10); at the figure's eps the conv
+    layers' split steps are longer than the one update's."""
     monkeypatch.delenv(catalog.ENV_VAR, raising=False)
     fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
     conv_benchmark(monkeypatch)  # puts benchmarks/ on the path
