@@ -97,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
         help="oracle: SGD on the true gradient at the same rate eps b (a diagnostic of the network itself)",
     )
     ap.add_argument(
+        "--oracle-tol",
+        type=float,
+        default=None,
+        help="--rule oracle: settle the free equilibrium and solve for the gradient to this tolerance "
+        "(default: 1e-13 and 1e-12, a checking oracle's)",
+    )
+    ap.add_argument(
         "--augment",
         default="none",
         choices=["none", "flip"],
@@ -197,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     eps_text = args.eps if isinstance(eps, dict) else f"{eps:g}"
     rule = (
-        f"SGD on the oracle gradient at lr = eps b (b = {args.beta:g})"
+        f"SGD on the oracle gradient at lr = eps b (b = {args.beta:g}"
+        + (f", oracle tol {args.oracle_tol:g})" if args.oracle_tol is not None else ")")
         if args.rule == "oracle"
         else f"centered Aeqprop b = {args.beta:g}"
     )
@@ -227,9 +235,13 @@ def make_protocol(args: argparse.Namespace, sub: ConvHopfieldSubstrate) -> Aeqpr
     """Centered Aeqprop, or (``--rule oracle``) SGD on the oracle gradient at Aeqprop's first-order
     rate eps b per tensor: the same network, schedule and batches with the estimator taken out."""
     if args.rule == "aeqprop":
+        if args.oracle_tol is not None:
+            raise ConfigurationError("--oracle-tol sets the oracle's tolerance: give it with --rule oracle")
         return Aeqprop(beta=args.beta)
     if args.beta_schedule or args.hold_step:
         raise ConfigurationError("--rule oracle has no nudge: drop --beta-schedule and --hold-step")
+    if args.oracle_tol is not None:
+        sub.oracle_tol = sub.oracle_rtol = args.oracle_tol
     return OracleSGD(lr={n: float(e) * args.beta for n, e in sub.eps.items()})
 
 
@@ -261,6 +273,7 @@ def fingerprint(args: argparse.Namespace) -> str:
         ("hold_step", False),
         ("rule", "aeqprop"),
         ("augment", "none"),
+        ("oracle_tol", None),
     )  # options added later
     for k, unset in later:  # at their defaults they are left out, so older saves resume
         if kept.get(k, unset) == unset:

@@ -214,6 +214,31 @@ def test_the_oracle_rule_steps_by_eps_b_times_the_true_gradient_and_keeps_old_sa
     assert json.loads(bench.fingerprint(args))["rule"] == "oracle"
 
 
+def test_a_looser_oracle_tolerance_trains_on_nearly_the_same_gradient_and_needs_the_oracle_rule(monkeypatch):
+    """--oracle-tol loosens the oracle's settling and solve (a training oracle, not a checking one):
+    its gradient stays within 1e-3 of the tight one but is not the tight one to the bit; Aeqprop
+    refuses the option; a save made before it existed still resumes."""
+    from aeqprop.data import one_hot
+    from aeqprop.errors import ConfigurationError
+
+    bench = conv_benchmark(monkeypatch)
+    common = ["--rule", "oracle", "--channels", "2", "3", "--eps", "0.3"]
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 1, (4, 784)), one_hot(np.arange(4) % 10, 10)
+    grads = {}
+    for tol in (None, "1e-6"):
+        args = bench.parser().parse_args(common + ([] if tol is None else ["--oracle-tol", tol]))
+        sub = bench.build(args, fashion_shaped(bench), "float64")
+        bench.make_protocol(args, sub)
+        assert (sub.oracle_tol, sub.oracle_rtol) == ((1e-13, 1e-12) if tol is None else (1e-6, 1e-6))
+        grads[tol] = np.concatenate([g.ravel() for _, g in sorted(sub.true_gradient(x, y).items())])
+    tight, loose = grads[None], grads["1e-6"]
+    assert 0 < np.linalg.norm(loose - tight) < 1e-3 * np.linalg.norm(tight)
+    with pytest.raises(ConfigurationError, match="--oracle-tol sets the oracle's tolerance"):
+        bench.make_protocol(bench.parser().parse_args(["--oracle-tol", "1e-6"]), sub)
+    assert "oracle_tol" not in json.loads(bench.fingerprint(bench.parser().parse_args(["--rule", "oracle"])))
+
+
 def fashion_shaped(bench):
     """A Dataset with Fashion-MNIST's shape (28x28 images, 10 classes): build() reads only that."""
     from aeqprop.data import Dataset
