@@ -38,6 +38,7 @@ class SubstrateInfo:
     max_batch: int | None = None  # None: any batch size; hardware says 1
     capabilities: frozenset[str] = frozenset()
     description: str = ""
+    eval_batch: int | None = None  # the width held-out data is relaxed in, at most max_batch (None: max_batch)
 
     def __post_init__(self) -> None:
         unknown = set(self.capabilities) - CAPABILITIES
@@ -45,6 +46,8 @@ class SubstrateInfo:
             raise ConfigurationError(f"unknown capabilities {sorted(unknown)}; valid: {sorted(CAPABILITIES)}")
         if set(self.parameter_shapes) != set(self.parameter_bounds):
             raise ConfigurationError("parameter_shapes and parameter_bounds name different tensors")
+        if self.eval_batch is not None and self.eval_batch < 1:
+            raise ConfigurationError(f"eval_batch={self.eval_batch}: must be >= 1 (or None: max_batch)")
 
     @property
     def n_parameters(self) -> int:

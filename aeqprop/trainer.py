@@ -116,8 +116,10 @@ def set_random_states(obj: Any, states: dict[str, dict]) -> None:
 
 
 def evaluate(substrate: Substrate, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(mean squared-cost loss, accuracy) of the free equilibrium, in batches the substrate takes."""
-    width = substrate.info.max_batch or len(x)
+    """(mean squared-cost loss, accuracy) of the free equilibrium, in batches of the substrate's
+    ``eval_batch``, at most ``max_batch``."""
+    info = substrate.info
+    width = min((w for w in (info.eval_batch, info.max_batch, len(x)) if w), default=1)
     n_classes = substrate.info.n_outputs
     loss = correct = 0.0
     substrate.nudge(0.0)

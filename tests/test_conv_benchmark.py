@@ -320,3 +320,26 @@ def test_the_backprop_benchmark_s_flips_leave_the_order_of_the_samples_as_it_is(
     module.main([*common, "--flip"])
     assert len(plain) == len(seen) >= 3 and all(np.array_equal(a, b) for a, b in zip(plain, seen))
     assert "random left-right flips" in capsys.readouterr().out
+
+
+def test_the_eval_width_script_times_each_width_on_the_same_images_to_the_same_accuracy(tmp_path, monkeypatch, capsys):
+    """benchmarks/conv_eval_width.py: one row per width, the first at ratio 1.00, the same accuracy
+    in every row (each sample settles to the same tolerance), from the initial or a saved theta."""
+    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+    fake_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=8)
+    bench = conv_benchmark(monkeypatch)  # puts benchmarks/ on the path
+    data = ["--data-dir", str(tmp_path / "data")]
+    bench.main([*data, "--channels", "2", "3", "--epochs", "1", "--state", str(tmp_path / "s.npz")])
+    spec = importlib.util.spec_from_file_location("aeqprop_conv_eval_width", ROOT / "benchmarks" / "conv_eval_width.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    module.main([*data, "--start", str(tmp_path / "s.npz"), "--widths", "3", "1", "2000", "--images", "7"])
+    out = capsys.readouterr().out
+    rows = [
+        [c.strip() for c in line.split("|")[1:5]] for line in out.splitlines() if line.startswith("| ") and "%" in line
+    ]
+    assert [r[0] for r in rows] == ["3", "1", "2000"] and rows[0][2] == "1.00"
+    assert len({r[3] for r in rows}) == 1 and "7 validation images from the theta after epoch 1 of a saved run" in out
+    with pytest.raises(SystemExit):
+        module.main([*data, "--widths", "0"])

@@ -413,3 +413,31 @@ def test_under_a_strong_readout_the_nudged_relaxation_descends_and_settles(monke
     assert nudged(5000).relax().converged
     monkeypatch.setattr(relax, "readout_step", lambda beta, w: 1.0)
     assert not nudged(5000).relax().converged
+
+
+def test_held_out_data_is_relaxed_in_batches_of_eval_batch_capped_by_max_batch_to_the_same_result():
+    """evaluate clamps held-out data eval_batch samples at a time (the conv default 16), never more
+    than max_batch; at a tight tolerance the loss and accuracy do not depend on the width."""
+    from aeqprop.substrate import SubstrateInfo
+    from aeqprop.trainer import evaluate
+
+    rng = np.random.default_rng(4)
+    x, labels = rng.uniform(0, 1, (37, 100)), rng.integers(0, 3, 37)
+    results = {}
+    for kw, widths in (
+        ({}, [16, 16, 5]),
+        ({"eval_batch": 10}, [10, 10, 10, 7]),
+        ({"eval_batch": 10, "max_batch": 8}, [8, 8, 8, 8, 5]),
+        ({"eval_batch": None, "max_batch": None}, [37]),
+    ):
+        sub, _, _ = small_net(**kw)
+        seen = []
+        clamp = sub.clamp
+        sub.clamp = lambda xb, clamp=clamp, seen=seen: (seen.append(len(xb)), clamp(xb))[1]
+        results[str(kw)] = evaluate(sub, x, labels)
+        assert seen == widths, kw
+    first = next(iter(results.values()))
+    for loss, accuracy in results.values():
+        assert loss == pytest.approx(first[0], rel=1e-9) and accuracy == first[1]
+    with pytest.raises(ConfigurationError, match="eval_batch=0: must be >= 1"):
+        SubstrateInfo(1, 1, {}, {}, eval_batch=0)
