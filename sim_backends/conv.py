@@ -106,8 +106,8 @@ class ConvHopfieldSubstrate(ConvOracle, ConvRelaxation, FloatingParameters):
     eval_batch:
         The width held-out data is relaxed in (``evaluate``; None: max_batch). A relaxation runs
         until its slowest sample settles, so a wide batch sweeps every sample as long as its
-        slowest: 16 evaluates a trained network's validation split 5 times faster than 1024, to
-        the same accuracy (README, benchmarks/conv_eval_width.py).
+        slowest: 16 evaluates a trained network's validation images 5.4 times faster than 1024,
+        to the same accuracy (README, benchmarks/conv_eval_width.py).
     """
 
     def __init__(
