@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  epoch {epoch}: train {rec.train_accuracy:.2%} val {rec.test_accuracy:.2%} ({rec.seconds:.0f} s, "
             f"{rec.sweeps_per_step:.1f} sweeps per step, {rec.unsettled_phases} relaxations unsettled at the cap, "
-            f"{(run.wall + time.perf_counter() - t0) / 60:.1f} min)",
+            f"{(run.wall + time.perf_counter() - t0) / 60:.1f} min)"
+            + (f"; {sub.oracle_retries} oracle solves redone at 1e-13 so far" if args.oracle_tol is not None else ""),
             file=sys.stderr,
             flush=True,
         )

@@ -216,10 +216,11 @@ def test_the_oracle_rule_steps_by_eps_b_times_the_true_gradient_and_keeps_old_sa
 
 def test_a_looser_oracle_tolerance_trains_on_nearly_the_same_gradient_and_needs_the_oracle_rule(monkeypatch):
     """--oracle-tol loosens the oracle's settling and solve (a training oracle, not a checking one):
-    its gradient stays within 1e-3 of the tight one but is not the tight one to the bit; Aeqprop
-    refuses the option; a save made before it existed still resumes."""
+    its gradient stays within 1e-3 of the tight one but is not the tight one to the bit; a loose
+    solve that fails is redone at the checking tolerances; Aeqprop refuses the option; a save made
+    before it existed still resumes."""
     from aeqprop.data import one_hot
-    from aeqprop.errors import ConfigurationError
+    from aeqprop.errors import ConfigurationError, RelaxationError
 
     bench = conv_benchmark(monkeypatch)
     common = ["--rule", "oracle", "--channels", "2", "3", "--eps", "0.3"]
@@ -234,6 +235,21 @@ def test_a_looser_oracle_tolerance_trains_on_nearly_the_same_gradient_and_needs_
         grads[tol] = np.concatenate([g.ravel() for _, g in sorted(sub.true_gradient(x, y).items())])
     tight, loose = grads[None], grads["1e-6"]
     assert 0 < np.linalg.norm(loose - tight) < 1e-3 * np.linalg.norm(tight)
+    solve = type(sub)._solve  # a loose solve that fails is redone at the checking tolerances
+
+    def fails_when_loose(self, *args):
+        if self.oracle_rtol > 1e-12:
+            raise RelaxationError("H not positive definite")
+        return solve(self, *args)
+
+    monkeypatch.setattr(type(sub), "_solve", fails_when_loose)
+    redone = np.concatenate([g.ravel() for _, g in sorted(sub.true_gradient(x, y).items())])
+    np.testing.assert_allclose(redone, tight, rtol=1e-9, atol=1e-15)
+    assert sub.oracle_retries == 1 and (sub.oracle_tol, sub.oracle_rtol) == (1e-6, 1e-6)
+    monkeypatch.setattr(type(sub), "_solve", lambda self, *a: (_ for _ in ()).throw(RelaxationError("H")))
+    sub.oracle_tol, sub.oracle_rtol = 1e-13, 1e-12
+    with pytest.raises(RelaxationError):  # at the checking tolerances a failure is the caller's
+        sub.true_gradient(x, y)
     with pytest.raises(ConfigurationError, match="--oracle-tol sets the oracle's tolerance"):
         bench.make_protocol(bench.parser().parse_args(["--oracle-tol", "1e-6"]), sub)
     assert "oracle_tol" not in json.loads(bench.fingerprint(bench.parser().parse_args(["--rule", "oracle"])))
